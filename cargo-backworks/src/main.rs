@@ -1,0 +1,44 @@
+//! `cargo backworks`: the plugin author's tool.
+//!
+//! Installed as `cargo-backworks`, run as `cargo backworks <command>`; cargo
+//! passes `backworks` as the first argument, which [`Cargo`] absorbs (as
+//! cargo-nextest does). The commands (new, build, check, sign, verify,
+//! publish) arrive with issue 4; today the tool reports its version and the
+//! plugin ABI it targets.
+
+use clap::{Parser, Subcommand};
+
+/// Cargo's view of the tool: `cargo backworks ...`.
+#[derive(Debug, Parser)]
+#[command(name = "cargo", bin_name = "cargo")]
+enum Cargo {
+    /// Create, build, check, sign and publish Backworks plugins.
+    #[command(version, about)]
+    Backworks(Cli),
+}
+
+#[derive(Debug, clap::Args)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the plugin ABI and SDK versions this tool builds and checks for.
+    Abi,
+}
+
+fn main() {
+    let Cargo::Backworks(cli) = Cargo::parse();
+    match cli.command {
+        Some(Command::Abi) | None => {
+            println!(
+                "backworks plugin ABI v{} (sdk {}, host target {})",
+                backworks_plugin_sdk::abi::ABI_VERSION,
+                backworks_plugin_sdk::SDK_VERSION,
+                backworks_plugin_sdk::TARGET
+            );
+        }
+    }
+}

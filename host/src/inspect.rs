@@ -1,0 +1,110 @@
+//! Reads a plugin file's metadata record from its bytes, without loading it,
+//! and says whether this host could load it.
+
+use std::path::{Path, PathBuf};
+
+use backworks_plugin_sdk::abi::{self, AbiError};
+use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
+use backworks_plugin_sdk::metadata::PluginMetadata;
+use serde_json::json;
+
+/// Why a file could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but holds no valid metadata record.
+    #[error("{}: {source}", path.display())]
+    NotPlugin {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: InspectError,
+    },
+}
+
+impl InspectFileError {
+    /// The process exit code for this error: 2 for I/O, 1 for a file that
+    /// is not a valid plugin.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Read { .. } => 2,
+            Self::NotPlugin { .. } => 1,
+        }
+    }
+}
+
+/// A plugin file's metadata and whether this host can load it.
+#[derive(Debug)]
+pub struct Report {
+    /// The file.
+    pub path: PathBuf,
+    /// Its metadata record.
+    pub metadata: PluginMetadata,
+    /// `Ok` when this host could load it.
+    pub compatibility: Result<(), AbiError>,
+}
+
+/// Reads `path` and its metadata record.
+pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
+    let bytes = std::fs::read(path).map_err(|source| InspectFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let metadata = find_metadata(&bytes).map_err(|source| InspectFileError::NotPlugin {
+        path: path.to_owned(),
+        source,
+    })?;
+    let compatibility = abi::check_compatible(&metadata);
+    Ok(Report {
+        path: path.to_owned(),
+        metadata,
+        compatibility,
+    })
+}
+
+impl Report {
+    /// Human-readable lines.
+    pub fn to_text(&self) -> String {
+        let m = &self.metadata;
+        let verdict = match &self.compatibility {
+            Ok(()) => String::from("loadable by this host"),
+            Err(e) => format!("not loadable by this host: {e}"),
+        };
+        format!(
+            "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nverdict:     {}\n",
+            self.path.display(),
+            m.name,
+            m.version,
+            m.description,
+            m.target,
+            m.abi_version(),
+            m.sdk_version,
+            verdict
+        )
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = &self.metadata;
+        json!({
+            "file": self.path,
+            "name": m.name,
+            "version": m.version,
+            "description": m.description,
+            "target": m.target,
+            "abi_version": m.abi_version(),
+            "sdk_version": m.sdk_version,
+            "loadable": self.compatibility.is_ok(),
+            "problem": self.compatibility.as_ref().err().map(ToString::to_string),
+        })
+    }
+}

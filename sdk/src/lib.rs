@@ -1,0 +1,57 @@
+//! The Backworks plugin SDK.
+//!
+//! A plugin is a `cdylib` crate with one type that implements [`BackworksPlugin`]
+//! and one [`export_plugin!`] line:
+//!
+//! ```ignore
+//! use backworks_plugin_sdk::*;
+//!
+//! #[derive(Default)]
+//! pub struct Hello;
+//!
+//! #[async_trait]
+//! impl BackworksPlugin for Hello {
+//!     fn name(&self) -> &str { "hello" }
+//!     fn version(&self) -> &str { env!("CARGO_PKG_VERSION") }
+//!     fn description(&self) -> &str { "says hello" }
+//!
+//!     async fn process_endpoint_data(&self, endpoint: &str, _method: &str, _data: &str)
+//!         -> BackworksResult<Option<String>> {
+//!         Ok((endpoint == "/hello").then(|| json!({"hello": "world"}).to_string()))
+//!     }
+//! }
+//!
+//! export_plugin!(Hello);
+//! ```
+//!
+//! `export_plugin!` turns the type into the stable C ABI described in
+//! `docs/abi.md` (module [`abi`]): the exported functions `plugin_info` and
+//! `plugin_vtable`, and the static metadata record `backworks_plugin_metadata`
+//! that tools read from the file's bytes without running any plugin code
+//! (module [`metadata`]).
+//!
+//! `use backworks_plugin_sdk::*;` brings in everything a plugin usually needs:
+//! the trait, [`BackworksResult`]/[`BackworksError`], the HTTP types passed to
+//! the request hooks, [`async_trait`], [`Value`], [`json!`] and
+//! [`export_plugin!`].
+
+pub mod abi;
+mod error;
+mod http;
+#[cfg(feature = "inspect")]
+pub mod inspect;
+pub mod metadata;
+mod plugin;
+
+pub use async_trait::async_trait;
+pub use error::{BackworksError, BackworksResult};
+pub use http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
+pub use plugin::BackworksPlugin;
+pub use serde_json::{Value, json};
+
+/// The version of this SDK, as written into every plugin's metadata record.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The target triple this copy of the SDK was compiled for (and so the
+/// target of the plugin it is linked into).
+pub const TARGET: &str = env!("BACKWORKS_SDK_TARGET");
