@@ -1158,6 +1158,13 @@ impl RawPlugin {
         &self.metadata
     }
 
+    /// The raw table, for callers that need to pass what the typed methods
+    /// cannot (tests of NULL arguments, for one). Strings it returns must go
+    /// back to its `free_string`.
+    pub fn vtable(&self) -> &PluginVTable {
+        &self.vtable
+    }
+
     /// `PluginInfo::name`.
     pub fn name(&self) -> &str {
         &self.name
