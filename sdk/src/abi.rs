@@ -1335,3 +1335,108 @@ impl RawPlugin {
         serde_json::from_str(text).map_err(|e| bad(format!("returned invalid JSON: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> PluginMetadata {
+        let record = MetadataRecord::new("p", "1.0.0", "", 0);
+        metadata::parse(record_bytes(&record)).unwrap()
+    }
+
+    #[test]
+    fn the_record_this_sdk_writes_is_compatible() {
+        check_compatible(&metadata()).unwrap();
+    }
+
+    #[test]
+    fn other_abi_versions_are_refused_with_advice() {
+        for (version, advice) in [(0, "rebuild the plugin"), (2, "upgrade the host")] {
+            let mut m = metadata();
+            m.header.abi_version = version;
+            let error = check_compatible(&m).unwrap_err();
+            assert!(matches!(error, AbiError::Version { found, .. } if found == version));
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("ABI v{version}")) && text.contains(advice),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn struct_size_target_and_panic_strategy_are_checked() {
+        let mut m = metadata();
+        m.header.vtable_size += 8;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AbiError::StructSize {
+                    what: "PluginVTable",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let mut m = metadata();
+        m.header.info_size = 24;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(matches!(
+            error,
+            AbiError::StructSize {
+                what: "PluginInfo",
+                found: 24,
+                ..
+            }
+        ));
+
+        let mut m = metadata();
+        m.target = "riscv64gc-unknown-linux-gnu".into();
+        let error = check_compatible(&m).unwrap_err();
+        assert!(
+            error.to_string().contains("riscv64gc-unknown-linux-gnu"),
+            "{error}"
+        );
+
+        let mut m = metadata();
+        m.header.flags |= FLAG_PANIC_ABORT;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(matches!(error, AbiError::PanicAbort { .. }), "{error}");
+    }
+
+    #[test]
+    fn layouts_match_docs_abi_md() {
+        let pointer = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<PluginInfo>(), 3 * pointer + 8);
+        assert_eq!(std::mem::size_of::<PluginVTable>(), 8 * pointer);
+        assert_eq!(std::mem::offset_of!(PluginVTable, free_string), 6 * pointer);
+        assert_eq!(std::mem::offset_of!(PluginInfo, abi_version), 3 * pointer);
+    }
+
+    #[test]
+    fn memory_records_are_read_header_first() {
+        let record = MetadataRecord::new("p", "1.0.0", "d", 0);
+        // SAFETY: `record` is a whole, live record.
+        let parsed = unsafe { read_metadata_at((&record as *const MetadataRecord).cast()) };
+        assert_eq!(parsed.unwrap().name, "p");
+
+        // A header that declares an absurd size is refused without reading
+        // past the header.
+        let mut head = [0u8; metadata::HEADER_SIZE];
+        head.copy_from_slice(&record_bytes(&record)[..metadata::HEADER_SIZE]);
+        head[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // SAFETY: the header's 32 bytes are readable, and it declares a size
+        // above the maximum, so nothing further is read.
+        let error = unsafe { read_metadata_at(head.as_ptr()) }.unwrap_err();
+        assert!(matches!(
+            error,
+            MetadataError::BadRecordSize {
+                declared: u32::MAX,
+                ..
+            }
+        ));
+    }
+}

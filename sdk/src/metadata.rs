@@ -249,3 +249,212 @@ fn string_field(field: &'static str, slot: &[u8], required: bool) -> Result<Stri
     }
     Ok(text.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn record() -> MetadataRecord {
+        MetadataRecord::new("my-plugin", "1.2.3", "does things", 0)
+    }
+
+    fn bytes_of(record: &MetadataRecord) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(METADATA_RECORD_SIZE);
+        bytes.extend_from_slice(&record.magic);
+        for word in [
+            record.byte_order,
+            record.record_size,
+            record.abi_version,
+            record.info_size,
+            record.vtable_size,
+            record.flags,
+        ] {
+            bytes.extend_from_slice(&word.to_ne_bytes());
+        }
+        bytes.extend_from_slice(&record.sdk_version);
+        bytes.extend_from_slice(&record.name);
+        bytes.extend_from_slice(&record.version);
+        bytes.extend_from_slice(&record.target);
+        bytes.extend_from_slice(&record.description);
+        bytes
+    }
+
+    #[test]
+    fn a_valid_record_parses() {
+        let parsed = parse(&bytes_of(&record())).unwrap();
+        assert_eq!(parsed.name, "my-plugin");
+        assert_eq!(parsed.version, "1.2.3");
+        assert_eq!(parsed.description, "does things");
+        assert_eq!(parsed.target, crate::TARGET);
+        assert_eq!(parsed.sdk_version, crate::SDK_VERSION);
+        assert_eq!(parsed.abi_version(), crate::abi::ABI_VERSION);
+        assert!(!parsed.panic_aborts());
+    }
+
+    #[test]
+    fn trailing_bytes_and_larger_later_records_are_accepted() {
+        let mut bytes = bytes_of(&record());
+        bytes.extend_from_slice(&[0xAA; 100]);
+        assert!(parse(&bytes).is_ok(), "a section may be padded");
+        bytes[12..16].copy_from_slice(&(METADATA_RECORD_SIZE as u32 + 64).to_ne_bytes());
+        assert!(parse(&bytes).is_ok(), "a later ABI may grow the record");
+    }
+
+    #[test]
+    fn the_other_byte_order_is_read() {
+        let mut bytes = bytes_of(&record());
+        for offset in (8..32).step_by(4) {
+            bytes[offset..offset + 4].reverse();
+        }
+        let parsed = parse(&bytes).unwrap();
+        let native = parse(&bytes_of(&record())).unwrap();
+        assert_ne!(parsed.header.byte_order, native.header.byte_order);
+        assert_eq!(parsed.header.abi_version, native.header.abi_version);
+        assert_eq!(parsed.name, native.name);
+    }
+
+    #[test]
+    fn empty_and_truncated_input() {
+        assert_eq!(
+            parse(&[]),
+            Err(MetadataError::Truncated {
+                what: "the record header",
+                needed: HEADER_SIZE,
+                available: 0
+            })
+        );
+        let bytes = bytes_of(&record());
+        assert_eq!(
+            parse(&bytes[..300]),
+            Err(MetadataError::BadRecordSize {
+                declared: 512,
+                abi_version: 1,
+                available: 300
+            })
+        );
+        let message = parse(&bytes[..300]).unwrap_err().to_string();
+        assert!(message.contains("declares 512 bytes"), "{message}");
+    }
+
+    #[test]
+    fn wrong_magic_and_byte_order() {
+        let mut bytes = bytes_of(&record());
+        bytes[0] = b'X';
+        let error = parse(&bytes).unwrap_err();
+        assert!(matches!(error, MetadataError::BadMagic { found } if found[0] == b'X'));
+        assert!(error.to_string().contains("BWKSPLUG"));
+        let mut bytes = bytes_of(&record());
+        bytes[8..12].copy_from_slice(&[1, 2, 3, 4]);
+        assert!(matches!(
+            parse(&bytes),
+            Err(MetadataError::BadByteOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn huge_and_tiny_declared_sizes() {
+        for declared in [0, 31, 511, 513, u32::MAX] {
+            let mut bytes = bytes_of(&record());
+            bytes[12..16].copy_from_slice(&declared.to_ne_bytes());
+            assert_eq!(
+                parse(&bytes),
+                Err(MetadataError::BadRecordSize {
+                    declared,
+                    abi_version: 1,
+                    available: METADATA_RECORD_SIZE
+                }),
+                "declared {declared}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_strings() {
+        let name = std::mem::offset_of!(MetadataRecord, name);
+        let mut bytes = bytes_of(&record());
+        bytes[name..name + 64].fill(b'a');
+        assert_eq!(
+            parse(&bytes),
+            Err(MetadataError::Unterminated {
+                field: "name",
+                capacity: 64
+            })
+        );
+        let mut bytes = bytes_of(&record());
+        bytes[name + 1] = 0xFF;
+        assert_eq!(
+            parse(&bytes),
+            Err(MetadataError::NotUtf8 {
+                field: "name",
+                valid_up_to: 1
+            })
+        );
+        let mut bytes = bytes_of(&record());
+        bytes[name + 40] = b'x';
+        assert_eq!(
+            parse(&bytes),
+            Err(MetadataError::DirtyPadding { field: "name" })
+        );
+        let mut bytes = bytes_of(&record());
+        bytes[name..name + 64].fill(0);
+        assert_eq!(parse(&bytes), Err(MetadataError::Empty { field: "name" }));
+        let description = std::mem::offset_of!(MetadataRecord, description);
+        let mut bytes = bytes_of(&record());
+        bytes[description..description + 256].fill(0);
+        assert_eq!(
+            parse(&bytes).unwrap().description,
+            "",
+            "description is optional"
+        );
+    }
+
+    #[test]
+    fn long_descriptions_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(200); // 400 bytes, two per character
+        let record = MetadataRecord::new("p", "1", &long, 0);
+        let parsed = parse(&bytes_of(&record)).unwrap();
+        assert_eq!(parsed.description, "é".repeat(127));
+    }
+
+    #[test]
+    fn header_of_another_abi_is_readable() {
+        let mut bytes = bytes_of(&record());
+        bytes[16..20].copy_from_slice(&7u32.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&64u32.to_ne_bytes());
+        let header = parse_header(&bytes).unwrap();
+        assert_eq!(header.abi_version, 7);
+        let error = parse(&bytes).unwrap_err();
+        assert!(error.to_string().contains("abi v7"), "{error}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Any bytes at all: a record or a precise error, never a panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
+            let _ = parse(&bytes);
+            let _ = parse_header(&bytes);
+        }
+
+        /// A valid record with random bytes overwritten: still no panic, and
+        /// when it parses, the strings are what the bytes say.
+        #[test]
+        fn corrupted_records_never_panic(
+            edits in proptest::collection::vec((0usize..METADATA_RECORD_SIZE, any::<u8>()), 1..16),
+            cut in 0usize..=METADATA_RECORD_SIZE,
+        ) {
+            let mut bytes = bytes_of(&record());
+            for (offset, value) in edits {
+                bytes[offset] = value;
+            }
+            bytes.truncate(cut.max(1));
+            if let Ok(parsed) = parse(&bytes) {
+                prop_assert!(parsed.name.len() < 64);
+                prop_assert!(!parsed.name.contains('\0'));
+            }
+        }
+    }
+}
