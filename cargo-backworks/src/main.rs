@@ -2,7 +2,8 @@
 //!
 //! Installed as `cargo-backworks`, run as `cargo backworks <command>`; cargo
 //! passes `backworks` as the first argument, which [`Cargo`] absorbs (as
-//! cargo-nextest does). The commands (new, build, check, sign, verify,
+//! cargo-nextest does). Run directly as `cargo-backworks <command>`, the
+//! missing `backworks` is supplied. The commands (new, build, check, sign, verify,
 //! publish) arrive with issue 4; today the tool reports its version and the
 //! plugin ABI it targets.
 
@@ -30,7 +31,11 @@ enum Command {
 }
 
 fn main() {
-    let Cargo::Backworks(cli) = Cargo::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|first| first != "backworks") {
+        args.insert(1.min(args.len()), "backworks".into());
+    }
+    let Cargo::Backworks(cli) = Cargo::parse_from(args);
     match cli.command {
         Some(Command::Abi) | None => {
             println!(

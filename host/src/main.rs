@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// The Backworks server and plugin manager.
-///
-/// Exit codes: 0 success; 1 a file was read but is not a valid plugin;
-/// 2 usage or I/O error.
 #[derive(Debug, Parser)]
-#[command(name = "backworks", version, about, long_about = None)]
+#[command(
+    name = "backworks",
+    version,
+    about,
+    after_help = "Exit codes:\n  0  success\n  1  a file was read but is not a valid plugin\n  2  usage or I/O error"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,7 +3,7 @@
 //! A plugin is a `cdylib` crate with one type that implements [`BackworksPlugin`]
 //! and one [`export_plugin!`] line:
 //!
-//! ```ignore
+//! ```
 //! use backworks_plugin_sdk::*;
 //!
 //! #[derive(Default)]

@@ -1,0 +1,93 @@
+//! End-to-end tests of the `backworks` binary, run as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn backworks(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backworks"))
+        .args(args)
+        .output()
+        .expect("run backworks")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The C weather plugin, compiled with the system C compiler into `dir`.
+fn c_plugin(dir: &Path) -> PathBuf {
+    let out = dir.join(format!("libweather_c.{}", std::env::consts::DLL_EXTENSION));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-shared", "-fPIC", "-Wall", "-Werror", "-I"])
+        .arg(workspace().join("sdk/include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(workspace().join("examples/c-plugin/weather.c"))
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn help_lists_commands_and_exit_codes() {
+    let output = backworks(&["--help"]);
+    assert!(output.status.success());
+    insta::assert_snapshot!("help", text(&output.stdout));
+    let output = backworks(&["plugins", "inspect", "--help"]);
+    insta::assert_snapshot!("inspect_help", text(&output.stdout));
+}
+
+#[test]
+fn inspect_reads_a_plugin_without_loading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = c_plugin(dir.path());
+    let output = backworks(&["plugins", "inspect", "--json", plugin.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    insta::assert_json_snapshot!("inspect_json", report, {
+        ".file" => "[plugin path]",
+        ".sdk_version" => "[sdk version]",
+        ".target" => "[host target]",
+    });
+
+    let output = backworks(&["plugins", "inspect", plugin.to_str().unwrap()]);
+    assert!(output.status.success());
+    let human = text(&output.stdout)
+        .replace(plugin.to_str().unwrap(), "[plugin path]")
+        .replace(backworks_plugin_sdk::TARGET, "[host target]")
+        .replace(backworks_plugin_sdk::SDK_VERSION, "[sdk version]");
+    insta::assert_snapshot!("inspect_text", human);
+}
+
+#[test]
+fn inspect_gives_a_verdict_on_files_that_are_not_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_file = dir.path().join("notes.so");
+    std::fs::write(&text_file, "not a library\n").unwrap();
+    let empty = dir.path().join("empty.so");
+    std::fs::write(&empty, "").unwrap();
+    let cases = [
+        ("text_file", text_file),
+        ("empty_file", empty),
+        // An ELF file without a record: this test binary itself.
+        ("executable", std::env::current_exe().unwrap()),
+    ];
+    for (name, path) in cases {
+        let output = backworks(&["plugins", "inspect", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", text(&output.stderr));
+        let message = text(&output.stderr).replace(path.to_str().unwrap(), "[path]");
+        insta::assert_snapshot!(format!("not_a_plugin_{name}"), message);
+    }
+}
+
+#[test]
+fn inspect_of_a_missing_file_is_an_io_error() {
+    let output = backworks(&["plugins", "inspect", "/nonexistent/plugin.so"]);
+    assert_eq!(output.status.code(), Some(2));
+    insta::assert_snapshot!("missing_file", text(&output.stderr));
+}
