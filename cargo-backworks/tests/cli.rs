@@ -22,7 +22,11 @@ fn runs_directly_too() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8(output.stdout).unwrap().starts_with("backworks plugin ABI v1 "));
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .starts_with("backworks plugin ABI v1 ")
+    );
 }
 
 #[test]
@@ -33,5 +37,8 @@ fn unknown_commands_are_usage_errors() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("unrecognized subcommand 'frobnicate'"), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'frobnicate'"),
+        "{stderr}"
+    );
 }

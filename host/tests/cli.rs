@@ -15,7 +15,10 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The C weather plugin, compiled with the system C compiler into `dir`.
@@ -79,7 +82,12 @@ fn inspect_gives_a_verdict_on_files_that_are_not_plugins() {
     ];
     for (name, path) in cases {
         let output = backworks(&["plugins", "inspect", path.to_str().unwrap()]);
-        assert_eq!(output.status.code(), Some(1), "{name}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{name}: {}",
+            text(&output.stderr)
+        );
         let message = text(&output.stderr).replace(path.to_str().unwrap(), "[path]");
         insta::assert_snapshot!(format!("not_a_plugin_{name}"), message);
     }
