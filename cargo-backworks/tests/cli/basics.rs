@@ -1,5 +1,4 @@
-//! End-to-end tests of `cargo backworks`, invoked the way cargo invokes it
-//! (with `backworks` as the first argument).
+//! Invocation: as a cargo subcommand, directly, and with bad arguments.
 
 use std::process::Command;
 

@@ -1,0 +1,4 @@
+//! End-to-end tests of `cargo backworks`, driving the built binary as a user
+//! (or cargo) runs it.
+
+mod basics;
