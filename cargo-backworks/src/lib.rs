@@ -1,2 +1,4 @@
 //! The library behind `cargo backworks`: one module per command. The binary
 //! (`main.rs`) only parses arguments and calls into it.
+
+pub mod keys;
