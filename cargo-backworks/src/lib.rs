@@ -1,4 +1,5 @@
 //! The library behind `cargo backworks`: one module per command. The binary
 //! (`main.rs`) only parses arguments and calls into it.
 
+pub mod keys;
 pub mod new;

@@ -34,6 +34,11 @@
 //! the trait, [`BackworksResult`]/[`BackworksError`], the HTTP types passed to
 //! the request hooks, [`async_trait`], [`Value`], [`json!`] and
 //! [`export_plugin!`].
+//!
+//! Hosts and tools enable more: feature `inspect` finds the metadata record
+//! in a library's bytes (module `inspect`), feature `signing` signs and
+//! verifies plugin artifacts (module `signature`, format in
+//! `docs/signing.md`).
 
 pub mod abi;
 mod error;
@@ -42,6 +47,8 @@ mod http;
 pub mod inspect;
 pub mod metadata;
 mod plugin;
+#[cfg(feature = "signing")]
+pub mod signature;
 
 pub use async_trait::async_trait;
 pub use error::{BackworksError, BackworksResult};

@@ -1,0 +1,846 @@
+//! `cargo backworks keygen`, `sign` and `verify` end to end: real minisign
+//! keys, real plugins (the C weather plugin, compiled with `cc`), and the
+//! real `minisign` command-line tool on the other side.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest, Sha256};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `cargo-backworks backworks <args>` in `dir`, with `env` set and
+/// nothing else from the environment that would change the password
+/// source; standard input is empty (not a terminal).
+fn backworks(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
+        .arg("backworks")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BACKWORKS_KEY_PASSWORD")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo-backworks")
+}
+
+/// Like [`backworks`], asserting success; returns stdout.
+fn backworks_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = backworks(dir, args, env);
+    assert!(
+        output.status.success(),
+        "cargo backworks {args:?} failed ({}):\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// Like [`backworks`], asserting it fails with `code` and prints nothing on
+/// stdout; returns stderr.
+fn backworks_fails(dir: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> String {
+    let output = backworks(dir, args, env);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "cargo backworks {args:?}:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stderr)
+}
+
+/// Runs the `minisign` command-line tool in `dir` with `stdin` as its input
+/// (the Debian build reads passwords from stdin when it is not a terminal).
+fn minisign(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new("minisign")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "run the minisign command-line tool (scripts/setup installs it: apt-get install minisign)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn minisign_ok(dir: &Path, args: &[&str], stdin: &str) -> String {
+    let output = minisign(dir, args, stdin);
+    assert!(
+        output.status.success(),
+        "minisign {args:?} failed ({}):\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout) + &text(&output.stderr)
+}
+
+/// The C weather plugin compiled into `dir`; with another `name`, the same
+/// source with that name in its metadata record (another plugin).
+fn c_plugin(dir: &Path, name: &str) -> PathBuf {
+    let source = workspace().join("examples/c-plugin/weather.c");
+    let source = if name == "weather-c" {
+        source
+    } else {
+        let code = fs::read_to_string(&source).unwrap();
+        let declared = "BACKWORKS_DECLARE_METADATA(\"weather-c\",";
+        assert!(code.contains(declared), "weather.c declares its metadata");
+        let copy = dir.join(format!("{name}.c"));
+        fs::write(
+            &copy,
+            code.replace(declared, &format!("BACKWORKS_DECLARE_METADATA(\"{name}\",")),
+        )
+        .unwrap();
+        copy
+    };
+    let out = dir.join(format!("lib{}.so", name.replace('-', "_")));
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-shared", "-fPIC", "-Wall", "-Werror", "-I"])
+        .arg(workspace().join("sdk/include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success());
+    out
+}
+
+/// The key id at the end of a `.pub` file's first line.
+fn key_id(public_key_file: &Path) -> String {
+    let text = fs::read_to_string(public_key_file).unwrap();
+    let id = text.lines().next().unwrap().rsplit(' ').next().unwrap();
+    assert_eq!(id.len(), 16, "{text}");
+    id.to_owned()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+fn minisig(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}
+
+/// The trusted comment (third line) of a signature file.
+fn trusted_comment(signature: &Path) -> String {
+    let text = fs::read_to_string(signature).unwrap();
+    let line = text.lines().nth(2).unwrap();
+    line.strip_prefix("trusted comment: ").unwrap().to_owned()
+}
+
+/// Replaces what differs between runs and machines with labels.
+struct Redactions(Vec<(String, String)>);
+
+impl Redactions {
+    fn new(dir: &Path) -> Self {
+        Self(vec![
+            (dir.display().to_string(), String::from("[dir]")),
+            (
+                backworks_plugin_sdk::TARGET.to_owned(),
+                String::from("[host target]"),
+            ),
+        ])
+    }
+
+    fn with(mut self, value: impl Into<String>, label: &str) -> Self {
+        self.0.push((value.into(), format!("[{label}]")));
+        self
+    }
+
+    /// Also the timestamp of the signature's trusted comment.
+    fn with_timestamp_of(self, signature: &Path) -> Self {
+        let comment = trusted_comment(signature);
+        let timestamp = comment.rsplit("timestamp:").next().unwrap().to_owned();
+        self.with(format!("timestamp:{timestamp}"), "timestamp")
+    }
+
+    fn apply(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
+    }
+}
+
+/// A directory with the weather plugin, an unencrypted key pair `release`,
+/// and the plugin signed with it.
+struct Signed {
+    dir: tempfile::TempDir,
+    plugin: PathBuf,
+    key_id: String,
+}
+
+fn signed_plugin() -> Signed {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = c_plugin(dir.path(), "weather-c");
+    backworks_ok(dir.path(), &["keygen", "release", "--unencrypted"], &[]);
+    backworks_ok(
+        dir.path(),
+        &["sign", "libweather_c.so", "--key", "release.key"],
+        &[],
+    );
+    let key_id = key_id(&dir.path().join("release.pub"));
+    Signed {
+        dir,
+        plugin,
+        key_id,
+    }
+}
+
+#[test]
+fn keygen_sign_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = c_plugin(dir.path(), "weather-c");
+    let keygen = backworks_ok(dir.path(), &["keygen", "release", "--unencrypted"], &[]);
+    let id = key_id(&dir.path().join("release.pub"));
+    let public_key = fs::read_to_string(dir.path().join("release.pub"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let secret_key = fs::read_to_string(dir.path().join("release.key")).unwrap();
+    assert!(
+        !keygen.contains(secret_key.lines().nth(1).unwrap()),
+        "keygen never prints the secret key"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |name| {
+            fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("release.key"), 0o600, "the secret key is private");
+        assert_eq!(
+            mode("release.pub") & 0o044,
+            0o044,
+            "the public key is readable"
+        );
+    }
+    let redact = Redactions::new(dir.path())
+        .with(&id, "key id")
+        .with(&public_key, "public key");
+    insta::assert_snapshot!("keygen_unencrypted", redact.apply(&keygen));
+
+    let sign = backworks_ok(
+        dir.path(),
+        &["sign", "libweather_c.so", "--key", "release.key"],
+        &[],
+    );
+    let signature = minisig(&plugin);
+    let comment = trusted_comment(&signature);
+    let timestamp = comment.rsplit("timestamp:").next().unwrap();
+    assert_eq!(
+        comment,
+        format!(
+            "backworks-plugin:1 name:weather-c version:1.0.0 target:{} abi:1 sha256:{} timestamp:{timestamp}",
+            backworks_plugin_sdk::TARGET,
+            sha256_hex(&plugin)
+        ),
+        "the documented trusted comment"
+    );
+    let redact = redact.with_timestamp_of(&signature);
+    insta::assert_snapshot!("sign", redact.apply(&sign));
+
+    let verify = backworks_ok(
+        dir.path(),
+        &["verify", "libweather_c.so", "--pub", "release.pub"],
+        &[],
+    );
+    insta::assert_snapshot!("verify", redact.apply(&verify));
+    // The public key may be given inline, and the signature file named.
+    fs::rename(&signature, dir.path().join("elsewhere.sig")).unwrap();
+    let inline = backworks_ok(
+        dir.path(),
+        &[
+            "verify",
+            "libweather_c.so",
+            "--pub-key",
+            &public_key,
+            "--signature",
+            "elsewhere.sig",
+        ],
+        &[],
+    );
+    assert_eq!(inline, verify);
+}
+
+#[test]
+fn a_flipped_byte_of_the_artifact() {
+    let signed = signed_plugin();
+    let original = sha256_hex(&signed.plugin);
+    let mut bytes = fs::read(&signed.plugin).unwrap();
+    // One byte in the middle of the file, away from the metadata record.
+    let record = bytes.windows(8).position(|w| w == b"BWKSPLUG").unwrap();
+    let mut at = bytes.len() / 2;
+    if (record..record + 512).contains(&at) {
+        at = record + 600;
+    }
+    bytes[at] ^= 0x01;
+    fs::write(&signed.plugin, &bytes).unwrap();
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &["verify", "libweather_c.so", "--pub", "release.pub"],
+        &[],
+        1,
+    );
+    let redact = Redactions::new(signed.dir.path())
+        .with(original, "signed sha256")
+        .with(sha256_hex(&signed.plugin), "sha256 of the modified file");
+    insta::assert_snapshot!("verify_modified_file", redact.apply(&stderr));
+}
+
+#[test]
+fn one_character_of_the_trusted_comment_changed() {
+    let signed = signed_plugin();
+    let signature = minisig(&signed.plugin);
+    let original = fs::read_to_string(&signature).unwrap();
+    let altered = original.replacen("name:weather-c", "name:weather-d", 1);
+    assert_ne!(altered, original);
+    fs::write(&signature, altered).unwrap();
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &["verify", "libweather_c.so", "--pub", "release.pub"],
+        &[],
+        1,
+    );
+    let redact = Redactions::new(signed.dir.path())
+        .with(sha256_hex(&signed.plugin), "sha256")
+        .with_timestamp_of(&signature);
+    insta::assert_snapshot!("verify_altered_comment", redact.apply(&stderr));
+}
+
+#[test]
+fn verifying_with_another_key() {
+    let signed = signed_plugin();
+    backworks_ok(
+        signed.dir.path(),
+        &["keygen", "other", "--unencrypted"],
+        &[],
+    );
+    let other = key_id(&signed.dir.path().join("other.pub"));
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &["verify", "libweather_c.so", "--pub", "other.pub"],
+        &[],
+        1,
+    );
+    assert!(
+        stderr.contains(&signed.key_id) && stderr.contains(&other),
+        "{stderr}"
+    );
+    let redact = Redactions::new(signed.dir.path())
+        .with(&signed.key_id, "signing key id")
+        .with(other, "trusted key id");
+    insta::assert_snapshot!("verify_other_key", redact.apply(&stderr));
+}
+
+#[test]
+fn a_signature_renamed_onto_another_plugin() {
+    let signed = signed_plugin();
+    let forecast = c_plugin(signed.dir.path(), "forecast-c");
+    fs::copy(minisig(&signed.plugin), minisig(&forecast)).unwrap();
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &["verify", "libforecast_c.so", "--pub", "release.pub"],
+        &[],
+        1,
+    );
+    insta::assert_snapshot!(
+        "verify_other_plugin",
+        Redactions::new(signed.dir.path()).apply(&stderr)
+    );
+}
+
+#[test]
+fn every_artifact_is_reported_and_the_exit_code_is_the_worst() {
+    let signed = signed_plugin();
+    let forecast = c_plugin(signed.dir.path(), "forecast-c");
+    fs::copy(minisig(&signed.plugin), minisig(&forecast)).unwrap();
+    let output = backworks(
+        signed.dir.path(),
+        &[
+            "verify",
+            "libweather_c.so",
+            "libforecast_c.so",
+            "--pub",
+            "release.pub",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stdout).starts_with("verified libweather_c.so: weather-c 1.0.0"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(
+        text(&output.stderr)
+            .starts_with("error: libforecast_c.so: the signature belongs to another plugin"),
+        "{}",
+        text(&output.stderr)
+    );
+    // A missing signature is an I/O error.
+    fs::remove_file(minisig(&forecast)).unwrap();
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &["verify", "libforecast_c.so", "--pub", "release.pub"],
+        &[],
+        2,
+    );
+    assert!(
+        stderr.starts_with("error: cannot read the signature libforecast_c.so.minisig: "),
+        "{stderr}"
+    );
+    // --signature names one signature.
+    let stderr = backworks_fails(
+        signed.dir.path(),
+        &[
+            "verify",
+            "libweather_c.so",
+            "libforecast_c.so",
+            "--pub",
+            "release.pub",
+            "--signature",
+            "x.minisig",
+        ],
+        &[],
+        2,
+    );
+    assert!(
+        stderr.contains("--signature names the signature of one artifact"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn our_keys_and_signatures_work_with_the_minisign_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let plugin = c_plugin(dir, "weather-c");
+    let password = [("BACKWORKS_KEY_PASSWORD", "correct horse")];
+    backworks_ok(dir, &["keygen", "protected"], &password);
+    backworks_ok(dir, &["keygen", "plain", "--unencrypted"], &[]);
+
+    // Our signatures, verified by minisign.
+    backworks_ok(
+        dir,
+        &["sign", "libweather_c.so", "--key", "protected.key"],
+        &password,
+    );
+    let verified = minisign_ok(dir, &["-Vm", "libweather_c.so", "-p", "protected.pub"], "");
+    assert!(
+        verified.contains(&format!(
+            "Trusted comment: {}",
+            trusted_comment(&minisig(&plugin))
+        )),
+        "{verified}"
+    );
+
+    // Our keys, used by minisign to sign with our trusted comment; the
+    // signatures verified by us.
+    let comment = format!(
+        "backworks-plugin:1 name:weather-c version:1.0.0 target:{} abi:1 sha256:{} timestamp:1767225600",
+        backworks_plugin_sdk::TARGET,
+        sha256_hex(&plugin)
+    );
+    for (key, stdin) in [("protected", "correct horse\n"), ("plain", "")] {
+        let key_file = format!("{key}.key");
+        minisign_ok(
+            dir,
+            &[
+                "-S",
+                "-s",
+                &key_file,
+                "-m",
+                "libweather_c.so",
+                "-t",
+                &comment,
+            ],
+            stdin,
+        );
+        let stdout = backworks_ok(
+            dir,
+            &["verify", "libweather_c.so", "--pub", &format!("{key}.pub")],
+            &[],
+        );
+        assert!(
+            stdout.starts_with("verified libweather_c.so: weather-c 1.0.0"),
+            "{stdout}"
+        );
+        assert_eq!(trusted_comment(&minisig(&plugin)), comment);
+    }
+}
+
+#[test]
+fn keys_made_by_the_minisign_cli_sign_with_us() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let plugin = c_plugin(dir, "weather-c");
+    // Unencrypted (`-W`): minisign writes these with an all-zero checksum.
+    minisign_ok(
+        dir,
+        &["-G", "-W", "-p", "cli-plain.pub", "-s", "cli-plain.key"],
+        "",
+    );
+    // Password-protected: the password twice on stdin.
+    minisign_ok(
+        dir,
+        &["-G", "-p", "cli-protected.pub", "-s", "cli-protected.key"],
+        "tr0ub4dor\ntr0ub4dor\n",
+    );
+    for (key, env) in [
+        ("cli-plain", vec![]),
+        (
+            "cli-protected",
+            vec![("BACKWORKS_KEY_PASSWORD", "tr0ub4dor")],
+        ),
+    ] {
+        let stdout = backworks_ok(
+            dir,
+            &["sign", "libweather_c.so", "--key", &format!("{key}.key")],
+            &env,
+        );
+        let id = key_id(&dir.join(format!("{key}.pub")));
+        assert!(stdout.contains(&format!("with key {id}")), "{stdout}");
+        minisign_ok(
+            dir,
+            &["-Vm", "libweather_c.so", "-p", &format!("{key}.pub")],
+            "",
+        );
+        backworks_ok(
+            dir,
+            &["verify", "libweather_c.so", "--pub", &format!("{key}.pub")],
+            &[],
+        );
+    }
+    // And the CLI's own signature over the plugin, with our comment.
+    let comment = format!(
+        "backworks-plugin:1 name:weather-c version:1.0.0 target:{} abi:1 sha256:{} timestamp:1767225600",
+        backworks_plugin_sdk::TARGET,
+        sha256_hex(&plugin)
+    );
+    minisign_ok(
+        dir,
+        &[
+            "-S",
+            "-W",
+            "-s",
+            "cli-plain.key",
+            "-m",
+            "libweather_c.so",
+            "-t",
+            &comment,
+        ],
+        "",
+    );
+    backworks_ok(
+        dir,
+        &["verify", "libweather_c.so", "--pub", "cli-plain.pub"],
+        &[],
+    );
+    // A plain minisign signature (default trusted comment) verifies, but is
+    // not a backworks signature.
+    minisign_ok(
+        dir,
+        &["-S", "-W", "-s", "cli-plain.key", "-m", "libweather_c.so"],
+        "",
+    );
+    let stderr = backworks_fails(
+        dir,
+        &["verify", "libweather_c.so", "--pub", "cli-plain.pub"],
+        &[],
+        1,
+    );
+    assert!(
+        stderr.starts_with(
+            "error: libweather_c.so: the signature verifies but is not a backworks plugin signature: trusted comment \"timestamp:"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_secret_key_from_an_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    c_plugin(dir, "weather-c");
+    backworks_ok(dir, &["keygen", "ci", "--unencrypted"], &[]);
+    let key = fs::read_to_string(dir.join("ci.key")).unwrap();
+    let stdout = backworks_ok(
+        dir,
+        &["sign", "libweather_c.so", "--key-env", "SIGNING_KEY"],
+        &[("SIGNING_KEY", &key)],
+    );
+    assert!(!stdout.contains(key.lines().nth(1).unwrap()), "{stdout}");
+    backworks_ok(dir, &["verify", "libweather_c.so", "--pub", "ci.pub"], &[]);
+    // A password-protected key in the variable, its password in another.
+    backworks_ok(
+        dir,
+        &["keygen", "ci-protected", "--password-env", "KEY_PASSWORD"],
+        &[("KEY_PASSWORD", "s3cret")],
+    );
+    let key = fs::read_to_string(dir.join("ci-protected.key")).unwrap();
+    backworks_ok(
+        dir,
+        &[
+            "sign",
+            "libweather_c.so",
+            "--key-env",
+            "SIGNING_KEY",
+            "--password-env",
+            "KEY_PASSWORD",
+        ],
+        &[("SIGNING_KEY", &key), ("KEY_PASSWORD", "s3cret")],
+    );
+    backworks_ok(
+        dir,
+        &["verify", "libweather_c.so", "--pub", "ci-protected.pub"],
+        &[],
+    );
+    let stderr = backworks_fails(
+        dir,
+        &["sign", "libweather_c.so", "--key-env", "SIGNING_KEY"],
+        &[],
+        2,
+    );
+    insta::assert_snapshot!("sign_key_env_unset", stderr);
+    let stderr = backworks_fails(
+        dir,
+        &["sign", "libweather_c.so", "--key-env", "SIGNING_KEY"],
+        &[("SIGNING_KEY", "untrusted comment: x\nnot a key\n")],
+        2,
+    );
+    insta::assert_snapshot!("sign_key_env_invalid", stderr);
+}
+
+#[test]
+fn password_protected_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let plugin = c_plugin(dir, "weather-c");
+    let keygen = backworks_ok(
+        dir,
+        &["keygen", "release"],
+        &[("BACKWORKS_KEY_PASSWORD", "right")],
+    );
+    assert!(
+        keygen.starts_with("secret key: release.key (password-protected)\n"),
+        "{keygen}"
+    );
+    assert!(!keygen.contains("right"), "{keygen}");
+    backworks_ok(
+        dir,
+        &["sign", "libweather_c.so", "--key", "release.key"],
+        &[("BACKWORKS_KEY_PASSWORD", "right")],
+    );
+    let signature = fs::read(minisig(&plugin)).unwrap();
+
+    let stderr = backworks_fails(
+        dir,
+        &["sign", "libweather_c.so", "--key", "release.key"],
+        &[("BACKWORKS_KEY_PASSWORD", "wrong")],
+        2,
+    );
+    assert!(
+        !stderr.contains("wrong\n") && !stderr.contains("right"),
+        "{stderr}"
+    );
+    insta::assert_snapshot!("sign_wrong_password", stderr);
+    let stderr = backworks_fails(
+        dir,
+        &["sign", "libweather_c.so", "--key", "release.key"],
+        &[],
+        2,
+    );
+    insta::assert_snapshot!("sign_no_password", stderr);
+    let stderr = backworks_fails(
+        dir,
+        &[
+            "sign",
+            "libweather_c.so",
+            "--key",
+            "release.key",
+            "--password-env",
+            "PW",
+        ],
+        &[("BACKWORKS_KEY_PASSWORD", "right")],
+        2,
+    );
+    insta::assert_snapshot!("sign_password_env_unset", stderr);
+    assert_eq!(
+        fs::read(minisig(&plugin)).unwrap(),
+        signature,
+        "failed signing left the signature as it was"
+    );
+
+    let stderr = backworks_fails(dir, &["keygen", "other"], &[], 2);
+    insta::assert_snapshot!("keygen_no_password", stderr);
+    let stderr = backworks_fails(
+        dir,
+        &["keygen", "other"],
+        &[("BACKWORKS_KEY_PASSWORD", "")],
+        2,
+    );
+    insta::assert_snapshot!("keygen_empty_password", stderr);
+    assert!(!dir.join("other.key").exists() && !dir.join("other.pub").exists());
+}
+
+/// The interactive prompt, on a real terminal: `script` runs the command on
+/// a pseudo-terminal and types its standard input into it.
+#[test]
+fn passwords_are_asked_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    c_plugin(dir, "weather-c");
+    let on_terminal = |command: &str, typed: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .current_dir(dir)
+            .env_remove("BACKWORKS_KEY_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script(1) from util-linux");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(typed.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let tool = env!("CARGO_BIN_EXE_cargo-backworks");
+    let output = on_terminal(&format!("{tool} backworks keygen typed"), "pa55\npa55\n");
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("Password for the new secret key: "),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("secret key: typed.key (password-protected)"),
+        "{shown}"
+    );
+    // The typed password is the key's.
+    backworks_ok(
+        dir,
+        &["sign", "libweather_c.so", "--key", "typed.key"],
+        &[("BACKWORKS_KEY_PASSWORD", "pa55")],
+    );
+    let output = on_terminal(
+        &format!("{tool} backworks sign libweather_c.so --key typed.key"),
+        "pa55\n",
+    );
+    assert!(output.status.success(), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("Password for typed.key: "));
+
+    let output = on_terminal(&format!("{tool} backworks keygen typo"), "pa55\npa56\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stdout).contains("error: the two passwords differ; run keygen again"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(!dir.join("typo.key").exists());
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    backworks_ok(dir, &["keygen", "release", "--unencrypted"], &[]);
+    let secret = fs::read(dir.join("release.key")).unwrap();
+    let public = fs::read(dir.join("release.pub")).unwrap();
+    let stderr = backworks_fails(dir, &["keygen", "release", "--unencrypted"], &[], 2);
+    insta::assert_snapshot!("keygen_exists", stderr);
+    // Only the public key left: still refused, and the secret key not written.
+    fs::remove_file(dir.join("release.key")).unwrap();
+    let stderr = backworks_fails(dir, &["keygen", "release.key", "--unencrypted"], &[], 2);
+    assert!(
+        stderr.starts_with("error: release.pub already exists"),
+        "{stderr}"
+    );
+    assert!(!dir.join("release.key").exists());
+    assert_eq!(fs::read(dir.join("release.pub")).unwrap(), public);
+    // --force replaces both with a new key pair.
+    fs::write(dir.join("release.key"), &secret).unwrap();
+    backworks_ok(dir, &["keygen", "release", "--unencrypted", "--force"], &[]);
+    assert_ne!(fs::read(dir.join("release.key")).unwrap(), secret);
+    assert_ne!(fs::read(dir.join("release.pub")).unwrap(), public);
+    assert_eq!(files_in(dir), ["release.key", "release.pub"]);
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failed_signing_leaves_no_partial_signature() {
+    let signed = signed_plugin();
+    let dir = signed.dir.path();
+    let signature = fs::read(minisig(&signed.plugin)).unwrap();
+    let before = files_in(dir);
+    // A corrupted key: the old signature stays, nothing else appears.
+    let key = fs::read_to_string(dir.join("release.key")).unwrap();
+    let mut lines: Vec<String> = key.lines().map(str::to_owned).collect();
+    let replacement = if &lines[1][100..101] == "A" { "B" } else { "A" };
+    lines[1].replace_range(100..101, replacement);
+    fs::write(dir.join("corrupted.key"), lines.join("\n")).unwrap();
+    let stderr = backworks_fails(
+        dir,
+        &["sign", "libweather_c.so", "--key", "corrupted.key"],
+        &[],
+        2,
+    );
+    assert!(
+        stderr.contains("corrupted.key is not a usable minisign secret key: "),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(minisig(&signed.plugin)).unwrap(), signature);
+    let mut expected = before.clone();
+    expected.push(String::from("corrupted.key"));
+    expected.sort();
+    assert_eq!(files_in(dir), expected);
+    // A file that is not a plugin: no signature for it.
+    fs::write(dir.join("notes.so"), "not a library\n").unwrap();
+    let stderr = backworks_fails(dir, &["sign", "notes.so", "--key", "release.key"], &[], 2);
+    insta::assert_snapshot!("sign_not_a_plugin", stderr);
+    assert!(!dir.join("notes.so.minisig").exists());
+    expected.push(String::from("notes.so"));
+    expected.sort();
+    assert_eq!(files_in(dir), expected);
+}
