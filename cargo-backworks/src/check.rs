@@ -617,9 +617,8 @@ impl FileReport {
             return String::from("unknown");
         };
         let mut text = String::new();
-        if format.plugin_format().is_some()
-            || matches!(format, FileFormat::Coff | FileFormat::Xcoff)
-        {
+        // Details only for a file that parsed as an object file.
+        if self.kind.is_some() {
             text.push_str(format.describe());
             if let Some(width) = self.pointer_width {
                 let _ = write!(text, " {width}-bit");

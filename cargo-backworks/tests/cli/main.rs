@@ -2,3 +2,4 @@
 //! (or cargo) runs it.
 
 mod basics;
+mod check;
