@@ -805,13 +805,15 @@ pub fn check_file(path: &Path) -> Result<FileReport, CheckError> {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(open_error)?;
-    let metadata = file.metadata().map_err(open_error)?;
-    if !metadata.is_file() {
+    // Looked at before opening: opening a FIFO would block until a writer
+    // comes.
+    if !std::fs::metadata(path).map_err(open_error)?.is_file() {
         return Err(CheckError::NotAFile {
             path: path.to_owned(),
         });
     }
+    let file = File::open(path).map_err(open_error)?;
+    let metadata = file.metadata().map_err(open_error)?;
     if metadata.len() == 0 {
         return Ok(check_bytes(path, &[]));
     }
@@ -891,8 +893,7 @@ impl Analysis<'_> {
         let Some(object) = self.object(bytes) else {
             return;
         };
-        let facts = self.describe(&object, bytes);
-        let Some(facts) = facts else {
+        let Some(facts) = self.describe(&object, bytes) else {
             return;
         };
         let shared = self.report.kind == Some(ObjectKind::SharedLibrary);
@@ -948,12 +949,7 @@ impl Analysis<'_> {
                     "`{name}` is an XCOFF (AIX) object; Backworks plugins are ELF, PE or Mach-O shared libraries"
                 )),
             ),
-            Some(K::Archive) => (
-                FileFormat::Archive,
-                Some(format!(
-                    "`{name}` is a static library archive (`ar`), not a shared library; build the plugin with `crate-type = [\"cdylib\"]` (C: link with `cc -shared`)"
-                )),
-            ),
+            Some(K::Archive) => (FileFormat::Archive, Some(archive_message(name))),
             Some(K::MachOFat32 | K::MachOFat64) => (
                 FileFormat::MachOUniversal,
                 Some(format!(
@@ -1026,12 +1022,7 @@ impl Analysis<'_> {
             );
         }
         if starts(b"!<arch>\n") {
-            return (
-                FileFormat::Archive,
-                Some(format!(
-                    "`{name}` is a static library archive (`ar`), not a shared library; build the plugin with `crate-type = [\"cdylib\"]` (C: link with `cc -shared`)"
-                )),
-            );
+            return (FileFormat::Archive, Some(archive_message(name)));
         }
         let head = &bytes[..bytes.len().min(4096)];
         let text = match std::str::from_utf8(head) {
@@ -1405,6 +1396,12 @@ impl Analysis<'_> {
             }
         }
     }
+}
+
+fn archive_message(name: &str) -> String {
+    format!(
+        "`{name}` is a static library archive (`ar`), not a shared library; build the plugin with `crate-type = [\"cdylib\"]` (C: link with `cc -shared`)"
+    )
 }
 
 /// `<name>-<version>-<target>.<extension>`.

@@ -964,6 +964,20 @@ fn errors_are_lower_case_and_name_the_file() {
 }
 
 #[test]
+fn a_fifo_is_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.so");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // Opening a FIFO for reading would block this test forever.
+    let error = check_file(&fifo).unwrap_err();
+    assert!(matches!(error, CheckError::NotAFile { .. }), "{error}");
+}
+
+#[test]
 fn an_empty_file_is_checked_without_a_map() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let report = check_file(file.path()).unwrap();

@@ -235,6 +235,23 @@ fn a_record_claiming_another_target() {
 }
 
 #[test]
+fn the_record_is_found_through_the_symbol_when_the_section_is_renamed() {
+    let (run, json) = check_json(&[fixtures::renamed_record_section()]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let file = &json["files"][0];
+    let location = file["metadata"]["location"].as_str().unwrap();
+    assert!(
+        location.starts_with("symbol `backworks_plugin_metadata` at 0x"),
+        "{location}"
+    );
+    assert_eq!(file["metadata"]["name"], "weather-c");
+    assert_eq!(
+        file["exports"]["backworks_plugin_metadata"]["section"],
+        ".rodata.backworks"
+    );
+}
+
+#[test]
 fn truncated_plugins() {
     let stage = Stage::new();
     let bytes = std::fs::read(fixtures::weather_plugin()).expect("read the weather plugin");

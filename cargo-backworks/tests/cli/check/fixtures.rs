@@ -153,6 +153,19 @@ pub(crate) fn grow(plugin: &Path, dir: &Path, megabytes: usize) -> PathBuf {
     out
 }
 
+/// The C weather plugin with its `.bwmeta` section renamed by objcopy: the
+/// record is then found only through the exported symbol.
+pub(crate) fn renamed_record_section() -> PathBuf {
+    once("renamed-section", || {
+        let out = out_dir().join("libweather_c_renamed.so");
+        run(Command::new("objcopy")
+            .args(["--rename-section", ".bwmeta=.rodata.backworks"])
+            .arg(c_plugin())
+            .arg(&out));
+        out
+    })
+}
+
 /// A shared library of the system: the C library this test process runs
 /// with, as `/proc/self/maps` names it.
 pub(crate) fn system_library() -> PathBuf {
