@@ -1,36 +1,98 @@
-//! `cargo backworks`: the plugin author's tool.
+//! `cargo backworks`: the plugin author's tool. This file parses arguments
+//! and prints results; the commands live in the `cargo_backworks` library.
 //!
 //! Installed as `cargo-backworks`, run as `cargo backworks <command>`; cargo
 //! passes `backworks` as the first argument, which [`Cargo`] absorbs (as
 //! cargo-nextest does). Run directly as `cargo-backworks <command>`, the
-//! missing `backworks` is supplied. The commands (new, build, check, sign, verify,
-//! publish) arrive with issue 4; today the tool reports its version and the
-//! plugin ABI it targets.
+//! missing `backworks` is supplied.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use cargo_backworks::keys;
+use cargo_backworks::error::EXIT_CODES;
+use cargo_backworks::progress::Progress;
+use cargo_backworks::{Error, build, check, keys, new};
 use clap::{Parser, Subcommand};
 
 /// Cargo's view of the tool: `cargo backworks ...`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo")]
 enum Cargo {
-    /// Create, build, check, sign and publish Backworks plugins.
-    #[command(version, about)]
+    /// Create, build, check, sign and verify Backworks plugins.
+    #[command(version, about, after_help = EXIT_CODES)]
     Backworks(Cli),
 }
 
 #[derive(Debug, clap::Args)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the plugin ABI and SDK versions this tool builds and checks for.
-    Abi,
+    /// Write a new plugin crate from the template.
+    #[command(after_help = EXIT_CODES)]
+    New {
+        /// The directory to create (must not exist, or be empty).
+        path: PathBuf,
+        /// The package name [default: the directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Depend on the SDK at this local path (the `sdk/` directory of a
+        /// Backworks checkout) [default: the checkout this tool was built
+        /// from, if it still exists, else the registry version].
+        #[arg(long, value_name = "DIR", conflicts_with = "sdk_version")]
+        sdk_path: Option<PathBuf>,
+        /// Depend on this registry version of the SDK.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+    },
+    /// Build plugin packages for each target, copy them to
+    /// <target-dir>/backworks/<target>/<name>-<version>-<target>.<ext>, and
+    /// check each.
+    #[command(after_help = EXIT_CODES)]
+    Build {
+        /// Build with the release profile.
+        #[arg(long, short = 'r')]
+        release: bool,
+        /// A target triple to build for (repeatable) [default:
+        /// [package.metadata.backworks] targets, else the host].
+        #[arg(long = "target", value_name = "TRIPLE")]
+        targets: Vec<String>,
+        /// A plugin package to build (repeatable) [default: every plugin
+        /// package of the workspace].
+        #[arg(long = "package", short = 'p', value_name = "NAME")]
+        packages: Vec<String>,
+        /// The Cargo.toml to build from.
+        #[arg(long, value_name = "FILE")]
+        manifest_path: Option<PathBuf>,
+        /// Sign each library with this secret key file.
+        #[arg(long, value_name = "KEY", conflicts_with = "sign_key_env")]
+        sign: Option<PathBuf>,
+        /// Sign each library with the secret key held in this environment
+        /// variable (the whole .key file's text).
+        #[arg(long, value_name = "VAR")]
+        sign_key_env: Option<String>,
+        /// Read the signing key's password from this environment variable
+        /// [default: BACKWORKS_KEY_PASSWORD if set, else a prompt].
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Print only errors and compiler diagnostics.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Check that files are valid plugin libraries, from their bytes alone.
+    #[command(visible_alias = "inspect", after_help = EXIT_CODES)]
+    Check {
+        /// The plugin libraries (.so, .dll, .dylib) to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON document (schema `backworks-check/1`, see
+        /// docs/check.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate a minisign key pair: <NAME>.key (secret) and <NAME>.pub.
     #[command(after_help = EXIT_CODES)]
     Keygen {
@@ -86,76 +148,154 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         signature: Option<PathBuf>,
     },
+    /// Print the plugin ABI and SDK versions this tool builds and checks for.
+    Abi,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 a signature or its claims did not verify; 2 usage, I/O, key or password error.";
-
-fn main() {
+fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_none_or(|first| first != "backworks") {
         args.insert(1.min(args.len()), "backworks".into());
     }
     let Cargo::Backworks(cli) = Cargo::parse_from(args);
-    let result = match cli.command {
-        Some(Command::Abi) | None => {
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs one command; `Ok` carries the exit code of a command that reports
+/// per-file verdicts itself (`check`, `verify`).
+fn run(command: Command) -> Result<u8, Error> {
+    match command {
+        Command::New {
+            path,
+            name,
+            sdk_path,
+            sdk_version,
+        } => {
+            let sdk = match (sdk_path, sdk_version) {
+                (Some(path), _) => new::SdkSource::Path(path),
+                (None, Some(version)) => new::SdkSource::Version(version),
+                (None, None) => new::SdkSource::Auto,
+            };
+            let report = new::new_plugin(&new::NewOptions { path, name, sdk })?;
+            println!(
+                "created plugin `{}` in {} (backworks-plugin-sdk = {})",
+                report.name,
+                report.path.display(),
+                report.sdk_dependency
+            );
+            println!(
+                "next: cd {} && cargo backworks build --release",
+                report.path.display()
+            );
+            Ok(0)
+        }
+        Command::Build {
+            release,
+            targets,
+            packages,
+            manifest_path,
+            sign,
+            sign_key_env,
+            password_env,
+            quiet,
+        } => {
+            // Load the key first: a bad key or password fails before a build.
+            let key_source = match (sign, sign_key_env) {
+                (Some(file), _) => Some(keys::SecretKeySource::File(file)),
+                (None, Some(var)) => Some(keys::SecretKeySource::Env(var)),
+                (None, None) => None,
+            };
+            let key = key_source
+                .map(|source| {
+                    keys::SigningKey::load(&source, &keys::PasswordSource::from_flag(password_env))
+                })
+                .transpose()?;
+            let progress = Progress::new(quiet);
+            let options = build::BuildOptions {
+                manifest_path,
+                release,
+                targets,
+                packages,
+            };
+            let built = build::build(&options, &progress)?;
+            if let Some(key) = &key {
+                for plugin in &built {
+                    progress.status(&format!("signing {}", plugin.package));
+                    let signed = keys::sign_file(&plugin.dist_path, key)?;
+                    progress.step(&format!(
+                        "   Signed {} with key {}",
+                        signed.signature.display(),
+                        signed.key_id
+                    ));
+                }
+            }
+            progress.finish();
+            for plugin in &built {
+                println!("{}", plugin.dist_path.display());
+            }
+            Ok(0)
+        }
+        Command::Check { files, json } => {
+            let outcome = check::run(&files, json, &mut std::io::stdout().lock())?;
+            Ok(outcome.exit_code())
+        }
+        Command::Keygen {
+            name,
+            unencrypted,
+            password_env,
+            force,
+        } => {
+            keygen(&keys::KeygenOptions {
+                path: name,
+                password: (!unencrypted).then(|| keys::PasswordSource::from_flag(password_env)),
+                force,
+            })?;
+            Ok(0)
+        }
+        Command::Sign {
+            artifacts,
+            key,
+            key_env,
+            password_env,
+        } => {
+            let source = match (key, key_env) {
+                (Some(file), _) => keys::SecretKeySource::File(file),
+                (None, Some(var)) => keys::SecretKeySource::Env(var),
+                (None, None) => unreachable!("clap requires --key or --key-env"),
+            };
+            sign(
+                &artifacts,
+                &source,
+                &keys::PasswordSource::from_flag(password_env),
+            )?;
+            Ok(0)
+        }
+        Command::Verify {
+            artifacts,
+            pub_files,
+            pub_key,
+            signature,
+        } => verify(&artifacts, &pub_files, &pub_key, signature.as_deref()),
+        Command::Abi => {
             println!(
                 "backworks plugin ABI v{} (sdk {}, host target {})",
                 backworks_plugin_sdk::abi::ABI_VERSION,
                 backworks_plugin_sdk::SDK_VERSION,
                 backworks_plugin_sdk::TARGET
             );
-            Ok(())
+            Ok(0)
         }
-        Some(Command::Keygen {
-            name,
-            unencrypted,
-            password_env,
-            force,
-        }) => keygen(&keys::KeygenOptions {
-            path: name,
-            password: (!unencrypted).then(|| keys::PasswordSource::from_flag(password_env)),
-            force,
-        }),
-        Some(Command::Sign {
-            artifacts,
-            key,
-            key_env,
-            password_env,
-        }) => {
-            let source = match (key, key_env) {
-                (Some(file), _) => keys::SecretKeySource::File(file),
-                (None, Some(var)) => keys::SecretKeySource::Env(var),
-                (None, None) => {
-                    eprintln!("error: no secret key; pass --key <FILE> or --key-env <VAR>");
-                    std::process::exit(2);
-                }
-            };
-            sign(
-                &artifacts,
-                &source,
-                &keys::PasswordSource::from_flag(password_env),
-            )
-        }
-        Some(Command::Verify {
-            artifacts,
-            pub_files,
-            pub_key,
-            signature,
-        }) => verify(&artifacts, &pub_files, &pub_key, signature.as_deref()),
-    };
-    if let Err(code) = result {
-        std::process::exit(i32::from(code));
     }
 }
 
-/// Reports an error on stderr and gives its exit code.
-fn fail(error: &keys::KeyError) -> u8 {
-    eprintln!("error: {error}");
-    error.exit_code()
-}
-
-fn keygen(options: &keys::KeygenOptions) -> Result<(), u8> {
-    let report = keys::keygen(options).map_err(|e| fail(&e))?;
+fn keygen(options: &keys::KeygenOptions) -> Result<(), Error> {
+    let report = keys::keygen(options)?;
     println!(
         "secret key: {} ({})",
         report.secret_key_file.display(),
@@ -180,10 +320,10 @@ fn sign(
     artifacts: &[PathBuf],
     source: &keys::SecretKeySource,
     password: &keys::PasswordSource,
-) -> Result<(), u8> {
-    let key = keys::SigningKey::load(source, password).map_err(|e| fail(&e))?;
+) -> Result<(), Error> {
+    let key = keys::SigningKey::load(source, password)?;
     for artifact in artifacts {
-        let signed = keys::sign_file(artifact, &key).map_err(|e| fail(&e))?;
+        let signed = keys::sign_file(artifact, &key)?;
         println!(
             "signed {}: {} {} for {} (abi v{}) with key {} -> {}",
             signed.artifact.display(),
@@ -198,20 +338,21 @@ fn sign(
     Ok(())
 }
 
-/// Verifies every artifact, reporting each; fails with the highest exit
-/// code met.
+/// Verifies every artifact, reporting each; the exit code is the highest
+/// met.
 fn verify(
     artifacts: &[PathBuf],
     pub_files: &[PathBuf],
     pub_keys: &[String],
     signature: Option<&Path>,
-) -> Result<(), u8> {
+) -> Result<u8, Error> {
     if signature.is_some() && artifacts.len() != 1 {
-        return Err(fail(&keys::KeyError::SignatureForManyArtifacts {
+        return Err(keys::KeyError::SignatureForManyArtifacts {
             count: artifacts.len(),
-        }));
+        }
+        .into());
     }
-    let trusted = keys::read_public_keys(pub_files, pub_keys).map_err(|e| fail(&e))?;
+    let trusted = keys::read_public_keys(pub_files, pub_keys)?;
     let mut worst = 0;
     for artifact in artifacts {
         match keys::verify_file(artifact, signature, &trusted) {
@@ -227,8 +368,11 @@ fn verify(
                     file.verified.key_id
                 );
             }
-            Err(error) => worst = worst.max(fail(&error)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                worst = worst.max(error.exit_code());
+            }
         }
     }
-    if worst == 0 { Ok(()) } else { Err(worst) }
+    Ok(worst)
 }

@@ -2,4 +2,6 @@
 //! (or cargo) runs it.
 
 mod basics;
+mod build;
+mod check;
 mod keys;

@@ -1,0 +1,43 @@
+//! The one error type of `cargo backworks`, and the exit codes it maps to.
+
+use crate::build::BuildError;
+use crate::check::CheckError;
+use crate::keys::KeyError;
+use crate::new::NewError;
+
+/// The exit codes, as `--help` and the README list them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  a file is not a valid plugin, or a signature or its claims did not verify
+  2  usage, configuration, I/O, key or password error
+  3  cargo failed to build a plugin";
+
+/// Any failure of a `cargo backworks` command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `new` failed.
+    #[error(transparent)]
+    New(#[from] NewError),
+    /// `build` failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// `check` could not read a file or write its report.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// `keygen`, `sign` or `verify` failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+impl Error {
+    /// The process exit code (see [`EXIT_CODES`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::New(e) => e.exit_code(),
+            Self::Build(e) => e.exit_code(),
+            Self::Check(e) => e.exit_code(),
+            Self::Keys(e) => e.exit_code(),
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! `cargo backworks check` (alias `inspect`) end to end: the real binary on
+//! real plugins built with cargo, cc and mingw-w64, on broken plugins, and
+//! on files that are not plugins at all. Text and JSON reports are insta
+//! snapshots, with the temporary directory, the host target triple, the SDK
+//! version, addresses and sizes redacted.
+
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use backworks_plugin_sdk::{SDK_VERSION, TARGET};
+use serde_json::Value;
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn cargo_backworks(args: &[&str], files: &[PathBuf]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
+        .arg("backworks")
+        .args(args)
+        .args(files)
+        .output()
+        .expect("run cargo-backworks");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+fn check(files: &[PathBuf]) -> Run {
+    cargo_backworks(&["check"], files)
+}
+
+fn check_json(files: &[PathBuf]) -> (Run, Value) {
+    let run = cargo_backworks(&["check", "--json"], files);
+    let json = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}):\n{}", run.stdout));
+    (run, json)
+}
+
+/// A temporary directory holding files under the names the snapshots show.
+struct Stage {
+    dir: tempfile::TempDir,
+}
+
+impl Stage {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("backworks-check")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// Copies `source` in as `name`.
+    fn copy(&self, name: &str, source: &Path) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::copy(source, &path)
+            .unwrap_or_else(|e| panic!("copy {} to {name}: {e}", source.display()));
+        path
+    }
+
+    /// Writes `bytes` as `name`.
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write a test file");
+        path
+    }
+
+    /// `text` with this directory, the host target and the SDK version
+    /// replaced by placeholders, and JSON addresses and sizes by `[address]`
+    /// and `[size]`.
+    fn redact(&self, text: &str) -> String {
+        let text = text
+            .replace(&self.dir.path().display().to_string(), "[TMP]")
+            .replace(TARGET, "[TARGET]")
+            .replace(&format!("sdk {SDK_VERSION}"), "sdk [SDK]")
+            .replace(
+                &format!("\"sdk_version\": \"{SDK_VERSION}\""),
+                "\"sdk_version\": \"[SDK]\"",
+            );
+        text.lines()
+            .map(|line| {
+                for field in ["address", "size"] {
+                    let key = format!("\"{field}\": ");
+                    if let Some(at) = line.find(&key) {
+                        let value = &line[at + key.len()..];
+                        if value.starts_with(|c: char| c.is_ascii_digit()) {
+                            let comma = if value.ends_with(',') { "," } else { "" };
+                            return format!("{}\"[{field}]\"{comma}", &line[..at + key.len()]);
+                        }
+                    }
+                }
+                line.to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn codes(report: &Value) -> Vec<&str> {
+    report["findings"]
+        .as_array()
+        .expect("findings is an array")
+        .iter()
+        .map(|f| f["code"].as_str().expect("code is a string"))
+        .collect()
+}
+
+#[test]
+fn the_rust_weather_plugin_is_valid() {
+    let stage = Stage::new();
+    let plugin = stage.copy("libweather.so", &fixtures::weather_plugin());
+    let run = check(std::slice::from_ref(&plugin));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stderr, "");
+    insta::assert_snapshot!("valid_rust_plugin", stage.redact(&run.stdout));
+
+    let (run, json) = check_json(&[plugin]);
+    assert_eq!(run.code, Some(0));
+    let file = &json["files"][0];
+    assert_eq!(file["valid"], true);
+    assert_eq!(file["format"], "elf");
+    assert_eq!(file["kind"], "shared-library");
+    assert_eq!(file["metadata"]["name"], "weather");
+    assert_eq!(file["metadata"]["target"], TARGET);
+    assert_eq!(file["exports"]["plugin_info"]["kind"], "function");
+    assert_eq!(file["exports"]["plugin_vtable"]["kind"], "function");
+    assert_eq!(file["exports"]["backworks_plugin_metadata"]["kind"], "data");
+    assert_eq!(file["findings"], Value::Array(Vec::new()));
+}
+
+#[test]
+fn the_c_weather_plugin_is_valid_under_its_dist_name_too() {
+    let stage = Stage::new();
+    let plain = stage.copy("libweather_c.so", &fixtures::c_plugin());
+    let dist = stage.copy(
+        &format!("weather-c-1.0.0-{TARGET}.so"),
+        &fixtures::c_plugin(),
+    );
+    let run = check(&[plain, dist]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    insta::assert_snapshot!("valid_c_plugin", stage.redact(&run.stdout));
+}
+
+#[test]
+fn the_windows_dll_of_the_c_plugin_is_valid() {
+    let stage = Stage::new();
+    let dll = stage.copy(
+        "weather-c-1.0.0-x86_64-pc-windows-gnu.dll",
+        &fixtures::c_plugin_windows(),
+    );
+    let run = check(std::slice::from_ref(&dll));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    insta::assert_snapshot!("valid_windows_dll", stage.redact(&run.stdout));
+
+    let (_, json) = check_json(&[dll]);
+    let file = &json["files"][0];
+    assert_eq!(file["format"], "pe");
+    assert_eq!(file["os"], "windows");
+    assert_eq!(file["architecture"], "x86_64");
+    assert_eq!(file["metadata"]["target"], fixtures::WINDOWS_GNU);
+    assert_eq!(file["exports"]["plugin_vtable"]["section"], ".text");
+    assert_eq!(file["exports"]["backworks_plugin_metadata"]["kind"], "data");
+
+    // The same DLL named as an ELF library.
+    let renamed = stage.copy("libweather_c.so", &fixtures::c_plugin_windows());
+    let (run, json) = check_json(&[renamed]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(codes(&json["files"][0]), ["extension-mismatch"]);
+}
+
+#[test]
+fn a_plugin_without_plugin_vtable() {
+    let stage = Stage::new();
+    let plugin = stage.copy("libmissing_vtable.so", &fixtures::missing_vtable());
+    let run = check(&[plugin]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("missing_vtable", stage.redact(&run.stdout));
+}
+
+#[test]
+fn a_plugin_whose_plugin_vtable_is_data() {
+    let stage = Stage::new();
+    let plugin = stage.copy("libvtable_is_data.so", &fixtures::vtable_is_data());
+    let run = check(&[plugin]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("vtable_is_data", stage.redact(&run.stdout));
+}
+
+#[test]
+fn a_plugin_built_for_a_future_abi() {
+    let stage = Stage::new();
+    let plugin = stage.copy("libabi_v2.so", &fixtures::abi_v2_plugin());
+    let run = check(std::slice::from_ref(&plugin));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("abi_v2", stage.redact(&run.stdout));
+    let (_, json) = check_json(&[plugin]);
+    assert_eq!(codes(&json["files"][0]), ["unsupported-abi"]);
+    assert_eq!(json["files"][0]["metadata"]["abi_version"], 2);
+}
+
+#[test]
+fn a_plain_shared_library_has_no_metadata() {
+    let stage = Stage::new();
+    let library = stage.copy("libno_metadata.so", &fixtures::no_metadata());
+    let run = check(&[library]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("no_metadata", stage.redact(&run.stdout));
+}
+
+#[test]
+fn a_record_claiming_another_target() {
+    let stage = Stage::new();
+    let plain = stage.copy("libwrong_target.so", &fixtures::wrong_target());
+    let dist = stage.copy(
+        "weather-c-1.0.0-aarch64-apple-darwin.dylib",
+        &fixtures::wrong_target(),
+    );
+    let misnamed = stage.copy(
+        "weather-c-1.0.0-x86_64-pc-windows-gnu.so",
+        &fixtures::c_plugin(),
+    );
+    let run = check(&[plain, dist, misnamed]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("wrong_target", stage.redact(&run.stdout));
+}
+
+#[test]
+fn the_record_is_found_through_the_symbol_when_the_section_is_renamed() {
+    let (run, json) = check_json(&[fixtures::renamed_record_section()]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let file = &json["files"][0];
+    let location = file["metadata"]["location"].as_str().unwrap();
+    assert!(
+        location.starts_with("symbol `backworks_plugin_metadata` at 0x"),
+        "{location}"
+    );
+    assert_eq!(file["metadata"]["name"], "weather-c");
+    assert_eq!(
+        file["exports"]["backworks_plugin_metadata"]["section"],
+        ".rodata.backworks"
+    );
+}
+
+#[test]
+fn truncated_plugins() {
+    let stage = Stage::new();
+    let bytes = std::fs::read(fixtures::weather_plugin()).expect("read the weather plugin");
+    let cuts = [4, 16, 64, 4096, bytes.len() / 2, bytes.len() - 1];
+    let files: Vec<PathBuf> = cuts
+        .iter()
+        .enumerate()
+        .map(|(i, &cut)| stage.write(&format!("libweather_cut{i}.so"), &bytes[..cut]))
+        .collect();
+    let run = check(&files);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(run.stderr, "", "no panic, no error");
+    insta::assert_snapshot!("truncated", stage.redact(&run.stdout));
+    let (_, json) = check_json(&files);
+    for file in json["files"].as_array().unwrap() {
+        assert_eq!(file["valid"], false, "{file}");
+        assert_eq!(file["error"], Value::Null, "{file}");
+    }
+}
+
+#[test]
+fn random_bytes() {
+    let stage = Stage::new();
+    let files: Vec<PathBuf> = (0..8)
+        .map(|seed| {
+            let mut bytes = fixtures::random_bytes(seed + 1, 4096);
+            if seed % 2 == 1 {
+                // Random bytes behind an ELF header's magic.
+                bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+            }
+            stage.write(&format!("random{seed}.so"), &bytes)
+        })
+        .collect();
+    let run = check(&files[..2]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("random_bytes", stage.redact(&run.stdout));
+    let (run, json) = check_json(&files);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    for file in json["files"].as_array().unwrap() {
+        assert_eq!(file["valid"], false, "{file}");
+        assert!(
+            ["not-an-object", "malformed-object"].contains(&codes(file)[0]),
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn files_that_are_not_shared_libraries() {
+    let stage = Stage::new();
+    let files = [
+        stage.copy("weather.o", &fixtures::object_file()),
+        stage.copy("libweather.a", &fixtures::static_archive()),
+        stage.write("README.md", b"# weather\n\nNot a plugin.\n"),
+        stage.write("empty.so", b""),
+        stage.write("weather.wasm", fixtures::WASM_MODULE),
+    ];
+    let run = check(&files);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    insta::assert_snapshot!("not_shared_libraries", stage.redact(&run.stdout));
+    let (_, json) = check_json(&files);
+    let formats: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["elf", "archive", "text", "empty", "wasm"]);
+    assert_eq!(json["files"][0]["kind"], "relocatable");
+    assert_eq!(
+        json["files"][0]["metadata"]["name"], "weather-c",
+        "an object file's record is still read"
+    );
+}
+
+#[test]
+fn a_system_library() {
+    let library = fixtures::system_library();
+    let (run, json) = check_json(std::slice::from_ref(&library));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let file = &json["files"][0];
+    assert_eq!(file["format"], "elf");
+    assert_eq!(file["kind"], "shared-library");
+    assert!(
+        file["exports"]["count"].as_u64().unwrap() > 500,
+        "libc exports thousands of symbols: {}",
+        file["exports"]["count"]
+    );
+    let codes = codes(file);
+    assert_eq!(
+        codes[..3],
+        ["missing-symbol", "missing-symbol", "no-metadata"],
+        "{file}"
+    );
+}
+
+#[test]
+fn a_large_plugin_is_checked_without_reading_all_of_it() {
+    let stage = Stage::new();
+    let plugin = stage.copy("libweather_c.so", &fixtures::grown_plugin(8));
+    assert!(std::fs::metadata(&plugin).unwrap().len() > 8 << 20);
+    let (run, json) = check_json(&[plugin]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(json["files"][0]["valid"], true);
+}
+
+#[test]
+fn the_json_report() {
+    let stage = Stage::new();
+    let files = [
+        stage.copy("libweather.so", &fixtures::weather_plugin()),
+        stage.copy("libmissing_vtable.so", &fixtures::missing_vtable()),
+        stage.dir.path().join("missing.so"),
+    ];
+    let (run, json) = check_json(&files);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert_eq!(json["schema"], "backworks-check/1");
+    assert_eq!(json["exit_code"], 2);
+    assert_eq!(
+        json["summary"],
+        serde_json::json!({"files": 3, "valid": 1, "invalid": 1, "unreadable": 1})
+    );
+    insta::assert_snapshot!("json_report", stage.redact(&run.stdout));
+}
+
+#[test]
+fn unreadable_files_are_reported_and_the_others_still_checked() {
+    let stage = Stage::new();
+    let files = [
+        stage.dir.path().join("missing.so"),
+        stage.dir.path().to_owned(),
+        stage.copy("libweather_c.so", &fixtures::c_plugin()),
+    ];
+    let run = check(&files);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert_eq!(run.stderr, "");
+    insta::assert_snapshot!("unreadable", stage.redact(&run.stdout));
+}
+
+#[test]
+fn inspect_is_an_alias_of_check() {
+    let plugin = fixtures::c_plugin();
+    let check = check(std::slice::from_ref(&plugin));
+    let inspect = cargo_backworks(&["inspect"], &[plugin]);
+    assert_eq!(inspect.code, Some(0));
+    assert_eq!(inspect.stdout, check.stdout);
+}
+
+#[test]
+fn no_files_is_a_usage_error() {
+    let run = cargo_backworks(&["check"], &[]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("<FILES>"), "{}", run.stderr);
+    let help = cargo_backworks(&["--help"], &[]);
+    assert!(
+        help.stdout.contains("check") && help.stdout.contains("inspect"),
+        "{}",
+        help.stdout
+    );
+}
