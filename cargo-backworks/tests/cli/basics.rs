@@ -41,3 +41,25 @@ fn unknown_commands_are_usage_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn help_documents_every_command_and_the_exit_codes() {
+    for (name, args) in [
+        ("help", &["backworks", "--help"][..]),
+        ("help_new", &["backworks", "new", "--help"][..]),
+        ("help_build", &["backworks", "build", "--help"][..]),
+        ("help_check", &["backworks", "check", "--help"][..]),
+        ("help_keygen", &["backworks", "keygen", "--help"][..]),
+        ("help_sign", &["backworks", "sign", "--help"][..]),
+        ("help_verify", &["backworks", "verify", "--help"][..]),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{name}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("Exit codes:"), "{name}: {text}");
+        insta::assert_snapshot!(name, text);
+    }
+}
