@@ -1,4 +1,7 @@
 //! The Backworks host: finds plugin libraries, reads and checks them, and
 //! (with the loader and server of later work) runs requests through them.
 
+pub mod auth;
 pub mod inspect;
+pub mod metrics;
+pub mod telemetry;

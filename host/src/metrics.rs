@@ -1,0 +1,377 @@
+//! The host's Prometheus metrics: plugin hook calls and HTTP requests,
+//! recorded from any thread and rendered in the Prometheus text format for a
+//! `/metrics` endpoint.
+//!
+//! | family | type | labels |
+//! | --- | --- | --- |
+//! | `backworks_hook_calls_total` | counter | `plugin`, `hook`, `outcome` (`ok`, `error`, `panic`, `timeout`) |
+//! | `backworks_hook_errors_total` | counter | `plugin`, `hook` (every outcome but `ok`) |
+//! | `backworks_hook_duration_seconds` | histogram | `plugin`, `hook` |
+//! | `backworks_http_requests_total` | counter | `method`, `status` |
+//! | `backworks_http_request_duration_seconds` | histogram | none |
+//!
+//! Both histograms have buckets from 10 µs to 10 s (1-2.5-5 steps). A
+//! family's series appear once something has been recorded for its labels.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The `Content-Type` of [`Metrics::render`]'s output: the Prometheus text
+/// exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds, in seconds, of the duration histograms' buckets (an
+/// implicit `+Inf` bucket follows): 10 µs to 10 s in 1-2.5-5 steps.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How a plugin hook call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It returned successfully.
+    Ok,
+    /// It returned an error.
+    Error,
+    /// It panicked (caught at the boundary).
+    Panic,
+    /// The host stopped waiting for it.
+    Timeout,
+}
+
+impl Outcome {
+    /// The `outcome` label value: `ok`, `error`, `panic` or `timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Panic => "panic",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HookLabels {
+    plugin: String,
+    hook: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HookCallLabels {
+    plugin: String,
+    hook: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    status: u16,
+}
+
+/// The `method` label value: the standard methods as they are, anything
+/// else `OTHER`, so clients cannot grow the number of series at will.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The host's metrics registry.
+///
+/// `Send + Sync`: share one (e.g. in an `Arc`) and record from any thread.
+/// Recording takes a read lock on the family (a write lock only the first
+/// time a label set is seen) and updates atomics or a short mutex.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    hook_calls: Family<HookCallLabels, Counter>,
+    hook_errors: Family<HookLabels, Counter>,
+    hook_duration: Family<HookLabels, Histogram>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered and no series yet.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let hook_calls = Family::<HookCallLabels, Counter>::default();
+        registry.register(
+            "backworks_hook_calls",
+            "Plugin hook calls, by plugin, hook and outcome",
+            hook_calls.clone(),
+        );
+        let hook_errors = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "backworks_hook_errors",
+            "Plugin hook calls that returned an error, panicked or timed out",
+            hook_errors.clone(),
+        );
+        let hook_duration =
+            Family::<HookLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        registry.register_with_unit(
+            "backworks_hook_duration",
+            "Time spent in plugin hook calls",
+            Unit::Seconds,
+            hook_duration.clone(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "backworks_http_requests",
+            "HTTP requests answered, by method and status",
+            http_requests.clone(),
+        );
+        let http_duration = duration_histogram();
+        registry.register_with_unit(
+            "backworks_http_request_duration",
+            "Time from receiving an HTTP request to having its response",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        Self {
+            registry,
+            hook_calls,
+            hook_errors,
+            hook_duration,
+            http_requests,
+            http_duration,
+        }
+    }
+
+    /// Records one call of `hook` on `plugin` that took `elapsed` and ended
+    /// with `outcome`.
+    pub fn observe_hook(&self, plugin: &str, hook: &str, elapsed: Duration, outcome: Outcome) {
+        let labels = HookLabels {
+            plugin: plugin.to_owned(),
+            hook: hook.to_owned(),
+        };
+        self.hook_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if outcome != Outcome::Ok {
+            self.hook_errors.get_or_create(&labels).inc();
+        }
+        let HookLabels { plugin, hook } = labels;
+        self.hook_calls
+            .get_or_create(&HookCallLabels {
+                plugin,
+                hook,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records one HTTP request with `method` answered with `status` after
+    /// `elapsed`. Methods other than the nine standard ones are counted as
+    /// `OTHER`.
+    pub fn observe_request(&self, method: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                method: method_label(method),
+                status,
+            })
+            .inc();
+        self.http_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Every family in the Prometheus text exposition format (serve it with
+    /// [`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a `String` cannot fail, and the encoder's only error
+        // of its own is for native-only histograms, which are never
+        // registered here.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        {
+            tracing::error!(%error, "metrics: cannot encode the registry");
+            let _ = writeln!(text, "# metrics encoding failed: {error}");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn metrics_is_send_and_sync() {
+        is_send_sync::<Metrics>();
+    }
+
+    #[test]
+    fn families_appear_once_recorded() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(!text.contains("backworks_hook"), "{text}");
+        assert!(
+            text.contains("backworks_http_request_duration_seconds_count 0"),
+            "{text}"
+        );
+        metrics.observe_hook("p", "shutdown", Duration::ZERO, Outcome::Panic);
+        metrics.observe_request("GET", 200, Duration::ZERO);
+        let text = metrics.render();
+        for family in [
+            "# TYPE backworks_hook_calls_total counter",
+            "# TYPE backworks_hook_errors_total counter",
+            "# TYPE backworks_hook_duration_seconds histogram",
+            "# TYPE backworks_http_requests_total counter",
+            "# TYPE backworks_http_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(family), "{family} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn hook_calls_from_many_threads_are_all_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        let outcome = if t == 0 && i % 10 == 0 {
+                            Outcome::Error
+                        } else {
+                            Outcome::Ok
+                        };
+                        metrics.observe_hook(
+                            "auth",
+                            "before_request",
+                            Duration::from_micros(40),
+                            outcome,
+                        );
+                    }
+                    metrics.observe_hook(
+                        "weather",
+                        "process_endpoint",
+                        Duration::from_millis(3),
+                        Outcome::Timeout,
+                    );
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let text = metrics.render();
+        for line in [
+            r#"backworks_hook_calls_total{plugin="auth",hook="before_request",outcome="ok"} 3900"#,
+            r#"backworks_hook_calls_total{plugin="auth",hook="before_request",outcome="error"} 100"#,
+            r#"backworks_hook_calls_total{plugin="weather",hook="process_endpoint",outcome="timeout"} 4"#,
+            r#"backworks_hook_errors_total{plugin="auth",hook="before_request"} 100"#,
+            r#"backworks_hook_errors_total{plugin="weather",hook="process_endpoint"} 4"#,
+            r#"backworks_hook_duration_seconds_count{plugin="auth",hook="before_request"} 4000"#,
+            // 40 µs falls in the 50 µs bucket and every one above it, not the 25 µs one.
+            r#"backworks_hook_duration_seconds_bucket{plugin="auth",hook="before_request",le="2.5e-05"} 0"#,
+            r#"backworks_hook_duration_seconds_bucket{plugin="auth",hook="before_request",le="5e-05"} 4000"#,
+            r#"backworks_hook_duration_seconds_bucket{plugin="auth",hook="before_request",le="+Inf"} 4000"#,
+            r#"backworks_hook_duration_seconds_bucket{plugin="weather",hook="process_endpoint",le="0.0025"} 0"#,
+            r#"backworks_hook_duration_seconds_bucket{plugin="weather",hook="process_endpoint",le="0.005"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn only_failed_outcomes_count_as_errors() {
+        let metrics = Metrics::new();
+        for outcome in [
+            Outcome::Ok,
+            Outcome::Error,
+            Outcome::Panic,
+            Outcome::Timeout,
+        ] {
+            metrics.observe_hook("p", "health_check", Duration::ZERO, outcome);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"backworks_hook_errors_total{plugin="p",hook="health_check"} 3"#),
+            "{text}"
+        );
+        for outcome in ["ok", "error", "panic", "timeout"] {
+            let line = format!(
+                r#"backworks_hook_calls_total{{plugin="p",hook="health_check",outcome="{outcome}"}} 1"#
+            );
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_method_and_status() {
+        let metrics = Metrics::new();
+        metrics.observe_request("GET", 200, Duration::from_millis(2));
+        metrics.observe_request("GET", 200, Duration::from_millis(20));
+        metrics.observe_request("POST", 401, Duration::from_micros(300));
+        metrics.observe_request("BREW", 405, Duration::from_secs(30));
+        metrics.observe_request("get", 404, Duration::ZERO);
+        let text = metrics.render();
+        for line in [
+            r#"backworks_http_requests_total{method="GET",status="200"} 2"#,
+            r#"backworks_http_requests_total{method="POST",status="401"} 1"#,
+            r#"backworks_http_requests_total{method="OTHER",status="405"} 1"#,
+            r#"backworks_http_requests_total{method="OTHER",status="404"} 1"#,
+            "backworks_http_request_duration_seconds_count 5",
+            r#"backworks_http_request_duration_seconds_bucket{le="0.0005"} 2"#,
+            r#"backworks_http_request_duration_seconds_bucket{le="0.0025"} 3"#,
+            r#"backworks_http_request_duration_seconds_bucket{le="0.025"} 4"#,
+            r#"backworks_http_request_duration_seconds_bucket{le="10"} 4"#,
+            r#"backworks_http_request_duration_seconds_bucket{le="+Inf"} 5"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("BREW"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::new();
+        metrics.observe_hook("we\"ird\n", "h", Duration::ZERO, Outcome::Ok);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"backworks_hook_calls_total{plugin="we\"ird\n",hook="h",outcome="ok"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn content_type_is_prometheus_text() {
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
+}
