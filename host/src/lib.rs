@@ -1,7 +1,8 @@
-//! The Backworks host: finds plugin libraries, reads and checks them, and
-//! (with the loader and server of later work) runs requests through them.
+//! The Backworks host: reads `backworks.yaml`, finds plugin libraries,
+//! verifies and loads them, and serves HTTP requests through them.
 
 pub mod auth;
+pub mod config;
 pub mod inspect;
 pub mod metrics;
 pub mod telemetry;
