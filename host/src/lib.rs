@@ -3,6 +3,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod discovery;
+pub mod dynamic;
 pub mod inspect;
+pub mod loader;
 pub mod metrics;
+pub mod pipeline;
+pub mod server;
 pub mod telemetry;

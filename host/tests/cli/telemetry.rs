@@ -46,7 +46,7 @@ fn json_events_go_to_stderr_filtered_and_a_second_init_is_an_error() {
     if std::env::var_os(CHILD).is_some() {
         return;
     }
-    let stderr = run_child("child_logs_json", "info");
+    let stderr = run_child("telemetry::child_logs_json", "info");
     let events: Vec<serde_json::Value> = stderr
         .lines()
         .filter(|line| line.starts_with('{'))
@@ -77,5 +77,5 @@ fn an_invalid_rust_log_is_reported_not_ignored() {
     if std::env::var_os(CHILD).is_some() {
         return;
     }
-    run_child("child_with_bad_filter", "backworks_host=loud");
+    run_child("telemetry::child_with_bad_filter", "backworks_host=loud");
 }

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `backworks` binary, run as a user runs it.
+//! `backworks plugins inspect` and `--help`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

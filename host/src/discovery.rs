@@ -1,0 +1,107 @@
+//! Discovery: the plugin libraries in the configured directories, described
+//! from their bytes alone (metadata record and signature status). Nothing
+//! found here is loaded: `serve` loads what `backworks.yaml` names, through
+//! the loader.
+
+use std::path::{Path, PathBuf};
+
+use backworks_plugin_sdk::metadata::PluginMetadata;
+use serde_json::json;
+
+use crate::loader::{self, LoadError, LoadPolicy};
+
+/// What discovery says about one file.
+#[derive(Debug)]
+pub struct Discovered {
+    /// The file.
+    pub path: PathBuf,
+    /// Its metadata, when it is a plugin.
+    pub metadata: Option<PluginMetadata>,
+    /// `verified by <key id>`, `signatures not required`, or why it would be
+    /// refused.
+    pub status: Result<String, String>,
+}
+
+impl Discovered {
+    /// As JSON for `backworks plugins list --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "path": self.path,
+            "name": self.metadata.as_ref().map(|m| &m.name),
+            "version": self.metadata.as_ref().map(|m| &m.version),
+            "target": self.metadata.as_ref().map(|m| &m.target),
+            "abi_version": self.metadata.as_ref().map(PluginMetadata::abi_version),
+            "loadable": self.status.is_ok(),
+            "status": match &self.status { Ok(s) | Err(s) => s },
+        })
+    }
+}
+
+/// Why a directory could not be scanned.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot scan plugin directory {}: {source}", path.display())]
+pub struct ScanError {
+    /// The directory.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Every file with this platform's library extension in `dirs` (not
+/// recursive), sorted, each described without loading it.
+pub fn scan_for_plugins(
+    dirs: &[PathBuf],
+    policy: LoadPolicy<'_>,
+) -> Result<Vec<Discovered>, ScanError> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|source| ScanError {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
+            })
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        found.extend(files.iter().map(|path| describe(path, policy)));
+    }
+    Ok(found)
+}
+
+/// Describes one file: its record and whether the loader would accept it.
+pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Discovered {
+                path: path.to_owned(),
+                metadata: None,
+                status: Err(format!("cannot read: {e}")),
+            };
+        }
+    };
+    match loader::verify_bytes(path, &bytes, policy) {
+        Ok((metadata, verified)) => Discovered {
+            path: path.to_owned(),
+            metadata: Some(metadata),
+            status: Ok(match verified {
+                Some(v) => format!("verified, signed by key {}", v.key_id),
+                None => String::from("signatures not required (not verified)"),
+            }),
+        },
+        Err(error) => Discovered {
+            path: path.to_owned(),
+            metadata: backworks_plugin_sdk::inspect::find_metadata(&bytes).ok(),
+            status: Err(match error {
+                LoadError::NotAPlugin { source, .. } => format!("not a plugin: {source}"),
+                other => other.to_string(),
+            }),
+        },
+    }
+}

@@ -1,0 +1,121 @@
+//! `DynamicPlugin`: a loaded plugin library seen through the same
+//! [`BackworksPlugin`] trait as the built-in plugins.
+//!
+//! Each hook runs the C-ABI call on tokio's blocking pool
+//! (`spawn_blocking`), so awaiting it never blocks a runtime worker. (The
+//! server's pipeline calls [`RawPlugin`] directly from its own blocking
+//! thread instead, to pay one thread hand-off per request rather than one
+//! per hook.)
+
+use std::sync::Arc;
+
+use backworks_plugin_sdk::abi::{HookError, RawPlugin};
+use backworks_plugin_sdk::{
+    BackworksError, BackworksPlugin, BackworksResult, HttpRequest, HttpResponse, RequestAction,
+    Value, async_trait,
+};
+
+use crate::loader::LoadedPlugin;
+
+/// A verified, loaded plugin library as a [`BackworksPlugin`].
+#[derive(Debug, Clone)]
+pub struct DynamicPlugin {
+    raw: Arc<RawPlugin>,
+}
+
+impl DynamicPlugin {
+    /// Wraps a plugin the loader checked and loaded.
+    pub fn new(loaded: LoadedPlugin) -> Self {
+        Self {
+            raw: Arc::new(loaded.raw),
+        }
+    }
+
+    /// The ABI-level plugin.
+    pub fn raw(&self) -> &Arc<RawPlugin> {
+        &self.raw
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&RawPlugin) -> Result<T, HookError> + Send + 'static,
+    ) -> BackworksResult<T> {
+        let raw = Arc::clone(&self.raw);
+        tokio::task::spawn_blocking(move || call(&raw))
+            .await
+            .map_err(|e| BackworksError::msg(format!("the hook's thread failed: {e}")))?
+            .map_err(|e| BackworksError::msg(e.to_string()))
+    }
+}
+
+fn c_string(text: &str) -> Result<std::ffi::CString, HookError> {
+    std::ffi::CString::new(text).map_err(|e| HookError {
+        plugin: String::new(),
+        hook: backworks_plugin_sdk::abi::Hook::ProcessEndpoint,
+        kind: backworks_plugin_sdk::abi::FailureKind::InvalidInput,
+        message: format!("argument has a NUL byte at offset {}", e.nul_position()),
+    })
+}
+
+#[async_trait]
+impl BackworksPlugin for DynamicPlugin {
+    fn name(&self) -> &str {
+        self.raw.name()
+    }
+
+    fn version(&self) -> &str {
+        self.raw.version()
+    }
+
+    fn description(&self) -> &str {
+        self.raw.description()
+    }
+
+    async fn initialize(&self, config: &Value) -> BackworksResult<()> {
+        let config = config.to_string();
+        self.blocking(move |raw| raw.initialize(&c_string(&config)?))
+            .await
+    }
+
+    async fn shutdown(&self) -> BackworksResult<()> {
+        self.blocking(RawPlugin::shutdown).await
+    }
+
+    async fn health_check(&self) -> BackworksResult<()> {
+        self.blocking(RawPlugin::health_check).await
+    }
+
+    async fn before_request(&self, request: &HttpRequest) -> BackworksResult<RequestAction> {
+        let request = request.clone();
+        self.blocking(move |raw| raw.call_before_request(&request))
+            .await
+    }
+
+    async fn after_response(
+        &self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> BackworksResult<Option<HttpResponse>> {
+        let (request, response) = (request.clone(), response.clone());
+        self.blocking(move |raw| raw.call_after_response(&request, &response))
+            .await
+    }
+
+    async fn process_endpoint_data(
+        &self,
+        endpoint: &str,
+        method: &str,
+        data: &str,
+    ) -> BackworksResult<Option<String>> {
+        let (endpoint, method, data) = (endpoint.to_owned(), method.to_owned(), data.to_owned());
+        self.blocking(move |raw| {
+            let out = raw.process_endpoint(
+                &c_string(&endpoint)?,
+                &c_string(&method)?,
+                &c_string(&data)?,
+            )?;
+            Ok(out.map(|s| s.as_c_str().to_string_lossy().into_owned()))
+        })
+        .await
+    }
+}

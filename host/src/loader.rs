@@ -1,0 +1,365 @@
+//! Verify, then load: the only module of the host with `unsafe` code.
+//!
+//! [`load_plugin`] reads a plugin file **once** and works on those bytes
+//! only:
+//!
+//! 1. the metadata record is read from the bytes (no code runs) and checked
+//!    against this host's ABI, struct sizes, target and panic strategy;
+//! 2. the minisign signature next to the file (`<file>.minisig`) is verified
+//!    over the bytes against the trusted keys, and its trusted comment must
+//!    match the bytes' name, version, target, ABI and sha256;
+//! 3. **those same bytes** are loaded: on Linux from a sealed memfd (no one
+//!    can change them after the seal), elsewhere from a private copy in a
+//!    directory only this process's user can write. Replacing the file on
+//!    disk after step 1 changes nothing;
+//! 4. the record is read again from memory and must equal the one checked;
+//!    only then are `plugin_info` and `plugin_vtable` called
+//!    ([`RawPlugin::new`]).
+//!
+//! Libraries are never unloaded: a Rust cdylib's thread-local destructors,
+//! its runtime's threads and any pointer it handed out may still refer to
+//! its code, so `dlclose` would be unsound. The `Library` is leaked on
+//! purpose.
+
+use std::path::{Path, PathBuf};
+
+use backworks_plugin_sdk::abi::{self, AbiError, PluginInfo, PluginVTable, RawPlugin};
+use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
+use backworks_plugin_sdk::metadata::PluginMetadata;
+use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, Verified, VerifyError};
+
+/// What the loader requires of a plugin file.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadPolicy<'a> {
+    /// Keys whose signatures are trusted.
+    pub trusted_keys: &'a [PublicKey],
+    /// Refuse files without a valid signature (off only for local
+    /// development).
+    pub require_signatures: bool,
+}
+
+/// A plugin whose signature and ABI were checked, loaded from the verified
+/// bytes.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    /// The checked plugin.
+    pub raw: RawPlugin,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The key that signed it; `None` when signatures are not required and
+    /// none was checked.
+    pub key_id: Option<KeyId>,
+    /// sha256 of the loaded bytes, lower-case hex.
+    pub sha256: String,
+}
+
+impl LoadedPlugin {
+    /// The metadata record the plugin was checked against.
+    pub fn metadata(&self) -> &PluginMetadata {
+        self.raw.metadata()
+    }
+}
+
+/// Why a plugin was not loaded. Nothing of the plugin ran in any case.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no valid metadata record.
+    #[error("{} is not a backworks plugin: {source}", path.display())]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: InspectError,
+    },
+    /// The plugin's ABI, target or panic strategy does not fit this host.
+    #[error("refusing {}: {source}", path.display())]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        #[source]
+        source: AbiError,
+    },
+    /// No signature file next to the plugin.
+    #[error(
+        "refusing {}: no signature at {}; sign it with `cargo backworks sign --key <KEY> {}`, or set `require_signatures: false` for local development",
+        path.display(), signature.display(), path.display()
+    )]
+    Unsigned {
+        /// The file.
+        path: PathBuf,
+        /// Where the signature was expected.
+        signature: PathBuf,
+    },
+    /// Signatures are required but no key is trusted.
+    #[error(
+        "refusing {}: signatures are required but `trusted_keys` is empty; add the publisher's .pub file to `trusted_keys`",
+        path.display()
+    )]
+    NoTrustedKeys {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The signature does not verify, or does not match the bytes.
+    #[error("refusing {}: {source}", path.display())]
+    Signature {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: VerifyError,
+    },
+    /// The bytes could not be placed where the dynamic loader can read them.
+    #[error("cannot stage {} for loading: {detail}", path.display())]
+    Stage {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The dynamic loader refused the library.
+    #[error("cannot load {}: {source}", path.display())]
+    Dlopen {
+        /// The file.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: libloading::Error,
+    },
+    /// A required symbol is missing from the loaded library.
+    #[error("{}: symbol `{symbol}` is missing: {source}", path.display())]
+    Symbol {
+        /// The file.
+        path: PathBuf,
+        /// The symbol.
+        symbol: &'static str,
+        /// The loader's error.
+        #[source]
+        source: libloading::Error,
+    },
+    /// The record in memory differs from the one checked in the file.
+    #[error(
+        "refusing {}: the metadata record in memory differs from the one in the verified bytes",
+        path.display()
+    )]
+    RecordChanged {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The signature file of `path`: `<path>.minisig`.
+pub fn signature_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}
+
+/// Reads, verifies and loads the plugin at `path` (see the module docs for
+/// the order of the checks).
+pub fn load_plugin(path: &Path, policy: LoadPolicy<'_>) -> Result<LoadedPlugin, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (metadata, verified) = verify_bytes(path, &bytes, policy)?;
+    let sha256 = match &verified {
+        Some(verified) => verified.claims.sha256_hex(),
+        None => signature::Claims::of(&bytes)
+            .map(|claims| claims.sha256_hex())
+            .map_err(|_| LoadError::RecordChanged {
+                path: path.to_owned(),
+            })?,
+    };
+    let key_id = verified.map(|v| v.key_id);
+    let library = stage_and_open(path, &metadata, &bytes)?;
+    let raw = checked_plugin(path, library, &metadata)?;
+    Ok(LoadedPlugin {
+        raw,
+        path: path.to_owned(),
+        key_id,
+        sha256,
+    })
+}
+
+/// Steps 1 and 2: the record and the signature, from the bytes alone.
+/// `None` when signatures are not required (nothing was verified).
+pub fn verify_bytes(
+    path: &Path,
+    bytes: &[u8],
+    policy: LoadPolicy<'_>,
+) -> Result<(PluginMetadata, Option<Verified>), LoadError> {
+    let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
+        path: path.to_owned(),
+        source,
+    })?;
+    abi::check_compatible(&metadata).map_err(|source| LoadError::Incompatible {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !policy.require_signatures {
+        return Ok((metadata, None));
+    }
+    if policy.trusted_keys.is_empty() {
+        return Err(LoadError::NoTrustedKeys {
+            path: path.to_owned(),
+        });
+    }
+    let signature_file = signature_path(path);
+    let text = match std::fs::read_to_string(&signature_file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Unsigned {
+                path: path.to_owned(),
+                signature: signature_file,
+            });
+        }
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: signature_file,
+                source,
+            });
+        }
+    };
+    let verified = signature::verify(bytes, &text, policy.trusted_keys).map_err(|source| {
+        LoadError::Signature {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok((metadata, Some(verified)))
+}
+
+/// Step 3: puts `bytes` where `dlopen` can read them and nobody can change
+/// them, and opens that.
+fn stage_and_open(
+    path: &Path,
+    metadata: &PluginMetadata,
+    bytes: &[u8],
+) -> Result<&'static libloading::Library, LoadError> {
+    let stage = |detail: String| LoadError::Stage {
+        path: path.to_owned(),
+        detail,
+    };
+    let (staged, keep_alive) = stage_bytes(&metadata.name, bytes).map_err(stage)?;
+    // SAFETY: loading runs the library's initialisers. The bytes are the
+    // ones whose record and signature were just checked, staged where they
+    // cannot change (sealed memfd or private copy); this is the documented
+    // point where plugin code first runs.
+    let library =
+        unsafe { libloading::Library::new(&staged) }.map_err(|source| LoadError::Dlopen {
+            path: path.to_owned(),
+            source,
+        })?;
+    drop(keep_alive);
+    // Never unloaded (see the module docs).
+    Ok(Box::leak(Box::new(library)))
+}
+
+/// Something that must live until `dlopen` returned (a memfd or temp dir).
+type KeepAlive = Box<dyn std::any::Any>;
+
+#[cfg(target_os = "linux")]
+fn stage_bytes(name: &str, bytes: &[u8]) -> Result<(PathBuf, KeepAlive), String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use memfd::{FileSeal, MemfdOptions};
+
+    let memfd = MemfdOptions::default()
+        .allow_sealing(true)
+        .close_on_exec(true)
+        .create(format!("backworks-plugin-{name}"))
+        .map_err(|e| format!("memfd_create failed: {e}"))?;
+    memfd
+        .as_file()
+        .write_all(bytes)
+        .map_err(|e| format!("cannot write the memfd: {e}"))?;
+    memfd
+        .add_seals(&[
+            FileSeal::SealShrink,
+            FileSeal::SealGrow,
+            FileSeal::SealWrite,
+            FileSeal::SealSeal,
+        ])
+        .map_err(|e| format!("cannot seal the memfd: {e}"))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_file().as_raw_fd()));
+    Ok((path, Box::new(memfd)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stage_bytes(name: &str, bytes: &[u8]) -> Result<(PathBuf, KeepAlive), String> {
+    // A directory only this user can write, removed after dlopen (the
+    // mapping keeps the code; Windows keeps the file until exit).
+    let dir = tempfile::Builder::new()
+        .prefix("backworks-plugin-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a private directory: {e}"))?;
+    let file = dir
+        .path()
+        .join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(&file, bytes).map_err(|e| format!("cannot write a private copy: {e}"))?;
+    Ok((file, Box::new(dir)))
+}
+
+/// Step 4: the record from memory, then the plugin's own functions.
+fn checked_plugin(
+    path: &Path,
+    library: &'static libloading::Library,
+    checked: &PluginMetadata,
+) -> Result<RawPlugin, LoadError> {
+    let symbol_error = |symbol: &'static str| {
+        let path = path.to_owned();
+        move |source| LoadError::Symbol {
+            path,
+            symbol,
+            source,
+        }
+    };
+    // SAFETY: the exported record is data; reading the symbol's address as
+    // `*const u8` is what the ABI defines it to be.
+    let record: *const u8 = unsafe {
+        *library
+            .get::<*const u8>(abi::METADATA_SYMBOL.as_bytes())
+            .map_err(symbol_error("backworks_plugin_metadata"))?
+    };
+    // SAFETY: `record` is the library's exported metadata record, and the
+    // library is never unloaded.
+    let in_memory = unsafe { abi::read_metadata_at(record) };
+    if in_memory.as_ref() != Ok(checked) {
+        return Err(LoadError::RecordChanged {
+            path: path.to_owned(),
+        });
+    }
+    // SAFETY: ABI v1 (checked from the record above) declares these two
+    // exported functions with exactly these signatures.
+    let (info, vtable) = unsafe {
+        (
+            *library
+                .get::<extern "C" fn() -> PluginInfo>(abi::PLUGIN_INFO_SYMBOL.as_bytes())
+                .map_err(symbol_error("plugin_info"))?,
+            *library
+                .get::<extern "C" fn() -> PluginVTable>(abi::PLUGIN_VTABLE_SYMBOL.as_bytes())
+                .map_err(symbol_error("plugin_vtable"))?,
+        )
+    };
+    // SAFETY: both functions come from `library`, which is never unloaded;
+    // `RawPlugin::new` checks the record again before calling them.
+    unsafe { RawPlugin::new(checked.clone(), info, vtable) }.map_err(|source| {
+        LoadError::Incompatible {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}

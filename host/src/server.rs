@@ -1,0 +1,424 @@
+//! `backworks serve`: starts the plugins named in `backworks.yaml` (in
+//! order: load or build, `initialize` with the plugin's config, `health_check`)
+//! and serves HTTP through the [`Pipeline`](crate::pipeline::Pipeline).
+//!
+//! Routes of the host itself: `GET /healthz` (each plugin's health),
+//! `GET /plugins` (what is loaded, versions, key ids), `GET /metrics`
+//! (Prometheus text). Every other request goes through the plugins.
+//! Shutdown (SIGTERM, Ctrl-C, or the future given to [`serve`]) stops
+//! accepting, lets in-flight requests finish, then calls each plugin's
+//! `shutdown`, bounded by `shutdown_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use backworks_plugin_sdk::{HttpRequest, HttpResponse, json};
+use tokio::runtime::Handle;
+
+use crate::config::{Config, PluginConfig, PluginKind};
+use crate::loader::{self, LoadError, LoadPolicy};
+use crate::metrics::{self, Metrics};
+use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl};
+
+/// Largest request body the host reads.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Why the server did not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A plugin could not be loaded (nothing of it ran).
+    #[error("plugin `{name}`: {source}")]
+    Load {
+        /// The plugin's name in `backworks.yaml`.
+        name: String,
+        /// Why.
+        #[source]
+        source: LoadError,
+    },
+    /// A marketplace plugin is not installed.
+    #[error(
+        "plugin `{name}` (marketplace, version {version}) is not installed; install it with `backworks plugins install {name}@{version}`"
+    )]
+    NotInstalled {
+        /// The plugin's name.
+        name: String,
+        /// The version requirement.
+        version: String,
+    },
+    /// A `type: builtin` plugin this host does not have.
+    #[error("plugin `{0}`: there is no built-in plugin of that name")]
+    UnknownBuiltin(String),
+    /// `initialize` or the first `health_check` failed or timed out.
+    #[error("plugin `{name}` failed to start: {hook} {what}: {message}")]
+    Start {
+        /// The plugin's name.
+        name: String,
+        /// `initialize` or `health_check`.
+        hook: &'static str,
+        /// `failed`, `panicked` or `timed out`.
+        what: &'static str,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ServeError {
+    /// Exit code: 1 when a plugin was refused or failed to start, 2 for
+    /// configuration and I/O errors.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Load { .. } | Self::Start { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Loads (or builds) each plugin of `config`, in order. Nothing is
+/// initialized yet.
+pub fn load_plugins(config: &Config) -> Result<Vec<HostPlugin>, ServeError> {
+    let keys: Vec<_> = config.trusted_keys.iter().map(|k| k.key.clone()).collect();
+    let policy = LoadPolicy {
+        trusted_keys: &keys,
+        require_signatures: config.require_signatures,
+    };
+    config
+        .plugins
+        .iter()
+        .map(|entry| load_one(entry, policy))
+        .collect()
+}
+
+fn load_one(entry: &PluginConfig, policy: LoadPolicy<'_>) -> Result<HostPlugin, ServeError> {
+    match &entry.kind {
+        PluginKind::Builtin => {
+            let plugin: Arc<dyn backworks_plugin_sdk::BackworksPlugin> = match entry.name.as_str() {
+                "auth" => Arc::new(crate::auth::JwtAuth::default()),
+                other => return Err(ServeError::UnknownBuiltin(other.to_owned())),
+            };
+            Ok(HostPlugin {
+                name: entry.name.clone(),
+                version: plugin.version().to_owned(),
+                implementation: PluginImpl::Builtin(plugin),
+                kind: "builtin",
+                path: None,
+                key_id: None,
+                sha256: None,
+            })
+        }
+        PluginKind::External { path } => {
+            let loaded = loader::load_plugin(path, policy).map_err(|source| ServeError::Load {
+                name: entry.name.clone(),
+                source,
+            })?;
+            tracing::info!(
+                plugin = %entry.name,
+                name = loaded.metadata().name,
+                version = loaded.metadata().version,
+                key = loaded.key_id.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
+                sha256 = loaded.sha256,
+                "plugin verified and loaded"
+            );
+            Ok(HostPlugin {
+                name: entry.name.clone(),
+                version: loaded.raw.version().to_owned(),
+                kind: "external",
+                path: Some(loaded.path.clone()),
+                key_id: loaded.key_id.map(|k| k.to_string()),
+                sha256: Some(loaded.sha256.clone()),
+                implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
+            })
+        }
+        PluginKind::Marketplace { version, .. } => Err(ServeError::NotInstalled {
+            name: entry.name.clone(),
+            version: version.to_string(),
+        }),
+    }
+}
+
+/// Runs `call` on a blocking thread, bounded by `limit`.
+async fn bounded<T: Send + 'static>(
+    limit: Duration,
+    call: impl FnOnce() -> Result<T, HookFailure> + Send + 'static,
+) -> Result<T, (&'static str, String)> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(HookFailure::Error(m)))) => Err(("failed", m)),
+        Ok(Ok(Err(HookFailure::Panic(m)))) => Err(("panicked", m)),
+        Ok(Err(join)) => Err(("failed", join.to_string())),
+        Err(_) => Err((
+            "timed out",
+            format!("no answer within {} ms", limit.as_millis()),
+        )),
+    }
+}
+
+/// Initializes and health-checks each plugin, in order; the first failure
+/// stops start-up, naming the plugin.
+pub async fn start_plugins(
+    config: &Config,
+    plugins: &[HostPlugin],
+    timeout: Duration,
+) -> Result<(), ServeError> {
+    for (plugin, entry) in plugins.iter().zip(&config.plugins) {
+        for hook in ["initialize", "health_check"] {
+            let (p, value, handle) = (plugin.clone(), entry.config.clone(), Handle::current());
+            let result = bounded(timeout, move || match hook {
+                "initialize" => p.initialize(&handle, &value),
+                _ => p.health_check(&handle),
+            })
+            .await;
+            result.map_err(|(what, message)| ServeError::Start {
+                name: plugin.name.clone(),
+                hook,
+                what,
+                message,
+            })?;
+        }
+        tracing::info!(plugin = %plugin.name, kind = plugin.kind, version = plugin.version, "plugin ready");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves `plugins` (already started) on `addr` until `shutdown` completes,
+/// then shuts the plugins down. `on_bound` gets the bound address (port 0
+/// picks a free one).
+pub async fn serve(
+    config: &Config,
+    addr: SocketAddr,
+    plugins: Vec<HostPlugin>,
+    metrics: Arc<Metrics>,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    on_bound(listener.local_addr()?);
+    let pipeline = Arc::new(Pipeline::new(
+        plugins,
+        config.hook_timeout,
+        Arc::clone(&metrics),
+        Handle::current(),
+    ));
+    let state = AppState {
+        pipeline: Arc::clone(&pipeline),
+        metrics,
+    };
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/plugins", get(list_plugins))
+        .route("/metrics", get(render_metrics))
+        .fallback(through_plugins)
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("stopped accepting requests; shutting plugins down");
+    stop_plugins(pipeline.plugins(), config.shutdown_timeout).await;
+    Ok(())
+}
+
+/// Calls each plugin's `shutdown`, all within `limit` in total.
+async fn stop_plugins(plugins: &[HostPlugin], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for plugin in plugins {
+        let (p, handle) = (plugin.clone(), Handle::current());
+        let left = deadline.saturating_duration_since(Instant::now());
+        match bounded(left, move || p.shutdown(&handle)).await {
+            Ok(()) => tracing::info!(plugin = %plugin.name, "plugin shut down"),
+            Err((what, message)) => {
+                tracing::warn!(plugin = %plugin.name, "shutdown {what}: {message}");
+            }
+        }
+    }
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let timeout = state.pipeline.hook_timeout();
+    let mut report = serde_json::Map::new();
+    let mut healthy = true;
+    for plugin in state.pipeline.plugins() {
+        let (p, handle) = (plugin.clone(), Handle::current());
+        let entry = match bounded(timeout, move || p.health_check(&handle)).await {
+            Ok(()) => json!({"healthy": true}),
+            Err((what, message)) => {
+                healthy = false;
+                json!({"healthy": false, "error": format!("health_check {what}: {message}")})
+            }
+        };
+        report.insert(plugin.name.clone(), entry);
+    }
+    let status = if healthy { 200 } else { 503 };
+    to_response(HttpResponse::json(
+        status,
+        &json!({"status": if healthy { "ok" } else { "unhealthy" }, "plugins": report}),
+    ))
+}
+
+async fn list_plugins(State(state): State<AppState>) -> Response {
+    let plugins: Vec<_> = state
+        .pipeline
+        .plugins()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "kind": p.kind,
+                "version": p.version,
+                "path": p.path,
+                "key_id": p.key_id,
+                "sha256": p.sha256,
+            })
+        })
+        .collect();
+    to_response(HttpResponse::json(200, &json!({"plugins": plugins})))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn through_plugins(State(state): State<AppState>, request: Request) -> Response {
+    use tracing::Instrument;
+
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let request_id = request_id();
+    let span = tracing::info_span!("request", id = %request_id, method = %method, path = %request.uri().path());
+    let response = async {
+        let response = match to_plugin_request(request).await {
+            Ok(request) => state.pipeline.handle(request).await,
+            Err(response) => response,
+        };
+        state
+            .metrics
+            .observe_request(&method, response.status, started.elapsed());
+        tracing::info!(
+            status = response.status,
+            duration_us = started.elapsed().as_micros() as u64,
+            "request served"
+        );
+        response
+    }
+    .instrument(span)
+    .await;
+    let mut response = to_response(response);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The plugins' view of an HTTP request; a 400/413 response when the body
+/// is not UTF-8 or too large.
+async fn to_plugin_request(request: Request) -> Result<HttpRequest, HttpResponse> {
+    let (parts, body) = request.into_parts();
+    let mut headers = std::collections::BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|joined: &mut String| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        HttpResponse::json(
+            413,
+            &json!({"error": format!("request body larger than {MAX_BODY_BYTES} bytes")}),
+        )
+    })?;
+    let body = if bytes.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8(bytes.to_vec()).map_err(|_| {
+            HttpResponse::json(400, &json!({"error": "the request body is not UTF-8 text"}))
+        })?)
+    };
+    Ok(HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    })
+}
+
+fn to_response(response: HttpResponse) -> Response {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut out = Response::new(Body::from(response.body));
+    *out.status_mut() = status;
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            out.headers_mut().insert(name, value);
+        }
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `backworks` binary, run as a user runs it: real
+//! plugins (built once per run with cargo and cc, signed with real minisign
+//! keys), a real server on 127.0.0.1, real HTTP, everything bounded in time.
+
+mod inspect;
+mod serve;
+#[path = "../../../sdk/tests/abi/support.rs"]
+mod support;
+mod telemetry;
