@@ -262,12 +262,17 @@ fn stage_and_open(
             path: path.to_owned(),
             source,
         })?;
-    drop(keep_alive);
+    // Kept for the life of the process, like the library: the dynamic loader
+    // knows the library by its staged path (`/proc/self/fd/N`); were the
+    // descriptor closed, the next plugin's memfd could get the same N, and
+    // `dlopen` would hand back this library instead of loading new bytes.
+    std::mem::forget(keep_alive);
     // Never unloaded (see the module docs).
     Ok(Box::leak(Box::new(library)))
 }
 
-/// Something that must live until `dlopen` returned (a memfd or temp dir).
+/// What keeps the staged path valid and unique (a memfd, or the private
+/// directory); kept for the life of the process.
 type KeepAlive = Box<dyn std::any::Any>;
 
 #[cfg(target_os = "linux")]

@@ -169,13 +169,18 @@ fn weather_plugin_is_verified_loaded_and_served() {
     let keys = Keys::new();
     let weather = copy_into(dir.path(), &support::weather_plugin(), "libweather.so");
     keys.sign(&weather);
+    // A second library in the same process, listed after the first: each
+    // is its own library (the first answers /weather).
+    let c_plugin = copy_into(dir.path(), &support::c_plugin(), "libweather_c.so");
+    keys.sign(&c_plugin);
     let config = config(
         dir.path(),
         &keys,
         "5s",
         &format!(
-            "  weather:\n    type: external\n    path: {}\n    config:\n      api_key: \"12345\"\n",
-            weather.display()
+            "  weather:\n    type: external\n    path: {}\n    config:\n      api_key: \"12345\"\n  weather-c:\n    type: external\n    path: {}\n",
+            weather.display(),
+            c_plugin.display()
         ),
     );
     let server = start(&config);
@@ -191,6 +196,8 @@ fn weather_plugin_is_verified_loaded_and_served() {
     assert_eq!(status, 200);
     assert_eq!(body["plugins"]["weather"]["healthy"], true);
     let (_, body) = get(&server, "/plugins");
+    assert_eq!(body["plugins"][1]["name"], "weather-c");
+    assert_ne!(body["plugins"][0]["sha256"], body["plugins"][1]["sha256"]);
     let plugin = &body["plugins"][0];
     assert_eq!(plugin["name"], "weather");
     assert_eq!(plugin["version"], "1.0.0");
@@ -597,7 +604,11 @@ fn swapping_the_file_during_loading_never_loads_unverified_bytes() {
             let staging = target.with_extension("tmp");
             let mut flips = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let from = if flips.is_multiple_of(2) { &intruder } else { &signed };
+                let from = if flips.is_multiple_of(2) {
+                    &intruder
+                } else {
+                    &signed
+                };
                 std::fs::copy(from, &staging).unwrap();
                 std::fs::rename(&staging, &target).unwrap();
                 flips += 1;
