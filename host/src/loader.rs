@@ -169,6 +169,44 @@ pub fn signature_path(path: &Path) -> PathBuf {
 /// Reads, verifies and loads the plugin at `path` (see the module docs for
 /// the order of the checks).
 pub fn load_plugin(path: &Path, policy: LoadPolicy<'_>) -> Result<LoadedPlugin, LoadError> {
+    load_verified(verify_file(path, policy)?)
+}
+
+/// A plugin file read once and verified (steps 1 and 2), not loaded yet.
+/// The bytes are private to this value: what [`load_verified`] loads is
+/// exactly what was verified.
+pub struct VerifiedFile {
+    path: PathBuf,
+    /// The verified bytes, already staged (sealed memfd or private copy).
+    staged: PathBuf,
+    keep_alive: KeepAlive,
+    metadata: PluginMetadata,
+    key_id: Option<KeyId>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for VerifiedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedFile")
+            .field("path", &self.path)
+            .field("staged", &self.staged)
+            .field("name", &self.metadata.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedFile {
+    /// The file's metadata record.
+    pub fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+}
+
+/// Steps 1 and 2 for the file at `path`: read it once, check its record and
+/// signature, and stage those bytes where they cannot change. Runs no plugin
+/// code, so many files may be verified at once on several threads.
+pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
@@ -182,14 +220,30 @@ pub fn load_plugin(path: &Path, policy: LoadPolicy<'_>) -> Result<LoadedPlugin, 
                 path: path.to_owned(),
             })?,
     };
-    let key_id = verified.map(|v| v.key_id);
-    let library = stage_and_open(path, &metadata, &bytes)?;
-    let raw = checked_plugin(path, library, &metadata)?;
+    let (staged, keep_alive) =
+        stage_bytes(&metadata.name, &bytes).map_err(|detail| LoadError::Stage {
+            path: path.to_owned(),
+            detail,
+        })?;
+    Ok(VerifiedFile {
+        path: path.to_owned(),
+        staged,
+        keep_alive,
+        key_id: verified.map(|v| v.key_id),
+        metadata,
+        sha256,
+    })
+}
+
+/// Steps 3 and 4: loads the verified bytes and checks the loaded plugin.
+pub fn load_verified(file: VerifiedFile) -> Result<LoadedPlugin, LoadError> {
+    let library = open_staged(&file.path, &file.staged, file.keep_alive)?;
+    let raw = checked_plugin(&file.path, library, &file.metadata)?;
     Ok(LoadedPlugin {
         raw,
-        path: path.to_owned(),
-        key_id,
-        sha256,
+        path: file.path,
+        key_id: file.key_id,
+        sha256: file.sha256,
     })
 }
 
@@ -241,24 +295,18 @@ pub fn verify_bytes(
     Ok((metadata, Some(verified)))
 }
 
-/// Step 3: puts `bytes` where `dlopen` can read them and nobody can change
-/// them, and opens that.
-fn stage_and_open(
+/// Step 3: opens the staged copy of the verified bytes.
+fn open_staged(
     path: &Path,
-    metadata: &PluginMetadata,
-    bytes: &[u8],
+    staged: &Path,
+    keep_alive: KeepAlive,
 ) -> Result<&'static libloading::Library, LoadError> {
-    let stage = |detail: String| LoadError::Stage {
-        path: path.to_owned(),
-        detail,
-    };
-    let (staged, keep_alive) = stage_bytes(&metadata.name, bytes).map_err(stage)?;
-    // SAFETY: loading runs the library's initialisers. The bytes are the
-    // ones whose record and signature were just checked, staged where they
+    // SAFETY: loading runs the library's initialisers. The staged bytes are
+    // the ones whose record and signature were checked, in a place where they
     // cannot change (sealed memfd or private copy); this is the documented
     // point where plugin code first runs.
     let library =
-        unsafe { libloading::Library::new(&staged) }.map_err(|source| LoadError::Dlopen {
+        unsafe { libloading::Library::new(staged) }.map_err(|source| LoadError::Dlopen {
             path: path.to_owned(),
             source,
         })?;
@@ -273,7 +321,7 @@ fn stage_and_open(
 
 /// What keeps the staged path valid and unique (a memfd, or the private
 /// directory); kept for the life of the process.
-type KeepAlive = Box<dyn std::any::Any>;
+type KeepAlive = Box<dyn std::any::Any + Send>;
 
 #[cfg(target_os = "linux")]
 fn stage_bytes(name: &str, bytes: &[u8]) -> Result<(PathBuf, KeepAlive), String> {

@@ -94,21 +94,85 @@ impl ServeError {
 }
 
 /// Loads (or builds) each plugin of `config`, in order. Nothing is
-/// initialized yet.
+/// initialized yet. The external libraries are read and verified in
+/// parallel (hashing and signature checks are the bulk of start-up), then
+/// loaded one by one in config order.
 pub fn load_plugins(config: &Config) -> Result<Vec<HostPlugin>, ServeError> {
     let keys: Vec<_> = config.trusted_keys.iter().map(|k| k.key.clone()).collect();
     let policy = LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
     };
+    let mut verified = verify_in_parallel(config, policy).into_iter();
     config
         .plugins
         .iter()
-        .map(|entry| load_one(entry, policy))
+        .map(|entry| {
+            let file = match entry.kind {
+                PluginKind::External { .. } => verified.next(),
+                _ => None,
+            };
+            load_one(entry, file)
+        })
         .collect()
 }
 
-fn load_one(entry: &PluginConfig, policy: LoadPolicy<'_>) -> Result<HostPlugin, ServeError> {
+/// Verifies every external plugin of `config` on up to as many threads as
+/// there are cores; results in config order.
+fn verify_in_parallel(
+    config: &Config,
+    policy: LoadPolicy<'_>,
+) -> Vec<Result<loader::VerifiedFile, LoadError>> {
+    let paths: Vec<&std::path::Path> = config
+        .plugins
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            PluginKind::External { path } => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(paths.len())
+        .max(1);
+    let chunk = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(chunk)
+            .map(|chunk| {
+                let worker = scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|path| loader::verify_file(path, policy))
+                        .collect::<Vec<_>>()
+                });
+                (chunk, worker)
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|(chunk, worker)| {
+                // One result per path, in order, even if a thread died.
+                worker.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|path| {
+                            Err(LoadError::Read {
+                                path: path.to_path_buf(),
+                                source: std::io::Error::other("the verifying thread panicked"),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
+fn load_one(
+    entry: &PluginConfig,
+    verified: Option<Result<loader::VerifiedFile, LoadError>>,
+) -> Result<HostPlugin, ServeError> {
     match &entry.kind {
         PluginKind::Builtin => {
             let plugin: Arc<dyn backworks_plugin_sdk::BackworksPlugin> = match entry.name.as_str() {
@@ -126,10 +190,19 @@ fn load_one(entry: &PluginConfig, policy: LoadPolicy<'_>) -> Result<HostPlugin, 
             })
         }
         PluginKind::External { path } => {
-            let loaded = loader::load_plugin(path, policy).map_err(|source| ServeError::Load {
+            let load_error = |source| ServeError::Load {
                 name: entry.name.clone(),
                 source,
-            })?;
+            };
+            let file = verified
+                .ok_or_else(|| {
+                    load_error(LoadError::Read {
+                        path: path.clone(),
+                        source: std::io::Error::other("the file was not verified"),
+                    })
+                })?
+                .map_err(load_error)?;
+            let loaded = loader::load_verified(file).map_err(load_error)?;
             tracing::info!(
                 plugin = %entry.name,
                 name = loaded.metadata().name,
