@@ -261,8 +261,13 @@ impl Pipeline {
         let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
         let pipeline = Arc::clone(self);
         let progress = Arc::clone(&running);
-        let mut job =
-            tokio::task::spawn_blocking(move || pipeline.run_blocking(request, &progress));
+        // The request's span (request id, method, path) follows it onto the
+        // blocking thread, so each hook's log line carries it.
+        let span = tracing::Span::current();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            pipeline.run_blocking(request, &progress)
+        });
         loop {
             let now = running
                 .lock()
