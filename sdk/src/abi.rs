@@ -215,23 +215,26 @@ impl MetadataRecord {
 
 impl fmt::Debug for MetadataRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match metadata::parse(record_bytes(self)) {
+        match metadata::parse(self.as_bytes()) {
             Ok(parsed) => parsed.fmt(f),
             Err(error) => write!(f, "MetadataRecord(invalid: {error})"),
         }
     }
 }
 
-/// The record's bytes.
-fn record_bytes(record: &MetadataRecord) -> &[u8] {
-    // SAFETY: `MetadataRecord` is `repr(C)` with only integer and byte-array
-    // fields laid out without padding (asserted below), so all of its
-    // `size_of` bytes are initialised and any byte pattern is valid `u8`.
-    unsafe {
-        std::slice::from_raw_parts(
-            (record as *const MetadataRecord).cast::<u8>(),
-            METADATA_RECORD_SIZE,
-        )
+impl MetadataRecord {
+    /// The record's 512 bytes, exactly as they sit in the plugin's section.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `MetadataRecord` is `repr(C)` with only integer and
+        // byte-array fields laid out without padding (asserted below), so all
+        // of its `size_of` bytes are initialised and any byte pattern is a
+        // valid `u8`.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self as *const MetadataRecord).cast::<u8>(),
+                METADATA_RECORD_SIZE,
+            )
+        }
     }
 }
 
@@ -1342,7 +1345,7 @@ mod tests {
 
     fn metadata() -> PluginMetadata {
         let record = MetadataRecord::new("p", "1.0.0", "", 0);
-        metadata::parse(record_bytes(&record)).unwrap()
+        metadata::parse(record.as_bytes()).unwrap()
     }
 
     #[test]
@@ -1426,7 +1429,7 @@ mod tests {
         // A header that declares an absurd size is refused without reading
         // past the header.
         let mut head = [0u8; metadata::HEADER_SIZE];
-        head.copy_from_slice(&record_bytes(&record)[..metadata::HEADER_SIZE]);
+        head.copy_from_slice(&record.as_bytes()[..metadata::HEADER_SIZE]);
         head[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
         // SAFETY: the header's 32 bytes are readable, and it declares a size
         // above the maximum, so nothing further is read.

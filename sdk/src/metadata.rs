@@ -261,24 +261,7 @@ mod tests {
     }
 
     fn bytes_of(record: &MetadataRecord) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(METADATA_RECORD_SIZE);
-        bytes.extend_from_slice(&record.magic);
-        for word in [
-            record.byte_order,
-            record.record_size,
-            record.abi_version,
-            record.info_size,
-            record.vtable_size,
-            record.flags,
-        ] {
-            bytes.extend_from_slice(&word.to_ne_bytes());
-        }
-        bytes.extend_from_slice(&record.sdk_version);
-        bytes.extend_from_slice(&record.name);
-        bytes.extend_from_slice(&record.version);
-        bytes.extend_from_slice(&record.target);
-        bytes.extend_from_slice(&record.description);
-        bytes
+        record.as_bytes().to_vec()
     }
 
     #[test]

@@ -823,36 +823,13 @@ mod tests {
     use super::*;
     use crate::abi::MetadataRecord;
 
-    fn record_bytes(record: &MetadataRecord) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&record.magic);
-        for word in [
-            record.byte_order,
-            record.record_size,
-            record.abi_version,
-            record.info_size,
-            record.vtable_size,
-            record.flags,
-        ] {
-            bytes.extend_from_slice(&word.to_le_bytes());
-        }
-        for field in [
-            &record.sdk_version[..],
-            &record.name,
-            &record.version,
-            &record.target,
-            &record.description,
-        ] {
-            bytes.extend_from_slice(field);
-        }
-        bytes
-    }
-
     /// A minimal little-endian ELF64 shared object: the metadata record of
     /// `name` `version` in section `.bwmeta`, and `payload` in `.data` (so
     /// tests can change the file without touching the record).
     fn plugin(name: &str, version: &str, payload: &[u8]) -> Vec<u8> {
-        let record = record_bytes(&MetadataRecord::new(name, version, "a test plugin", 0));
+        let record = MetadataRecord::new(name, version, "a test plugin", 0)
+            .as_bytes()
+            .to_vec();
         let names = b"\0.bwmeta\0.data\0.shstrtab\0";
         let mut file = vec![0u8; 64];
         let record_at = file.len();
