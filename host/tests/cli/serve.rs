@@ -643,3 +643,46 @@ fn swapping_the_file_during_loading_never_loads_unverified_bytes() {
     assert!(flips > 2, "the file was swapped {flips} times");
     assert_eq!(loaded + refused, 20);
 }
+
+/// A loaded library used through the same trait as the built-in plugins.
+#[test]
+fn a_dynamic_plugin_is_a_backworks_plugin() {
+    use backworks_plugin_sdk::BackworksPlugin;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let echo = copy_into(dir.path(), &support::echo_plugin(), "libecho.so");
+    keys.sign(&echo);
+    let trusted = [keys.pk.clone()];
+    let loaded = backworks_host::loader::load_plugin(
+        &echo,
+        backworks_host::loader::LoadPolicy {
+            trusted_keys: &trusted,
+            require_signatures: true,
+        },
+    )
+    .unwrap();
+    let plugin: Box<dyn BackworksPlugin> =
+        Box::new(backworks_host::dynamic::DynamicPlugin::new(loaded));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert_eq!(plugin.name(), "echo");
+        plugin.initialize(&json!({})).await.unwrap();
+        plugin.health_check().await.unwrap();
+        let body = plugin
+            .process_endpoint_data("/echo", "PUT", "through the trait")
+            .await
+            .unwrap();
+        assert_eq!(body.as_deref(), Some("PUT through the trait"));
+        let error = plugin
+            .process_endpoint_data("/panic", "GET", "")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("panicked"), "{error}");
+        plugin.shutdown().await.unwrap();
+    });
+}
