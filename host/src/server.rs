@@ -1,6 +1,6 @@
 //! `backworks serve`: starts the plugins named in `backworks.yaml` (in
 //! order: load or build, `initialize` with the plugin's config, `health_check`)
-//! and serves HTTP through the [`Pipeline`](crate::pipeline::Pipeline).
+//! and serves HTTP through the [`Pipeline`].
 //!
 //! Routes of the host itself: `GET /healthz` (each plugin's health),
 //! `GET /plugins` (what is loaded, versions, key ids), `GET /metrics`

@@ -32,7 +32,7 @@
 //!
 //! `use backworks_plugin_sdk::*;` brings in everything a plugin usually needs:
 //! the trait, [`BackworksResult`]/[`BackworksError`], the HTTP types passed to
-//! the request hooks, [`async_trait`], [`Value`], [`json!`] and
+//! the request hooks, [`async_trait`](macro@async_trait), [`Value`], [`json!`] and
 //! [`export_plugin!`].
 //!
 //! Hosts and tools enable more: feature `inspect` finds the metadata record

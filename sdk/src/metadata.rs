@@ -2,7 +2,7 @@
 //! running any of its code.
 //!
 //! `export_plugin!` (and `BACKWORKS_DECLARE_METADATA` in the C header) place a
-//! fixed-size [`MetadataRecord`](crate::abi::MetadataRecord) in a section of
+//! fixed-size [`MetadataRecord`] in a section of
 //! its own and export it as the data symbol `backworks_plugin_metadata`. This
 //! module turns the record's bytes, taken from the file or from memory, into
 //! a [`PluginMetadata`], or says precisely what is wrong with them. It never
