@@ -1391,10 +1391,12 @@ mod tests {
         let signed = sign(&bytes, &keys.sk, None).unwrap();
         let mut lines: Vec<String> = signed.minisig.lines().map(str::to_owned).collect();
         // Line 2 is 74 bytes (algorithm, key id, signature): 100 base64
-        // characters ending in `=`; change the last character of the
-        // signature itself.
+        // characters ending in `=`. Change a character of the signature in a
+        // full 4-character group: the last group's final character carries
+        // padding bits, and changing those would make the line non-canonical
+        // base64 (reported as malformed) instead of a different signature.
         let line = &mut lines[1];
-        let at = line.len() - 2;
+        let at = line.len() - 10;
         let replacement = if &line[at..at + 1] == "A" { "B" } else { "A" };
         line.replace_range(at..at + 1, replacement);
         let minisig = lines.join("\n");
