@@ -127,12 +127,16 @@ fn c_plugin(dir: &Path, name: &str) -> PathBuf {
     out
 }
 
-/// The key id at the end of a `.pub` file's first line.
+/// The key id at the end of a `.pub` file's first line, as 16 hex digits
+/// (the minisign CLI prints it without leading zeros).
 fn key_id(public_key_file: &Path) -> String {
     let text = fs::read_to_string(public_key_file).unwrap();
     let id = text.lines().next().unwrap().rsplit(' ').next().unwrap();
-    assert_eq!(id.len(), 16, "{text}");
-    id.to_owned()
+    assert!(
+        (1..=16).contains(&id.len()) && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{text}"
+    );
+    format!("{id:0>16}")
 }
 
 fn sha256_hex(path: &Path) -> String {
