@@ -48,15 +48,6 @@ impl DynamicPlugin {
     }
 }
 
-fn c_string(text: &str) -> Result<std::ffi::CString, HookError> {
-    std::ffi::CString::new(text).map_err(|e| HookError {
-        plugin: String::new(),
-        hook: backworks_plugin_sdk::abi::Hook::ProcessEndpoint,
-        kind: backworks_plugin_sdk::abi::FailureKind::InvalidInput,
-        message: format!("argument has a NUL byte at offset {}", e.nul_position()),
-    })
-}
-
 #[async_trait]
 impl BackworksPlugin for DynamicPlugin {
     fn name(&self) -> &str {
@@ -72,9 +63,8 @@ impl BackworksPlugin for DynamicPlugin {
     }
 
     async fn initialize(&self, config: &Value) -> BackworksResult<()> {
-        let config = config.to_string();
-        self.blocking(move |raw| raw.initialize(&c_string(&config)?))
-            .await
+        let config = config.clone();
+        self.blocking(move |raw| raw.call_initialize(&config)).await
     }
 
     async fn shutdown(&self) -> BackworksResult<()> {
@@ -108,14 +98,7 @@ impl BackworksPlugin for DynamicPlugin {
         data: &str,
     ) -> BackworksResult<Option<String>> {
         let (endpoint, method, data) = (endpoint.to_owned(), method.to_owned(), data.to_owned());
-        self.blocking(move |raw| {
-            let out = raw.process_endpoint(
-                &c_string(&endpoint)?,
-                &c_string(&method)?,
-                &c_string(&data)?,
-            )?;
-            Ok(out.map(|s| s.as_c_str().to_string_lossy().into_owned()))
-        })
-        .await
+        self.blocking(move |raw| raw.call_process_endpoint(&endpoint, &method, &data))
+            .await
     }
 }

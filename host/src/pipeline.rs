@@ -127,11 +127,7 @@ impl HostPlugin {
     pub fn initialize(&self, handle: &Handle, config: &Value) -> Result<(), HookFailure> {
         match &self.implementation {
             PluginImpl::Builtin(p) => builtin(handle, p.initialize(config)),
-            PluginImpl::Dynamic(p) => {
-                let text = std::ffi::CString::new(config.to_string())
-                    .map_err(|e| HookFailure::Error(format!("config has a NUL byte: {e}")))?;
-                Ok(p.initialize(&text)?)
-            }
+            PluginImpl::Dynamic(p) => Ok(p.call_initialize(config)?),
         }
     }
 
@@ -174,21 +170,7 @@ impl HostPlugin {
                 p.process_endpoint_data(&request.path, &request.method, body),
             ),
             PluginImpl::Dynamic(p) => {
-                let c = |text: &str, what: &str| {
-                    std::ffi::CString::new(text)
-                        .map_err(|_| HookFailure::Error(format!("the {what} holds a NUL byte")))
-                };
-                let out = p.process_endpoint(
-                    &c(&request.path, "path")?,
-                    &c(&request.method, "method")?,
-                    &c(body, "body")?,
-                )?;
-                out.map(|s| {
-                    s.to_str().map(str::to_owned).map_err(|_| {
-                        HookFailure::Error("the endpoint's body is not UTF-8".to_owned())
-                    })
-                })
-                .transpose()
+                Ok(p.call_process_endpoint(&request.path, &request.method, body)?)
             }
         }
     }

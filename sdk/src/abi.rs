@@ -1309,6 +1309,47 @@ impl RawPlugin {
             .transpose()
     }
 
+    /// [`initialize`](Self::initialize) with the config as a JSON value.
+    pub fn call_initialize(&self, config: &serde_json::Value) -> Result<(), HookError> {
+        let input = self.encode(Hook::Initialize, config)?;
+        self.initialize(&input)
+    }
+
+    /// [`process_endpoint`](Self::process_endpoint) with Rust strings: `None`
+    /// when not handled, else the body (which must be UTF-8).
+    pub fn call_process_endpoint(
+        &self,
+        endpoint: &str,
+        method: &str,
+        data: &str,
+    ) -> Result<Option<String>, HookError> {
+        let hook = Hook::ProcessEndpoint;
+        let c_string = |text: &str, what: &str| {
+            CString::new(text).map_err(|e| {
+                self.error(
+                    hook,
+                    FailureKind::InvalidInput,
+                    format!("the {what} has a NUL byte at offset {}", e.nul_position()),
+                )
+            })
+        };
+        let out = self.process_endpoint(
+            &c_string(endpoint, "endpoint")?,
+            &c_string(method, "method")?,
+            &c_string(data, "body")?,
+        )?;
+        out.map(|body| {
+            body.to_str().map(str::to_owned).map_err(|e| {
+                self.error(
+                    hook,
+                    FailureKind::BadOutput,
+                    format!("returned a body that is not UTF-8: {e}"),
+                )
+            })
+        })
+        .transpose()
+    }
+
     fn encode<T: serde::Serialize>(&self, hook: Hook, value: &T) -> Result<CString, HookError> {
         let text = serde_json::to_string(value).map_err(|e| {
             self.error(
