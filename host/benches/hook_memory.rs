@@ -29,7 +29,7 @@ fn rss_kib() -> u64 {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = support::Keys::new();
+    let keys = support::harness::Keys::new();
     let echo = keys.signed_copy(&support::fixtures::echo_plugin(), dir.path(), "libecho.so");
     let trusted = [keys.pk.clone()];
     let plugin = backworks_host::loader::load_plugin(

@@ -61,19 +61,23 @@ fn wrk(url: &str) -> f64 {
 fn main() {
     ensure_wrk();
     let dir = tempfile::tempdir().unwrap();
-    let keys = support::Keys::new();
+    let keys = support::harness::Keys::new();
     let weather = keys.signed_copy(
         &support::fixtures::weather_plugin(),
         dir.path(),
         "libweather.so",
     );
     let trivial = keys.signed_copy(&support::fixtures::c_plugin(), dir.path(), "libtrivial.so");
-    let config = support::config(
+    let config = support::harness::config(
         dir.path(),
         &keys,
-        &[("weather".into(), weather), ("trivial".into(), trivial)],
+        "5s",
+        &support::harness::external_plugins(&[
+            ("weather".into(), weather),
+            ("trivial".into(), trivial),
+        ]),
     );
-    let server = support::start(&config);
+    let server = support::harness::start(&config, "warn");
     let check = Command::new("curl")
         .args(["-s", &format!("{}/weather", server.base)])
         .output()

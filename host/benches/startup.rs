@@ -23,7 +23,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = support::Keys::new();
+    let keys = support::harness::Keys::new();
     let source =
         std::fs::read_to_string(support::fixtures::workspace().join("examples/c-plugin/weather.c"))
             .unwrap();
@@ -47,11 +47,16 @@ fn main() {
         .iter()
         .map(|(_, p)| std::fs::metadata(p).unwrap().len())
         .sum();
-    let config = support::config(dir.path(), &keys, &plugins);
+    let config = support::harness::config(
+        dir.path(),
+        &keys,
+        "5s",
+        &support::harness::external_plugins(&plugins),
+    );
 
     let mut serve = Vec::new();
     for _ in 0..ROUNDS {
-        let server = support::start(&config);
+        let server = support::harness::start(&config, "warn");
         serve.push(server.started_in);
     }
 

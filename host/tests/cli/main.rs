@@ -2,6 +2,7 @@
 //! plugins (built once per run with cargo and cc, signed with real minisign
 //! keys), a real server on 127.0.0.1, real HTTP, everything bounded in time.
 
+mod harness;
 mod inspect;
 mod serve;
 #[path = "../../../sdk/tests/abi/support.rs"]

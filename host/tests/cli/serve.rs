@@ -2,122 +2,15 @@
 //! 127.0.0.1 through the pipeline, JWT auth, every tamper case refused before
 //! anything loads, faulty plugins contained, graceful shutdown.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backworks_plugin_sdk::signature;
 use serde_json::{Value, json};
 
+use crate::harness::{Keys, Server, backworks, config, copy_into};
 use crate::support;
-
-/// A signing key pair, and the key as `backworks.yaml` trusts it.
-struct Keys {
-    pk: minisign::PublicKey,
-    sk: minisign::SecretKey,
-}
-
-impl Keys {
-    fn new() -> Self {
-        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-        Self {
-            pk: pair.pk,
-            sk: pair.sk,
-        }
-    }
-
-    /// Signs `library` (writes `<library>.minisig`).
-    fn sign(&self, library: &Path) {
-        let bytes = std::fs::read(library).unwrap();
-        let signed = signature::sign(&bytes, &self.sk, Some(&self.pk)).unwrap();
-        std::fs::write(format!("{}.minisig", library.display()), signed.minisig).unwrap();
-    }
-
-    fn base64(&self) -> String {
-        self.pk.to_base64()
-    }
-}
-
-/// A copy of `library` in `dir` under `name`, so each test signs and tampers
-/// with its own file.
-fn copy_into(dir: &Path, library: &Path, name: &str) -> PathBuf {
-    let to = dir.join(name);
-    std::fs::copy(library, &to).unwrap();
-    to
-}
-
-/// A `backworks.yaml` in `dir` trusting `keys`, with `plugins` (YAML text).
-fn config(dir: &Path, keys: &Keys, hook_timeout: &str, plugins: &str) -> PathBuf {
-    let path = dir.join("backworks.yaml");
-    let text = format!(
-        "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: {hook_timeout}\n  shutdown_timeout: 5s\ntrusted_keys:\n  - key: \"{}\"\nplugins:\n{plugins}",
-        keys.base64()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A running `backworks serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn backworks() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backworks"));
-    command.env("RUST_LOG", "info");
-    command
-}
-
-/// Starts the server and waits (at most 60 s) for its address.
-fn start(config: &Path) -> Server {
-    let mut child = backworks()
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, stderr) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("backworks listening on ") {
-                let _ = addr_tx.send(addr.to_owned());
-            }
-        }
-    });
-    let base = match addr_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(base) => base,
-        Err(_) => {
-            let _ = child.kill();
-            let log: Vec<String> = stderr.try_iter().collect();
-            panic!("the server did not start:\n{}", log.join("\n"));
-        }
-    };
-    Server {
-        child,
-        base,
-        stderr,
-    }
-}
 
 /// Runs `serve` expecting it to refuse to start; returns (exit code, stderr).
 fn refuse(config: &Path) -> (i32, String) {
@@ -167,12 +60,10 @@ fn get(server: &Server, path: &str) -> (u16, Value) {
 fn weather_plugin_is_verified_loaded_and_served() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let weather = copy_into(dir.path(), &support::weather_plugin(), "libweather.so");
-    keys.sign(&weather);
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
     // A second library in the same process, listed after the first: each
     // is its own library (the first answers /weather).
-    let c_plugin = copy_into(dir.path(), &support::c_plugin(), "libweather_c.so");
-    keys.sign(&c_plugin);
+    let c_plugin = keys.signed_copy(&support::c_plugin(), dir.path(), "libweather_c.so");
     let config = config(
         dir.path(),
         &keys,
@@ -183,7 +74,7 @@ fn weather_plugin_is_verified_loaded_and_served() {
             c_plugin.display()
         ),
     );
-    let server = start(&config);
+    let server = crate::harness::start(&config, "info");
 
     let (status, body) = get(&server, "/weather");
     assert_eq!(status, 200);
@@ -221,8 +112,7 @@ fn weather_plugin_is_verified_loaded_and_served() {
 fn the_c_plugin_is_served_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let plugin = copy_into(dir.path(), &support::c_plugin(), "libweather_c.so");
-    keys.sign(&plugin);
+    let plugin = keys.signed_copy(&support::c_plugin(), dir.path(), "libweather_c.so");
     let config = config(
         dir.path(),
         &keys,
@@ -232,7 +122,7 @@ fn the_c_plugin_is_served_the_same_way() {
             plugin.display()
         ),
     );
-    let server = start(&config);
+    let server = crate::harness::start(&config, "info");
     let (status, body) = get(&server, "/weather");
     assert_eq!(status, 200);
     assert_eq!(body, json!({"humidity": 60, "temperature": 25}));
@@ -242,8 +132,7 @@ fn the_c_plugin_is_served_the_same_way() {
 fn jwt_auth_accepts_valid_tokens_and_rejects_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let weather = copy_into(dir.path(), &support::weather_plugin(), "libweather.so");
-    keys.sign(&weather);
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
     let config = config(
         dir.path(),
         &keys,
@@ -253,7 +142,7 @@ fn jwt_auth_accepts_valid_tokens_and_rejects_the_rest() {
             weather.display()
         ),
     );
-    let server = start(&config);
+    let server = crate::harness::start(&config, "info");
     let url = format!("{}/weather", server.base);
 
     let response = client().get(&url).send().unwrap();
@@ -345,8 +234,7 @@ fn tampered_plugins_are_refused_before_anything_loads() {
     case(
         "flipped-byte",
         &|d| {
-            let lib = copy_into(d, &weather, "libweather.so");
-            keys.sign(&lib);
+            let lib = keys.signed_copy(&weather, d, "libweather.so");
             let mut bytes = std::fs::read(&lib).unwrap();
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0x01;
@@ -358,8 +246,7 @@ fn tampered_plugins_are_refused_before_anything_loads() {
     case(
         "edited-comment",
         &|d| {
-            let lib = copy_into(d, &weather, "libweather.so");
-            keys.sign(&lib);
+            let lib = keys.signed_copy(&weather, d, "libweather.so");
             let signature = format!("{}.minisig", lib.display());
             let text = std::fs::read_to_string(&signature).unwrap();
             std::fs::write(
@@ -375,8 +262,7 @@ fn tampered_plugins_are_refused_before_anything_loads() {
         "another-plugins-signature",
         &|d| {
             let lib = copy_into(d, &weather, "libweather.so");
-            let other = copy_into(d, &support::c_plugin(), "libweather_c.so");
-            keys.sign(&other);
+            let other = keys.signed_copy(&support::c_plugin(), d, "libweather_c.so");
             std::fs::rename(
                 format!("{}.minisig", other.display()),
                 format!("{}.minisig", lib.display()),
@@ -388,20 +274,12 @@ fn tampered_plugins_are_refused_before_anything_loads() {
     );
     case(
         "another-target",
-        &|d| {
-            let lib = copy_into(d, &support::weather_plugin_windows(), "weather.so");
-            keys.sign(&lib);
-            lib
-        },
+        &|d| keys.signed_copy(&support::weather_plugin_windows(), d, "weather.so"),
         "was built for target `x86_64-pc-windows-gnu`",
     );
     case(
         "abi-mismatch",
-        &|d| {
-            let lib = copy_into(d, &support::abi_v2_plugin(), "libabi_v2.so");
-            keys.sign(&lib);
-            lib
-        },
+        &|d| keys.signed_copy(&support::abi_v2_plugin(), d, "libabi_v2.so"),
         "ABI v2",
     );
 }
@@ -410,8 +288,7 @@ fn tampered_plugins_are_refused_before_anything_loads() {
 fn faulty_hooks_are_contained() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let echo = copy_into(dir.path(), &support::echo_plugin(), "libecho.so");
-    keys.sign(&echo);
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
     let config = config(
         dir.path(),
         &keys,
@@ -421,7 +298,7 @@ fn faulty_hooks_are_contained() {
             echo.display()
         ),
     );
-    let server = start(&config);
+    let server = crate::harness::start(&config, "info");
 
     let (status, body) = get(&server, "/error");
     assert_eq!(status, 500);
@@ -487,8 +364,7 @@ fn faulty_hooks_are_contained() {
 fn a_plugin_failing_initialize_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let echo = copy_into(dir.path(), &support::echo_plugin(), "libecho.so");
-    keys.sign(&echo);
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
     let config = config(
         dir.path(),
         &keys,
@@ -539,8 +415,7 @@ fn bad_configuration_stops_start_up_with_exit_code_2() {
 fn sigterm_shuts_the_plugins_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let weather = copy_into(dir.path(), &support::weather_plugin(), "libweather.so");
-    keys.sign(&weather);
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
     let config = config(
         dir.path(),
         &keys,
@@ -550,7 +425,7 @@ fn sigterm_shuts_the_plugins_down_gracefully() {
             weather.display()
         ),
     );
-    let mut server = start(&config);
+    let mut server = crate::harness::start(&config, "info");
     assert_eq!(get(&server, "/weather").0, 200);
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
@@ -581,8 +456,7 @@ fn sigterm_shuts_the_plugins_down_gracefully() {
 fn swapping_the_file_during_loading_never_loads_unverified_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let signed = copy_into(dir.path(), &support::weather_plugin(), "signed.so");
-    keys.sign(&signed);
+    let signed = keys.signed_copy(&support::weather_plugin(), dir.path(), "signed.so");
     let intruder = copy_into(dir.path(), &support::echo_plugin(), "intruder.so");
     let target = dir.path().join("libplugin.so");
     std::fs::copy(&signed, &target).unwrap();
@@ -651,8 +525,7 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
 
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let echo = copy_into(dir.path(), &support::echo_plugin(), "libecho.so");
-    keys.sign(&echo);
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
     let trusted = [keys.pk.clone()];
     let loaded = backworks_host::loader::load_plugin(
         &echo,

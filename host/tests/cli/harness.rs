@@ -1,0 +1,150 @@
+//! The pieces shared by the end-to-end tests and the benchmarks of the
+//! `backworks` binary: signing keys, signed plugin copies, a
+//! `backworks.yaml`, and a server started from the real binary.
+//!
+//! Used by `tests/cli` as a module and by `benches/` through `#[path]`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use backworks_plugin_sdk::signature;
+
+/// A signing key pair, and the key as `backworks.yaml` trusts it.
+pub struct Keys {
+    pub pk: minisign::PublicKey,
+    pub sk: minisign::SecretKey,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        Self {
+            pk: pair.pk,
+            sk: pair.sk,
+        }
+    }
+
+    /// Signs `library` (writes `<library>.minisig`).
+    pub fn sign(&self, library: &Path) {
+        let bytes = std::fs::read(library).unwrap();
+        let signed = signature::sign(&bytes, &self.sk, Some(&self.pk)).unwrap();
+        std::fs::write(format!("{}.minisig", library.display()), signed.minisig).unwrap();
+    }
+
+    /// Copies `library` to `dir/name` and signs the copy.
+    pub fn signed_copy(&self, library: &Path, dir: &Path, name: &str) -> PathBuf {
+        let copy = copy_into(dir, library, name);
+        self.sign(&copy);
+        copy
+    }
+
+    pub fn base64(&self) -> String {
+        self.pk.to_base64()
+    }
+}
+
+/// A copy of `library` in `dir` under `name`, so each test signs and tampers
+/// with its own file.
+pub fn copy_into(dir: &Path, library: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(library, &to).unwrap();
+    to
+}
+
+/// `plugins:` entries (YAML text) loading each `(name, path)` as an
+/// external plugin, in order.
+pub fn external_plugins(plugins: &[(String, PathBuf)]) -> String {
+    plugins
+        .iter()
+        .map(|(name, path)| {
+            format!(
+                "  {name}:\n    type: external\n    path: {}\n",
+                path.display()
+            )
+        })
+        .collect()
+}
+
+/// A `backworks.yaml` in `dir` trusting `keys`, with `plugins` (YAML text).
+pub fn config(dir: &Path, keys: &Keys, hook_timeout: &str, plugins: &str) -> PathBuf {
+    let path = dir.join("backworks.yaml");
+    let text = format!(
+        "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: {hook_timeout}\n  shutdown_timeout: 5s\ntrusted_keys:\n  - key: \"{}\"\nplugins:\n{plugins}",
+        keys.base64()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `backworks serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// Time from spawn to the printed address.
+    pub started_in: Duration,
+    /// The server's log lines.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `backworks` binary, logging at `RUST_LOG=info`.
+pub fn backworks() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backworks"));
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Starts the server with `RUST_LOG=log_level` and waits (at most 60 s)
+/// for its address.
+pub fn start(config: &Path, log_level: &str) -> Server {
+    let started = Instant::now();
+    let mut child = backworks()
+        .env("RUST_LOG", log_level)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, stderr) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("backworks listening on ") {
+                let _ = addr_tx.send((addr.to_owned(), started.elapsed()));
+            }
+        }
+    });
+    let (base, started_in) = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(found) => found,
+        Err(_) => {
+            let _ = child.kill();
+            let log: Vec<String> = stderr.try_iter().collect();
+            panic!("the server did not start:\n{}", log.join("\n"));
+        }
+    };
+    Server {
+        child,
+        base,
+        started_in,
+        stderr,
+    }
+}
