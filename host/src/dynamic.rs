@@ -3,9 +3,9 @@
 //!
 //! Each hook runs the C-ABI call on tokio's blocking pool
 //! (`spawn_blocking`), so awaiting it never blocks a runtime worker. (The
-//! server's pipeline calls [`RawPlugin`] directly from its own blocking
-//! thread instead, to pay one thread hand-off per request rather than one
-//! per hook.)
+//! server's pipeline calls [`RawPlugin`] directly from its hook threads
+//! instead, to pay one queue push per request rather than one hand-off per
+//! hook.)
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod dynamic;
+pub mod executor;
 pub mod inspect;
 pub mod loader;
 pub mod metrics;

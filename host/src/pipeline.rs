@@ -1,19 +1,20 @@
 //! The request pipeline: every request through every plugin's hooks, in
 //! config order, with each hook bounded in time and contained.
 //!
-//! A request runs on **one blocking thread** (tokio's blocking pool): all
+//! A request runs as **one job on the hook pool** ([`HookExecutor`]): all
 //! hooks of all plugins are called there, one after the other. The request's
 //! async task only waits, with a per-hook deadline it re-arms whenever a hook
 //! finishes. So:
 //!
-//! - a hook that hangs costs one blocking thread, never a tokio worker: the
+//! - a hook that hangs costs one hook thread, never a tokio worker: the
 //!   request gets a 504 naming the plugin and hook, and other requests are
-//!   served meanwhile (the hung thread is abandoned; tokio's pool caps how
-//!   many there can be);
+//!   served meanwhile (the pool starts another thread when jobs wait, up to
+//!   its cap; a request no thread takes within a hook timeout gets a 503);
 //! - a hook that returns an error gives a JSON 500 naming the plugin; one
 //!   that panics (caught at the ABI for dynamic plugins, with `catch_unwind`
 //!   for built-ins) gives a 500 and nothing else is affected;
-//! - a request costs one thread hand-off, not one per hook.
+//! - a request costs one queue push, not one thread hand-off per hook, and
+//!   under load no wake-up at all (see `executor`).
 //!
 //! Order: every `before_request` (pass, rewrite or answer), then
 //! `process_endpoint_data` of each plugin until one answers (none: JSON
@@ -24,13 +25,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::abi::{FailureKind, HookError, RawPlugin};
+use backworks_plugin_sdk::abi::{self, FailureKind, HookError, RawPlugin};
 use backworks_plugin_sdk::{
     BackworksPlugin, HttpRequest, HttpResponse, RequestAction, Value, json,
 };
 use tokio::runtime::Handle;
 
-use crate::metrics::{Metrics, Outcome};
+use crate::executor::HookExecutor;
+use crate::metrics::{HookSeries, Metrics, Outcome};
 
 /// How a plugin is implemented.
 #[derive(Clone)]
@@ -147,6 +149,17 @@ impl HostPlugin {
         }
     }
 
+    /// Whether request hook `hook` is worth calling: false once a loaded
+    /// plugin said it does not implement it (see
+    /// [`abi::STATUS_NOT_IMPLEMENTED`]). Built-ins are always called: their
+    /// default hooks cost no more than the check would save.
+    fn implements(&self, hook: abi::Hook) -> bool {
+        match &self.implementation {
+            PluginImpl::Dynamic(p) => p.implements(hook),
+            PluginImpl::Builtin(_) => true,
+        }
+    }
+
     fn before_request(
         &self,
         handle: &Handle,
@@ -196,13 +209,49 @@ struct Running {
     since: Instant,
 }
 
+/// A request hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    BeforeRequest,
+    ProcessEndpoint,
+    AfterResponse,
+}
+
+impl Hook {
+    const ALL: [Self; 3] = [
+        Self::BeforeRequest,
+        Self::ProcessEndpoint,
+        Self::AfterResponse,
+    ];
+
+    fn abi(self) -> abi::Hook {
+        match self {
+            Self::BeforeRequest => abi::Hook::BeforeRequest,
+            Self::ProcessEndpoint => abi::Hook::ProcessEndpoint,
+            Self::AfterResponse => abi::Hook::AfterResponse,
+        }
+    }
+
+    /// The name in metrics, logs and error responses.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BeforeRequest => "before_request",
+            Self::ProcessEndpoint => "process_endpoint",
+            Self::AfterResponse => "after_response",
+        }
+    }
+}
+
 /// The plugins of a running server, in config order.
 #[derive(Debug)]
 pub struct Pipeline {
     plugins: Vec<HostPlugin>,
+    /// Each plugin's request-hook series, indexed like `Hook::ALL`.
+    series: Vec<[HookSeries; 3]>,
     hook_timeout: Duration,
     metrics: Arc<Metrics>,
     handle: Handle,
+    executor: HookExecutor,
 }
 
 /// A JSON error response.
@@ -219,11 +268,17 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         handle: Handle,
     ) -> Self {
+        let series = plugins
+            .iter()
+            .map(|p| Hook::ALL.map(|hook| metrics.hook_series(&p.name, hook.as_str())))
+            .collect();
         Self {
             plugins,
+            series,
             hook_timeout,
             metrics,
             handle,
+            executor: HookExecutor::new(1),
         }
     }
 
@@ -246,7 +301,7 @@ impl Pipeline {
         // The request's span (request id, method, path) follows it onto the
         // blocking thread, so each hook's log line carries it.
         let span = tracing::Span::current();
-        let mut job = tokio::task::spawn_blocking(move || {
+        let mut job = self.executor.spawn(move || {
             let _entered = span.enter();
             pipeline.run_blocking(request, &progress)
         });
@@ -261,10 +316,10 @@ impl Pipeline {
             };
             match tokio::time::timeout(wait, &mut job).await {
                 Ok(Ok(response)) => return response,
-                Ok(Err(join_error)) => {
+                Ok(Err(_)) => {
                     return error_response(
                         500,
-                        json!({"error": format!("the request pipeline failed: {join_error}")}),
+                        json!({"error": "the request pipeline failed (a host bug: see the log)"}),
                     );
                 }
                 Err(_) => {
@@ -301,8 +356,23 @@ impl Pipeline {
                                 }),
                             );
                         }
+                        // No hook thread took the request within a whole
+                        // hook timeout: every one is busy or hung.
+                        None => {
+                            tracing::error!(
+                                timeout_ms = self.hook_timeout.as_millis() as u64,
+                                "no hook thread was free for this request"
+                            );
+                            return error_response(
+                                503,
+                                json!({"error": format!(
+                                    "no hook thread was free within {} ms; try again",
+                                    self.hook_timeout.as_millis()
+                                )}),
+                            );
+                        }
                         // Another hook started since: wait for it.
-                        _ => continue,
+                        Some(_) => continue,
                     }
                 }
             }
@@ -310,15 +380,20 @@ impl Pipeline {
     }
 
     /// Calls one hook, recording its start for the deadline, its metrics and
-    /// its log line.
+    /// its log line; `Ok(None)` without a call when the plugin does not
+    /// implement it.
     fn call<T>(
         &self,
         index: usize,
-        hook: &'static str,
+        which: Hook,
         running: &Mutex<Option<Running>>,
         call: impl FnOnce(&HostPlugin) -> Result<T, HookFailure>,
-    ) -> Result<T, HttpResponse> {
+    ) -> Result<Option<T>, HttpResponse> {
         let plugin = &self.plugins[index];
+        if !plugin.implements(which.abi()) {
+            return Ok(None);
+        }
+        let hook = which.as_str();
         let since = Instant::now();
         *running.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running {
             plugin: index,
@@ -331,8 +406,7 @@ impl Pipeline {
             Ok(_) => Outcome::Ok,
             Err(failure) => failure.outcome(),
         };
-        self.metrics
-            .observe_hook(&plugin.name, hook, elapsed, outcome);
+        self.series[index][which as usize].observe(elapsed, outcome);
         tracing::debug!(
             plugin = %plugin.name,
             hook,
@@ -340,7 +414,7 @@ impl Pipeline {
             outcome = ?outcome,
             "hook"
         );
-        result.map_err(|failure| {
+        result.map(Some).map_err(|failure| {
             let (what, status) = match &failure {
                 HookFailure::Error(_) => ("failed", 500),
                 HookFailure::Panic(_) => ("panicked", 500),
@@ -366,12 +440,12 @@ impl Pipeline {
         let handle = &self.handle;
         let mut answer = None;
         for index in 0..self.plugins.len() {
-            match self.call(index, "before_request", running, |p| {
+            match self.call(index, Hook::BeforeRequest, running, |p| {
                 p.before_request(handle, &request)
             }) {
-                Ok(RequestAction::Continue) => {}
-                Ok(RequestAction::Rewrite(rewritten)) => request = rewritten,
-                Ok(RequestAction::Respond(response)) => {
+                Ok(None | Some(RequestAction::Continue)) => {}
+                Ok(Some(RequestAction::Rewrite(rewritten))) => request = rewritten,
+                Ok(Some(RequestAction::Respond(response))) => {
                     answer = Some(response);
                     break;
                 }
@@ -380,14 +454,14 @@ impl Pipeline {
         }
         if answer.is_none() {
             for index in 0..self.plugins.len() {
-                match self.call(index, "process_endpoint", running, |p| {
+                match self.call(index, Hook::ProcessEndpoint, running, |p| {
                     p.process_endpoint(handle, &request)
                 }) {
-                    Ok(Some(body)) => {
+                    Ok(Some(Some(body))) => {
                         answer = Some(endpoint_response(body));
                         break;
                     }
-                    Ok(None) => {}
+                    Ok(None | Some(None)) => {}
                     Err(response) => return response,
                 }
             }
@@ -401,11 +475,11 @@ impl Pipeline {
             )
         });
         for index in 0..self.plugins.len() {
-            match self.call(index, "after_response", running, |p| {
+            match self.call(index, Hook::AfterResponse, running, |p| {
                 p.after_response(handle, &request, &response)
             }) {
-                Ok(Some(replaced)) => response = replaced,
-                Ok(None) => {}
+                Ok(Some(Some(replaced))) => response = replaced,
+                Ok(None | Some(None)) => {}
                 Err(error) => return error,
             }
         }

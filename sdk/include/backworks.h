@@ -56,6 +56,15 @@
 #define BACKWORKS_STATUS_INVALID_STATE 4
 
 /*
+ Status code (request hooks only: `before_request`, `after_response`,
+ `process_endpoint`): the plugin does not implement this hook, and the
+ host may stop calling it. The call itself counts as a no-op (continue,
+ keep the response, not handled). The SDK reports it for hooks left to
+ the trait's default.
+ */
+#define BACKWORKS_STATUS_NOT_IMPLEMENTED 5
+
+/*
  What `plugin_info` returns: the plugin's own name, version and
  description, as static NUL-terminated UTF-8 strings owned by the plugin
  (valid while the library is loaded; never freed by the host).

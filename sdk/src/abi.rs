@@ -21,7 +21,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -75,6 +75,12 @@ pub const STATUS_INVALID_INPUT: i32 = 3;
 /// Status code: the hook was called in the wrong lifecycle state (before
 /// `initialize`, after `shutdown`, or `initialize` twice).
 pub const STATUS_INVALID_STATE: i32 = 4;
+/// Status code (request hooks only: `before_request`, `after_response`,
+/// `process_endpoint`): the plugin does not implement this hook, and the
+/// host may stop calling it. The call itself counts as a no-op (continue,
+/// keep the response, not handled). The SDK reports it for hooks left to
+/// the trait's default.
+pub const STATUS_NOT_IMPLEMENTED: i32 = 5;
 
 /// What `plugin_info` returns: the plugin's own name, version and
 /// description, as static NUL-terminated UTF-8 strings owned by the plugin
@@ -710,10 +716,10 @@ impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
             // SAFETY: forwarded from this function's contract.
             let text = unsafe { input(request, "request") }?;
             let request: HttpRequest = json_input(text, "request")?;
-            match handle
-                .block_on(plugin.before_request(&request))
-                .map_err(Failure::plugin)?
-            {
+            let action = default_hook_guard(plugin, "before_request", || {
+                handle.block_on(plugin.before_request(&request))
+            })?;
+            match action.map_err(Failure::plugin)? {
                 RequestAction::Continue => Ok(None),
                 action => to_json(&action).map(Some),
             }
@@ -730,11 +736,12 @@ impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
             // SAFETY: forwarded from this function's contract.
             let text = unsafe { input(exchange, "exchange") }?;
             let exchange: ResponseExchange = json_input(text, "exchange")?;
-            handle
-                .block_on(plugin.after_response(&exchange.request, &exchange.response))
-                .map_err(Failure::plugin)?
-                .map(|response| to_json(&response))
-                .transpose()
+            default_hook_guard(plugin, "after_response", || {
+                handle.block_on(plugin.after_response(&exchange.request, &exchange.response))
+            })?
+            .map_err(Failure::plugin)?
+            .map(|response| to_json(&response))
+            .transpose()
         })
     }
 
@@ -758,11 +765,31 @@ impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
                     input(data, "data")?,
                 )
             };
-            handle
-                .block_on(plugin.process_endpoint_data(endpoint, method, data))
-                .map_err(Failure::plugin)
+            default_hook_guard(plugin, "process_endpoint", || {
+                handle.block_on(plugin.process_endpoint_data(endpoint, method, data))
+            })?
+            .map_err(Failure::plugin)
         })
     }
+}
+
+/// Runs request hook `hook` of `plugin` with `call`, and turns a run of the
+/// trait's default into [`STATUS_NOT_IMPLEMENTED`], so the host can skip the
+/// hook from then on.
+fn default_hook_guard<P: BackworksPlugin, T>(
+    plugin: &P,
+    hook: &str,
+    call: impl FnOnce() -> T,
+) -> Result<T, Failure> {
+    crate::plugin::take_default_hook(plugin);
+    let out = call();
+    if crate::plugin::take_default_hook(plugin) {
+        return Err(Failure::new(
+            STATUS_NOT_IMPLEMENTED,
+            format!("`{hook}` is not implemented (the trait's default); the host may skip it"),
+        ));
+    }
+    Ok(out)
 }
 
 impl<P: BackworksPlugin + Default> Default for ExportedPlugin<P> {
@@ -974,6 +1001,17 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// Index of a request hook (`before_request`, `process_endpoint`,
+    /// `after_response`: 0, 1, 2); `None` for the lifecycle hooks.
+    pub fn request_index(self) -> Option<usize> {
+        match self {
+            Self::BeforeRequest => Some(0),
+            Self::ProcessEndpoint => Some(1),
+            Self::AfterResponse => Some(2),
+            Self::Initialize | Self::Shutdown | Self::HealthCheck => None,
+        }
+    }
+
     /// The vtable entry's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -1004,6 +1042,9 @@ pub enum FailureKind {
     InvalidInput,
     /// [`STATUS_INVALID_STATE`].
     InvalidState,
+    /// [`STATUS_NOT_IMPLEMENTED`] from a hook other than the three request
+    /// hooks (for those it is not a failure).
+    NotImplemented,
     /// A code this ABI version does not define (treated as a plugin error).
     Unknown(i32),
     /// The plugin returned something the ABI does not allow (e.g. a string
@@ -1018,6 +1059,7 @@ impl FailureKind {
             STATUS_PANIC => Self::Panic,
             STATUS_INVALID_INPUT => Self::InvalidInput,
             STATUS_INVALID_STATE => Self::InvalidState,
+            STATUS_NOT_IMPLEMENTED => Self::NotImplemented,
             other => Self::Unknown(other),
         }
     }
@@ -1090,6 +1132,9 @@ pub struct RawPlugin {
     name: String,
     version: String,
     description: String,
+    /// Request hooks that answered [`STATUS_NOT_IMPLEMENTED`], indexed by
+    /// [`Hook::request_index`]: never called again.
+    not_implemented: [AtomicBool; 3],
 }
 
 fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, AbiError> {
@@ -1153,6 +1198,7 @@ impl RawPlugin {
             name,
             version,
             description,
+            not_implemented: Default::default(),
         })
     }
 
@@ -1234,6 +1280,10 @@ impl RawPlugin {
             })),
             None => match self.take_last_error() {
                 None => Ok(None),
+                Some((STATUS_NOT_IMPLEMENTED, _)) if hook.request_index().is_some() => {
+                    self.mark_not_implemented(hook);
+                    Ok(None)
+                }
                 Some((code, message)) => {
                     Err(self.error(hook, FailureKind::from_status(code), message))
                 }
@@ -1284,8 +1334,27 @@ impl RawPlugin {
         self.check_string(Hook::ProcessEndpoint, out)
     }
 
-    /// [`before_request`](Self::before_request) with typed values.
+    /// Whether the plugin implements `hook`: false once a request hook has
+    /// answered [`STATUS_NOT_IMPLEMENTED`] (it is then not called again);
+    /// true for every other hook.
+    pub fn implements(&self, hook: Hook) -> bool {
+        hook.request_index()
+            .is_none_or(|i| !self.not_implemented[i].load(Ordering::Relaxed))
+    }
+
+    fn mark_not_implemented(&self, hook: Hook) {
+        if let Some(i) = hook.request_index() {
+            self.not_implemented[i].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// [`before_request`](Self::before_request) with typed values;
+    /// `Continue` without a call once the plugin said it does not implement
+    /// the hook (so for all typed request calls).
     pub fn call_before_request(&self, request: &HttpRequest) -> Result<RequestAction, HookError> {
+        if !self.implements(Hook::BeforeRequest) {
+            return Ok(RequestAction::Continue);
+        }
         let input = self.encode(Hook::BeforeRequest, request)?;
         match self.before_request(&input)? {
             None => Ok(RequestAction::Continue),
@@ -1299,6 +1368,9 @@ impl RawPlugin {
         request: &HttpRequest,
         response: &HttpResponse,
     ) -> Result<Option<HttpResponse>, HookError> {
+        if !self.implements(Hook::AfterResponse) {
+            return Ok(None);
+        }
         let exchange = ResponseExchange {
             request: request.clone(),
             response: response.clone(),
@@ -1324,6 +1396,9 @@ impl RawPlugin {
         data: &str,
     ) -> Result<Option<String>, HookError> {
         let hook = Hook::ProcessEndpoint;
+        if !self.implements(hook) {
+            return Ok(None);
+        }
         let c_string = |text: &str, what: &str| {
             CString::new(text).map_err(|e| {
                 self.error(

@@ -158,3 +158,98 @@ fn c_weather_plugin_round_trip() {
         },
     );
 }
+
+/// Hooks a Rust plugin leaves to the trait's default answer
+/// `STATUS_NOT_IMPLEMENTED`; the host side then stops calling them. Hooks a
+/// plugin implements (every hook of the C plugin, `process_endpoint` of the
+/// Rust one) are called every time.
+#[test]
+fn default_hooks_say_not_implemented_and_are_skipped_afterwards() {
+    let loaded = support::load_fresh(&support::weather_plugin());
+    let plugin: RawPlugin = loaded.plugin().unwrap();
+    plugin.initialize(c"null").unwrap();
+    let request = c(&serde_json::to_string(&weather_request()).unwrap());
+
+    // The raw entry: NULL, and the status says why.
+    let out = (plugin.vtable().before_request)(request.as_ptr());
+    assert!(out.is_null());
+    let mut code = -1;
+    let message = (plugin.vtable().last_error)(&mut code);
+    assert_eq!(code, abi::STATUS_NOT_IMPLEMENTED);
+    // SAFETY: a non-NULL last_error message is a NUL-terminated string
+    // owned by the plugin until free_string.
+    let text = unsafe { std::ffi::CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        text.contains("`before_request` is not implemented"),
+        "{text}"
+    );
+    (plugin.vtable().free_string)(message);
+
+    // Through RawPlugin: a no-op answer, then the hook is known unimplemented.
+    assert!(plugin.implements(Hook::BeforeRequest));
+    assert!(plugin.before_request(&request).unwrap().is_none());
+    assert!(!plugin.implements(Hook::BeforeRequest));
+    let response = HttpResponse::json(200, &json!({"ok": true}));
+    assert_eq!(
+        plugin
+            .call_after_response(&weather_request(), &response)
+            .unwrap(),
+        None
+    );
+    assert!(!plugin.implements(Hook::AfterResponse));
+    // Implemented, even when it does not handle the request.
+    assert_eq!(
+        plugin.call_process_endpoint("/other", "GET", "").unwrap(),
+        None
+    );
+    assert!(plugin.implements(Hook::ProcessEndpoint));
+    assert!(plugin.implements(Hook::Initialize));
+
+    // After shutdown every real call is refused (invalid state), so these
+    // answers prove the skipped hooks were not called at all.
+    plugin.shutdown().unwrap();
+    assert_eq!(
+        plugin.call_before_request(&weather_request()).unwrap(),
+        RequestAction::Continue
+    );
+    assert_eq!(
+        plugin
+            .call_after_response(&weather_request(), &response)
+            .unwrap(),
+        None
+    );
+    assert_state_error(
+        plugin.call_process_endpoint("/weather", "GET", ""),
+        Hook::ProcessEndpoint,
+    );
+}
+
+#[test]
+fn c_plugin_hooks_that_return_null_stay_implemented() {
+    let loaded = support::load_fresh(&support::c_plugin());
+    let plugin: RawPlugin = loaded.plugin().unwrap();
+    plugin.initialize(c"null").unwrap();
+    let response = HttpResponse::json(200, &json!({"ok": true}));
+    for _ in 0..2 {
+        assert_eq!(
+            plugin.call_before_request(&weather_request()).unwrap(),
+            RequestAction::Continue
+        );
+        assert_eq!(
+            plugin
+                .call_after_response(&weather_request(), &response)
+                .unwrap(),
+            None
+        );
+    }
+    for hook in [
+        Hook::BeforeRequest,
+        Hook::AfterResponse,
+        Hook::ProcessEndpoint,
+    ] {
+        assert!(plugin.implements(hook), "{hook:?}");
+    }
+    plugin.shutdown().unwrap();
+}
