@@ -4,4 +4,5 @@
 mod basics;
 mod build;
 mod check;
+mod flake;
 mod keys;
