@@ -7,6 +7,7 @@
 //! when it is missing and this runs as root).
 
 use std::process::Command;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -41,13 +42,47 @@ fn ensure_wrk() {
     assert!(ok, "could not install wrk with apt-get");
 }
 
-/// Requests per second `wrk` measured against `url`.
-fn wrk(url: &str) -> f64 {
+/// CPU time (user + system) process `pid` has used so far, from
+/// `/proc/<pid>/stat` (Linux).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// Requests per second `wrk` measured against `url`, and the CPU time
+/// process `pid` spent per request meanwhile.
+fn measure(url: &str, pid: u32) -> (f64, Duration) {
+    let before = cpu_time(pid);
+    let output = wrk_output(url);
+    let spent = cpu_time(pid) - before;
+    let requests: f64 = output
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{output}"));
+    (rate(url, &output), spent.div_f64(requests))
+}
+
+fn wrk_output(url: &str) -> String {
     let output = Command::new("wrk")
         .args(["-t1", "-c", CONNECTIONS, "-d", DURATION, "--latency", url])
         .output()
         .expect("run wrk");
-    let text = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn rate(url: &str, text: &str) -> f64 {
     assert!(
         !text.contains("Non-2xx"),
         "{url} answered with errors:\n{text}"
@@ -107,11 +142,18 @@ fn main() {
         axum::serve(listener, app).await.unwrap();
     });
 
-    let backworks = wrk(&format!("{}/weather", server.base));
-    let bare = wrk(&bare);
-    println!("wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1:");
-    println!("  backworks serve (weather + trivial plugin): {backworks:>10.0} req/s");
-    println!("  bare axum handler, same JSON:                {bare:>10.0} req/s");
+    let (backworks, backworks_cpu) =
+        measure(&format!("{}/weather", server.base), server.child.id());
+    let (bare, bare_cpu) = measure(&bare, std::process::id());
+    println!("wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1 (req/s; server CPU per request):");
+    println!(
+        "  backworks serve (weather + trivial plugin): {backworks:>10.0} req/s {:>8.1} µs",
+        backworks_cpu.as_secs_f64() * 1e6
+    );
+    println!(
+        "  bare axum handler, same JSON:                {bare:>10.0} req/s {:>8.1} µs",
+        bare_cpu.as_secs_f64() * 1e6
+    );
     println!(
         "  ratio: {:.1}% of bare (goal: at least 85%)",
         backworks / bare * 100.0

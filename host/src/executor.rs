@@ -10,8 +10,8 @@
 //! requests without a single wake-up.
 //!
 //! A runner stuck in a hook (hung or merely slow) must not hold up the
-//! queue behind it. A watchdog thread looks at the queue every
-//! [`GROW_TICK`] while there is work: when the oldest job has waited
+//! queue behind it. A watchdog thread looks at the queue while there is
+//! work (at most every [`GROW_TICK`]): when the oldest job has waited
 //! [`GROW_AFTER`] or more, it starts another runner (up to
 //! [`MAX_RUNNERS`]). Runners beyond the base count that stay idle for
 //! [`IDLE_RETIRE`] exit. A hung runner is simply left blocked: its
@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 /// How long the oldest job may wait before the watchdog adds a runner.
 pub const GROW_AFTER: Duration = Duration::from_millis(2);
-/// How often the watchdog looks at the queue while there is work.
+/// The least time between two looks of the watchdog at the queue.
 pub const GROW_TICK: Duration = Duration::from_millis(1);
 /// How long a runner beyond the base count may stay idle before it exits.
 pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
@@ -229,16 +229,20 @@ fn watch(shared: &Arc<Shared>) {
             }
             continue;
         }
-        let starved = state
+        let oldest = state
             .jobs
             .front()
-            .is_some_and(|(queued, _)| queued.elapsed() >= GROW_AFTER);
+            .map_or(Duration::ZERO, |(queued, _)| queued.elapsed());
         let can_grow = state.runners < MAX_RUNNERS && state.idle == 0;
         drop(state);
-        if starved && can_grow {
+        if oldest >= GROW_AFTER && can_grow {
             start_runner(shared);
+            std::thread::sleep(GROW_TICK);
+        } else {
+            // Under load the oldest job is usually fresh: sleep until it
+            // would be overdue rather than tick at a fixed rate.
+            std::thread::sleep(GROW_AFTER.saturating_sub(oldest).max(GROW_TICK));
         }
-        std::thread::sleep(GROW_TICK);
     }
 }
 

@@ -94,35 +94,16 @@ impl ServeError {
 }
 
 /// Loads (or builds) each plugin of `config`, in order. Nothing is
-/// initialized yet. The external libraries are read and verified in
-/// parallel (hashing and signature checks are the bulk of start-up), then
-/// loaded one by one in config order.
+/// initialized yet. The external libraries are read and verified on one
+/// thread per core (hashing and signature checks are the bulk of start-up),
+/// and loaded one by one in config order on this thread, each as soon as it
+/// is verified; the first failure stops the loading (and the verifiers).
 pub fn load_plugins(config: &Config) -> Result<Vec<HostPlugin>, ServeError> {
     let keys: Vec<_> = config.trusted_keys.iter().map(|k| k.key.clone()).collect();
     let policy = LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
     };
-    let mut verified = verify_in_parallel(config, policy).into_iter();
-    config
-        .plugins
-        .iter()
-        .map(|entry| {
-            let file = match entry.kind {
-                PluginKind::External { .. } => verified.next(),
-                _ => None,
-            };
-            load_one(entry, file)
-        })
-        .collect()
-}
-
-/// Verifies every external plugin of `config` on up to as many threads as
-/// there are cores; results in config order.
-fn verify_in_parallel(
-    config: &Config,
-    policy: LoadPolicy<'_>,
-) -> Vec<Result<loader::VerifiedFile, LoadError>> {
     let paths: Vec<&std::path::Path> = config
         .plugins
         .iter()
@@ -133,40 +114,107 @@ fn verify_in_parallel(
         .collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
-        .min(paths.len())
-        .max(1);
-    let chunk = paths.len().div_ceil(threads).max(1);
+        .min(paths.len());
+    let verified = Verified::new(paths.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = paths
-            .chunks(chunk)
-            .map(|chunk| {
-                let worker = scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|path| loader::verify_file(path, policy))
-                        .collect::<Vec<_>>()
-                });
-                (chunk, worker)
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|(chunk, worker)| {
-                // One result per path, in order, even if a thread died.
-                worker.join().unwrap_or_else(|_| {
-                    chunk
-                        .iter()
-                        .map(|path| {
+        // Verifiers take files in config order, so the loader below (this
+        // thread) can dlopen each one as soon as it and those before it are
+        // verified, while the others are still being hashed.
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if index >= paths.len() || verified.is_cancelled() {
+                        break;
+                    }
+                    let path = paths[index];
+                    let result = std::panic::catch_unwind(|| loader::verify_file(path, policy))
+                        .unwrap_or_else(|_| {
                             Err(LoadError::Read {
                                 path: path.to_path_buf(),
                                 source: std::io::Error::other("the verifying thread panicked"),
                             })
-                        })
-                        .collect()
-                })
+                        });
+                    verified.put(index, result);
+                }
+            });
+        }
+        let mut external = 0;
+        let loaded: Result<Vec<HostPlugin>, ServeError> = config
+            .plugins
+            .iter()
+            .map(|entry| {
+                let file = match entry.kind {
+                    PluginKind::External { .. } => {
+                        external += 1;
+                        Some(verified.take(external - 1))
+                    }
+                    _ => None,
+                };
+                load_one(entry, file)
             })
-            .collect()
+            .collect();
+        if loaded.is_err() {
+            // Nothing more will be loaded: the verifiers stop early.
+            verified.cancel();
+        }
+        loaded
     })
+}
+
+type VerifyResult = Result<loader::VerifiedFile, LoadError>;
+
+/// Verification results by index, filled by the verifier threads and taken
+/// in order by the loader.
+struct Verified {
+    /// Each file's result until taken, and whether loading was cancelled.
+    slots: std::sync::Mutex<(Vec<Option<VerifyResult>>, bool)>,
+    filled: std::sync::Condvar,
+}
+
+impl Verified {
+    fn new(count: usize) -> Self {
+        Self {
+            slots: std::sync::Mutex::new(((0..count).map(|_| None).collect(), false)),
+            filled: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Option<VerifyResult>>, bool)> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn put(&self, index: usize, result: Result<loader::VerifiedFile, LoadError>) {
+        self.lock().0[index] = Some(result);
+        self.filled.notify_all();
+    }
+
+    /// Waits for result `index`. Every index is filled exactly once unless
+    /// cancelled, and the loader stops taking at the first failure, so the
+    /// wait always ends.
+    fn take(&self, index: usize) -> Result<loader::VerifiedFile, LoadError> {
+        let mut slots = self.lock();
+        loop {
+            if let Some(result) = slots.0[index].take() {
+                return result;
+            }
+            slots = self
+                .filled
+                .wait(slots)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn cancel(&self) {
+        self.lock().1 = true;
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.lock().1
+    }
 }
 
 fn load_one(
@@ -246,28 +294,94 @@ async fn bounded<T: Send + 'static>(
 }
 
 /// Initializes and health-checks each plugin, in order; the first failure
-/// stops start-up, naming the plugin.
+/// stops start-up, naming the plugin. Each hook is bounded by `timeout`.
+///
+/// All the calls run on one blocking thread, which reports each hook's start
+/// and end; the deadline is re-armed at every report, so it bounds each hook
+/// while costing one thread hand-off for the whole start-up rather than two
+/// per plugin.
 pub async fn start_plugins(
     config: &Config,
     plugins: &[HostPlugin],
     timeout: Duration,
 ) -> Result<(), ServeError> {
-    for (plugin, entry) in plugins.iter().zip(&config.plugins) {
-        for hook in ["initialize", "health_check"] {
-            let (p, value, handle) = (plugin.clone(), entry.config.clone(), Handle::current());
-            let result = bounded(timeout, move || match hook {
-                "initialize" => p.initialize(&handle, &value),
-                _ => p.health_check(&handle),
-            })
-            .await;
-            result.map_err(|(what, message)| ServeError::Start {
-                name: plugin.name.clone(),
-                hook,
-                what,
-                message,
-            })?;
+    enum Step {
+        Started(usize, &'static str),
+        Finished(usize, &'static str, Result<(), HookFailure>),
+    }
+    let (steps, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let work: Vec<(HostPlugin, backworks_plugin_sdk::Value)> = plugins
+        .iter()
+        .cloned()
+        .zip(config.plugins.iter().map(|entry| entry.config.clone()))
+        .collect();
+    let handle = Handle::current();
+    // Detached: a hook that hangs keeps its thread, and start-up fails on
+    // the deadline below without waiting for it.
+    drop(tokio::task::spawn_blocking(move || {
+        for (index, (plugin, value)) in work.iter().enumerate() {
+            for hook in ["initialize", "health_check"] {
+                if steps.send(Step::Started(index, hook)).is_err() {
+                    return;
+                }
+                let result = match hook {
+                    "initialize" => plugin.initialize(&handle, value),
+                    _ => plugin.health_check(&handle),
+                };
+                let failed = result.is_err();
+                if steps.send(Step::Finished(index, hook, result)).is_err() || failed {
+                    return;
+                }
+            }
         }
-        tracing::info!(plugin = %plugin.name, kind = plugin.kind, version = plugin.version, "plugin ready");
+    }));
+    let mut current: Option<(usize, &'static str)> = None;
+    let mut ready = 0;
+    while ready < plugins.len() {
+        let step = match tokio::time::timeout(timeout, reports.recv()).await {
+            Ok(Some(step)) => step,
+            Ok(None) => {
+                let (index, hook) = current.unwrap_or((ready, "initialize"));
+                return Err(ServeError::Start {
+                    name: plugins[index].name.clone(),
+                    hook,
+                    what: "failed",
+                    message: "the start-up thread stopped (a host bug: see the log)".to_owned(),
+                });
+            }
+            Err(_) => {
+                let (index, hook) = current.unwrap_or((ready, "initialize"));
+                return Err(ServeError::Start {
+                    name: plugins[index].name.clone(),
+                    hook,
+                    what: "timed out",
+                    message: format!("no answer within {} ms", timeout.as_millis()),
+                });
+            }
+        };
+        match step {
+            Step::Started(index, hook) => current = Some((index, hook)),
+            Step::Finished(index, hook, Err(failure)) => {
+                let what = match failure {
+                    HookFailure::Error(_) => "failed",
+                    HookFailure::Panic(_) => "panicked",
+                };
+                return Err(ServeError::Start {
+                    name: plugins[index].name.clone(),
+                    hook,
+                    what,
+                    message: failure.message().to_owned(),
+                });
+            }
+            Step::Finished(index, hook, Ok(())) => {
+                current = None;
+                if hook == "health_check" {
+                    let plugin = &plugins[index];
+                    tracing::info!(plugin = %plugin.name, kind = plugin.kind, version = plugin.version, "plugin ready");
+                    ready += 1;
+                }
+            }
+        }
     }
     Ok(())
 }
