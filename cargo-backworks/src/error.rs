@@ -10,7 +10,11 @@ pub const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a file is not a valid plugin, or a signature or its claims did not verify
   2  usage, configuration, I/O, key or password error
-  3  cargo failed to build a plugin";
+  3  cargo failed to build a plugin
+  4  a target cannot be built here: a tool or its standard library is
+     missing (the message names the install command; the other targets
+     are still built)
+When several targets fail, the exit code is the smallest of theirs.";
 
 /// Any failure of a `cargo backworks` command.
 #[derive(Debug, thiserror::Error)]

@@ -78,6 +78,13 @@ enum Command {
         /// [default: BACKWORKS_KEY_PASSWORD if set, else a prompt].
         #[arg(long, value_name = "VAR")]
         password_env: Option<String>,
+        /// Stop at the first target that cannot be built [default: report
+        /// it and go on with the other targets].
+        #[arg(long)]
+        fail_fast: bool,
+        /// Pass --locked to cargo: fail rather than update Cargo.lock.
+        #[arg(long)]
+        locked: bool,
         /// Print only errors and compiler diagnostics.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -203,6 +210,8 @@ fn run(command: Command) -> Result<u8, Error> {
             sign,
             sign_key_env,
             password_env,
+            fail_fast,
+            locked,
             quiet,
         } => {
             // Load the key first: a bad key or password fails before a build.
@@ -222,10 +231,13 @@ fn run(command: Command) -> Result<u8, Error> {
                 release,
                 targets,
                 packages,
+                fail_fast,
+                locked,
+                ..build::BuildOptions::default()
             };
-            let built = build::build(&options, &progress)?;
+            let report = build::build(&options, &progress)?;
             if let Some(key) = &key {
-                for plugin in &built {
+                for plugin in &report.built {
                     progress.status(&format!("signing {}", plugin.package));
                     let signed = keys::sign_file(&plugin.dist_path, key)?;
                     progress.step(&format!(
@@ -235,11 +247,20 @@ fn run(command: Command) -> Result<u8, Error> {
                     ));
                 }
             }
+            if let Some((sums, _)) = &report.manifest {
+                progress.step(&format!("   Manifest {}", sums.display()));
+            }
             progress.finish();
-            for plugin in &built {
+            for plugin in &report.built {
                 println!("{}", plugin.dist_path.display());
             }
-            Ok(0)
+            match report.failure() {
+                Some(error) => {
+                    eprintln!("error: {error}");
+                    Ok(error.exit_code())
+                }
+                None => Ok(0),
+            }
         }
         Command::Check { files, json } => {
             let outcome = check::run(&files, json, &mut std::io::stdout().lock())?;
