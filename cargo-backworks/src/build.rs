@@ -80,9 +80,11 @@ impl BuildReport {
         if self.failures.is_empty() {
             return None;
         }
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         Some(BuildError::TargetsFailed {
-            failed: self.failures.len(),
-            built: self.built.len(),
+            failed: count(self.failures.len(), "target", "targets"),
+            built: count(self.built.len(), "library", "libraries"),
             messages: self
                 .failures
                 .iter()
@@ -201,12 +203,12 @@ pub enum BuildError {
     #[error("{0}")]
     Missing(Missing),
     /// Some targets failed; the others were built.
-    #[error("{failed} target build(s) failed ({built} librar(ies) built):\n{messages}")]
+    #[error("{failed} failed, {built} built:\n{messages}")]
     TargetsFailed {
-        /// How many failed.
-        failed: usize,
-        /// How many libraries were built.
-        built: usize,
+        /// How many targets failed: `1 target`, `2 targets`.
+        failed: String,
+        /// How many libraries were built: `1 library`, `0 libraries`.
+        built: String,
         /// One line per failure.
         messages: String,
         /// The exit code of the most serious failure.

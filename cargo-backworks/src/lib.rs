@@ -8,6 +8,7 @@ pub mod keys;
 pub mod manifest;
 pub mod new;
 pub mod progress;
+pub mod reproduce;
 pub mod target;
 pub mod toolchain;
 
