@@ -51,7 +51,7 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Cargo's target directory [default: cargo's].
     pub target_dir: Option<PathBuf>,
-    /// Where the dist layout goes [default: `<target-dir>/backworks`].
+    /// Where the dist layout goes (default: `<target-dir>/backworks`).
     pub dist_dir: Option<PathBuf>,
 }
 

@@ -29,8 +29,8 @@ pub struct ReproduceOptions {
     /// The workspace's `Cargo.toml` [default: cargo's search from the
     /// current directory].
     pub manifest_path: Option<PathBuf>,
-    /// The build manifest to compare with [default:
-    /// `<target-dir>/backworks/manifest.json`].
+    /// The build manifest to compare with (default:
+    /// `<target-dir>/backworks/manifest.json`).
     pub build_manifest: Option<PathBuf>,
     /// The target directory of the rebuild [default: a fresh one in the
     /// temporary directory, so nothing is reused].

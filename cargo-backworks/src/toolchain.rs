@@ -1,7 +1,7 @@
 //! How `cargo backworks build` builds for each target: which cargo command,
 //! which linker, which environment, or what is missing and how to install it.
 //!
-//! Decided up front for every requested target ([`plan`]), so a build can
+//! Decided up front for every requested target ([`Probe::plan`]), so a build can
 //! report every target it cannot build before it spends time on the others:
 //!
 //! 1. The target's standard library must be installed
