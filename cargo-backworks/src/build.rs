@@ -28,6 +28,7 @@ use std::process::{Command, Stdio};
 use cargo_metadata::{Message, MetadataCommand, PackageId, TargetKind};
 
 use crate::progress::Progress;
+use crate::toolchain::{Builder, Missing, Plan, Probe};
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +43,62 @@ pub struct BuildOptions {
     pub targets: Vec<String>,
     /// Package names; empty means every plugin package of the workspace.
     pub packages: Vec<String>,
+    /// Stop at the first target that cannot be built (a missing tool, a
+    /// cargo failure, an invalid library) instead of going on with the
+    /// others.
+    pub fail_fast: bool,
+    /// Pass `--locked` to cargo: fail rather than change `Cargo.lock`.
+    pub locked: bool,
+    /// Cargo's target directory [default: cargo's].
+    pub target_dir: Option<PathBuf>,
+    /// Where the dist layout goes (default: `<target-dir>/backworks`).
+    pub dist_dir: Option<PathBuf>,
+}
+
+/// What a build produced: the libraries built, the targets that failed,
+/// and the manifest describing the libraries.
+#[derive(Debug)]
+pub struct BuildReport {
+    /// Every library built, copied and checked.
+    pub built: Vec<BuiltPlugin>,
+    /// Every target that failed (empty with `fail_fast`: the first failure
+    /// is returned as the error instead).
+    pub failures: Vec<BuildError>,
+    /// How each target was built.
+    pub builders: Vec<(String, Builder)>,
+    /// The dist directory (`<target-dir>/backworks`).
+    pub dist_dir: PathBuf,
+    /// `SHA256SUMS` and `manifest.json` in the dist directory, when at least
+    /// one library was built.
+    pub manifest: Option<(PathBuf, PathBuf)>,
+}
+
+impl BuildReport {
+    /// The error to report when some targets failed, with the exit code of
+    /// the most serious failure.
+    pub fn failure(&self) -> Option<BuildError> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        Some(BuildError::TargetsFailed {
+            failed: count(self.failures.len(), "target", "targets"),
+            built: count(self.built.len(), "library", "libraries"),
+            messages: self
+                .failures
+                .iter()
+                .map(|f| format!("  {f}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            exit_code: self
+                .failures
+                .iter()
+                .map(BuildError::exit_code)
+                .min()
+                .unwrap_or(2),
+        })
+    }
 }
 
 /// One library built, copied into the dist layout and checked.
@@ -141,16 +198,39 @@ pub enum BuildError {
     /// The built library could not be checked.
     #[error(transparent)]
     Check(#[from] crate::check::CheckError),
+    /// A target cannot be built here: a tool or its standard library is
+    /// missing.
+    #[error("{0}")]
+    Missing(Missing),
+    /// Some targets failed; the others were built.
+    #[error("{failed} failed, {built} built:\n{messages}")]
+    TargetsFailed {
+        /// How many targets failed: `1 target`, `2 targets`.
+        failed: String,
+        /// How many libraries were built: `1 library`, `0 libraries`.
+        built: String,
+        /// One line per failure.
+        messages: String,
+        /// The exit code of the most serious failure.
+        exit_code: u8,
+    },
+    /// Writing the manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 impl BuildError {
     /// The process exit code: 1 for a built library that is not a valid
-    /// plugin, 3 when cargo failed, 2 for everything else (configuration,
-    /// I/O).
+    /// plugin, 3 when cargo failed, 4 when a target cannot be built because
+    /// a tool or its standard library is missing, 2 for everything else
+    /// (configuration, I/O). When several targets failed, the smallest of
+    /// their codes.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Invalid { .. } => 1,
             Self::Cargo { .. } => 3,
+            Self::Missing(_) => 4,
+            Self::TargetsFailed { exit_code, .. } => *exit_code,
             Self::Check(e) => e.exit_code(),
             _ => 2,
         }
@@ -178,7 +258,7 @@ fn cargo_program() -> OsString {
 }
 
 /// The host's target triple, as the toolchain in `dir` reports it.
-fn host_target(dir: &Path) -> Result<String, BuildError> {
+pub fn host_target(dir: &Path) -> Result<String, BuildError> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
     let output = Command::new(&rustc)
         .arg("-vV")
@@ -200,11 +280,17 @@ struct Plugin {
     id: PackageId,
     name: String,
     version: String,
+    /// The name of its `cdylib` target (`lib<lib_name>.dylib`).
+    lib_name: String,
 }
 
 /// `--remap-path-prefix` flags that make output independent of where the
 /// source, cargo home and target directory are.
-fn remap_flags(workspace_root: &Path, target_dir: &Path) -> Vec<String> {
+fn remap_flags(
+    workspace_root: &Path,
+    target_dir: &Path,
+    path_deps: &[(String, PathBuf)],
+) -> Vec<String> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
@@ -215,6 +301,14 @@ fn remap_flags(workspace_root: &Path, target_dir: &Path) -> Vec<String> {
         flags.push(format!(
             "--remap-path-prefix={}=/backworks/cargo-home",
             home.display()
+        ));
+    }
+    // Path dependencies outside the workspace (the SDK of a checkout, a
+    // sibling crate): their absolute paths differ between machines.
+    for (name, path) in path_deps {
+        flags.push(format!(
+            "--remap-path-prefix={}=/backworks/path/{name}",
+            path.display()
         ));
     }
     flags.push(format!(
@@ -263,7 +357,7 @@ fn add_rustflags(command: &mut Command, flags: &[String]) {
 }
 
 /// Builds, copies and checks every selected plugin for every target.
-pub fn build(options: &BuildOptions, progress: &Progress) -> Result<Vec<BuiltPlugin>, BuildError> {
+pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
     let mut metadata_command = MetadataCommand::new();
     metadata_command.cargo_path(cargo_program()).no_deps();
     if let Some(manifest) = &options.manifest_path {
@@ -272,7 +366,14 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<Vec<BuiltPlu
     progress.status("reading the workspace");
     let metadata = metadata_command.exec().map_err(BuildError::Metadata)?;
     let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
-    let target_dir = metadata.target_directory.clone().into_std_path_buf();
+    let target_dir = options
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| metadata.target_directory.clone().into_std_path_buf());
+    let dist_root = options
+        .dist_dir
+        .clone()
+        .unwrap_or_else(|| target_dir.join("backworks"));
 
     let candidates: Vec<&cargo_metadata::Package> = metadata
         .workspace_packages()
@@ -338,64 +439,226 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<Vec<BuiltPlu
             id: p.id.clone(),
             name: p.name.to_string(),
             version: p.version.to_string(),
+            lib_name: p
+                .targets
+                .iter()
+                .find(|t| t.kind.contains(&TargetKind::CDyLib))
+                .map(|t| t.name.replace('-', "_"))
+                .unwrap_or_else(|| p.name.replace('-', "_")),
         })
         .collect();
-    let remaps = remap_flags(&workspace_root, &target_dir);
+    let mut path_deps: Vec<(String, PathBuf)> = Vec::new();
+    for dependency in selected.iter().flat_map(|p| &p.dependencies) {
+        if let Some(path) = &dependency.path {
+            let path = path.clone().into_std_path_buf();
+            if !path.starts_with(&workspace_root) && !path_deps.iter().any(|(_, p)| *p == path) {
+                path_deps.push((dependency.name.clone(), path));
+            }
+        }
+    }
+    let remaps = remap_flags(&workspace_root, &target_dir, &path_deps);
+
+    let triples: Vec<String> = requested
+        .iter()
+        .map(|t| t.clone().unwrap_or_else(|| host.clone()))
+        .collect();
+    progress.status("looking for the toolchains");
+    let decisions = Probe::new(&workspace_root, &host).plan(&triples);
+    // Every target that cannot be built is reported before any is built.
+    let mut failures = Vec::new();
+    for decision in &decisions {
+        if let Err(missing) = decision {
+            let error = BuildError::Missing(missing.clone());
+            if options.fail_fast {
+                return Err(error);
+            }
+            progress.forward(&format!("error: {error}"));
+            failures.push(error);
+        }
+    }
 
     let mut built = Vec::new();
-    for target in &requested {
-        let triple = target.clone().unwrap_or_else(|| host.clone());
-        let libraries = run_cargo(
+    let mut builders = Vec::new();
+    for (target, decision) in requested.iter().zip(decisions) {
+        let Ok(plan) = decision else { continue };
+        builders.push((plan.target.clone(), plan.builder.clone()));
+        match build_target(
             options,
             target.as_deref(),
-            &triple,
+            &plan,
             &plugins,
             &remaps,
+            &dist_root,
             progress,
-        )?;
-        for (plugin, cargo_path) in libraries {
-            let dist_dir = target_dir.join("backworks").join(&triple);
-            let dist_path = dist_dir.join(dist_file_name(&plugin.name, &plugin.version, &triple));
-            progress.status(&format!("checking {}", plugin.name));
-            copy_atomically(&cargo_path, &dist_dir, &dist_path)?;
-            let report = crate::check::check_file(&dist_path)?;
-            if !report.is_valid() {
-                return Err(BuildError::Invalid {
-                    path: dist_path,
-                    report: report.render_text(),
-                });
+        ) {
+            Ok(libraries) => built.extend(libraries),
+            Err(
+                error @ (BuildError::Cargo { .. }
+                | BuildError::Invalid { .. }
+                | BuildError::NoArtifact { .. }),
+            ) if !options.fail_fast => {
+                progress.forward(&format!("error: {error}"));
+                failures.push(error);
             }
-            progress.step(&format!(
-                "   Plugin {} {} ({triple}) -> {}",
-                plugin.name,
-                plugin.version,
-                dist_path.display()
-            ));
-            built.push(BuiltPlugin {
-                package: plugin.name.clone(),
-                version: plugin.version.clone(),
-                target: triple.clone(),
-                cargo_path,
-                dist_path,
+            Err(error) => return Err(error),
+        }
+    }
+    let manifest = if built.is_empty() {
+        None
+    } else {
+        progress.status("writing the manifest");
+        let rustc = crate::manifest::RustcVersion::of(&workspace_root);
+        let manifest = crate::manifest::Manifest::new(
+            options.release,
+            &options.packages,
+            &built,
+            &builders,
+            &dist_root,
+            rustc,
+        )?;
+        Some(manifest.write(&dist_root)?)
+    };
+    Ok(BuildReport {
+        built,
+        failures,
+        builders,
+        dist_dir: dist_root,
+        manifest,
+    })
+}
+
+/// Builds, copies and checks every plugin for one target.
+fn build_target(
+    options: &BuildOptions,
+    target: Option<&str>,
+    plan: &Plan,
+    plugins: &[Plugin],
+    remaps: &[String],
+    dist_root: &Path,
+    progress: &Progress,
+) -> Result<Vec<BuiltPlugin>, BuildError> {
+    let triple = plan.target.as_str();
+    let libraries = run_cargo(options, target, plan, plugins, remaps, progress)?;
+    let mut built = Vec::new();
+    for (plugin, cargo_path) in libraries {
+        let dist_dir = dist_root.join(triple);
+        let dist_path = dist_dir.join(dist_file_name(&plugin.name, &plugin.version, triple));
+        progress.status(&format!("checking {}", plugin.name));
+        copy_atomically(&cargo_path, &dist_dir, &dist_path)?;
+        let report = crate::check::check_file(&dist_path)?;
+        if !report.is_valid() {
+            return Err(BuildError::Invalid {
+                path: dist_path,
+                report: report.render_text(),
             });
         }
+        progress.step(&format!(
+            "   Plugin {} {} ({triple}) -> {}",
+            plugin.name,
+            plugin.version,
+            dist_path.display()
+        ));
+        built.push(BuiltPlugin {
+            package: plugin.name.clone(),
+            version: plugin.version.clone(),
+            target: triple.to_owned(),
+            cargo_path,
+            dist_path,
+        });
     }
     Ok(built)
 }
 
 /// Runs cargo for one target; returns each plugin with the library cargo
 /// reported for it.
+///
+/// Mach-O libraries are linked one package at a time with `cargo rustc`,
+/// so that each gets its own install name, `@rpath/lib<name>.dylib`, as a
+/// link argument of its final crate only (dependencies are shared between
+/// the packages); without it the install name is the absolute path the
+/// library was linked at. (PE files are linked with
+/// `--no-insert-timestamp`, for the same bytes on every build.) Release
+/// builds also pass the linker `-S` (no
+/// debug map): the map names the object files by absolute path, rustc's
+/// among them in a randomly named temporary directory, and the Mach-O
+/// `LC_UUID` is a hash over it, so it would differ on every build.
 fn run_cargo<'p>(
     options: &BuildOptions,
     target: Option<&str>,
-    triple: &str,
+    plan: &Plan,
     plugins: &'p [Plugin],
     remaps: &[String],
     progress: &Progress,
 ) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
-    let program = cargo_program();
+    let mach_o = crate::target::parse(&plan.target)
+        .is_some_and(|info| info.format == crate::target::Format::MachO);
+    let mut flags = remaps.to_vec();
+    if plan.target.contains("-windows-gnu") {
+        // GNU ld stamps PE files with the link time.
+        flags.push("-Clink-arg=-Wl,--no-insert-timestamp".to_owned());
+        if options.release {
+            // The COFF symbol table (unused at run time: the exports are
+            // in the export directory) differs between checkouts.
+            flags.push("-Clink-arg=-Wl,--strip-all".to_owned());
+        }
+    }
+    if !mach_o {
+        let all: Vec<&Plugin> = plugins.iter().collect();
+        return run_cargo_once(options, target, plan, &all, &flags, &[], progress);
+    }
+    if options.release {
+        flags.push("-Clink-arg=-Wl,-S".to_owned());
+    }
+    let mut found = Vec::new();
+    for plugin in plugins {
+        let install_name = format!(
+            "-Clink-arg=-Wl,-install_name,@rpath/lib{}.dylib",
+            plugin.lib_name
+        );
+        found.extend(run_cargo_once(
+            options,
+            target,
+            plan,
+            &[plugin],
+            &flags,
+            &["--".to_owned(), install_name],
+            progress,
+        )?);
+    }
+    Ok(found)
+}
+
+/// One cargo run: `build` (or `zigbuild`) for `plugins`, or `rustc` for the
+/// one plugin with `rustc_args` (starting with `--`) for its final crate.
+fn run_cargo_once<'p>(
+    options: &BuildOptions,
+    target: Option<&str>,
+    plan: &Plan,
+    plugins: &[&'p Plugin],
+    flags: &[String],
+    rustc_args: &[String],
+    progress: &Progress,
+) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
+    let triple = plan.target.as_str();
+    let (program, subcommand) = match (&plan.builder, rustc_args.is_empty()) {
+        (Builder::Zigbuild { .. }, true) => (OsString::from("cargo-zigbuild"), "zigbuild"),
+        (Builder::Zigbuild { .. }, false) => (OsString::from("cargo-zigbuild"), "rustc"),
+        (_, true) => (cargo_program(), "build"),
+        (_, false) => (cargo_program(), "rustc"),
+    };
     let mut command = Command::new(&program);
-    command.args(["build", "--lib", "--message-format=json-render-diagnostics"]);
+    command.args([
+        subcommand,
+        "--lib",
+        "--message-format=json-render-diagnostics",
+    ]);
+    command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+    if options.locked {
+        command.arg("--locked");
+    }
+    if let Some(dir) = &options.target_dir {
+        command.arg("--target-dir").arg(dir);
+    }
     if let Some(manifest) = &options.manifest_path {
         command.arg("--manifest-path").arg(manifest);
     }
@@ -414,7 +677,8 @@ fn run_cargo<'p>(
     if progress.is_terminal() {
         command.arg("--color=always");
     }
-    add_rustflags(&mut command, remaps);
+    add_rustflags(&mut command, flags);
+    command.args(rustc_args);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
 
     let names = plugins
@@ -423,7 +687,10 @@ fn run_cargo<'p>(
         .collect::<Vec<_>>()
         .join(", ");
     let profile = if options.release { "release" } else { "debug" };
-    progress.step(&format!("Building {names} for {triple} ({profile})"));
+    progress.step(&format!(
+        "Building {names} for {triple} ({profile}, {})",
+        plan.builder
+    ));
     progress.status(&format!("building {names} for {triple}"));
     let mut child = command.spawn().map_err(|source| BuildError::Spawn {
         program: program.to_string_lossy().into_owned(),
@@ -525,7 +792,12 @@ mod tests {
 
     #[test]
     fn remaps_put_the_most_specific_prefix_last() {
-        let flags = remap_flags(Path::new("/src/demo"), Path::new("/src/demo/target"));
+        let flags = remap_flags(
+            Path::new("/src/demo"),
+            Path::new("/src/demo/target"),
+            &[("sdk".to_owned(), PathBuf::from("/src/sdk"))],
+        );
+        assert!(flags.contains(&"--remap-path-prefix=/src/sdk=/backworks/path/sdk".to_owned()));
         let source = flags
             .iter()
             .position(|f| f.ends_with("=/backworks/source"))

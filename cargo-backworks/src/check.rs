@@ -172,11 +172,13 @@ pub enum FindingCode {
     /// The extension does not fit the format (error for a wrong `.so`,
     /// `.dll` or `.dylib`; warning for another extension).
     ExtensionMismatch,
+    /// A Mach-O library whose install name is an absolute path (warning).
+    AbsoluteInstallName,
 }
 
 impl FindingCode {
     /// Every code, in documentation order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::NotAnObject,
         Self::MalformedObject,
         Self::NotASharedLibrary,
@@ -192,6 +194,7 @@ impl FindingCode {
         Self::TargetMismatch,
         Self::FileNameMismatch,
         Self::ExtensionMismatch,
+        Self::AbsoluteInstallName,
     ];
 
     /// The code as it appears in text and JSON output.
@@ -212,6 +215,7 @@ impl FindingCode {
             Self::TargetMismatch => "target-mismatch",
             Self::FileNameMismatch => "file-name-mismatch",
             Self::ExtensionMismatch => "extension-mismatch",
+            Self::AbsoluteInstallName => "absolute-install-name",
         }
     }
 }
@@ -428,6 +432,9 @@ pub struct FileReport {
     architecture: Option<String>,
     pointer_width: Option<u8>,
     os: Option<String>,
+    min_os_version: Option<String>,
+    install_name: Option<String>,
+    description: Option<String>,
     endianness: Option<Endianness>,
     kind: Option<ObjectKind>,
     exports: Option<ExportsReport>,
@@ -446,6 +453,9 @@ impl FileReport {
             architecture: None,
             pointer_width: None,
             os: None,
+            min_os_version: None,
+            install_name: None,
+            description: None,
             endianness: None,
             kind: None,
             exports: None,
@@ -497,6 +507,23 @@ impl FileReport {
     /// The OS, when the file records it (`linux`, `windows`, `macos`, …).
     pub fn os(&self) -> Option<&str> {
         self.os.as_deref()
+    }
+
+    /// A Mach-O file's minimum OS version (`11.0`), from `LC_BUILD_VERSION`
+    /// or `LC_VERSION_MIN_*`.
+    pub fn min_os_version(&self) -> Option<&str> {
+        self.min_os_version.as_deref()
+    }
+
+    /// A Mach-O library's install name (`LC_ID_DYLIB`).
+    pub fn install_name(&self) -> Option<&str> {
+        self.install_name.as_deref()
+    }
+
+    /// What the file is, in one line, as the text report's `file:` line
+    /// says it (object files only).
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
     }
 
     /// The byte order, for an object file.
@@ -570,6 +597,9 @@ impl FileReport {
         };
         let _ = writeln!(out, "{path}: {verdict}{counts}");
         let _ = writeln!(out, "  file:      {}", self.describe_file());
+        if let Some(install_name) = &self.install_name {
+            let _ = writeln!(out, "  install:   {install_name}");
+        }
         if let Some(exports) = &self.exports {
             let symbol = |name: &str, s: &SymbolReport| match s.kind {
                 Some(kind) if s.exported => format!("{name} {kind}"),
@@ -637,6 +667,9 @@ impl FileReport {
                 ", os {}",
                 self.os.as_deref().unwrap_or("not recorded")
             );
+            if let Some(version) = &self.min_os_version {
+                let _ = write!(text, " {version} or later");
+            }
         } else {
             text.push_str(format.describe());
         }
@@ -1071,6 +1104,23 @@ impl Analysis<'_> {
         report.pointer_width = Some(pointer_width);
         report.os = os.map(str::to_owned);
         report.kind = Some(kind);
+        let (min_os_version, install_name) = match object {
+            object::File::MachO32(file) => macho_details(file),
+            object::File::MachO64(file) => macho_details(file),
+            _ => (None, None),
+        };
+        report.min_os_version = min_os_version;
+        report.install_name = install_name.clone();
+        report.description = Some(report.describe_file());
+        if let Some(install_name) = install_name.filter(|n| n.starts_with('/')) {
+            report.finding(
+                FindingCode::AbsoluteInstallName,
+                Severity::Warning,
+                format!(
+                    "`{name}` has the install name `{install_name}`, the absolute path it was linked at, which programs linking against it will look for: link with `-Wl,-install_name,@rpath/<file>` (`cargo backworks build` does)"
+                ),
+            );
+        }
         if kind != ObjectKind::SharedLibrary {
             let what = match (kind, report.format) {
                 (ObjectKind::Executable, Some(FileFormat::Elf))
@@ -1644,6 +1694,46 @@ fn macho_os<Mach: object::read::macho::MachHeader<Endian = object::Endianness>>(
         });
     }
     fallback
+}
+
+/// A Mach-O file's minimum OS version (`LC_BUILD_VERSION` or
+/// `LC_VERSION_MIN_*`, as `11.0` or `10.12.1`) and install name
+/// (`LC_ID_DYLIB`).
+fn macho_details<Mach: object::read::macho::MachHeader<Endian = object::Endianness>>(
+    file: &object::read::macho::MachOFile<'_, Mach>,
+) -> (Option<String>, Option<String>) {
+    use object::read::macho::LoadCommandVariant;
+    let endian = file.endian();
+    let (mut version, mut install_name) = (None, None);
+    let Ok(mut commands) = file.macho_load_commands() else {
+        return (None, None);
+    };
+    while let Ok(Some(command)) = commands.next() {
+        match command.variant() {
+            Ok(LoadCommandVariant::BuildVersion(build, _)) => {
+                version = Some(build.minos.get(endian).0);
+            }
+            Ok(LoadCommandVariant::VersionMin(min)) => {
+                version = version.or(Some(min.version.get(endian).0));
+            }
+            Ok(LoadCommandVariant::IdDylib(dylib)) => {
+                install_name = command
+                    .string(endian, dylib.dylib.name)
+                    .ok()
+                    .map(|name| String::from_utf8_lossy(name).into_owned());
+            }
+            _ => {}
+        }
+    }
+    let version = version.map(|v| {
+        let (major, minor, patch) = (v >> 16, (v >> 8) & 0xff, v & 0xff);
+        if patch == 0 {
+            format!("{major}.{minor}")
+        } else {
+            format!("{major}.{minor}.{patch}")
+        }
+    });
+    (version, install_name)
 }
 
 fn endianness_of(order: ByteOrder) -> Endianness {

@@ -4,13 +4,19 @@ use crate::build::BuildError;
 use crate::check::CheckError;
 use crate::keys::KeyError;
 use crate::new::NewError;
+use crate::reproduce::ReproduceError;
 
 /// The exit codes, as `--help` and the README list them.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a file is not a valid plugin, or a signature or its claims did not verify
+  1  a file is not a valid plugin, a signature or its claims did not
+     verify, or a rebuild did not reproduce the manifest's bytes
   2  usage, configuration, I/O, key or password error
-  3  cargo failed to build a plugin";
+  3  cargo failed to build a plugin
+  4  a target cannot be built here: a tool or its standard library is
+     missing (the message names the install command; the other targets
+     are still built)
+When several targets fail, the exit code is the smallest of theirs.";
 
 /// Any failure of a `cargo backworks` command.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,9 @@ pub enum Error {
     /// `keygen`, `sign` or `verify` failed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// `reproduce` failed or found differences.
+    #[error(transparent)]
+    Reproduce(#[from] ReproduceError),
 }
 
 impl Error {
@@ -38,6 +47,7 @@ impl Error {
             Self::Build(e) => e.exit_code(),
             Self::Check(e) => e.exit_code(),
             Self::Keys(e) => e.exit_code(),
+            Self::Reproduce(e) => e.exit_code(),
         }
     }
 }

@@ -5,8 +5,11 @@ pub mod build;
 pub mod check;
 pub mod error;
 pub mod keys;
+pub mod manifest;
 pub mod new;
 pub mod progress;
+pub mod reproduce;
 pub mod target;
+pub mod toolchain;
 
 pub use error::Error;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use cargo_backworks::error::EXIT_CODES;
 use cargo_backworks::progress::Progress;
-use cargo_backworks::{Error, build, check, keys, new};
+use cargo_backworks::{Error, build, check, keys, new, reproduce};
 use clap::{Parser, Subcommand};
 
 /// Cargo's view of the tool: `cargo backworks ...`.
@@ -78,6 +78,37 @@ enum Command {
         /// [default: BACKWORKS_KEY_PASSWORD if set, else a prompt].
         #[arg(long, value_name = "VAR")]
         password_env: Option<String>,
+        /// Stop at the first target that cannot be built [default: report
+        /// it and go on with the other targets].
+        #[arg(long)]
+        fail_fast: bool,
+        /// Pass --locked to cargo: fail rather than update Cargo.lock.
+        #[arg(long)]
+        locked: bool,
+        /// Where the libraries, SHA256SUMS and manifest.json go [default:
+        /// <target-dir>/backworks].
+        #[arg(long, value_name = "DIR")]
+        dist_dir: Option<PathBuf>,
+        /// Print only errors and compiler diagnostics.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Rebuild what the last build wrote, in a clean copy of the source in
+    /// another directory, and compare each library's SHA-256 with its
+    /// manifest (<target-dir>/backworks/manifest.json).
+    #[command(after_help = EXIT_CODES)]
+    Reproduce {
+        /// The Cargo.toml of the workspace.
+        #[arg(long, value_name = "FILE")]
+        manifest_path: Option<PathBuf>,
+        /// The build manifest to compare with [default:
+        /// <target-dir>/backworks/manifest.json].
+        #[arg(long, value_name = "FILE")]
+        build_manifest: Option<PathBuf>,
+        /// The rebuild's target directory [default: a fresh one, so nothing
+        /// is reused].
+        #[arg(long, value_name = "DIR")]
+        target_dir: Option<PathBuf>,
         /// Print only errors and compiler diagnostics.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -203,6 +234,9 @@ fn run(command: Command) -> Result<u8, Error> {
             sign,
             sign_key_env,
             password_env,
+            fail_fast,
+            locked,
+            dist_dir,
             quiet,
         } => {
             // Load the key first: a bad key or password fails before a build.
@@ -222,10 +256,14 @@ fn run(command: Command) -> Result<u8, Error> {
                 release,
                 targets,
                 packages,
+                fail_fast,
+                locked,
+                dist_dir,
+                target_dir: None,
             };
-            let built = build::build(&options, &progress)?;
+            let report = build::build(&options, &progress)?;
             if let Some(key) = &key {
-                for plugin in &built {
+                for plugin in &report.built {
                     progress.status(&format!("signing {}", plugin.package));
                     let signed = keys::sign_file(&plugin.dist_path, key)?;
                     progress.step(&format!(
@@ -235,10 +273,45 @@ fn run(command: Command) -> Result<u8, Error> {
                     ));
                 }
             }
+            if let Some((sums, _)) = &report.manifest {
+                progress.step(&format!("   Manifest {}", sums.display()));
+            }
             progress.finish();
-            for plugin in &built {
+            for plugin in &report.built {
                 println!("{}", plugin.dist_path.display());
             }
+            match report.failure() {
+                Some(error) => {
+                    eprintln!("error: {error}");
+                    Ok(error.exit_code())
+                }
+                None => Ok(0),
+            }
+        }
+        Command::Reproduce {
+            manifest_path,
+            build_manifest,
+            target_dir,
+            quiet,
+        } => {
+            let progress = Progress::new(quiet);
+            let report = reproduce::reproduce(
+                &reproduce::ReproduceOptions {
+                    manifest_path,
+                    build_manifest,
+                    target_dir,
+                },
+                &progress,
+            )?;
+            progress.finish();
+            if let Some((then, now)) = &report.rustc_changed {
+                eprintln!("note: the manifest was built with {then}, this rebuild with {now}");
+            }
+            println!(
+                "reproduced {} artifacts of {} bit for bit",
+                report.compared,
+                report.manifest.display()
+            );
             Ok(0)
         }
         Command::Check { files, json } => {

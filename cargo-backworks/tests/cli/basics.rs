@@ -48,6 +48,7 @@ fn help_documents_every_command_and_the_exit_codes() {
         ("help", &["backworks", "--help"][..]),
         ("help_new", &["backworks", "new", "--help"][..]),
         ("help_build", &["backworks", "build", "--help"][..]),
+        ("help_reproduce", &["backworks", "reproduce", "--help"][..]),
         ("help_check", &["backworks", "check", "--help"][..]),
         ("help_keygen", &["backworks", "keygen", "--help"][..]),
         ("help_sign", &["backworks", "sign", "--help"][..]),

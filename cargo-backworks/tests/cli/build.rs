@@ -53,14 +53,19 @@ fn new_plugin(parent: &Path, name: &str) -> PathBuf {
 }
 
 fn dist_path(name: &str, target: &str) -> PathBuf {
+    dist_path_in(&shared_target_dir().join("backworks"), name, target)
+}
+
+/// A library's path in the dist layout under `dist`.
+fn dist_path_in(dist: &Path, name: &str, target: &str) -> PathBuf {
     let extension = if target.contains("windows") {
         "dll"
+    } else if target.contains("apple") {
+        "dylib"
     } else {
         "so"
     };
-    shared_target_dir()
-        .join("backworks")
-        .join(target)
+    dist.join(target)
         .join(format!("{name}-0.1.0-{target}.{extension}"))
 }
 
@@ -172,6 +177,9 @@ fn new_build_check_sign_verify_and_load() {
     assert!(error.is_ok(), "{error:?}");
 }
 
+/// A zig-built cross target (needs cargo-zigbuild and zig: `scripts/setup`).
+const ZIG_TARGET: &str = "aarch64-apple-darwin";
+
 #[test]
 fn the_same_source_in_two_directories_builds_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,16 +188,284 @@ fn the_same_source_in_two_directories_builds_to_the_same_bytes() {
         let parent = dir.path().join(checkout);
         std::fs::create_dir_all(&parent).unwrap();
         let plugin_dir = new_plugin(&parent, "twin");
-        let output = cargo_backworks(&plugin_dir, &["build", "--release", "--quiet"]);
+        let dist = parent.join("dist");
+        let output = cargo_backworks(
+            &plugin_dir,
+            &[
+                "build",
+                "--release",
+                "--quiet",
+                "--dist-dir",
+                dist.to_str().unwrap(),
+                "--target",
+                TARGET,
+                "--target",
+                ZIG_TARGET,
+            ],
+        );
         assert!(output.status.success(), "build failed: {}", stderr(&output));
-        builds.push(std::fs::read(dist_path("twin", TARGET)).unwrap());
+        let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+        builds.push((
+            std::fs::read(dist_path_in(&dist, "twin", TARGET)).unwrap(),
+            std::fs::read(dist_path_in(&dist, "twin", ZIG_TARGET)).unwrap(),
+            sums,
+        ));
     }
+    let ((native_a, zig_a, sums_a), (native_b, zig_b, sums_b)) = (&builds[0], &builds[1]);
     assert!(
-        builds[0] == builds[1],
-        "the builds differ ({} and {} bytes)",
-        builds[0].len(),
-        builds[1].len()
+        native_a == native_b,
+        "the {TARGET} builds differ ({} and {} bytes)",
+        native_a.len(),
+        native_b.len()
     );
+    assert!(
+        zig_a == zig_b,
+        "the {ZIG_TARGET} builds (zig) differ ({} and {} bytes)",
+        zig_a.len(),
+        zig_b.len()
+    );
+    // The manifest names both, with the same hashes.
+    assert_eq!(sums_a, sums_b);
+    for target in [TARGET, ZIG_TARGET] {
+        assert!(
+            sums_a.contains(&format!("  {target}/twin-0.1.0-{target}.")),
+            "{sums_a}"
+        );
+    }
+}
+
+/// The five release targets in one `build`, each checked for the format,
+/// architecture and OS its triple implies.
+#[test]
+fn five_targets_in_one_build_each_with_the_right_format_and_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = new_plugin(dir.path(), "quint");
+    let targets = [
+        ("x86_64-unknown-linux-gnu", "elf", "x86_64", None),
+        ("aarch64-unknown-linux-gnu", "elf", "aarch64", None),
+        ("x86_64-pc-windows-gnu", "pe", "x86_64", Some("windows")),
+        ("x86_64-apple-darwin", "mach-o", "x86_64", Some("macos")),
+        ("aarch64-apple-darwin", "mach-o", "aarch64", Some("macos")),
+    ];
+    let dist = dir.path().join("dist");
+    let mut args = vec!["build", "--release", "--dist-dir", dist.to_str().unwrap()];
+    for (target, ..) in &targets {
+        args.extend(["--target", target]);
+    }
+    let output = cargo_backworks(&plugin_dir, &args);
+    assert!(output.status.success(), "build failed: {}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains("for aarch64-apple-darwin (release, cargo zigbuild (zig "),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "for x86_64-pc-windows-gnu (release, cargo with linker x86_64-w64-mingw32-gcc"
+        ),
+        "{log}"
+    );
+    let libraries: Vec<String> = targets
+        .iter()
+        .map(|(target, ..)| {
+            dist_path_in(&dist, "quint", target)
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut args = vec!["check", "--json"];
+    args.extend(libraries.iter().map(String::as_str));
+    let output = cargo_backworks(&plugin_dir, &args);
+    assert!(output.status.success(), "check failed: {}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (file, (target, format, architecture, os)) in
+        report["files"].as_array().unwrap().iter().zip(targets)
+    {
+        assert_eq!(file["valid"], true, "{target}: {file:#}");
+        assert_eq!(file["format"], format, "{target}");
+        assert_eq!(file["architecture"], architecture, "{target}");
+        assert_eq!(file["os"].as_str(), os, "{target}");
+        assert_eq!(file["metadata"]["target"], target, "{target}");
+        assert_eq!(file["findings"], json!([]), "{target}: {file:#}");
+        for symbol in ["plugin_info", "plugin_vtable", "backworks_plugin_metadata"] {
+            assert_eq!(
+                file["exports"][symbol]["exported"], true,
+                "{target} {symbol}"
+            );
+        }
+        if format == "mach-o" {
+            assert_eq!(file["install_name"], "@rpath/libquint.dylib", "{target}");
+            let minimum = if architecture == "aarch64" {
+                "11.0"
+            } else {
+                "10.12"
+            };
+            assert_eq!(file["min_os_version"], minimum, "{target}");
+        }
+    }
+    // The manifest lists all five.
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["schema"], "backworks-build/1");
+    assert_eq!(
+        manifest["artifacts"].as_array().unwrap().len(),
+        5,
+        "{manifest:#}"
+    );
+}
+
+/// `reproduce` rebuilds in a clean copy of the source and finds the same
+/// bytes (native and a zig-built target); after a source change it names
+/// each library that differs, with both hashes, and exits with 1.
+#[test]
+fn reproduce_rebuilds_in_a_clean_checkout_and_reports_each_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = new_plugin(dir.path(), "again");
+    let dist = dir.path().join("dist");
+    let output = cargo_backworks(
+        &plugin_dir,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--dist-dir",
+            dist.to_str().unwrap(),
+            "--target",
+            TARGET,
+            "--target",
+            ZIG_TARGET,
+        ],
+    );
+    assert!(output.status.success(), "build failed: {}", stderr(&output));
+    let manifest = dist.join("manifest.json");
+    let reproduce = |dir: &Path| {
+        cargo_backworks(
+            dir,
+            &[
+                "reproduce",
+                "--quiet",
+                "--build-manifest",
+                manifest.to_str().unwrap(),
+                // Shares the compiled dependencies; the plugin itself is
+                // rebuilt (its source is elsewhere).
+                "--target-dir",
+                shared_target_dir().to_str().unwrap(),
+            ],
+        )
+    };
+    let output = reproduce(&plugin_dir);
+    assert!(
+        output.status.success(),
+        "reproduce failed: {}",
+        stderr(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("reproduced 2 artifacts of "),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // The source changes after the build: both libraries differ.
+    let lib = plugin_dir.join("src/lib.rs");
+    let mut source = std::fs::read_to_string(&lib).unwrap();
+    source.push_str(
+        "\n#[unsafe(no_mangle)]\npub extern \"C\" fn again_changed() -> u32 {\n    7\n}\n",
+    );
+    std::fs::write(&lib, source).unwrap();
+    let output = reproduce(&plugin_dir);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains("error: 2 of 2 artifacts did not reproduce:"),
+        "{log}"
+    );
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    for artifact in recorded["artifacts"].as_array().unwrap() {
+        let line = format!(
+            "  {}: expected sha256 {}, got ",
+            artifact["file"].as_str().unwrap(),
+            artifact["sha256"].as_str().unwrap()
+        );
+        assert!(log.contains(&line), "{line} in {log}");
+    }
+}
+
+/// A target whose standard library is not installed is reported with the
+/// command that installs it (exit code 4), and the others are still built;
+/// `--fail-fast` stops before building anything.
+#[test]
+fn a_missing_target_is_reported_and_the_others_are_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = new_plugin(dir.path(), "partial");
+    let missing = "riscv64gc-unknown-linux-gnu";
+    let library = dist_path("partial", TARGET);
+    let _ = std::fs::remove_file(&library);
+    let output = cargo_backworks(
+        &plugin_dir,
+        &["build", "--target", missing, "--target", TARGET],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains(&format!(
+            "error: cannot build for {missing}: the Rust standard library for {missing} is missing: install with `rustup target add {missing}`"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("error: 1 target failed, 1 library built:"),
+        "{log}"
+    );
+    assert!(library.is_file(), "{log}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(library.to_str().unwrap()),
+        "{log}"
+    );
+
+    std::fs::remove_file(&library).unwrap();
+    let output = cargo_backworks(
+        &plugin_dir,
+        &[
+            "build",
+            "--fail-fast",
+            "--target",
+            missing,
+            "--target",
+            TARGET,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("rustup target add {missing}")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!library.exists(), "--fail-fast built {}", library.display());
+}
+
+/// Without cargo-zigbuild, zig or a cross gcc on PATH, an Apple target
+/// names what to install.
+#[test]
+fn a_missing_cross_linker_names_its_install_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = new_plugin(dir.path(), "nolinker");
+    // Only cargo's and rustc's directory on PATH: no zig, no cargo-zigbuild,
+    // no python3.
+    let cargo = Path::new(env!("CARGO"));
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
+        .args(["backworks", "build", "--target", "x86_64-apple-darwin"])
+        .current_dir(&plugin_dir)
+        .env("CARGO", cargo)
+        .env("CARGO_TARGET_DIR", shared_target_dir())
+        .env("PATH", cargo.parent().unwrap())
+        .env_remove("CARGO_ZIGBUILD_ZIG_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    insta::assert_snapshot!("missing_linker", stderr(&output));
 }
 
 #[test]
