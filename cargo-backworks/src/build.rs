@@ -479,12 +479,16 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
 
     let mut built = Vec::new();
     let mut builders = Vec::new();
-    for (target, decision) in requested.iter().zip(decisions) {
+    for decision in decisions {
         let Ok(plan) = decision else { continue };
         builders.push((plan.target.clone(), plan.builder.clone()));
+        // Always an explicit `--target`, the host's too: cargo builds a
+        // host-only build with other flags (and paths) than a `--target`
+        // one, so `reproduce`, which names every target, would not get the
+        // same bytes.
         match build_target(
             options,
-            target.as_deref(),
+            Some(plan.target.as_str()),
             &plan,
             &plugins,
             &remaps,

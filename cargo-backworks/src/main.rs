@@ -47,6 +47,11 @@ enum Command {
         /// Depend on this registry version of the SDK.
         #[arg(long, value_name = "VERSION")]
         sdk_version: Option<String>,
+        /// Also write a CI pipeline: `github` writes
+        /// .github/workflows/backworks.yml and ci/plugin-pipeline.sh (build
+        /// matrix, ABI gate, signing from a secret, upload, reproducibility).
+        #[arg(long, value_enum, value_name = "SYSTEM")]
+        ci: Option<new::Ci>,
     },
     /// Build plugin packages for each target, copy them to
     /// <target-dir>/backworks/<target>/<name>-<version>-<target>.<ext>, and
@@ -207,13 +212,19 @@ fn run(command: Command) -> Result<u8, Error> {
             name,
             sdk_path,
             sdk_version,
+            ci,
         } => {
             let sdk = match (sdk_path, sdk_version) {
                 (Some(path), _) => new::SdkSource::Path(path),
                 (None, Some(version)) => new::SdkSource::Version(version),
                 (None, None) => new::SdkSource::Auto,
             };
-            let report = new::new_plugin(&new::NewOptions { path, name, sdk })?;
+            let report = new::new_plugin(&new::NewOptions {
+                path,
+                name,
+                sdk,
+                ci,
+            })?;
             println!(
                 "created plugin `{}` in {} (backworks-plugin-sdk = {})",
                 report.name,

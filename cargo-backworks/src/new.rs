@@ -28,6 +28,31 @@ const TEMPLATE: &[(&str, &str)] = &[
     ),
 ];
 
+/// What `--ci github` adds: path inside the crate, contents, executable.
+/// The same files this repository ships in `ci/`.
+const GITHUB_CI: &[(&str, &str, bool)] = &[
+    (
+        ".github/workflows/backworks.yml",
+        include_str!("../../ci/github/backworks-plugin.yml"),
+        false,
+    ),
+    (
+        "ci/plugin-pipeline.sh",
+        include_str!("../../ci/plugin-pipeline.sh"),
+        true,
+    ),
+];
+
+/// A CI system `new` can write a pipeline for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ci {
+    /// GitHub Actions: `.github/workflows/backworks.yml` (a build matrix over
+    /// the five release targets, the ABI gate, signing from a secret,
+    /// artifact upload, a reproducibility job) and `ci/plugin-pipeline.sh`,
+    /// which it runs and which runs the same anywhere.
+    Github,
+}
+
 /// The SDK version new plugins depend on: this tool's own.
 pub const SDK_VERSION: &str = backworks_plugin_sdk::SDK_VERSION;
 
@@ -52,6 +77,8 @@ pub struct NewOptions {
     pub name: Option<String>,
     /// Where the SDK comes from.
     pub sdk: SdkSource,
+    /// A CI pipeline to write as well.
+    pub ci: Option<Ci>,
 }
 
 /// What `new` wrote.
@@ -257,6 +284,25 @@ pub fn new_plugin(options: &NewOptions) -> Result<NewReport, NewError> {
         };
         std::fs::write(&file, contents).map_err(io("write", &file))?;
     }
+    let ci_files = match options.ci {
+        Some(Ci::Github) => GITHUB_CI,
+        None => &[],
+    };
+    for (relative, contents, executable) in ci_files {
+        let file = staging.path().join(relative);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        }
+        std::fs::write(&file, contents).map_err(io("write", &file))?;
+        #[cfg(unix)]
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .map_err(io("make executable", &file))?;
+        }
+        #[cfg(not(unix))]
+        let _ = executable;
+    }
     if existed {
         std::fs::remove_dir(destination).map_err(io("replace", destination))?;
     }
@@ -323,6 +369,7 @@ mod tests {
             path: taken.clone(),
             name: None,
             sdk: SdkSource::Auto,
+            ci: None,
         })
         .unwrap_err();
         assert!(matches!(error, NewError::NotEmpty(_)), "{error}");
@@ -343,9 +390,11 @@ mod tests {
                 path: path.clone(),
                 name: None,
                 sdk: SdkSource::Version("0.1.0".into()),
+                ci: None,
             })
             .unwrap();
             assert!(path.join("src/lib.rs").is_file());
+            assert!(!path.join(".github").exists(), "CI only when asked");
             assert!(path.join(".gitignore").is_file());
             let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap();
             assert!(manifest.contains(&format!("name = \"{}\"", report.name)));

@@ -4,5 +4,6 @@
 mod basics;
 mod build;
 mod check;
+mod ci;
 mod flake;
 mod keys;
