@@ -137,8 +137,12 @@ pub fn start(config: &Path, log_level: &str) -> Server {
         Ok(found) => found,
         Err(_) => {
             let _ = child.kill();
-            let log: Vec<String> = stderr.try_iter().collect();
-            panic!("the server did not start:\n{}", log.join("\n"));
+            let status = child.wait();
+            // The reader forwards stderr until the pipe closes: wait for it,
+            // so the server's own last words are in the message.
+            let log: Vec<String> =
+                std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
+            panic!("the server did not start ({status:?}):\n{}", log.join("\n"));
         }
     };
     Server {
