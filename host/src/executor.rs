@@ -110,8 +110,9 @@ impl std::fmt::Debug for HookExecutor {
 
 impl HookExecutor {
     /// A pool that keeps `base` runners (at least one) and grows when jobs
-    /// wait.
-    pub fn new(base: usize) -> Self {
+    /// wait. Fails when the OS refuses the watchdog thread (a runner it
+    /// refuses is started later by the watchdog, when jobs wait).
+    pub fn new(base: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -122,14 +123,16 @@ impl HookExecutor {
             start_runner(&shared);
         }
         let watchdog = Arc::clone(&shared);
+        // Created first, so that a refused watchdog still closes the
+        // runners already started.
+        let owner = Arc::new(Owner(Arc::clone(&shared)));
         std::thread::Builder::new()
             .name("backworks-hook-watchdog".to_owned())
-            .spawn(move || watch(&watchdog))
-            .expect("spawn the hook watchdog thread");
-        Self {
-            _owner: Arc::new(Owner(Arc::clone(&shared))),
+            .spawn(move || watch(&watchdog))?;
+        Ok(Self {
+            _owner: owner,
             shared,
-        }
+        })
     }
 
     /// Queues `job` and returns a receiver for its result. The receiver sees
@@ -261,7 +264,7 @@ mod tests {
 
     #[test]
     fn runs_every_job_once_and_returns_its_result() {
-        let executor = HookExecutor::new(1);
+        let executor = HookExecutor::new(1).unwrap();
         let count = Arc::new(AtomicUsize::new(0));
         let receivers: Vec<_> = (0..1000)
             .map(|i| {
@@ -285,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_reports_an_error_and_the_runner_survives() {
-        let executor = HookExecutor::new(1);
+        let executor = HookExecutor::new(1).unwrap();
         let (told, thread) = mpsc::channel();
         let failed = executor.spawn(move || -> u32 {
             told.send(std::thread::current().id()).unwrap();
@@ -301,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_hung_job_does_not_hold_up_the_queue() {
-        let executor = HookExecutor::new(1);
+        let executor = HookExecutor::new(1).unwrap();
         let (release, hung) = mpsc::channel::<()>();
         // Occupies the only base runner until released.
         let stuck = executor.spawn(move || hung.recv().is_ok());
@@ -319,7 +322,7 @@ mod tests {
 
     #[test]
     fn many_hung_jobs_each_get_a_runner() {
-        let executor = HookExecutor::new(1);
+        let executor = HookExecutor::new(1).unwrap();
         let (release, hung) = mpsc::channel::<()>();
         let hung = Arc::new(Mutex::new(hung));
         let gate = Arc::new(std::sync::Barrier::new(6));

@@ -261,25 +261,25 @@ pub fn error_response(status: u16, body: Value) -> HttpResponse {
 
 impl Pipeline {
     /// A pipeline over `plugins` (already initialized), each hook bounded by
-    /// `hook_timeout`.
+    /// `hook_timeout`. Fails only when the OS refuses the hook threads.
     pub fn new(
         plugins: Vec<HostPlugin>,
         hook_timeout: Duration,
         metrics: Arc<Metrics>,
         handle: Handle,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let series = plugins
             .iter()
             .map(|p| Hook::ALL.map(|hook| metrics.hook_series(&p.name, hook.as_str())))
             .collect();
-        Self {
+        Ok(Self {
             plugins,
             series,
             hook_timeout,
             metrics,
             handle,
-            executor: HookExecutor::new(1),
-        }
+            executor: HookExecutor::new(1)?,
+        })
     }
 
     /// The plugins, in config order.

@@ -412,7 +412,7 @@ pub async fn serve(
         config.hook_timeout,
         Arc::clone(&metrics),
         Handle::current(),
-    ));
+    )?);
     let state = AppState {
         pipeline: Arc::clone(&pipeline),
         metrics,
