@@ -166,9 +166,10 @@ impl HookExecutor {
     }
 }
 
-/// Starts a runner; the caller has checked [`MAX_RUNNERS`]. Returns false
-/// when the OS refused a thread.
-fn start_runner(shared: &Arc<Shared>) -> bool {
+/// Starts a runner; the caller has checked [`MAX_RUNNERS`]. When the OS
+/// refuses the thread, the queue waits for the runners there are (and the
+/// watchdog tries again).
+fn start_runner(shared: &Arc<Shared>) {
     let mut state = shared.lock();
     state.runners += 1;
     let id = state.runners;
@@ -181,7 +182,6 @@ fn start_runner(shared: &Arc<Shared>) -> bool {
         shared.lock().runners -= 1;
         tracing::error!("could not start a hook thread; requests wait for the running ones");
     }
-    started.is_ok()
 }
 
 /// A runner: takes jobs until the pool closes or it has been idle too long

@@ -209,44 +209,19 @@ struct Running {
     since: Instant,
 }
 
-/// A request hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hook {
-    BeforeRequest,
-    ProcessEndpoint,
-    AfterResponse,
-}
-
-impl Hook {
-    const ALL: [Self; 3] = [
-        Self::BeforeRequest,
-        Self::ProcessEndpoint,
-        Self::AfterResponse,
-    ];
-
-    fn abi(self) -> abi::Hook {
-        match self {
-            Self::BeforeRequest => abi::Hook::BeforeRequest,
-            Self::ProcessEndpoint => abi::Hook::ProcessEndpoint,
-            Self::AfterResponse => abi::Hook::AfterResponse,
-        }
-    }
-
-    /// The name in metrics, logs and error responses.
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::BeforeRequest => "before_request",
-            Self::ProcessEndpoint => "process_endpoint",
-            Self::AfterResponse => "after_response",
-        }
-    }
-}
+/// The request hooks, in the order of [`abi::Hook::request_index`].
+const REQUEST_HOOKS: [abi::Hook; 3] = [
+    abi::Hook::BeforeRequest,
+    abi::Hook::ProcessEndpoint,
+    abi::Hook::AfterResponse,
+];
 
 /// The plugins of a running server, in config order.
 #[derive(Debug)]
 pub struct Pipeline {
     plugins: Vec<HostPlugin>,
-    /// Each plugin's request-hook series, indexed like `Hook::ALL`.
+    /// Each plugin's request-hook series, indexed by
+    /// [`abi::Hook::request_index`].
     series: Vec<[HookSeries; 3]>,
     hook_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -270,7 +245,7 @@ impl Pipeline {
     ) -> std::io::Result<Self> {
         let series = plugins
             .iter()
-            .map(|p| Hook::ALL.map(|hook| metrics.hook_series(&p.name, hook.as_str())))
+            .map(|p| REQUEST_HOOKS.map(|hook| metrics.hook_series(&p.name, hook.name())))
             .collect();
         Ok(Self {
             plugins,
@@ -385,15 +360,15 @@ impl Pipeline {
     fn call<T>(
         &self,
         index: usize,
-        which: Hook,
+        which: abi::Hook,
         running: &Mutex<Option<Running>>,
         call: impl FnOnce(&HostPlugin) -> Result<T, HookFailure>,
     ) -> Result<Option<T>, HttpResponse> {
         let plugin = &self.plugins[index];
-        if !plugin.implements(which.abi()) {
+        if !plugin.implements(which) {
             return Ok(None);
         }
-        let hook = which.as_str();
+        let hook = which.name();
         let since = Instant::now();
         *running.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running {
             plugin: index,
@@ -406,7 +381,12 @@ impl Pipeline {
             Ok(_) => Outcome::Ok,
             Err(failure) => failure.outcome(),
         };
-        self.series[index][which as usize].observe(elapsed, outcome);
+        match which.request_index() {
+            Some(i) => self.series[index][i].observe(elapsed, outcome),
+            None => self
+                .metrics
+                .observe_hook(&plugin.name, hook, elapsed, outcome),
+        }
         tracing::debug!(
             plugin = %plugin.name,
             hook,
@@ -440,7 +420,7 @@ impl Pipeline {
         let handle = &self.handle;
         let mut answer = None;
         for index in 0..self.plugins.len() {
-            match self.call(index, Hook::BeforeRequest, running, |p| {
+            match self.call(index, abi::Hook::BeforeRequest, running, |p| {
                 p.before_request(handle, &request)
             }) {
                 Ok(None | Some(RequestAction::Continue)) => {}
@@ -454,7 +434,7 @@ impl Pipeline {
         }
         if answer.is_none() {
             for index in 0..self.plugins.len() {
-                match self.call(index, Hook::ProcessEndpoint, running, |p| {
+                match self.call(index, abi::Hook::ProcessEndpoint, running, |p| {
                     p.process_endpoint(handle, &request)
                 }) {
                     Ok(Some(Some(body))) => {
@@ -475,7 +455,7 @@ impl Pipeline {
             )
         });
         for index in 0..self.plugins.len() {
-            match self.call(index, Hook::AfterResponse, running, |p| {
+            match self.call(index, abi::Hook::AfterResponse, running, |p| {
                 p.after_response(handle, &request, &response)
             }) {
                 Ok(Some(Some(replaced))) => response = replaced,

@@ -335,46 +335,44 @@ pub async fn start_plugins(
             }
         }
     }));
-    let mut current: Option<(usize, &'static str)> = None;
+    // The hook that started last: the one a deadline or a lost thread is
+    // blamed on.
+    let mut current: (usize, &'static str) = (0, "initialize");
+    let stopped = |(index, hook): (usize, &'static str), what, message| ServeError::Start {
+        name: plugins[index].name.clone(),
+        hook,
+        what,
+        message,
+    };
     let mut ready = 0;
     while ready < plugins.len() {
         let step = match tokio::time::timeout(timeout, reports.recv()).await {
             Ok(Some(step)) => step,
             Ok(None) => {
-                let (index, hook) = current.unwrap_or((ready, "initialize"));
-                return Err(ServeError::Start {
-                    name: plugins[index].name.clone(),
-                    hook,
-                    what: "failed",
-                    message: "the start-up thread stopped (a host bug: see the log)".to_owned(),
-                });
+                return Err(stopped(
+                    current,
+                    "failed",
+                    "the start-up thread stopped (a host bug: see the log)".to_owned(),
+                ));
             }
             Err(_) => {
-                let (index, hook) = current.unwrap_or((ready, "initialize"));
-                return Err(ServeError::Start {
-                    name: plugins[index].name.clone(),
-                    hook,
-                    what: "timed out",
-                    message: format!("no answer within {} ms", timeout.as_millis()),
-                });
+                return Err(stopped(
+                    current,
+                    "timed out",
+                    format!("no answer within {} ms", timeout.as_millis()),
+                ));
             }
         };
         match step {
-            Step::Started(index, hook) => current = Some((index, hook)),
+            Step::Started(index, hook) => current = (index, hook),
             Step::Finished(index, hook, Err(failure)) => {
                 let what = match failure {
                     HookFailure::Error(_) => "failed",
                     HookFailure::Panic(_) => "panicked",
                 };
-                return Err(ServeError::Start {
-                    name: plugins[index].name.clone(),
-                    hook,
-                    what,
-                    message: failure.message().to_owned(),
-                });
+                return Err(stopped((index, hook), what, failure.message().to_owned()));
             }
             Step::Finished(index, hook, Ok(())) => {
-                current = None;
                 if hook == "health_check" {
                     let plugin = &plugins[index];
                     tracing::info!(plugin = %plugin.name, kind = plugin.kind, version = plugin.version, "plugin ready");

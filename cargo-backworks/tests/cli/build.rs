@@ -42,6 +42,25 @@ fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
         .expect("run cargo-backworks")
 }
 
+/// A release build of the plugin in `plugin_dir` for the native target and
+/// the zig-built cross target, into `dist`.
+fn build_native_and_zig(plugin_dir: &Path, dist: &Path) -> Output {
+    cargo_backworks(
+        plugin_dir,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--dist-dir",
+            dist.to_str().unwrap(),
+            "--target",
+            TARGET,
+            "--target",
+            ZIG_TARGET,
+        ],
+    )
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -189,20 +208,7 @@ fn the_same_source_in_two_directories_builds_to_the_same_bytes() {
         std::fs::create_dir_all(&parent).unwrap();
         let plugin_dir = new_plugin(&parent, "twin");
         let dist = parent.join("dist");
-        let output = cargo_backworks(
-            &plugin_dir,
-            &[
-                "build",
-                "--release",
-                "--quiet",
-                "--dist-dir",
-                dist.to_str().unwrap(),
-                "--target",
-                TARGET,
-                "--target",
-                ZIG_TARGET,
-            ],
-        );
+        let output = build_native_and_zig(&plugin_dir, &dist);
         assert!(output.status.success(), "build failed: {}", stderr(&output));
         let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
         builds.push((
@@ -324,20 +330,7 @@ fn reproduce_rebuilds_in_a_clean_checkout_and_reports_each_difference() {
     let dir = tempfile::tempdir().unwrap();
     let plugin_dir = new_plugin(dir.path(), "again");
     let dist = dir.path().join("dist");
-    let output = cargo_backworks(
-        &plugin_dir,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "--dist-dir",
-            dist.to_str().unwrap(),
-            "--target",
-            TARGET,
-            "--target",
-            ZIG_TARGET,
-        ],
-    );
+    let output = build_native_and_zig(&plugin_dir, &dist);
     assert!(output.status.success(), "build failed: {}", stderr(&output));
     let manifest = dist.join("manifest.json");
     let reproduce = |dir: &Path| {
