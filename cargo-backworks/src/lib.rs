@@ -2,14 +2,16 @@
 //! (`main.rs`) only parses arguments and calls into it.
 
 pub mod build;
-pub mod check;
 pub mod error;
 pub mod keys;
 pub mod manifest;
 pub mod new;
 pub mod progress;
 pub mod reproduce;
-pub mod target;
 pub mod toolchain;
 
 pub use error::Error;
+
+/// `cargo backworks check`: the check itself lives in the SDK, shared with
+/// the host (the marketplace validates uploads with it).
+pub use backworks_plugin_sdk::{check, target};

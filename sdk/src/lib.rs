@@ -36,11 +36,14 @@
 //! [`export_plugin!`].
 //!
 //! Hosts and tools enable more: feature `inspect` finds the metadata record
-//! in a library's bytes (module `inspect`), feature `signing` signs and
+//! in a library's bytes (module `inspect`) and checks a whole library the way
+//! `cargo backworks check` does (modules `check` and `target`), feature `signing` signs and
 //! verifies plugin artifacts (module `signature`, format in
 //! `docs/signing.md`).
 
 pub mod abi;
+#[cfg(feature = "inspect")]
+pub mod check;
 mod error;
 mod http;
 #[cfg(feature = "inspect")]
@@ -49,6 +52,8 @@ pub mod metadata;
 mod plugin;
 #[cfg(feature = "signing")]
 pub mod signature;
+#[cfg(feature = "inspect")]
+pub mod target;
 
 pub use async_trait::async_trait;
 pub use error::{BackworksError, BackworksResult};

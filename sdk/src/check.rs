@@ -31,11 +31,9 @@ use std::io::{self, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use backworks_plugin_sdk::abi::{
-    ABI_VERSION, METADATA_SYMBOL, PLUGIN_INFO_SYMBOL, PLUGIN_VTABLE_SYMBOL,
-};
-use backworks_plugin_sdk::inspect::{self, ExportedSymbol, InspectError};
-use backworks_plugin_sdk::metadata::{self, ByteOrder, PluginMetadata};
+use crate::abi::{ABI_VERSION, METADATA_SYMBOL, PLUGIN_INFO_SYMBOL, PLUGIN_VTABLE_SYMBOL};
+use crate::inspect::{self, ExportedSymbol, InspectError};
+use crate::metadata::{self, ByteOrder, PluginMetadata};
 use object::{Object, ObjectSection};
 use serde::Serialize;
 use serde::ser::SerializeStruct;
