@@ -50,6 +50,8 @@ mod http;
 pub mod inspect;
 pub mod metadata;
 mod plugin;
+#[cfg(feature = "registry")]
+pub mod registry;
 #[cfg(feature = "signing")]
 pub mod signature;
 #[cfg(feature = "inspect")]

@@ -727,7 +727,7 @@ enum Failed {
 
 /// Parses a `.minisig` text, refusing what the minisign crate would panic on
 /// or that backworks does not accept.
-fn parse_signature(text: &str) -> Result<minisign::SignatureBox, VerifyError> {
+pub(crate) fn parse_signature(text: &str) -> Result<minisign::SignatureBox, VerifyError> {
     let malformed = |reason: String| VerifyError::Malformed { reason };
     // The crate slices the global signature (line 4) as 64 bytes without
     // checking its length: check it first.

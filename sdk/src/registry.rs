@@ -1,0 +1,988 @@
+//! The plugin registry: a static tree of files that any file server, object
+//! store or CDN can serve, and that a plain local directory is too.
+//!
+//! ```text
+//! <root>/index.json                                   signed index (envelope)
+//! <root>/plugins/<name>/<version>/release.json        one release, immutable
+//! <root>/plugins/<name>/<version>/<target>/<file>     the plugin library
+//! <root>/plugins/<name>/<version>/<target>/<file>.minisig   its signature
+//! ```
+//!
+//! Trust flows from one signature: `index.json` is an envelope holding the
+//! index as a string and a minisign signature of that string's bytes by the
+//! **registry key**. The index names, for every version of every plugin, the
+//! sha256 and size of its `release.json`; a release names the sha256 and
+//! size of every artifact; every artifact also carries its publisher's
+//! signature (`docs/signing.md`), checked against the keys the host trusts.
+//! The index carries a `serial` that grows with every change and an
+//! `expires` time: a client refuses an index whose serial is below the last
+//! one it accepted (rollback) or whose time is up (freeze). A published
+//! version is never changed: publishing it again is refused.
+//!
+//! [`publish`] adds a release to a tree on disk: it validates every artifact
+//! (the [`check`](crate::check) of `cargo backworks check`, then the
+//! publisher's signature) before it writes anything, writes the release into
+//! a staging directory renamed into place, then replaces `index.json` by a
+//! rename: the index is the commit point, so a process killed at any moment
+//! leaves either the old index or the new one, never a half-published
+//! version. The format is documented in `docs/registry.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{Cursor, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::check;
+use crate::signature::{self, KeyId, PublicKey, SecretKey, VerifyError};
+
+/// The version of the registry format this module reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// The signed index, relative to the registry root.
+pub const INDEX_PATH: &str = "index.json";
+
+/// The first item of the index signature's trusted comment.
+pub const INDEX_COMMENT_TAG: &str = "backworks-index";
+
+/// How long a freshly signed index stays valid unless told otherwise: 30
+/// days. A registry re-signs (`serial` + 1) before that; a client refuses
+/// an expired index, so a frozen mirror cannot hide new releases forever.
+pub const DEFAULT_INDEX_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
+/// The lock file that serialises writers of one tree (never served).
+const LOCK_PATH: &str = ".lock";
+
+/// `index.json`: the index as a string, and the registry key's signature of
+/// that string's UTF-8 bytes. One file, so replacing it is one rename.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The minisign signature (`.minisig` text) of `index`.
+    pub signature: String,
+    /// The [`Index`] as JSON text.
+    pub index: String,
+}
+
+/// The registry's list of plugins and versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Grows by at least one with every signed index.
+    pub serial: u64,
+    /// When this index was signed (unix seconds).
+    pub issued: u64,
+    /// After this time (unix seconds) clients refuse the index.
+    pub expires: u64,
+    /// Every plugin, by name.
+    pub plugins: BTreeMap<String, IndexEntry>,
+}
+
+/// One plugin in the [`Index`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    /// The newest release's description.
+    pub description: String,
+    /// The newest release's keywords.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Every published version (semver text), with its release file.
+    pub versions: BTreeMap<String, ReleaseRef>,
+}
+
+/// Where a release file is and what it hashes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRef {
+    /// Path of `release.json`, relative to the root.
+    pub path: String,
+    /// sha256 of the file, lower-case hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `release.json`: one version of one plugin, every target of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The plugin's name (its metadata record's).
+    pub name: String,
+    /// The version (its metadata record's, semver).
+    pub version: String,
+    /// One line about the plugin.
+    pub description: String,
+    /// Search keywords.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// The ABI version every artifact was built against.
+    pub abi: u32,
+    /// The key id that signed every artifact (minisign's 16 hex digits).
+    pub publisher: String,
+    /// When the release was published (unix seconds).
+    pub published: u64,
+    /// The artifact of each target triple.
+    pub targets: BTreeMap<String, Artifact>,
+}
+
+/// One plugin library in a [`Release`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Path of the library, relative to the root.
+    pub path: String,
+    /// Path of its `.minisig`, relative to the root.
+    pub signature: String,
+    /// sha256 of the library, lower-case hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl Index {
+    /// An index with no plugins, serial 0 (never signed: [`publish`] and
+    /// [`resign`] sign serial 1 and up).
+    pub fn empty() -> Self {
+        Self {
+            format: FORMAT,
+            serial: 0,
+            issued: 0,
+            expires: 0,
+            plugins: BTreeMap::new(),
+        }
+    }
+
+    /// The versions of `name`, newest first (by semver; texts that are not
+    /// semver are left out).
+    pub fn versions(&self, name: &str) -> Vec<semver::Version> {
+        let mut versions: Vec<_> = self
+            .plugins
+            .get(name)
+            .into_iter()
+            .flat_map(|entry| entry.versions.keys())
+            .filter_map(|v| semver::Version::parse(v).ok())
+            .collect();
+        versions.sort_by(|a, b| b.cmp(a));
+        versions
+    }
+
+    /// The newest version of `name` that `requirement` allows (pre-releases
+    /// only when the requirement names one, as cargo does).
+    pub fn newest_matching(
+        &self,
+        name: &str,
+        requirement: &semver::VersionReq,
+    ) -> Option<semver::Version> {
+        self.versions(name)
+            .into_iter()
+            .find(|version| requirement.matches(version))
+    }
+
+    /// The release reference of `name` at `version`.
+    pub fn release_ref(&self, name: &str, version: &str) -> Option<&ReleaseRef> {
+        self.plugins.get(name)?.versions.get(version)
+    }
+}
+
+/// Why an index, a release or a registry tree was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// `index.json` is not a registry index envelope.
+    #[error(
+        "{what} is not a backworks registry index: {reason}; is the registry URL right, and is it a backworks registry?"
+    )]
+    MalformedIndex {
+        /// Where the index came from.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The index was not signed by the registry key.
+    #[error(
+        "the index of {what} is not signed by the registry key {expected}: {reason}; the registry or a mirror may have been tampered with, or the configured registry key is not this registry's"
+    )]
+    IndexSignature {
+        /// Where the index came from.
+        what: String,
+        /// The configured registry key's id.
+        expected: KeyId,
+        /// Why the signature failed.
+        reason: String,
+    },
+    /// The index is older than one already seen.
+    #[error(
+        "the index of {what} has serial {serial}, older than serial {last_seen} seen before: refusing a rollback (a mirror serving stale data, or an attack); try again later or use another mirror"
+    )]
+    Rollback {
+        /// Where the index came from.
+        what: String,
+        /// The offered index's serial.
+        serial: u64,
+        /// The highest serial accepted before.
+        last_seen: u64,
+    },
+    /// The index expired.
+    #[error(
+        "the index of {what} expired at {expires} (unix seconds; now {now}): refusing a frozen index; the registry must re-sign its index (`backworks marketplace resign`)"
+    )]
+    Expired {
+        /// Where the index came from.
+        what: String,
+        /// Its expiry time.
+        expires: u64,
+        /// The time now.
+        now: u64,
+    },
+    /// A release file does not match what the index says of it.
+    #[error(
+        "release file {path} does not match the signed index: {reason}; the registry or a mirror serves altered data"
+    )]
+    ReleaseMismatch {
+        /// The release file's path in the tree.
+        path: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A name that cannot be a plugin name.
+    #[error(
+        "`{name}` is not a valid plugin name: use 1 to 64 lower-case ASCII letters, digits, `-` and `_`, starting with a letter"
+    )]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// A version that is not semver.
+    #[error("plugin `{name}` has version {version:?}, which is not a semver version: {reason}")]
+    InvalidVersion {
+        /// The plugin.
+        name: String,
+        /// The version text.
+        version: String,
+        /// The semver parser's message.
+        reason: String,
+    },
+    /// An upload without artifacts.
+    #[error("nothing to publish: the upload holds no plugin library")]
+    NoArtifacts,
+    /// An artifact failed `cargo backworks check`.
+    #[error("{file} is not a valid plugin library: {findings}")]
+    InvalidArtifact {
+        /// The artifact's file name.
+        file: String,
+        /// The error findings, joined.
+        findings: String,
+    },
+    /// An artifact's file name cannot be stored.
+    #[error(
+        "artifact file name {file:?} is not allowed: use the dist layout's `<name>-<version>-<target>.<so|dll|dylib>`, without path separators"
+    )]
+    InvalidFileName {
+        /// The file name.
+        file: String,
+    },
+    /// An artifact came without its signature.
+    #[error("{file} has no signature: upload `{file}.minisig` with it (`cargo backworks sign`)")]
+    MissingSignature {
+        /// The artifact's file name.
+        file: String,
+    },
+    /// A signature came without its artifact.
+    #[error("signature {file} has no artifact of that name in the upload")]
+    OrphanSignature {
+        /// The signature's file name.
+        file: String,
+    },
+    /// An artifact's signature does not verify with a registered publisher
+    /// key.
+    #[error("{file}: {source}")]
+    Signature {
+        /// The artifact's file name.
+        file: String,
+        /// Why.
+        #[source]
+        source: VerifyError,
+    },
+    /// Artifacts of one upload disagree (name, version, ABI, key) or repeat
+    /// a target.
+    #[error("the upload mixes plugins: {reason}; publish one version of one plugin at a time")]
+    Inconsistent {
+        /// What differs.
+        reason: String,
+    },
+    /// The version is already published.
+    #[error(
+        "{name} {version} is already published and published versions are immutable; bump the version in Cargo.toml, rebuild, sign and publish again"
+    )]
+    AlreadyPublished {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+    },
+    /// The registry key could not sign.
+    #[error("cannot sign the index with the registry key: {0}")]
+    Sign(String),
+    /// A file of the tree could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
+    let path = path.to_owned();
+    move |source| RegistryError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The time now in unix seconds (0 if the clock is before 1970).
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Whether `name` is a valid plugin name in a registry: 1 to 64 lower-case
+/// ASCII letters, digits, `-` and `_`, starting with a letter (so it is a
+/// safe path component and URL segment everywhere).
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Signs `index` with the registry key: the [`Envelope`] bytes to store as
+/// `index.json`. The trusted comment states the serial, expiry and sha256
+/// of the index text, so the minisign tool shows them too.
+pub fn sign_index(index: &Index, key: &SecretKey) -> Result<Vec<u8>, RegistryError> {
+    let text =
+        serde_json::to_string_pretty(index).map_err(|e| RegistryError::Sign(e.to_string()))?;
+    let comment = format!(
+        "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
+        index.serial,
+        index.expires,
+        sha256_hex(text.as_bytes())
+    );
+    let public = PublicKey::from_secret_key(key).map_err(|e| RegistryError::Sign(e.to_string()))?;
+    let untrusted = format!("backworks registry index, serial {}", index.serial);
+    let signature = minisign::sign(
+        Some(&public),
+        key,
+        Cursor::new(text.as_bytes()),
+        Some(&comment),
+        Some(&untrusted),
+    )
+    .map_err(|e| RegistryError::Sign(e.to_string()))?;
+    let envelope = Envelope {
+        format: FORMAT,
+        signature: signature.into_string(),
+        index: text,
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(&envelope).map_err(|e| RegistryError::Sign(e.to_string()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// What [`verify_index`] requires of an index beyond its signature.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    /// The highest serial accepted before from this registry, if any: a
+    /// lower one is a rollback.
+    pub last_serial: Option<u64>,
+    /// The time now (unix seconds): an index that expired before it is
+    /// frozen.
+    pub now: u64,
+}
+
+/// Reads `bytes` as an `index.json` envelope, verifies its signature with
+/// `registry_key` and its freshness, and returns the index. `what` names the
+/// source in messages (a URL or a path).
+pub fn verify_index(
+    bytes: &[u8],
+    registry_key: &PublicKey,
+    freshness: Freshness,
+    what: &str,
+) -> Result<Index, RegistryError> {
+    let malformed = |reason: String| RegistryError::MalformedIndex {
+        what: what.to_owned(),
+        reason,
+    };
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(format!("not an index envelope: {e}")))?;
+    if envelope.format != FORMAT {
+        return Err(malformed(format!(
+            "format {} (this backworks reads format {FORMAT})",
+            envelope.format
+        )));
+    }
+    let bad_signature = |reason: String| RegistryError::IndexSignature {
+        what: what.to_owned(),
+        expected: KeyId::of_public_key(registry_key),
+        reason,
+    };
+    let signature = signature::parse_signature(&envelope.signature)
+        .map_err(|e| bad_signature(e.to_string()))?;
+    if signature.keynum() != registry_key.keynum() {
+        return Err(bad_signature(format!(
+            "it is signed by key {}",
+            KeyId::from_keynum(signature.keynum())
+        )));
+    }
+    minisign::verify(
+        registry_key,
+        &signature,
+        Cursor::new(envelope.index.as_bytes()),
+        true,
+        false,
+        false,
+    )
+    .map_err(|e| bad_signature(e.to_string().to_lowercase()))?;
+    let comment = signature
+        .trusted_comment()
+        .map_err(|e| bad_signature(e.to_string()))?;
+    let index: Index = serde_json::from_str(&envelope.index)
+        .map_err(|e| malformed(format!("the signed index is not valid: {e}")))?;
+    let expected_comment = format!(
+        "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
+        index.serial,
+        index.expires,
+        sha256_hex(envelope.index.as_bytes())
+    );
+    if comment != expected_comment {
+        return Err(bad_signature(format!(
+            "its trusted comment {comment:?} does not describe the index it signs"
+        )));
+    }
+    if index.format != FORMAT {
+        return Err(malformed(format!("index format {}", index.format)));
+    }
+    if let Some(last_seen) = freshness.last_serial
+        && index.serial < last_seen
+    {
+        return Err(RegistryError::Rollback {
+            what: what.to_owned(),
+            serial: index.serial,
+            last_seen,
+        });
+    }
+    if index.expires < freshness.now {
+        return Err(RegistryError::Expired {
+            what: what.to_owned(),
+            expires: index.expires,
+            now: freshness.now,
+        });
+    }
+    Ok(index)
+}
+
+/// Checks that `bytes` are the release file `reference` names (size and
+/// sha256, from the signed index) and that it is the release of `name`
+/// `version`; returns it.
+pub fn verify_release(
+    bytes: &[u8],
+    reference: &ReleaseRef,
+    name: &str,
+    version: &str,
+) -> Result<Release, RegistryError> {
+    let mismatch = |reason: String| RegistryError::ReleaseMismatch {
+        path: reference.path.clone(),
+        reason,
+    };
+    if bytes.len() as u64 != reference.size {
+        return Err(mismatch(format!(
+            "it is {} bytes, the index says {}",
+            bytes.len(),
+            reference.size
+        )));
+    }
+    let actual = sha256_hex(bytes);
+    if actual != reference.sha256 {
+        return Err(mismatch(format!(
+            "its sha256 is {actual}, the index says {}",
+            reference.sha256
+        )));
+    }
+    let release: Release =
+        serde_json::from_slice(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
+    if release.name != name || release.version != version {
+        return Err(mismatch(format!(
+            "it is the release of {} {}, not {name} {version}",
+            release.name, release.version
+        )));
+    }
+    Ok(release)
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The plugin's name.
+    pub name: String,
+    /// Its newest version.
+    pub version: String,
+    /// Its description.
+    pub description: String,
+    /// Its keywords.
+    pub keywords: Vec<String>,
+    /// How well it matched (higher is better).
+    pub score: u32,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPage {
+    /// The query.
+    pub query: String,
+    /// How many plugins matched in all.
+    pub total: usize,
+    /// The page number (1-based).
+    pub page: usize,
+    /// Hits per page.
+    pub per_page: usize,
+    /// This page's hits, best first (ties by name).
+    pub hits: Vec<SearchHit>,
+}
+
+/// Searches the index for `query` (whitespace-separated terms, matched
+/// case-insensitively against name, keywords and description; every term
+/// must match somewhere). Ranked: exact name, then name prefix, name
+/// substring, keyword, description. An empty query lists every plugin by
+/// name. `page` is 1-based; `per_page` is clamped to 1..=100.
+pub fn search(index: &Index, query: &str, page: usize, per_page: usize) -> SearchPage {
+    let per_page = per_page.clamp(1, 100);
+    let page = page.max(1);
+    let terms: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    let mut hits: Vec<(u32, &String, &IndexEntry)> = index
+        .plugins
+        .iter()
+        .filter_map(|(name, entry)| {
+            let mut total = 0;
+            for term in &terms {
+                let score = term_score(name, entry, term);
+                if score == 0 {
+                    return None;
+                }
+                total += score;
+            }
+            Some((total, name, entry))
+        })
+        .collect();
+    hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let total = hits.len();
+    let hits = hits
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(|(score, name, entry)| SearchHit {
+            name: name.clone(),
+            version: index
+                .versions(name)
+                .first()
+                .map_or_else(String::new, ToString::to_string),
+            description: entry.description.clone(),
+            keywords: entry.keywords.clone(),
+            score,
+        })
+        .collect();
+    SearchPage {
+        query: query.to_owned(),
+        total,
+        page,
+        per_page,
+        hits,
+    }
+}
+
+fn term_score(name: &str, entry: &IndexEntry, term: &str) -> u32 {
+    if name == term {
+        100
+    } else if name.starts_with(term) {
+        60
+    } else if name.contains(term) {
+        40
+    } else if entry.keywords.iter().any(|k| k.eq_ignore_ascii_case(term)) {
+        30
+    } else if entry
+        .keywords
+        .iter()
+        .any(|k| k.to_lowercase().contains(term))
+    {
+        20
+    } else if entry.description.to_lowercase().contains(term) {
+        10
+    } else {
+        0
+    }
+}
+
+/// A plugin library and its signature, as uploaded.
+#[derive(Clone)]
+pub struct UploadArtifact {
+    /// The file name (dist layout: `<name>-<version>-<target>.<ext>`).
+    pub file_name: String,
+    /// The library's bytes.
+    pub bytes: Vec<u8>,
+    /// Its `.minisig` text.
+    pub signature: String,
+}
+
+impl fmt::Debug for UploadArtifact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadArtifact")
+            .field("file_name", &self.file_name)
+            .field("size", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a publisher sends: every target of one version of one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct Upload {
+    /// The release's description; empty: the metadata record's.
+    pub description: Option<String>,
+    /// Search keywords (e.g. from `Cargo.toml`).
+    pub keywords: Vec<String>,
+    /// The libraries with their signatures.
+    pub artifacts: Vec<UploadArtifact>,
+}
+
+/// A validated upload: what [`publish`] writes.
+#[derive(Debug, Clone)]
+pub struct ValidatedUpload {
+    release: Release,
+    files: Vec<(String, UploadArtifact)>,
+}
+
+impl ValidatedUpload {
+    /// The release it will publish (paths filled in, `published` now).
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+}
+
+/// Validates an upload without touching any tree: every artifact must pass
+/// `cargo backworks check` with no error, be signed by one of `publishers`
+/// with claims matching its bytes (`docs/signing.md`), and all artifacts
+/// must be one version (semver) of one validly named plugin, one per target,
+/// signed by one key.
+pub fn validate_upload(
+    upload: Upload,
+    publishers: &[PublicKey],
+) -> Result<ValidatedUpload, RegistryError> {
+    if upload.artifacts.is_empty() {
+        return Err(RegistryError::NoArtifacts);
+    }
+    let mut release: Option<Release> = None;
+    let mut files = Vec::new();
+    for artifact in upload.artifacts {
+        let file = artifact.file_name.clone();
+        if file.is_empty()
+            || file.starts_with('.')
+            || file.contains(['/', '\\', '\0'])
+            || file.len() > 200
+        {
+            return Err(RegistryError::InvalidFileName { file });
+        }
+        let report = check::check_bytes(Path::new(&file), &artifact.bytes);
+        if !report.is_valid() {
+            let findings = report
+                .findings()
+                .iter()
+                .filter(|f| f.severity == check::Severity::Error)
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(RegistryError::InvalidArtifact { file, findings });
+        }
+        let verified = signature::verify(&artifact.bytes, &artifact.signature, publishers)
+            .map_err(|source| RegistryError::Signature {
+                file: file.clone(),
+                source,
+            })?;
+        let claims = verified.claims;
+        if !is_valid_name(&claims.name) {
+            return Err(RegistryError::InvalidName { name: claims.name });
+        }
+        if let Err(e) = semver::Version::parse(&claims.version) {
+            return Err(RegistryError::InvalidVersion {
+                name: claims.name,
+                version: claims.version,
+                reason: e.to_string(),
+            });
+        }
+        let dir = format!(
+            "plugins/{}/{}/{}",
+            claims.name, claims.version, claims.target
+        );
+        let entry = Artifact {
+            path: format!("{dir}/{file}"),
+            signature: format!("{dir}/{file}.minisig"),
+            sha256: claims.sha256_hex(),
+            size: artifact.bytes.len() as u64,
+        };
+        let publisher = verified.key_id.to_string();
+        let release = release.get_or_insert_with(|| Release {
+            format: FORMAT,
+            name: claims.name.clone(),
+            version: claims.version.clone(),
+            description: String::new(),
+            keywords: upload.keywords.clone(),
+            abi: claims.abi_version,
+            publisher: publisher.clone(),
+            published: now(),
+            targets: BTreeMap::new(),
+        });
+        let inconsistent = |reason: String| Err(RegistryError::Inconsistent { reason });
+        if (release.name.as_str(), release.version.as_str())
+            != (claims.name.as_str(), claims.version.as_str())
+        {
+            return inconsistent(format!(
+                "{file} is {} {}, the first artifact is {} {}",
+                claims.name, claims.version, release.name, release.version
+            ));
+        }
+        if release.abi != claims.abi_version {
+            return inconsistent(format!(
+                "{file} is built for ABI {}, the first artifact for ABI {}",
+                claims.abi_version, release.abi
+            ));
+        }
+        if release.publisher != publisher {
+            return inconsistent(format!(
+                "{file} is signed by key {publisher}, the first artifact by {}",
+                release.publisher
+            ));
+        }
+        if release.targets.contains_key(&claims.target) {
+            return inconsistent(format!("two artifacts for target {}", claims.target));
+        }
+        if release.description.is_empty()
+            && let Some(metadata) = report.metadata()
+        {
+            release.description.clone_from(&metadata.description);
+        }
+        release.targets.insert(claims.target.clone(), entry);
+        files.push((dir, artifact));
+    }
+    let mut release = release.ok_or(RegistryError::NoArtifacts)?;
+    if let Some(description) = upload.description.filter(|d| !d.trim().is_empty()) {
+        release.description = description;
+    }
+    Ok(ValidatedUpload { release, files })
+}
+
+/// A registry tree on disk, and the key that signs its index.
+#[derive(Debug)]
+pub struct Tree {
+    root: PathBuf,
+    key: SecretKey,
+    public: PublicKey,
+    lifetime: u64,
+}
+
+impl Tree {
+    /// The tree at `root` (created if missing), signed with `key` (a
+    /// decrypted secret key), with indexes valid for `lifetime` seconds.
+    pub fn open(root: &Path, key: SecretKey, lifetime: u64) -> Result<Self, RegistryError> {
+        fs::create_dir_all(root).map_err(io_error("create the registry directory", root))?;
+        let public =
+            PublicKey::from_secret_key(&key).map_err(|e| RegistryError::Sign(e.to_string()))?;
+        Ok(Self {
+            root: root.to_owned(),
+            key,
+            public,
+            lifetime,
+        })
+    }
+
+    /// The registry root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The registry's public key (clients pin it).
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The current index, verified with the registry key (expiry not
+    /// checked: the owner may re-sign an expired index), or an empty one
+    /// when the tree has none yet.
+    pub fn index(&self) -> Result<Index, RegistryError> {
+        let path = self.root.join(INDEX_PATH);
+        match fs::read(&path) {
+            Ok(bytes) => verify_index(
+                &bytes,
+                &self.public,
+                Freshness {
+                    last_serial: None,
+                    now: 0,
+                },
+                &path.display().to_string(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::empty()),
+            Err(e) => Err(io_error("read", &path)(e)),
+        }
+    }
+
+    /// Writes the index signed with a serial one above the current one and
+    /// a fresh expiry; the caller holds the lock.
+    fn commit(&self, mut index: Index) -> Result<Index, RegistryError> {
+        index.serial += 1;
+        index.issued = now();
+        index.expires = index.issued.saturating_add(self.lifetime);
+        let bytes = sign_index(&index, &self.key)?;
+        write_atomically(&self.root.join(INDEX_PATH), &bytes)?;
+        Ok(index)
+    }
+
+    /// Takes the tree's writer lock (released when the guard drops).
+    fn lock(&self) -> Result<fs::File, RegistryError> {
+        let path = self.root.join(LOCK_PATH);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("open the lock file", &path))?;
+        file.lock().map_err(io_error("lock", &path))?;
+        Ok(file)
+    }
+
+    /// Re-signs the current index with serial + 1 and a fresh expiry (run
+    /// before the index expires). Returns the new index.
+    pub fn resign(&self) -> Result<Index, RegistryError> {
+        let _lock = self.lock()?;
+        let index = self.index()?;
+        self.commit(index)
+    }
+
+    /// Publishes a validated upload: refused when the version exists;
+    /// otherwise the release directory is staged and renamed into place, and
+    /// the new index (serial + 1) replaces the old one by a rename. Writers
+    /// of one tree are serialised by a lock file.
+    pub fn publish(&self, upload: ValidatedUpload) -> Result<Release, RegistryError> {
+        let _lock = self.lock()?;
+        let mut index = self.index()?;
+        let release = upload.release;
+        if index.release_ref(&release.name, &release.version).is_some() {
+            return Err(RegistryError::AlreadyPublished {
+                name: release.name,
+                version: release.version,
+            });
+        }
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(&self.root)
+            .map_err(io_error("create a staging directory in", &self.root))?;
+        let prefix = format!("plugins/{}/{}/", release.name, release.version);
+        for (dir, artifact) in &upload.files {
+            let relative = dir.strip_prefix(&prefix).unwrap_or(dir);
+            let target_dir = staging.path().join(relative);
+            fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
+            write_synced(&target_dir.join(&artifact.file_name), &artifact.bytes)?;
+            write_synced(
+                &target_dir.join(format!("{}.minisig", artifact.file_name)),
+                artifact.signature.as_bytes(),
+            )?;
+        }
+        let mut release_bytes =
+            serde_json::to_vec_pretty(&release).map_err(|e| RegistryError::Sign(e.to_string()))?;
+        release_bytes.push(b'\n');
+        write_synced(&staging.path().join("release.json"), &release_bytes)?;
+        let version_dir = self.root.join(&prefix);
+        let plugin_dir = version_dir
+            .parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf);
+        fs::create_dir_all(&plugin_dir).map_err(io_error("create", &plugin_dir))?;
+        // A directory the index does not list is what a publisher killed
+        // before its commit left behind: nobody refers to it.
+        if version_dir.exists() {
+            fs::remove_dir_all(&version_dir).map_err(io_error("remove the stale", &version_dir))?;
+        }
+        let staged = staging.keep();
+        fs::rename(&staged, &version_dir)
+            .map_err(io_error("move the release into", &version_dir))?;
+        let entry = index
+            .plugins
+            .entry(release.name.clone())
+            .or_insert_with(|| IndexEntry {
+                description: String::new(),
+                keywords: Vec::new(),
+                versions: BTreeMap::new(),
+            });
+        entry.versions.insert(
+            release.version.clone(),
+            ReleaseRef {
+                path: format!("{prefix}release.json"),
+                sha256: sha256_hex(&release_bytes),
+                size: release_bytes.len() as u64,
+            },
+        );
+        let newest = semver::Version::parse(&release.version).ok();
+        let is_newest = entry
+            .versions
+            .keys()
+            .filter_map(|v| semver::Version::parse(v).ok())
+            .max()
+            == newest;
+        if is_newest {
+            entry.description.clone_from(&release.description);
+            entry.keywords.clone_from(&release.keywords);
+        }
+        self.commit(index)?;
+        Ok(release)
+    }
+}
+
+/// Writes `bytes` to a new file at `path` and flushes it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    let mut file = fs::File::create(path).map_err(io_error("create", path))?;
+    file.write_all(bytes).map_err(io_error("write", path))?;
+    file.sync_all().map_err(io_error("sync", path))
+}
+
+/// Replaces `path` by a file holding `bytes`: written to a temporary file in
+/// the same directory, flushed, then renamed over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).map_err(io_error("create a file in", dir))?;
+    file.write_all(bytes).map_err(io_error("write", path))?;
+    file.as_file().sync_all().map_err(io_error("sync", path))?;
+    file.persist(path)
+        .map_err(|e| io_error("replace", path)(e.error))?;
+    Ok(())
+}
