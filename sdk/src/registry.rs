@@ -986,3 +986,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> 
         .map_err(|e| io_error("replace", path)(e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,429 @@
+//! Unit tests of the registry format: index signatures, freshness, release
+//! checks, version choice and search. Publishing real plugin libraries is
+//! covered end to end by the host's and cargo-backworks' tests.
+
+use super::*;
+
+fn keys() -> (PublicKey, SecretKey) {
+    let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    (pair.pk, pair.sk)
+}
+
+fn entry(description: &str, keywords: &[&str], versions: &[&str]) -> IndexEntry {
+    IndexEntry {
+        description: description.to_owned(),
+        keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
+        versions: versions
+            .iter()
+            .map(|v| {
+                (
+                    (*v).to_owned(),
+                    ReleaseRef {
+                        path: format!("plugins/x/{v}/release.json"),
+                        sha256: "00".repeat(32),
+                        size: 1,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn index(serial: u64, expires: u64) -> Index {
+    let mut index = Index::empty();
+    index.serial = serial;
+    index.issued = 1_000;
+    index.expires = expires;
+    index.plugins.insert(
+        "weather".into(),
+        entry(
+            "Weather API integration",
+            &["weather", "api"],
+            &["1.0.0", "1.10.0", "1.9.0"],
+        ),
+    );
+    index.plugins.insert(
+        "weather-alerts".into(),
+        entry("Storm warnings", &["weather"], &["0.1.0"]),
+    );
+    index.plugins.insert(
+        "stripe".into(),
+        entry(
+            "Payments; reads the weather? no",
+            &["payments"],
+            &["2.0.0-beta.1", "1.2.0"],
+        ),
+    );
+    index
+}
+
+const FRESH: Freshness = Freshness {
+    last_serial: None,
+    now: 2_000,
+};
+
+#[test]
+fn a_signed_index_verifies_with_its_key_and_round_trips() {
+    let (pk, sk) = keys();
+    let original = index(7, 5_000);
+    let bytes = sign_index(&original, &sk).unwrap();
+    let verified = verify_index(&bytes, &pk, FRESH, "test").unwrap();
+    assert_eq!(verified, original);
+    // The trusted comment states serial, expiry and hash, for minisign users.
+    let envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        envelope
+            .signature
+            .contains("trusted comment: backworks-index:1 serial:7 expires:5000 sha256:"),
+        "{}",
+        envelope.signature
+    );
+}
+
+#[test]
+fn an_index_signed_by_another_key_is_refused_with_both_key_ids() {
+    let (pk, _) = keys();
+    let (_, other) = keys();
+    let bytes = sign_index(&index(1, 5_000), &other).unwrap();
+    let error = verify_index(&bytes, &pk, FRESH, "http://mirror/").unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, RegistryError::IndexSignature { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&KeyId::of_public_key(&pk).to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&KeyId::of_secret_key(&other).to_string()),
+        "{message}"
+    );
+    assert!(message.contains("http://mirror/"), "{message}");
+}
+
+#[test]
+fn an_altered_index_is_refused() {
+    let (pk, sk) = keys();
+    let bytes = sign_index(&index(1, 5_000), &sk).unwrap();
+    let mut envelope: Envelope = serde_json::from_slice(&bytes).unwrap();
+    envelope.index = envelope.index.replace("Storm warnings", "Storm warnings!");
+    let altered = serde_json::to_vec(&envelope).unwrap();
+    let error = verify_index(&altered, &pk, FRESH, "test").unwrap_err();
+    assert!(
+        matches!(error, RegistryError::IndexSignature { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_signature_whose_comment_does_not_describe_the_index_is_refused() {
+    let (pk, sk) = keys();
+    let index = index(9, 5_000);
+    let text = serde_json::to_string_pretty(&index).unwrap();
+    // Validly signed, but the comment claims a higher serial than the index.
+    let comment = format!(
+        "{INDEX_COMMENT_TAG}:{FORMAT} serial:10 expires:5000 sha256:{}",
+        sha256_hex(text.as_bytes())
+    );
+    let signature = minisign::sign(
+        Some(&pk),
+        &sk,
+        Cursor::new(text.as_bytes()),
+        Some(&comment),
+        None,
+    )
+    .unwrap();
+    let envelope = Envelope {
+        format: FORMAT,
+        signature: signature.into_string(),
+        index: text,
+    };
+    let error =
+        verify_index(&serde_json::to_vec(&envelope).unwrap(), &pk, FRESH, "test").unwrap_err();
+    assert!(
+        error.to_string().contains("does not describe the index"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_older_serial_is_a_rollback_and_the_same_serial_is_not() {
+    let (pk, sk) = keys();
+    let bytes = sign_index(&index(4, 5_000), &sk).unwrap();
+    let seen = |last| Freshness {
+        last_serial: Some(last),
+        now: 2_000,
+    };
+    assert!(verify_index(&bytes, &pk, seen(4), "test").is_ok());
+    assert!(verify_index(&bytes, &pk, seen(3), "test").is_ok());
+    let error = verify_index(&bytes, &pk, seen(5), "test").unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RegistryError::Rollback {
+                serial: 4,
+                last_seen: 5,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("rollback"), "{error}");
+}
+
+#[test]
+fn an_expired_index_is_refused_as_frozen() {
+    let (pk, sk) = keys();
+    let bytes = sign_index(&index(4, 1_999), &sk).unwrap();
+    let error = verify_index(&bytes, &pk, FRESH, "test").unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RegistryError::Expired {
+                expires: 1_999,
+                now: 2_000,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("frozen"), "{error}");
+}
+
+#[test]
+fn garbage_is_a_malformed_index_never_a_panic() {
+    let (pk, _) = keys();
+    for bytes in [
+        &b""[..],
+        b"{}",
+        b"<html>not found</html>",
+        b"{\"format\":1,\"signature\":\"x\",\"index\":\"{}\"}",
+        b"{\"format\":2,\"signature\":\"\",\"index\":\"\"}",
+    ] {
+        let error = verify_index(bytes, &pk, FRESH, "test").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RegistryError::MalformedIndex { .. } | RegistryError::IndexSignature { .. }
+            ),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_release_must_match_the_index_in_size_hash_and_identity() {
+    let release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: "0000000000000001".into(),
+        published: 1,
+        targets: BTreeMap::new(),
+    };
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let reference = ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(&bytes),
+        size: bytes.len() as u64,
+    };
+    assert_eq!(
+        verify_release(&bytes, &reference, "weather", "1.0.0").unwrap(),
+        release
+    );
+    let wrong_size = ReleaseRef {
+        size: reference.size + 1,
+        ..reference.clone()
+    };
+    assert!(
+        verify_release(&bytes, &wrong_size, "weather", "1.0.0")
+            .unwrap_err()
+            .to_string()
+            .contains("bytes, the index says")
+    );
+    let mut altered = bytes.clone();
+    altered[0] = b' ';
+    assert!(
+        verify_release(&altered, &reference, "weather", "1.0.0")
+            .unwrap_err()
+            .to_string()
+            .contains("sha256")
+    );
+    assert!(
+        verify_release(&bytes, &reference, "weather", "1.0.1")
+            .unwrap_err()
+            .to_string()
+            .contains("not weather 1.0.1")
+    );
+}
+
+#[test]
+fn versions_are_ordered_by_semver_and_requirements_pick_the_newest() {
+    let index = index(1, 5_000);
+    let versions: Vec<String> = index
+        .versions("weather")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(versions, ["1.10.0", "1.9.0", "1.0.0"]);
+    let req = |text| semver::VersionReq::parse(text).unwrap();
+    assert_eq!(
+        index
+            .newest_matching("weather", &req("^1.0"))
+            .unwrap()
+            .to_string(),
+        "1.10.0"
+    );
+    assert_eq!(
+        index
+            .newest_matching("weather", &req("~1.9"))
+            .unwrap()
+            .to_string(),
+        "1.9.0"
+    );
+    assert_eq!(index.newest_matching("weather", &req("^2")), None);
+    assert_eq!(index.newest_matching("missing", &req("*")), None);
+    // A pre-release only when asked for.
+    assert_eq!(
+        index
+            .newest_matching("stripe", &req("*"))
+            .unwrap()
+            .to_string(),
+        "1.2.0"
+    );
+    assert_eq!(
+        index
+            .newest_matching("stripe", &req(">=2.0.0-beta"))
+            .unwrap()
+            .to_string(),
+        "2.0.0-beta.1"
+    );
+}
+
+#[test]
+fn search_ranks_name_before_keyword_before_description() {
+    let index = index(1, 5_000);
+    let page = search(&index, "weather", 1, 20);
+    let names: Vec<&str> = page.hits.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["weather", "weather-alerts", "stripe"]);
+    assert_eq!(page.total, 3);
+    assert_eq!(page.hits[0].version, "1.10.0");
+    // Every term must match; case does not matter.
+    let page = search(&index, "WEATHER storm", 1, 20);
+    let names: Vec<&str> = page.hits.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["weather-alerts"]);
+    assert_eq!(search(&index, "nothing-like-it", 1, 20).total, 0);
+}
+
+#[test]
+fn search_pages_and_lists_everything_for_an_empty_query() {
+    let index = index(1, 5_000);
+    let all = search(&index, "", 1, 20);
+    assert_eq!(all.total, 3);
+    let names: Vec<&str> = all.hits.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["stripe", "weather", "weather-alerts"]);
+    let second = search(&index, "", 2, 2);
+    assert_eq!((second.total, second.page, second.per_page), (3, 2, 2));
+    assert_eq!(second.hits.len(), 1);
+    assert_eq!(second.hits[0].name, "weather-alerts");
+    // Out-of-range arguments are clamped, never a panic.
+    assert_eq!(search(&index, "", 0, 0).per_page, 1);
+    assert_eq!(search(&index, "", usize::MAX, usize::MAX).hits.len(), 0);
+}
+
+#[test]
+fn plugin_names_are_safe_path_and_url_segments() {
+    for good in ["weather", "weather-plugin", "a1_b", &"x".repeat(64)] {
+        assert!(is_valid_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "Weather",
+        "1weather",
+        "-x",
+        "a/b",
+        "..",
+        "a b",
+        "é",
+        &"x".repeat(65),
+    ] {
+        assert!(!is_valid_name(bad), "{bad}");
+    }
+}
+
+#[test]
+fn a_tree_without_an_index_reads_as_empty_and_resign_starts_at_serial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = keys();
+    let tree = Tree::open(&dir.path().join("registry"), sk, 60).unwrap();
+    assert_eq!(tree.index().unwrap(), Index::empty());
+    let first = tree.resign().unwrap();
+    assert_eq!(first.serial, 1);
+    assert!(first.expires >= first.issued + 60);
+    let second = tree.resign().unwrap();
+    assert_eq!(second.serial, 2);
+    let bytes = std::fs::read(dir.path().join("registry").join(INDEX_PATH)).unwrap();
+    let verified = verify_index(
+        &bytes,
+        &pk,
+        Freshness {
+            last_serial: Some(1),
+            now: now(),
+        },
+        "tree",
+    )
+    .unwrap();
+    assert_eq!(verified, second);
+    // No temporary file is left beside the index.
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("registry"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == INDEX_PATH || n == LOCK_PATH),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn an_upload_without_artifacts_or_with_a_bad_file_name_is_refused() {
+    let (pk, _) = keys();
+    assert!(matches!(
+        validate_upload(Upload::default(), std::slice::from_ref(&pk)),
+        Err(RegistryError::NoArtifacts)
+    ));
+    for name in ["../x.so", ".hidden.so", "a/b.so", ""] {
+        let upload = Upload {
+            artifacts: vec![UploadArtifact {
+                file_name: name.into(),
+                bytes: vec![0; 4],
+                signature: String::new(),
+            }],
+            ..Upload::default()
+        };
+        assert!(
+            matches!(
+                validate_upload(upload, std::slice::from_ref(&pk)),
+                Err(RegistryError::InvalidFileName { .. })
+            ),
+            "{name}"
+        );
+    }
+    let upload = Upload {
+        artifacts: vec![UploadArtifact {
+            file_name: "x-1.0.0-x86_64-unknown-linux-gnu.so".into(),
+            bytes: b"not a library".to_vec(),
+            signature: String::new(),
+        }],
+        ..Upload::default()
+    };
+    let error = validate_upload(upload, &[pk]).unwrap_err();
+    assert!(
+        matches!(error, RegistryError::InvalidArtifact { .. }),
+        "{error}"
+    );
+}
