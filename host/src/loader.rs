@@ -1,15 +1,17 @@
 //! Verify, then load: the only module of the host with `unsafe` code.
 //!
 //! [`load_plugin`] reads a plugin file **once** and works on those bytes
-//! only:
+//! only. On Linux the kernel copies the file into a memfd that is sealed
+//! (no write, grow or shrink, ever) *before* any check, and every check
+//! reads that sealed memfd; elsewhere the file is read into memory.
 //!
 //! 1. the metadata record is read from the bytes (no code runs) and checked
 //!    against this host's ABI, struct sizes, target and panic strategy;
 //! 2. the minisign signature next to the file (`<file>.minisig`) is verified
 //!    over the bytes against the trusted keys, and its trusted comment must
 //!    match the bytes' name, version, target, ABI and sha256;
-//! 3. **those same bytes** are loaded: on Linux from a sealed memfd (no one
-//!    can change them after the seal), elsewhere from a private copy in a
+//! 3. **those same bytes** are loaded: on Linux from the sealed memfd the
+//!    checks read (no one can change it), elsewhere from a private copy in a
 //!    directory only this process's user can write. Replacing the file on
 //!    disk after step 1 changes nothing;
 //! 4. the record is read again from memory and must equal the one checked;
@@ -206,25 +208,30 @@ impl VerifiedFile {
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and
 /// signature, and stage those bytes where they cannot change. Runs no plugin
 /// code, so many files may be verified at once on several threads.
+///
+/// On Linux the file is copied by the kernel straight into a memfd, which is
+/// sealed before anything is checked; the checks read the sealed memfd's
+/// mapping, and the dynamic loader opens that same memfd. Elsewhere the
+/// bytes are read into memory, checked, and written to a private copy.
 pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let (metadata, verified) = verify_bytes(path, &bytes, policy)?;
+    let staged = Staged::of_file(path)?;
+    let bytes = staged.bytes();
+    let (metadata, verified) = verify_bytes(path, bytes, policy)?;
     let sha256 = match &verified {
         Some(verified) => verified.claims.sha256_hex(),
-        None => signature::Claims::of(&bytes)
+        None => signature::Claims::of(bytes)
             .map(|claims| claims.sha256_hex())
             .map_err(|_| LoadError::RecordChanged {
                 path: path.to_owned(),
             })?,
     };
     let (staged, keep_alive) =
-        stage_bytes(&metadata.name, &bytes).map_err(|detail| LoadError::Stage {
-            path: path.to_owned(),
-            detail,
-        })?;
+        staged
+            .into_loadable(&metadata.name)
+            .map_err(|detail| LoadError::Stage {
+                path: path.to_owned(),
+                detail,
+            })?;
     Ok(VerifiedFile {
         path: path.to_owned(),
         staged,
@@ -323,47 +330,118 @@ fn open_staged(
 /// directory); kept for the life of the process.
 type KeepAlive = Box<dyn std::any::Any + Send>;
 
+/// A plugin file's bytes, read once, in a place where they cannot change
+/// between the checks and the load.
 #[cfg(target_os = "linux")]
-fn stage_bytes(name: &str, bytes: &[u8]) -> Result<(PathBuf, KeepAlive), String> {
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
+struct Staged {
+    memfd: memfd::Memfd,
+    /// The sealed memfd's bytes; `None` for an empty file (nothing to map).
+    map: Option<memmap2::Mmap>,
+}
 
-    use memfd::{FileSeal, MemfdOptions};
+#[cfg(target_os = "linux")]
+impl Staged {
+    /// Copies the file at `path` into a new memfd (in the kernel:
+    /// `copy_file_range` or `sendfile`, no copy through this process), seals
+    /// it against writing, growing and shrinking, and maps it read-only.
+    fn of_file(path: &Path) -> Result<Self, LoadError> {
+        use memfd::{FileSeal, MemfdOptions};
 
-    let memfd = MemfdOptions::default()
-        .allow_sealing(true)
-        .close_on_exec(true)
-        .create(format!("backworks-plugin-{name}"))
-        .map_err(|e| format!("memfd_create failed: {e}"))?;
-    memfd
-        .as_file()
-        .write_all(bytes)
-        .map_err(|e| format!("cannot write the memfd: {e}"))?;
-    memfd
-        .add_seals(&[
-            FileSeal::SealShrink,
-            FileSeal::SealGrow,
-            FileSeal::SealWrite,
-            FileSeal::SealSeal,
-        ])
-        .map_err(|e| format!("cannot seal the memfd: {e}"))?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_file().as_raw_fd()));
-    Ok((path, Box::new(memfd)))
+        let read_error = |source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let stage_error = |detail: String| LoadError::Stage {
+            path: path.to_owned(),
+            detail,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let memfd = MemfdOptions::default()
+            .allow_sealing(true)
+            .close_on_exec(true)
+            .create(format!("backworks-plugin-{name}"))
+            .map_err(|e| stage_error(format!("memfd_create failed: {e}")))?;
+        let length = std::io::copy(&mut file, &mut memfd.as_file()).map_err(read_error)?;
+        memfd
+            .add_seals(&[
+                FileSeal::SealShrink,
+                FileSeal::SealGrow,
+                FileSeal::SealWrite,
+                FileSeal::SealSeal,
+            ])
+            .map_err(|e| stage_error(format!("cannot seal the memfd: {e}")))?;
+        let map = if length == 0 {
+            None
+        } else {
+            // SAFETY: the memfd is sealed against writing, growing and
+            // shrinking (and against removing those seals), so neither this
+            // process nor anyone else holding the descriptor can change or
+            // truncate the mapped bytes while the map lives: they are exactly
+            // the bytes copied from the file, and reading them cannot fault.
+            Some(
+                unsafe { memmap2::Mmap::map(memfd.as_file()) }
+                    .map_err(|e| stage_error(format!("cannot map the memfd: {e}")))?,
+            )
+        };
+        Ok(Self { memfd, map })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
+    /// The path the dynamic loader opens (the memfd itself, so it loads the
+    /// very bytes checked), and the descriptor that keeps it valid.
+    fn into_loadable(self, _name: &str) -> Result<(PathBuf, KeepAlive), String> {
+        use std::os::fd::AsRawFd;
+
+        drop(self.map);
+        let path = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            self.memfd.as_file().as_raw_fd()
+        ));
+        Ok((path, Box::new(self.memfd)))
+    }
+}
+
+/// A plugin file's bytes, read once into memory.
+#[cfg(not(target_os = "linux"))]
+struct Staged {
+    bytes: Vec<u8>,
 }
 
 #[cfg(not(target_os = "linux"))]
-fn stage_bytes(name: &str, bytes: &[u8]) -> Result<(PathBuf, KeepAlive), String> {
-    // A directory only this user can write, removed after dlopen (the
-    // mapping keeps the code; Windows keeps the file until exit).
-    let dir = tempfile::Builder::new()
-        .prefix("backworks-plugin-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a private directory: {e}"))?;
-    let file = dir
-        .path()
-        .join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
-    std::fs::write(&file, bytes).map_err(|e| format!("cannot write a private copy: {e}"))?;
-    Ok((file, Box::new(dir)))
+impl Staged {
+    fn of_file(path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { bytes })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Writes the checked bytes to a private copy the dynamic loader opens:
+    /// a directory only this user can write, removed after `dlopen` (the
+    /// mapping keeps the code; Windows keeps the file until exit).
+    fn into_loadable(self, name: &str) -> Result<(PathBuf, KeepAlive), String> {
+        let dir = tempfile::Builder::new()
+            .prefix("backworks-plugin-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a private directory: {e}"))?;
+        let file = dir
+            .path()
+            .join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
+        std::fs::write(&file, &self.bytes)
+            .map_err(|e| format!("cannot write a private copy: {e}"))?;
+        Ok((file, Box::new(dir)))
+    }
 }
 
 /// Step 4: the record from memory, then the plugin's own functions.
