@@ -356,55 +356,100 @@ fn add_rustflags(command: &mut Command, flags: &[String]) {
     }
 }
 
+/// A workspace as `cargo metadata --no-deps` describes it, with the
+/// directories `build` writes to. `publish` reads it the same way, so both
+/// agree on the plugin packages and the dist directory.
+#[derive(Debug)]
+pub struct Workspace {
+    /// What cargo says of the workspace.
+    pub metadata: cargo_metadata::Metadata,
+    /// The workspace root.
+    pub root: PathBuf,
+    /// Cargo's target directory (or the one given).
+    pub target_dir: PathBuf,
+    /// The dist directory: the one given, else `<target-dir>/backworks`.
+    pub dist_dir: PathBuf,
+}
+
+impl Workspace {
+    /// Runs `$CARGO metadata --no-deps` for `manifest_path` (default:
+    /// cargo's search from the current directory); `target_dir` and
+    /// `dist_dir` override cargo's target directory and the dist directory.
+    pub fn read(
+        manifest_path: Option<&Path>,
+        target_dir: Option<&Path>,
+        dist_dir: Option<&Path>,
+    ) -> Result<Self, BuildError> {
+        let mut command = MetadataCommand::new();
+        command.cargo_path(cargo_program()).no_deps();
+        if let Some(manifest) = manifest_path {
+            command.manifest_path(manifest);
+        }
+        let metadata = command.exec().map_err(BuildError::Metadata)?;
+        let root = metadata.workspace_root.clone().into_std_path_buf();
+        let target_dir = target_dir.map_or_else(
+            || metadata.target_directory.clone().into_std_path_buf(),
+            Path::to_path_buf,
+        );
+        let dist_dir = dist_dir.map_or_else(|| target_dir.join("backworks"), Path::to_path_buf);
+        Ok(Self {
+            metadata,
+            root,
+            target_dir,
+            dist_dir,
+        })
+    }
+
+    /// The plugin packages: workspace members with a `cdylib` target, all of
+    /// them when `names` is empty, else those named (each must be one).
+    pub fn plugin_packages(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<&cargo_metadata::Package>, BuildError> {
+        let candidates: Vec<&cargo_metadata::Package> = self
+            .metadata
+            .workspace_packages()
+            .into_iter()
+            .filter(|p| {
+                p.targets
+                    .iter()
+                    .any(|t| t.kind.contains(&TargetKind::CDyLib))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(BuildError::NoPlugins(self.root.clone()));
+        }
+        for name in names {
+            if !candidates.iter().any(|p| p.name.as_str() == name) {
+                return Err(BuildError::UnknownPackage {
+                    name: name.clone(),
+                    available: candidates
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        Ok(candidates
+            .into_iter()
+            .filter(|p| names.is_empty() || names.iter().any(|n| n == p.name.as_str()))
+            .collect())
+    }
+}
+
 /// Builds, copies and checks every selected plugin for every target.
 pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport, BuildError> {
-    let mut metadata_command = MetadataCommand::new();
-    metadata_command.cargo_path(cargo_program()).no_deps();
-    if let Some(manifest) = &options.manifest_path {
-        metadata_command.manifest_path(manifest);
-    }
     progress.status("reading the workspace");
-    let metadata = metadata_command.exec().map_err(BuildError::Metadata)?;
-    let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
-    let target_dir = options
-        .target_dir
-        .clone()
-        .unwrap_or_else(|| metadata.target_directory.clone().into_std_path_buf());
-    let dist_root = options
-        .dist_dir
-        .clone()
-        .unwrap_or_else(|| target_dir.join("backworks"));
-
-    let candidates: Vec<&cargo_metadata::Package> = metadata
-        .workspace_packages()
-        .into_iter()
-        .filter(|p| {
-            p.targets
-                .iter()
-                .any(|t| t.kind.contains(&TargetKind::CDyLib))
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(BuildError::NoPlugins(workspace_root));
-    }
-    for name in &options.packages {
-        if !candidates.iter().any(|p| p.name.as_str() == name) {
-            return Err(BuildError::UnknownPackage {
-                name: name.clone(),
-                available: candidates
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-    }
-    let selected: Vec<&cargo_metadata::Package> = candidates
-        .into_iter()
-        .filter(|p| {
-            options.packages.is_empty() || options.packages.iter().any(|n| n == p.name.as_str())
-        })
-        .collect();
+    let workspace = Workspace::read(
+        options.manifest_path.as_deref(),
+        options.target_dir.as_deref(),
+        options.dist_dir.as_deref(),
+    )?;
+    let workspace_root = workspace.root.clone();
+    let target_dir = workspace.target_dir.clone();
+    let dist_root = workspace.dist_dir.clone();
+    let selected = workspace.plugin_packages(&options.packages)?;
 
     let mut targets: BTreeSet<String> = options.targets.iter().cloned().collect();
     if targets.is_empty() {

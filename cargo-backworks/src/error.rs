@@ -4,18 +4,22 @@ use crate::build::BuildError;
 use crate::check::CheckError;
 use crate::keys::KeyError;
 use crate::new::NewError;
+use crate::publish::PublishError;
 use crate::reproduce::ReproduceError;
 
 /// The exit codes, as `--help` and the README list them.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a file is not a valid plugin, a signature or its claims did not
-     verify, or a rebuild did not reproduce the manifest's bytes
+     verify (here, or as a registry's answer to a publish), or a rebuild
+     did not reproduce the manifest's bytes
   2  usage, configuration, I/O, key or password error
   3  cargo failed to build a plugin
   4  a target cannot be built here: a tool or its standard library is
      missing (the message names the install command; the other targets
      are still built)
+  5  publish: the registry refused the upload (token, version already
+     published, size) or could not be reached
 When several targets fail, the exit code is the smallest of theirs.";
 
 /// Any failure of a `cargo backworks` command.
@@ -37,6 +41,9 @@ pub enum Error {
     /// `reproduce` failed or found differences.
     #[error(transparent)]
     Reproduce(#[from] ReproduceError),
+    /// `publish` refused or failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
 impl Error {
@@ -48,6 +55,7 @@ impl Error {
             Self::Check(e) => e.exit_code(),
             Self::Keys(e) => e.exit_code(),
             Self::Reproduce(e) => e.exit_code(),
+            Self::Publish(e) => e.exit_code(),
         }
     }
 }

@@ -184,6 +184,12 @@ impl SigningKey {
     pub fn public_key(&self) -> &PublicKey {
         &self.public
     }
+
+    /// The decrypted secret key itself, for signing other things than
+    /// plugin files (a registry index, `publish` to a directory).
+    pub fn into_secret_key(self) -> SecretKey {
+        self.secret
+    }
 }
 
 /// An artifact [`sign_file`] signed.
@@ -467,6 +473,30 @@ pub fn read_public_keys(files: &[PathBuf], keys: &[String]) -> Result<Vec<Public
         return Err(KeyError::NoPublicKey);
     }
     Ok(trusted)
+}
+
+/// Reads one public key given as a command-line value: the path of a
+/// `.pub` file when such a file exists, else the key itself in base64
+/// (`RW…`, the `minisign -P` form). `flag` names the option in errors.
+pub fn read_public_key_value(value: &str, flag: &str) -> Result<PublicKey, KeyError> {
+    let path = Path::new(value);
+    if path.exists() {
+        return read_public_keys(&[path.to_owned()], &[]).map(|mut keys| keys.remove(0));
+    }
+    parse_public_key(value).map_err(|source| {
+        if value.contains(['/', '\\']) || value.ends_with(".pub") {
+            KeyError::io(
+                "read the public key",
+                path,
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+        } else {
+            KeyError::InvalidPublicKey {
+                origin: flag.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 /// Verifies one artifact against `signature` (default

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod manifest;
 pub mod new;
 pub mod progress;
+pub mod publish;
 pub mod reproduce;
 pub mod toolchain;
 

@@ -11,14 +11,14 @@ use std::process::ExitCode;
 
 use cargo_backworks::error::EXIT_CODES;
 use cargo_backworks::progress::Progress;
-use cargo_backworks::{Error, build, check, keys, new, reproduce};
+use cargo_backworks::{Error, build, check, keys, new, publish, reproduce};
 use clap::{Parser, Subcommand};
 
 /// Cargo's view of the tool: `cargo backworks ...`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo")]
 enum Cargo {
-    /// Create, build, check, sign and verify Backworks plugins.
+    /// Create, build, check, sign, verify and publish Backworks plugins.
     #[command(version, about, after_help = EXIT_CODES)]
     Backworks(Cli),
 }
@@ -183,6 +183,57 @@ enum Command {
         /// The signature file, for a single artifact [default: <ARTIFACT>.minisig].
         #[arg(long, value_name = "FILE")]
         signature: Option<PathBuf>,
+    },
+    /// Publish every target of the current package's version to a
+    /// registry.
+    ///
+    /// The artifacts are <dist>/<target>/<name>-<version>-<target>.<ext> of
+    /// the version in Cargo.toml (as `build` writes them), each with its
+    /// .minisig (`sign`); description and keywords come from Cargo.toml.
+    /// Every artifact is checked, and its signature verified with the
+    /// publisher's public key, before anything is sent or written. An
+    /// http(s):// registry gets one POST
+    /// <URL>/api/v1/publish with the token in BACKWORKS_REGISTRY_TOKEN
+    /// (connect timeout 10 s; the request may take a minute plus one second
+    /// per 64 KiB uploaded). A directory or file:// registry is written
+    /// here, its index signed with --registry-key.
+    #[command(after_help = EXIT_CODES)]
+    Publish {
+        /// The registry: a directory, a file:// URL, or an http(s):// base
+        /// URL.
+        #[arg(long, value_name = "URL or DIR")]
+        registry: String,
+        /// Where `build` put the libraries [default:
+        /// <target-dir>/backworks].
+        #[arg(long, value_name = "DIR")]
+        dist_dir: Option<PathBuf>,
+        /// The plugin package to publish [default: the one in the current
+        /// directory, else the workspace's only plugin package].
+        #[arg(long, short = 'p', value_name = "NAME")]
+        package: Option<String>,
+        /// The Cargo.toml to read the package from.
+        #[arg(long, value_name = "FILE")]
+        manifest_path: Option<PathBuf>,
+        /// Directory registries: the registry's secret key file, which signs
+        /// its index (required for them).
+        #[arg(long, value_name = "FILE")]
+        registry_key: Option<PathBuf>,
+        /// Read the registry key's password from this environment variable
+        /// [default: BACKWORKS_KEY_PASSWORD if set, else a prompt on the
+        /// terminal].
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The publisher's public key (.pub file or base64) every signature
+        /// must verify with [default: ./backworks.pub if it exists; a
+        /// directory registry requires one].
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+        /// Print the published release as JSON (the registry's answer).
+        #[arg(long)]
+        json: bool,
+        /// Print only errors.
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Print the plugin ABI and SDK versions this tool builds and checks for.
     Abi,
@@ -366,6 +417,37 @@ fn run(command: Command) -> Result<u8, Error> {
             pub_key,
             signature,
         } => verify(&artifacts, &pub_files, &pub_key, signature.as_deref()),
+        Command::Publish {
+            registry,
+            dist_dir,
+            package,
+            manifest_path,
+            registry_key,
+            password_env,
+            public_key,
+            json,
+            quiet,
+        } => {
+            let options = publish::PublishOptions {
+                registry: publish::Registry::parse(&registry)?,
+                manifest_path,
+                dist_dir,
+                package,
+                registry_key,
+                password: keys::PasswordSource::from_flag(password_env),
+                public_key,
+                token: publish::token_from_env()?,
+            };
+            let progress = Progress::new(quiet);
+            let published = publish::publish(&options, &progress)?;
+            progress.finish();
+            if json {
+                println!("{}", published.json);
+            } else {
+                print_release(&published, quiet);
+            }
+            Ok(0)
+        }
         Command::Abi => {
             println!(
                 "backworks plugin ABI v{} (sdk {}, host target {})",
@@ -375,6 +457,31 @@ fn run(command: Command) -> Result<u8, Error> {
             );
             Ok(0)
         }
+    }
+}
+
+fn print_release(published: &publish::Published, quiet: bool) {
+    let release = &published.release;
+    let count = release.targets.len();
+    println!(
+        "published {} {} to {}: {count} {}, signed by key {}",
+        release.name,
+        release.version,
+        published.registry,
+        if count == 1 { "target" } else { "targets" },
+        release.publisher
+    );
+    for (target, artifact) in &release.targets {
+        println!(
+            "  {target}: {} ({} bytes, sha256 {})",
+            artifact.path, artifact.size, artifact.sha256
+        );
+    }
+    if !published.verified_locally && !quiet {
+        eprintln!(
+            "note: no publisher public key was given (--public-key) or found (./{}): the registry verified the signatures, this tool did not",
+            publish::DEFAULT_PUBLIC_KEY
+        );
     }
 }
 

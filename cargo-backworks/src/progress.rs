@@ -1,6 +1,7 @@
 //! What the long-running commands tell the user while they work: a spinner
 //! with the current step on a terminal (indicatif), plain lines otherwise,
-//! nothing but errors and diagnostics with `--quiet`.
+//! nothing but errors and diagnostics with `--quiet`. A transfer (`publish`)
+//! turns the spinner into a bar of bytes sent, on a terminal only.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -54,6 +55,23 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(message.to_owned());
         }
+    }
+
+    /// Turns the spinner into a bar counting `total` bytes, labelled
+    /// `message`, and returns it to wrap the readers whose bytes it counts
+    /// ([`ProgressBar::wrap_read`]); `None` when no terminal bar is showing
+    /// (not a terminal, or `--quiet`), so nothing counts.
+    pub fn bytes(&self, total: u64, message: &str) -> Option<ProgressBar> {
+        let bar = self.bar.as_ref()?;
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner:.green} {msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.set_message(message.to_owned());
+        Some(bar.clone())
     }
 
     /// A line from a child process (compiler diagnostics): always shown.

@@ -53,6 +53,7 @@ fn help_documents_every_command_and_the_exit_codes() {
         ("help_keygen", &["backworks", "keygen", "--help"][..]),
         ("help_sign", &["backworks", "sign", "--help"][..]),
         ("help_verify", &["backworks", "verify", "--help"][..]),
+        ("help_publish", &["backworks", "publish", "--help"][..]),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
             .args(args)

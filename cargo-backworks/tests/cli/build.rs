@@ -13,20 +13,22 @@ use std::process::{Command, Output};
 use backworks_plugin_sdk::abi::{self, PluginInfo, PluginVTable, RawPlugin};
 use backworks_plugin_sdk::{TARGET, Value, json};
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_owned()
 }
 
-fn shared_target_dir() -> PathBuf {
+pub(crate) fn shared_target_dir() -> PathBuf {
     workspace().join("target").join("backworks-e2e")
 }
 
-/// `cargo backworks <args>` run in `dir`, as cargo runs the subcommand.
-fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cargo-backworks"))
+/// The command `cargo backworks <args>` in `dir`, as cargo runs the
+/// subcommand, building into the shared target directory.
+pub(crate) fn cargo_backworks_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"));
+    command
         .arg("backworks")
         .args(args)
         .current_dir(dir)
@@ -37,7 +39,13 @@ fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
             "x86_64-w64-mingw32-gcc",
         )
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    command
+}
+
+/// `cargo backworks <args>` run in `dir`, as cargo runs the subcommand.
+pub(crate) fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
+    cargo_backworks_command(dir, args)
         .output()
         .expect("run cargo-backworks")
 }
@@ -61,11 +69,11 @@ fn build_native_and_zig(plugin_dir: &Path, dist: &Path) -> Output {
     )
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn new_plugin(parent: &Path, name: &str) -> PathBuf {
+pub(crate) fn new_plugin(parent: &Path, name: &str) -> PathBuf {
     let output = cargo_backworks(parent, &["new", name]);
     assert!(output.status.success(), "new failed: {}", stderr(&output));
     parent.join(name)
@@ -76,7 +84,7 @@ fn dist_path(name: &str, target: &str) -> PathBuf {
 }
 
 /// A library's path in the dist layout under `dist`.
-fn dist_path_in(dist: &Path, name: &str, target: &str) -> PathBuf {
+pub(crate) fn dist_path_in(dist: &Path, name: &str, target: &str) -> PathBuf {
     let extension = if target.contains("windows") {
         "dll"
     } else if target.contains("apple") {

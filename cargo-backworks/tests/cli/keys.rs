@@ -16,7 +16,7 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -129,7 +129,7 @@ fn c_plugin(dir: &Path, name: &str) -> PathBuf {
 
 /// The key id at the end of a `.pub` file's first line, as 16 hex digits
 /// (the minisign CLI prints it without leading zeros).
-fn key_id(public_key_file: &Path) -> String {
+pub(crate) fn key_id(public_key_file: &Path) -> String {
     let text = fs::read_to_string(public_key_file).unwrap();
     let id = text.lines().next().unwrap().rsplit(' ').next().unwrap();
     assert!(
@@ -139,11 +139,11 @@ fn key_id(public_key_file: &Path) -> String {
     format!("{id:0>16}")
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
 
-fn minisig(artifact: &Path) -> PathBuf {
+pub(crate) fn minisig(artifact: &Path) -> PathBuf {
     let mut name = artifact.as_os_str().to_owned();
     name.push(".minisig");
     PathBuf::from(name)
@@ -157,10 +157,10 @@ fn trusted_comment(signature: &Path) -> String {
 }
 
 /// Replaces what differs between runs and machines with labels.
-struct Redactions(Vec<(String, String)>);
+pub(crate) struct Redactions(Vec<(String, String)>);
 
 impl Redactions {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self(vec![
             (dir.display().to_string(), String::from("[dir]")),
             (
@@ -170,7 +170,7 @@ impl Redactions {
         ])
     }
 
-    fn with(mut self, value: impl Into<String>, label: &str) -> Self {
+    pub(crate) fn with(mut self, value: impl Into<String>, label: &str) -> Self {
         self.0.push((value.into(), format!("[{label}]")));
         self
     }
@@ -182,7 +182,7 @@ impl Redactions {
         self.with(format!("timestamp:{timestamp}"), "timestamp")
     }
 
-    fn apply(&self, text: &str) -> String {
+    pub(crate) fn apply(&self, text: &str) -> String {
         self.0
             .iter()
             .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))

@@ -7,3 +7,4 @@ mod check;
 mod ci;
 mod flake;
 mod keys;
+mod publish;
