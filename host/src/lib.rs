@@ -8,6 +8,7 @@ pub mod dynamic;
 pub mod executor;
 pub mod inspect;
 pub mod loader;
+pub mod lockfile;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;
