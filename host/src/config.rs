@@ -147,7 +147,10 @@ impl fmt::Debug for MarketplaceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MarketplaceConfig")
             .field("registry", &self.registry)
-            .field("key_id", &format_args!("{}", KeyId::of_public_key(&self.key)))
+            .field(
+                "key_id",
+                &format_args!("{}", KeyId::of_public_key(&self.key)),
+            )
             .field("key_origin", &self.key_origin)
             .field("cache_dir", &self.cache_dir)
             .field("max_download", &self.max_download)
@@ -717,9 +720,9 @@ impl Reader<'_> {
             ));
         };
         let key_text = self.string(key, &key_at)?;
-        let (key, key_origin) = if key_text.starts_with("RW")
-            && !key_text.contains(['/', '\\', '.'])
-        {
+        // A key is base64 (which has `/` and `+` but never `.`) starting
+        // with `RW`; anything else is a key file (`.pub`).
+        let (key, key_origin) = if key_text.starts_with("RW") && !key_text.contains(['.', '\\']) {
             let key = signature::parse_public_key(&key_text)
                 .map_err(|error| self.invalid(&key_at, error.to_string()))?;
             (key, String::from("inline key"))
@@ -1571,7 +1574,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .checked_mul(multiplier)
         .ok_or_else(|| format!("{text:?} is too large a size"))?;
     if size == 0 {
-        return Err(format!("{text:?} is zero; a size limit must be more than zero"));
+        return Err(format!(
+            "{text:?} is zero; a size limit must be more than zero"
+        ));
     }
     Ok(size)
 }
@@ -2479,9 +2484,17 @@ mod tests {
         );
         assert_eq!(
             marketplace.key_origin,
-            fixture.dir.path().join("keys/release.pub").display().to_string()
+            fixture
+                .dir
+                .path()
+                .join("keys/release.pub")
+                .display()
+                .to_string()
         );
-        assert_eq!(marketplace.cache_dir, fixture.dir.path().join("plugins/cache"));
+        assert_eq!(
+            marketplace.cache_dir,
+            fixture.dir.path().join("plugins/cache")
+        );
         assert_eq!(marketplace.max_download, 10_000_000);
         assert_eq!(config.updates.check_interval, Some(Duration::from_secs(30)));
         assert_eq!(config.updates.allow, Allow::Patch);
@@ -2538,7 +2551,16 @@ mod tests {
         assert_eq!(parse_size("3MB"), Ok(3_000_000));
         assert_eq!(parse_size("3GB"), Ok(3_000_000_000));
         for bad in [
-            "", "B", "5", "5 MiB", "5mib", "-5B", "1.5MiB", "0B", "5TiB", "99999999999999999999B",
+            "",
+            "B",
+            "5",
+            "5 MiB",
+            "5mib",
+            "-5B",
+            "1.5MiB",
+            "0B",
+            "5TiB",
+            "99999999999999999999B",
             "99999999999GiB",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
@@ -2582,6 +2604,9 @@ mod tests {
         insta::assert_snapshot!(fixture.redact(&error.to_string()));
         let config = fixture.config("plugins:\n  auth:\n    type: builtin\n");
         let error = config.marketplace().unwrap_err();
-        insta::assert_snapshot!("marketplace_section_missing_no_plugin", fixture.redact(&error.to_string()));
+        insta::assert_snapshot!(
+            "marketplace_section_missing_no_plugin",
+            fixture.redact(&error.to_string())
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod inspect;
 pub mod loader;
 pub mod lockfile;
+pub mod marketplace;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

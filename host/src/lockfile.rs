@@ -149,12 +149,11 @@ impl LockFile {
     /// Reads a lock file from `text`, the contents of `path` (used in
     /// messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self, LockError> {
-        let document =
-            toml_edit::Document::parse(text).map_err(|error| LockError::Syntax {
-                path: path.to_owned(),
-                line: error.span().map(|span| line_at(text, span.start)),
-                message: error.message().trim().to_owned(),
-            })?;
+        let document = toml_edit::Document::parse(text).map_err(|error| LockError::Syntax {
+            path: path.to_owned(),
+            line: error.span().map(|span| line_at(text, span.start)),
+            message: error.message().trim().to_owned(),
+        })?;
         let invalid = |span: Option<std::ops::Range<usize>>, field: &str, message: String| {
             LockError::Invalid {
                 path: path.to_owned(),
@@ -174,7 +173,9 @@ impl LockFile {
                         "version",
                         format!(
                             "lock file format {} is not supported (this backworks writes format {FORMAT}); upgrade backworks, or delete the file and install again",
-                            item.as_value().map_or_else(|| String::from("?"), ToString::to_string).trim()
+                            item.as_value()
+                                .map_or_else(|| String::from("?"), ToString::to_string)
+                                .trim()
                         ),
                     ));
                 }
@@ -182,7 +183,9 @@ impl LockFile {
                     return Err(invalid(
                         None,
                         "version",
-                        format!("missing field `version`; the first line of a lock file is `version = {FORMAT}`"),
+                        format!(
+                            "missing field `version`; the first line of a lock file is `version = {FORMAT}`"
+                        ),
                     ));
                 }
             }
@@ -344,12 +347,11 @@ fn line_at(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Makes the error for a field at a span of the text.
+type Invalid<'a> = dyn Fn(Option<std::ops::Range<usize>>, &str, String) -> LockError + 'a;
+
 /// Reads and checks entry `i`.
-fn entry(
-    table: &Table,
-    i: usize,
-    invalid: &dyn Fn(Option<std::ops::Range<usize>>, &str, String) -> LockError,
-) -> Result<LockedPlugin, LockError> {
+fn entry(table: &Table, i: usize, invalid: &Invalid<'_>) -> Result<LockedPlugin, LockError> {
     let at = format!("plugin[{i}]");
     let text = |key: &str, expected: &str| -> Result<String, LockError> {
         match table.get(key) {

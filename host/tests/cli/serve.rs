@@ -37,10 +37,7 @@ fn refuse(config: &Path) -> (i32, String) {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    crate::harness::http_client()
 }
 
 fn get(server: &Server, path: &str) -> (u16, Value) {
