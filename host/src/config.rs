@@ -1921,6 +1921,16 @@ mod tests {
             )
             .unwrap();
             fs::write(dir.path().join("keys/broken.pub"), "not a key\n").unwrap();
+            let registry = test_key(3);
+            fs::write(
+                dir.path().join("keys/registry.pub"),
+                format!(
+                    "untrusted comment: minisign public key {}\n{}\n",
+                    KeyId::of_public_key(&registry),
+                    registry.to_base64()
+                ),
+            )
+            .unwrap();
             Self { dir }
         }
 
@@ -2024,6 +2034,26 @@ mod tests {
             config.plugins[2].config,
             serde_json::json!({"api_key": "sk_test_123"})
         );
+        let marketplace = config.marketplace().unwrap();
+        assert_eq!(
+            marketplace.registry,
+            RegistryLocation::Dir(fixture.dir.path().join("registry"))
+        );
+        assert_eq!(
+            KeyId::of_public_key(&marketplace.key),
+            KeyId::of_public_key(&test_key(3))
+        );
+        assert_eq!(
+            marketplace.cache_dir,
+            fixture.dir.path().join(".backworks/plugins")
+        );
+        assert_eq!(marketplace.max_download, DEFAULT_MAX_DOWNLOAD);
+        assert_eq!(config.updates.check_interval, None);
+        assert_eq!(config.updates.allow, Allow::Minor);
+        assert_eq!(
+            config.updates.requirement("stripe-plugin"),
+            Some(&semver::VersionReq::parse(">=1.2, <2").unwrap())
+        );
     }
 
     /// The error messages `docs/config.md` shows are what the docs example
@@ -2046,6 +2076,9 @@ mod tests {
         shown(fixture.parse(&misspelt).unwrap_err());
         fs::remove_file(fixture.dir.path().join("plugins/my-custom-plugin.so")).unwrap();
         shown(fixture.parse(docs_example()).unwrap_err());
+        let without_marketplace = fixture
+            .config("plugins:\n  auth:\n    type: builtin\n  weather:\n    type: marketplace\n    version: \"1.0\"\n");
+        shown(without_marketplace.marketplace().unwrap_err());
     }
 
     #[test]
@@ -2434,7 +2467,7 @@ mod tests {
         marketplace_registry_scheme: "marketplace:\n  registry: ftp://example.com/registry\n  key: keys/release.pub\n";
         marketplace_registry_query: "marketplace:\n  registry: \"https://example.com/registry?token=1\"\n  key: keys/release.pub\n";
         marketplace_registry_file_with_host: "marketplace:\n  registry: file://server/registry\n  key: keys/release.pub\n";
-        marketplace_key_file_missing: "marketplace:\n  registry: ./registry\n  key: keys/registry.pub\n";
+        marketplace_key_file_missing: "marketplace:\n  registry: ./registry\n  key: keys/missing.pub\n";
         marketplace_key_file_invalid: "marketplace:\n  registry: ./registry\n  key: keys/broken.pub\n";
         marketplace_key_inline_invalid: "marketplace:\n  registry: ./registry\n  key: RWQnotakey\n";
         marketplace_key_missing_variable: "marketplace:\n  registry: ./registry\n  key: \"${REGISTRY_KEY}\"\n";

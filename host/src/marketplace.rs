@@ -314,6 +314,21 @@ pub enum MarketplaceError {
         /// What differs.
         reason: String,
     },
+    /// The registry's artifact of a locked version is not the one the lock
+    /// pins: a published version changed.
+    #[error(
+        "refusing {name} {version}: the registry's artifact for {TARGET} has sha256 {registry_sha256}, backworks.lock pins {locked_sha256}; published versions never change, so the registry or a mirror serves altered data"
+    )]
+    PinMismatch {
+        /// The plugin.
+        name: String,
+        /// The locked version.
+        version: String,
+        /// The registry's sha256.
+        registry_sha256: String,
+        /// The lock's sha256.
+        locked_sha256: String,
+    },
     /// `--offline`, and the plugin is not in the cache.
     #[error(
         "--offline: `{name}` ({requirement}) is not in the cache {}: {reason}; run `backworks plugins install {name}` with the network, or start without --offline"
@@ -392,6 +407,7 @@ impl MarketplaceError {
                 | Self::Downgrade { .. }
                 | Self::KeyChanged { .. }
                 | Self::LockMismatch { .. }
+                | Self::PinMismatch { .. }
         )
     }
 }
@@ -647,13 +663,16 @@ impl PluginMarketplace {
                 offered: version,
             });
         }
+        // The locked version again (e.g. after the cache was cleared) must be
+        // the very bytes the lock pins.
+        let same = locked.as_ref().filter(|l| l.version == version);
         let installed = self
             .fetch(
                 &index,
                 name,
                 &version,
                 locked.as_ref().map(|l| l.key_id.as_str()),
-                None,
+                same.map(|l| l.sha256.as_str()),
             )
             .await?;
         self.record(&installed.plugin)?;
@@ -1053,7 +1072,11 @@ impl PluginMarketplace {
                 reference.path
             )));
         }
-        let bytes = self.fetch_small(&reference.path, reference.size).await?;
+        // One byte more than the index says: `verify_release` then names
+        // the size difference as the refusal it is.
+        let bytes = self
+            .fetch_small(&reference.path, reference.size.saturating_add(1))
+            .await?;
         let release = registry::verify_release(&bytes, reference, name, &version_text)
             .map_err(|e| refuse(e.to_string()))?;
         let artifact = release
@@ -1088,12 +1111,11 @@ impl PluginMarketplace {
         if let Some(sha256) = sha256
             && artifact.sha256 != sha256
         {
-            return Err(MarketplaceError::LockMismatch {
+            return Err(MarketplaceError::PinMismatch {
                 name: name.to_owned(),
-                reason: format!(
-                    "the registry's {name} {version} for {TARGET} has sha256 {}, backworks.lock pins {sha256}; the registry changed a published version: refusing it",
-                    artifact.sha256
-                ),
+                version: version_text,
+                registry_sha256: artifact.sha256.clone(),
+                locked_sha256: sha256.to_owned(),
             });
         }
         let final_dir = self.version_dir(name, version, TARGET);
