@@ -1661,6 +1661,39 @@ mod tests {
         }
     }
 
+    /// The automatic updater runs the client on tokio tasks: it and its
+    /// futures move between threads.
+    #[test]
+    fn the_client_and_its_futures_are_send() {
+        fn send<T: Send>(_: &T) {}
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PluginMarketplace>();
+        let dir = tempfile::tempdir().unwrap();
+        let key = {
+            let mut bytes = b"Ed".to_vec();
+            bytes.extend([7; 40]);
+            PublicKey::from_bytes(&bytes).unwrap().to_base64()
+        };
+        let config = crate::config::parse(
+            &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
+            &dir.path().join("backworks.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        let client = PluginMarketplace::from_config(&config)
+            .unwrap()
+            .with_progress(false);
+        assert_eq!(client.lock_path(), dir.path().join("backworks.lock"));
+        assert_eq!(client.cache_dir(), dir.path().join(".backworks/plugins"));
+        // Futures do nothing until polled: these are only type checks.
+        send(&client.search("weather"));
+        send(&client.install("weather", &VersionReq::STAR));
+        send(&client.update(None));
+        send(&client.download_update("weather"));
+        send(&client.remove("weather"));
+        send(&client.prepare(&[], ServeMode::default()));
+    }
+
     #[test]
     fn artifact_paths_stay_in_their_directory() {
         let artifact = |path: &str, signature: &str| Artifact {
