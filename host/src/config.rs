@@ -9,6 +9,11 @@
 //! keys parse, and that every `${VAR}` is set. Each error names the file, the
 //! line, the field and, where there is one, the fix. Nothing here panics on
 //! any input.
+//!
+//! The `marketplace:` and `updates:` sections say where `type: marketplace`
+//! plugins come from (registry, its key, the cache) and which newer versions
+//! may replace the locked ones; [`Config::marketplace`] is how a caller that
+//! needs a registry gets one (a clear error when the section is missing).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -36,11 +41,22 @@ const TOP_FIELDS: &[&str] = &[
     "trusted_keys",
     "require_signatures",
     "plugins",
+    "marketplace",
+    "updates",
 ];
 const SERVER_FIELDS: &[&str] = &["listen", "hook_timeout", "shutdown_timeout"];
 const KEY_FIELDS: &[&str] = &["file", "key"];
 const PLUGIN_FIELDS: &[&str] = &["type", "path", "version", "config"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
+const MARKETPLACE_FIELDS: &[&str] = &["registry", "key", "cache_dir", "max_download"];
+const UPDATES_FIELDS: &[&str] = &["check_interval", "allow", "plugins"];
+const ALLOW_VALUES: &[&str] = &["patch", "minor", "major"];
+
+/// `marketplace.cache_dir` when it is not given (relative to the
+/// configuration file's directory).
+pub const DEFAULT_CACHE_DIR: &str = ".backworks/plugins";
+/// `marketplace.max_download` when it is not given: 256 MiB.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
 
 /// The host's configuration, read from `backworks.yaml`.
 #[derive(Debug, Clone)]
@@ -66,6 +82,210 @@ pub struct Config {
     pub require_signatures: bool,
     /// `plugins`: the plugins to run, in file order.
     pub plugins: Vec<PluginConfig>,
+    /// `marketplace`: the registry `type: marketplace` plugins come from;
+    /// `None` when the section is absent (see [`Config::marketplace`]).
+    pub marketplace: Option<MarketplaceConfig>,
+    /// `updates`: which newer versions may replace locked ones.
+    pub updates: UpdatesConfig,
+}
+
+impl Config {
+    /// The `marketplace:` section, or the error to report when it is
+    /// missing: at the first `type: marketplace` plugin (file, line, field),
+    /// or at the top of the file when no plugin needs it but the caller
+    /// does (`backworks plugins install`).
+    pub fn marketplace(&self) -> Result<&MarketplaceConfig, ConfigError> {
+        if let Some(marketplace) = &self.marketplace {
+            return Ok(marketplace);
+        }
+        let example = "add a `marketplace:` section naming the registry and its key, e.g. `marketplace: {registry: ./registry, key: ./keys/registry.pub}` (see docs/config.md)";
+        Err(
+            match self
+                .plugins
+                .iter()
+                .find(|p| matches!(p.kind, PluginKind::Marketplace { .. }))
+            {
+                Some(plugin) => ConfigError::Invalid {
+                    path: self.path.clone(),
+                    line: plugin.line,
+                    field: format!("plugins.{}", plugin.name),
+                    message: format!(
+                        "a `type: marketplace` plugin needs a registry, and this file has no `marketplace:` section; {example}"
+                    ),
+                },
+                None => ConfigError::Invalid {
+                    path: self.path.clone(),
+                    line: None,
+                    field: String::from("marketplace"),
+                    message: format!("the section is missing; {example}"),
+                },
+            },
+        )
+    }
+}
+
+/// `marketplace:`: where `type: marketplace` plugins are downloaded from and
+/// kept.
+#[derive(Clone)]
+pub struct MarketplaceConfig {
+    /// `registry`: a directory, a `file://` URL or an `http(s)://` base URL.
+    pub registry: RegistryLocation,
+    /// `key`: the registry's public key, which must sign its index.
+    pub key: PublicKey,
+    /// Where the key comes from: the key file's path, or `inline key`.
+    pub key_origin: String,
+    /// `cache_dir`: downloaded plugins and the registry state, resolved
+    /// against the configuration file's directory (default
+    /// [`DEFAULT_CACHE_DIR`]); created when first needed.
+    pub cache_dir: PathBuf,
+    /// `max_download`: the largest artifact the client downloads, in bytes
+    /// (default [`DEFAULT_MAX_DOWNLOAD`]).
+    pub max_download: u64,
+}
+
+impl fmt::Debug for MarketplaceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MarketplaceConfig")
+            .field("registry", &self.registry)
+            .field(
+                "key_id",
+                &format_args!("{}", KeyId::of_public_key(&self.key)),
+            )
+            .field("key_origin", &self.key_origin)
+            .field("cache_dir", &self.cache_dir)
+            .field("max_download", &self.max_download)
+            .finish()
+    }
+}
+
+/// Where a registry is: the three forms of `marketplace.registry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryLocation {
+    /// A local directory (a path, or a `file://` URL), resolved against the
+    /// configuration file's directory.
+    Dir(PathBuf),
+    /// An `http://` or `https://` base URL, ending with `/`.
+    Http(reqwest::Url),
+}
+
+impl RegistryLocation {
+    /// Reads a registry location: `http(s)://` and `file://` URLs, or a
+    /// path resolved with `resolve`. The message says what is wrong.
+    pub fn parse(text: &str, resolve: impl FnOnce(&str) -> PathBuf) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err(String::from(
+                "the registry is empty; give a directory, a `file:///` URL or an `http(s)://` URL",
+            ));
+        }
+        let Some((scheme, _)) = text.split_once("://") else {
+            return Ok(Self::Dir(resolve(text)));
+        };
+        let url = reqwest::Url::parse(text)
+            .map_err(|error| format!("`{text}` is not a valid URL ({error})"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(format!("`{text}` has no host"));
+                }
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err(format!(
+                        "`{text}` has a query or fragment; give the registry's base URL, e.g. `https://plugins.example.com/`"
+                    ));
+                }
+                let mut url = url;
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                Ok(Self::Http(url))
+            }
+            "file" => url.to_file_path().map(Self::Dir).map_err(|()| {
+                format!(
+                    "`{text}` is not a local file URL; write `file:///absolute/path` (three slashes), or a plain path"
+                )
+            }),
+            other => Err(format!(
+                "`{text}`: the scheme `{other}` is not supported; give a directory, a `file:///` URL or an `http(s)://` URL"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RegistryLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dir(path) => write!(f, "{}", path.display()),
+            Self::Http(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// `updates:`: the policy of `backworks plugins update` and of automatic
+/// updates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdatesConfig {
+    /// `check_interval`: how often the server looks for updates; `None`
+    /// (`off`, the default) never.
+    pub check_interval: Option<Duration>,
+    /// `allow`: how far from the locked version an update may go (default
+    /// `minor`).
+    pub allow: Allow,
+    /// `plugins`: a semver requirement per plugin, used instead of `allow`;
+    /// each names a `type: marketplace` plugin.
+    pub plugins: Vec<(String, semver::VersionReq)>,
+}
+
+impl UpdatesConfig {
+    /// The per-plugin requirement of `name`, if any.
+    pub fn requirement(&self, name: &str) -> Option<&semver::VersionReq> {
+        self.plugins
+            .iter()
+            .find(|(plugin, _)| plugin == name)
+            .map(|(_, requirement)| requirement)
+    }
+}
+
+/// `updates.allow`: the newest versions an update may move to, relative to
+/// the locked one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allow {
+    /// Same major and minor version (`1.2.3` → `1.2.9`).
+    Patch,
+    /// Same major version (`1.2.3` → `1.9.0`); for `0.x`, as Cargo's caret,
+    /// the same minor version.
+    #[default]
+    Minor,
+    /// Any newer version.
+    Major,
+}
+
+impl Allow {
+    /// Whether an update from `locked` to `candidate` (newer) is allowed.
+    /// Pre-releases are never picked by a policy (name them in a per-plugin
+    /// requirement).
+    pub fn permits(self, locked: &semver::Version, candidate: &semver::Version) -> bool {
+        if !candidate.pre.is_empty() {
+            return false;
+        }
+        match self {
+            Self::Patch => (candidate.major, candidate.minor) == (locked.major, locked.minor),
+            Self::Minor if locked.major == 0 => {
+                (candidate.major, candidate.minor) == (locked.major, locked.minor)
+            }
+            Self::Minor => candidate.major == locked.major,
+            Self::Major => true,
+        }
+    }
+}
+
+impl fmt::Display for Allow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Patch => "patch",
+            Self::Minor => "minor",
+            Self::Major => "major",
+        })
+    }
 }
 
 /// A public key plugin signatures may be made with.
@@ -95,6 +315,8 @@ impl fmt::Debug for TrustedKey {
 pub struct PluginConfig {
     /// The plugin's name: the key of its entry.
     pub name: String,
+    /// The line (from 1) of its entry in the file, when found.
+    pub line: Option<usize>,
     /// Where the plugin comes from.
     pub kind: PluginKind,
     /// The entry's `config` map as JSON (with `${VAR}` substituted), handed
@@ -107,6 +329,7 @@ impl fmt::Debug for PluginConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PluginConfig")
             .field("name", &self.name)
+            .field("line", &self.line)
             .field("kind", &self.kind)
             .field("config", &Redacted(&self.config))
             .finish()
@@ -447,6 +670,10 @@ impl Reader<'_> {
             }
         }
 
+        let marketplace =
+            self.marketplace_section(top.get("marketplace"), &root.key("marketplace"))?;
+        let updates = self.updates_section(top.get("updates"), &root.key("updates"), &plugins)?;
+
         Ok(Config {
             path: self.path.to_owned(),
             listen,
@@ -456,7 +683,197 @@ impl Reader<'_> {
             trusted_keys,
             require_signatures,
             plugins,
+            marketplace,
+            updates,
         })
+    }
+
+    fn marketplace_section(
+        &self,
+        value: Option<&Value>,
+        at: &FieldPath,
+    ) -> Result<Option<MarketplaceConfig>, ConfigError> {
+        let Some(map) = self.section_of(
+            value,
+            at,
+            "a mapping with `registry` and `key` (`marketplace: {registry: ./registry, key: ./keys/registry.pub}`)",
+        )?
+        else {
+            return Ok(None);
+        };
+        self.check_fields(map, at, MARKETPLACE_FIELDS)?;
+        let registry_at = at.key("registry");
+        let Some(registry) = map.get("registry") else {
+            return Err(self.invalid(
+                at,
+                "missing field `registry`; give the registry's directory, `file:///` URL or `http(s)://` URL, e.g. `registry: ./registry`",
+            ));
+        };
+        let registry = self.string(registry, &registry_at)?;
+        let registry = RegistryLocation::parse(&registry, |path| self.resolve(path))
+            .map_err(|message| self.invalid(&registry_at, message))?;
+        let key_at = at.key("key");
+        let Some(key) = map.get("key") else {
+            return Err(self.invalid(
+                at,
+                "missing field `key`; give the registry's public key, as a .pub file (`key: ./keys/registry.pub`) or inline (`key: RW...`)",
+            ));
+        };
+        let key_text = self.string(key, &key_at)?;
+        // A key is base64 (which has `/` and `+` but never `.`) starting
+        // with `RW`; anything else is a key file (`.pub`).
+        let (key, key_origin) = if key_text.starts_with("RW") && !key_text.contains(['.', '\\']) {
+            let key = signature::parse_public_key(&key_text)
+                .map_err(|error| self.invalid(&key_at, error.to_string()))?;
+            (key, String::from("inline key"))
+        } else {
+            if key_text.is_empty() {
+                return Err(self.invalid(&key_at, "the key is empty; give a .pub file or `RW...`"));
+            }
+            let file = self.resolve(&key_text);
+            let text = std::fs::read_to_string(&file).map_err(|error| {
+                let message = if error.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "the key file {} does not exist; fix the path{}",
+                        file.display(),
+                        self.relative_note()
+                    )
+                } else {
+                    format!("cannot read {}: {error}", file.display())
+                };
+                self.invalid(&key_at, message)
+            })?;
+            let key = signature::parse_public_key(&text)
+                .map_err(|error| self.invalid(&key_at, format!("{}: {error}", file.display())))?;
+            (key, file.display().to_string())
+        };
+        let cache_dir = match map.get("cache_dir") {
+            Some(value) => self.resolve(&self.path_string(value, &at.key("cache_dir"))?),
+            None => self.resolve(DEFAULT_CACHE_DIR),
+        };
+        let max_download = match map.get("max_download") {
+            Some(value) => self.size(value, &at.key("max_download"))?,
+            None => DEFAULT_MAX_DOWNLOAD,
+        };
+        Ok(Some(MarketplaceConfig {
+            registry,
+            key,
+            key_origin,
+            cache_dir,
+            max_download,
+        }))
+    }
+
+    fn updates_section(
+        &self,
+        value: Option<&Value>,
+        at: &FieldPath,
+        plugins: &[PluginConfig],
+    ) -> Result<UpdatesConfig, ConfigError> {
+        let mut updates = UpdatesConfig::default();
+        let Some(map) = self.section(value, at)? else {
+            return Ok(updates);
+        };
+        self.check_fields(map, at, UPDATES_FIELDS)?;
+        if let Some(value) = map.get("check_interval") {
+            let interval_at = at.key("check_interval");
+            updates.check_interval = match value {
+                Value::Number(number) => {
+                    return Err(self.invalid(
+                        &interval_at,
+                        format!(
+                            "expected `off` or a duration with a unit, found the number {number}; write e.g. `{number}s` (units: `ms`, `s`, `m`)"
+                        ),
+                    ));
+                }
+                other => {
+                    let text = self.string(other, &interval_at)?;
+                    if text == "off" {
+                        None
+                    } else {
+                        Some(parse_duration(&text).map_err(|problem| {
+                            self.invalid(&interval_at, format!("{problem}, or `off`"))
+                        })?)
+                    }
+                }
+            };
+        }
+        if let Some(value) = map.get("allow") {
+            let allow_at = at.key("allow");
+            let text = self.string(value, &allow_at)?;
+            updates.allow = match text.as_str() {
+                "patch" => Allow::Patch,
+                "minor" => Allow::Minor,
+                "major" => Allow::Major,
+                other => {
+                    return Err(self.invalid(
+                        &allow_at,
+                        format!(
+                            "unknown policy `{other}`; write one of {} (or a requirement per plugin under `updates.plugins`)",
+                            list(ALLOW_VALUES)
+                        ),
+                    ));
+                }
+            };
+        }
+        let plugins_at = at.key("plugins");
+        if let Some(map) = self.section_of(
+            map.get("plugins"),
+            &plugins_at,
+            "a mapping from plugin name to a semver requirement (`weather: \">=1.0, <2\"`)",
+        )? {
+            for (key, value) in map {
+                let name = key_text(key);
+                let plugin_at = plugins_at.key(&name);
+                let is_marketplace = plugins.iter().any(|plugin| {
+                    plugin.name == name && matches!(plugin.kind, PluginKind::Marketplace { .. })
+                });
+                if !is_marketplace {
+                    return Err(self.invalid(
+                        &plugin_at,
+                        format!(
+                            "`{name}` is not a `type: marketplace` plugin of this file; update requirements are for marketplace plugins: add `{name}` under `plugins:` with `type: marketplace`, or remove this line"
+                        ),
+                    ));
+                }
+                let text = match value {
+                    Value::Number(number) => {
+                        return Err(self.invalid(
+                            &plugin_at,
+                            format!(
+                                "expected a version requirement in quotes, found the number {number}; quote it: `{name}: \"{number}\"`"
+                            ),
+                        ));
+                    }
+                    other => self.string(other, &plugin_at)?,
+                };
+                let requirement = semver::VersionReq::parse(&text).map_err(|error| {
+                    self.invalid(
+                        &plugin_at,
+                        format!(
+                            "`{text}` is not a semver version requirement ({error}); write e.g. `>=1.2, <2` or `~1.2`"
+                        ),
+                    )
+                })?;
+                updates.plugins.push((name, requirement));
+            }
+        }
+        Ok(updates)
+    }
+
+    /// A size: a whole number and a unit (`B`, `KiB`, `MiB`, `GiB`, `KB`,
+    /// `MB`, `GB`), more than zero.
+    fn size(&self, value: &Value, at: &FieldPath) -> Result<u64, ConfigError> {
+        if let Value::Number(number) = value {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "expected a size with a unit, found the number {number}; write e.g. `{number}B` or `256MiB` (units: `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`)"
+                ),
+            ));
+        }
+        let text = self.string(value, at)?;
+        parse_size(&text).map_err(|problem| self.invalid(at, problem))
     }
 
     fn plugin_dirs(
@@ -767,6 +1184,7 @@ impl Reader<'_> {
             }
         };
         Ok(PluginConfig {
+            line: self.line_of(&at),
             name,
             kind: plugin_kind,
             config,
@@ -1126,6 +1544,43 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `<n><unit>` with unit `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB` or `GB`, more
+/// than zero.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a size; write a whole number and a unit, `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB` or `GB`, like \"256MiB\""
+        )
+    };
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is too large a size"))?;
+    let multiplier: u64 = match unit {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    let size = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large a size"))?;
+    if size == 0 {
+        return Err(format!(
+            "{text:?} is zero; a size limit must be more than zero"
+        ));
+    }
+    Ok(size)
+}
+
 /// Why `${...}` substitution failed.
 #[derive(Debug, PartialEq, Eq)]
 enum SubstError {
@@ -1466,6 +1921,16 @@ mod tests {
             )
             .unwrap();
             fs::write(dir.path().join("keys/broken.pub"), "not a key\n").unwrap();
+            let registry = test_key(3);
+            fs::write(
+                dir.path().join("keys/registry.pub"),
+                format!(
+                    "untrusted comment: minisign public key {}\n{}\n",
+                    KeyId::of_public_key(&registry),
+                    registry.to_base64()
+                ),
+            )
+            .unwrap();
             Self { dir }
         }
 
@@ -1569,6 +2034,26 @@ mod tests {
             config.plugins[2].config,
             serde_json::json!({"api_key": "sk_test_123"})
         );
+        let marketplace = config.marketplace().unwrap();
+        assert_eq!(
+            marketplace.registry,
+            RegistryLocation::Dir(fixture.dir.path().join("registry"))
+        );
+        assert_eq!(
+            KeyId::of_public_key(&marketplace.key),
+            KeyId::of_public_key(&test_key(3))
+        );
+        assert_eq!(
+            marketplace.cache_dir,
+            fixture.dir.path().join(".backworks/plugins")
+        );
+        assert_eq!(marketplace.max_download, DEFAULT_MAX_DOWNLOAD);
+        assert_eq!(config.updates.check_interval, None);
+        assert_eq!(config.updates.allow, Allow::Minor);
+        assert_eq!(
+            config.updates.requirement("stripe-plugin"),
+            Some(&semver::VersionReq::parse(">=1.2, <2").unwrap())
+        );
     }
 
     /// The error messages `docs/config.md` shows are what the docs example
@@ -1591,6 +2076,9 @@ mod tests {
         shown(fixture.parse(&misspelt).unwrap_err());
         fs::remove_file(fixture.dir.path().join("plugins/my-custom-plugin.so")).unwrap();
         shown(fixture.parse(docs_example()).unwrap_err());
+        let without_marketplace = fixture
+            .config("plugins:\n  auth:\n    type: builtin\n  weather:\n    type: marketplace\n    version: \"1.0\"\n");
+        shown(without_marketplace.marketplace().unwrap_err());
     }
 
     #[test]
@@ -1970,5 +2458,188 @@ mod tests {
         missing_variable_in_listen: "server:\n  listen: \"${LISTEN}\"\n";
         unterminated_variable: "plugins:\n  auth:\n    type: builtin\n    config:\n      jwt_secret: \"${JWT_SECRET\"\n";
         bad_variable_name: "plugins:\n  auth:\n    type: builtin\n    config:\n      jwt_secret: \"${JWT-SECRET}\"\n";
+        marketplace_not_a_mapping: "marketplace: ./registry\n";
+        marketplace_unknown_field: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  mirrors: [a]\n";
+        marketplace_without_registry: "marketplace:\n  key: keys/release.pub\n";
+        marketplace_without_key: "marketplace:\n  registry: ./registry\n";
+        marketplace_registry_empty: "marketplace:\n  registry: \"\"\n  key: keys/release.pub\n";
+        marketplace_registry_bad_url: "marketplace:\n  registry: \"http://exa mple.com/\"\n  key: keys/release.pub\n";
+        marketplace_registry_scheme: "marketplace:\n  registry: ftp://example.com/registry\n  key: keys/release.pub\n";
+        marketplace_registry_query: "marketplace:\n  registry: \"https://example.com/registry?token=1\"\n  key: keys/release.pub\n";
+        marketplace_registry_file_with_host: "marketplace:\n  registry: file://server/registry\n  key: keys/release.pub\n";
+        marketplace_key_file_missing: "marketplace:\n  registry: ./registry\n  key: keys/missing.pub\n";
+        marketplace_key_file_invalid: "marketplace:\n  registry: ./registry\n  key: keys/broken.pub\n";
+        marketplace_key_inline_invalid: "marketplace:\n  registry: ./registry\n  key: RWQnotakey\n";
+        marketplace_key_missing_variable: "marketplace:\n  registry: ./registry\n  key: \"${REGISTRY_KEY}\"\n";
+        marketplace_max_download_number: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 1048576\n";
+        marketplace_max_download_bad_unit: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 256mb\n";
+        marketplace_max_download_zero: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 0MiB\n";
+        marketplace_max_download_overflow: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 99999999999GiB\n";
+        marketplace_cache_dir_empty: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  cache_dir: \"\"\n";
+        updates_not_a_mapping: "updates: minor\n";
+        updates_unknown_field: "updates:\n  check_interval: 30s\n  allowed: minor\n";
+        updates_bad_interval: "updates:\n  check_interval: 1h\n";
+        updates_interval_number: "updates:\n  check_interval: 30\n";
+        updates_unknown_allow: "updates:\n  allow: minr\n";
+        updates_bad_requirement: "plugins:\n  weather:\n    type: marketplace\n    version: \"1.0\"\nupdates:\n  plugins:\n    weather: \"newest\"\n";
+        updates_requirement_number: "plugins:\n  weather:\n    type: marketplace\n    version: \"1.0\"\nupdates:\n  plugins:\n    weather: 1.2\n";
+        updates_requirement_for_builtin: "plugins:\n  auth:\n    type: builtin\nupdates:\n  plugins:\n    auth: \"^1\"\n";
+        updates_requirement_for_unknown_plugin: "plugins:\n  weather:\n    type: marketplace\n    version: \"1.0\"\nupdates:\n  plugins:\n    wether: \"^1\"\n";
+    }
+
+    #[test]
+    fn marketplace_and_updates_are_read() {
+        let fixture = Fixture::new();
+        let config = fixture.config(concat!(
+            "plugins:\n",
+            "  weather:\n",
+            "    type: marketplace\n",
+            "    version: \"1.0\"\n",
+            "marketplace:\n",
+            "  registry: ./registry\n",
+            "  key: keys/release.pub\n",
+            "  cache_dir: ${DIR}/cache\n",
+            "  max_download: 10MB\n",
+            "updates:\n",
+            "  check_interval: 30s\n",
+            "  allow: patch\n",
+            "  plugins:\n",
+            "    weather: \">=1.0, <3\"\n",
+        ));
+        let marketplace = config.marketplace().unwrap();
+        assert_eq!(
+            marketplace.registry,
+            RegistryLocation::Dir(fixture.dir.path().join("registry"))
+        );
+        assert_eq!(
+            KeyId::of_public_key(&marketplace.key),
+            KeyId::of_public_key(&test_key(2))
+        );
+        assert_eq!(
+            marketplace.key_origin,
+            fixture
+                .dir
+                .path()
+                .join("keys/release.pub")
+                .display()
+                .to_string()
+        );
+        assert_eq!(
+            marketplace.cache_dir,
+            fixture.dir.path().join("plugins/cache")
+        );
+        assert_eq!(marketplace.max_download, 10_000_000);
+        assert_eq!(config.updates.check_interval, Some(Duration::from_secs(30)));
+        assert_eq!(config.updates.allow, Allow::Patch);
+        assert_eq!(
+            config.updates.requirement("weather"),
+            Some(&semver::VersionReq::parse(">=1.0, <3").unwrap())
+        );
+        assert_eq!(config.updates.requirement("other"), None);
+
+        // Defaults, and the other registry forms.
+        let inline = test_key(1).to_base64();
+        for (registry, expected) in [
+            (
+                "file:///srv/registry",
+                RegistryLocation::Dir(PathBuf::from("/srv/registry")),
+            ),
+            (
+                "http://127.0.0.1:8080",
+                RegistryLocation::Http(reqwest::Url::parse("http://127.0.0.1:8080/").unwrap()),
+            ),
+            (
+                "https://example.com/plugins",
+                RegistryLocation::Http(
+                    reqwest::Url::parse("https://example.com/plugins/").unwrap(),
+                ),
+            ),
+            (
+                "/abs/registry",
+                RegistryLocation::Dir(PathBuf::from("/abs/registry")),
+            ),
+        ] {
+            let config = fixture.config(&format!(
+                "marketplace:\n  registry: {registry}\n  key: {inline}\nupdates:\n  check_interval: \"off\"\n"
+            ));
+            let marketplace = config.marketplace().unwrap();
+            assert_eq!(marketplace.registry, expected, "{registry}");
+            assert_eq!(marketplace.key_origin, "inline key");
+            assert_eq!(
+                marketplace.cache_dir,
+                fixture.dir.path().join(".backworks/plugins")
+            );
+            assert_eq!(marketplace.max_download, DEFAULT_MAX_DOWNLOAD);
+            assert_eq!(config.updates, UpdatesConfig::default());
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1B"), Ok(1));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3KB"), Ok(3000));
+        assert_eq!(parse_size("3MB"), Ok(3_000_000));
+        assert_eq!(parse_size("3GB"), Ok(3_000_000_000));
+        for bad in [
+            "",
+            "B",
+            "5",
+            "5 MiB",
+            "5mib",
+            "-5B",
+            "1.5MiB",
+            "0B",
+            "5TiB",
+            "99999999999999999999B",
+            "99999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allow_policies() {
+        let v = |text: &str| semver::Version::parse(text).unwrap();
+        let cases = [
+            (Allow::Patch, "1.2.3", "1.2.9", true),
+            (Allow::Patch, "1.2.3", "1.3.0", false),
+            (Allow::Minor, "1.2.3", "1.9.0", true),
+            (Allow::Minor, "1.2.3", "2.0.0", false),
+            (Allow::Minor, "0.2.3", "0.2.9", true),
+            (Allow::Minor, "0.2.3", "0.3.0", false),
+            (Allow::Major, "1.2.3", "7.0.0", true),
+            (Allow::Major, "1.2.3", "2.0.0-rc.1", false),
+        ];
+        for (allow, locked, candidate, expected) in cases {
+            assert_eq!(
+                allow.permits(&v(locked), &v(candidate)),
+                expected,
+                "{allow} {locked} -> {candidate}"
+            );
+        }
+    }
+
+    /// A marketplace plugin without a `marketplace:` section is accepted by
+    /// the parser (the design note's map alone is a configuration) and
+    /// refused, at its entry, by whatever needs the registry.
+    #[test]
+    fn marketplace_section_missing() {
+        let fixture = Fixture::new();
+        let config = fixture.config(
+            "plugins:\n  auth:\n    type: builtin\n  weather:\n    type: marketplace\n    version: \"1.0\"\n",
+        );
+        let error = config.marketplace().unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert_eq!(error.line(), Some(4));
+        insta::assert_snapshot!(fixture.redact(&error.to_string()));
+        let config = fixture.config("plugins:\n  auth:\n    type: builtin\n");
+        let error = config.marketplace().unwrap_err();
+        insta::assert_snapshot!(
+            "marketplace_section_missing_no_plugin",
+            fixture.redact(&error.to_string())
+        );
     }
 }

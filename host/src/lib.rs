@@ -8,6 +8,8 @@ pub mod dynamic;
 pub mod executor;
 pub mod inspect;
 pub mod loader;
+pub mod lockfile;
+pub mod marketplace;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

@@ -203,6 +203,17 @@ impl VerifiedFile {
     pub fn metadata(&self) -> &PluginMetadata {
         &self.metadata
     }
+
+    /// sha256 of the verified bytes, lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The trusted key that signed the bytes; `None` when signatures are
+    /// not required and none was checked.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.key_id
+    }
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use backworks_host::marketplace::{self, PluginMarketplace, ServeMode};
 use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -18,8 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a file is not a valid plugin, or a plugin was refused or failed to start
-  2  usage, configuration or I/O error";
+  1  refused: a file is not a valid plugin, a plugin or download did not verify
+     (signature, size, sha256, rollback, expiry, downgrade, key change, --locked),
+     or a plugin failed to start
+  2  usage, configuration, I/O or network error";
 
 /// The Backworks server and plugin manager.
 #[derive(Debug, Parser)]
@@ -45,6 +48,14 @@ enum Command {
         /// picks a free port; the bound address is printed).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Refuse to start unless every marketplace plugin is exactly what
+        /// backworks.lock pins (the lock file is never changed).
+        #[arg(long)]
+        locked: bool,
+        /// Use only the plugin cache: never touch the network (marketplace
+        /// plugins must already be installed).
+        #[arg(long)]
+        offline: bool,
     },
     /// Work with plugin libraries.
     #[command(subcommand)]
@@ -74,6 +85,48 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Search the marketplace registry (name, description, keywords).
+    #[command(after_help = EXIT_CODES)]
+    Search {
+        /// Words to look for (every word must match).
+        query: String,
+        /// Print the result page as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (its `marketplace:` section).
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
+    /// Download, verify and cache a marketplace plugin, and pin it in
+    /// backworks.lock (backworks.yaml is not edited).
+    #[command(after_help = EXIT_CODES)]
+    Install {
+        /// `name`, `name@1.2.3` (exactly that version) or `name@^1.2` (the
+        /// newest version a semver requirement allows).
+        plugin: String,
+        /// The configuration file.
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
+    /// Update locked plugins to the newest version the `updates:` policy
+    /// allows (never lower, never signed by another key).
+    #[command(after_help = EXIT_CODES)]
+    Update {
+        /// The plugin to update; all locked plugins when omitted.
+        plugin: Option<String>,
+        /// The configuration file.
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
+    /// Remove a plugin from backworks.lock and the cache.
+    #[command(after_help = EXIT_CODES)]
+    Remove {
+        /// The plugin.
+        plugin: String,
+        /// The configuration file.
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,12 +146,130 @@ fn main() -> ExitCode {
             }
         }
         Command::Plugins(PluginsCommand::List { config, json }) => list(&config, json),
-        Command::Serve { config, listen } => {
+        Command::Plugins(PluginsCommand::Search {
+            query,
+            json,
+            config,
+        }) => market(&config, Market::Search { query, json }),
+        Command::Plugins(PluginsCommand::Install { plugin, config }) => {
+            market(&config, Market::Install { plugin })
+        }
+        Command::Plugins(PluginsCommand::Update { plugin, config }) => {
+            market(&config, Market::Update { plugin })
+        }
+        Command::Plugins(PluginsCommand::Remove { plugin, config }) => {
+            market(&config, Market::Remove { plugin })
+        }
+        Command::Serve {
+            config,
+            listen,
+            locked,
+            offline,
+        } => {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
-            serve(&config, listen)
+            serve(&config, listen, ServeMode { locked, offline })
         }
+    }
+}
+
+/// What `plugins search|install|update|remove` asks of the marketplace.
+enum Market {
+    Search { query: String, json: bool },
+    Install { plugin: String },
+    Update { plugin: Option<String> },
+    Remove { plugin: String },
+}
+
+/// Runs a marketplace command with the client of the configuration file
+/// `config_path`.
+fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => return fail(&error, error.exit_code()),
+    };
+    let client = match PluginMarketplace::from_config(&config) {
+        Ok(client) => client,
+        Err(error) => return fail(&error, error.exit_code()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error, 2),
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Market::Search { query, json } => {
+                let page = client.search(&query).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&page).unwrap_or_default()
+                    );
+                } else if page.hits.is_empty() {
+                    println!("no plugin matches `{query}`");
+                } else {
+                    for hit in &page.hits {
+                        println!("{} {}  {}", hit.name, hit.version, hit.description);
+                    }
+                    if page.total > page.hits.len() {
+                        println!("... and {} more", page.total - page.hits.len());
+                    }
+                }
+            }
+            Market::Install { plugin } => {
+                let (name, requirement) = marketplace::parse_spec(&plugin)?;
+                let installed = client.install(&name, &requirement).await?;
+                println!(
+                    "installed {}\n  into {}\n  pinned in {}",
+                    installed.plugin,
+                    installed.path.display(),
+                    client.lock_path().display()
+                );
+            }
+            Market::Update { plugin } => {
+                let outcomes = client.update(plugin.as_deref()).await?;
+                if outcomes.is_empty() {
+                    println!(
+                        "nothing to update: {} pins no plugin for this host",
+                        client.lock_path().display()
+                    );
+                }
+                for outcome in outcomes {
+                    match outcome.to {
+                        Some(installed) => println!(
+                            "updated {} {} -> {}\n  into {}",
+                            outcome.name,
+                            outcome.from,
+                            installed.plugin.version,
+                            installed.path.display()
+                        ),
+                        None => println!(
+                            "{} {} is up to date (updates allowed: {})",
+                            outcome.name,
+                            outcome.from,
+                            config.updates.requirement(&outcome.name).map_or_else(
+                                || config.updates.allow.to_string(),
+                                ToString::to_string
+                            )
+                        ),
+                    }
+                }
+            }
+            Market::Remove { plugin } => {
+                for removed in client.remove(&plugin).await? {
+                    println!("removed {removed}");
+                }
+            }
+        }
+        Ok::<(), marketplace::MarketplaceError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error, error.exit_code()),
     }
 }
 
@@ -143,7 +314,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &std::path::Path, listen: Option<SocketAddr>) -> ExitCode {
+fn serve(path: &std::path::Path, listen: Option<SocketAddr>, mode: ServeMode) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => return fail(&error, error.exit_code()),
@@ -161,7 +332,18 @@ fn serve(path: &std::path::Path, listen: Option<SocketAddr>) -> ExitCode {
         Err(error) => return fail(&error, 2),
     };
     let result = runtime.block_on(async {
-        let plugins = server::load_plugins(&config)?;
+        let needs_marketplace = config
+            .plugins
+            .iter()
+            .any(|p| matches!(p.kind, config::PluginKind::Marketplace { .. }));
+        let resolved = if needs_marketplace {
+            let client =
+                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?;
+            client.prepare(&config.plugins, mode).await?
+        } else {
+            Vec::new()
+        };
+        let plugins = server::load_plugins(&config, &resolved)?;
         server::start_plugins(&config, &plugins, config.hook_timeout).await?;
         let metrics = Arc::new(metrics::Metrics::new());
         server::serve(

@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, PluginConfig, PluginKind};
 use crate::loader::{self, LoadError, LoadPolicy};
+use crate::marketplace::{MarketplaceError, Resolved};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl};
 
@@ -43,7 +44,8 @@ pub enum ServeError {
         #[source]
         source: LoadError,
     },
-    /// A marketplace plugin is not installed.
+    /// A marketplace plugin was not installed (nor given to
+    /// [`load_plugins`]).
     #[error(
         "plugin `{name}` (marketplace, version {version}) is not installed; install it with `backworks plugins install {name}@{version}`"
     )]
@@ -53,6 +55,25 @@ pub enum ServeError {
         /// The version requirement.
         version: String,
     },
+    /// A marketplace plugin's file is not the one `backworks.lock` pins.
+    #[error(
+        "plugin `{name}`: refusing {}: its {what} is {actual}, backworks.lock pins {expected}; the cache was altered: run `backworks plugins remove {name}` and install it again"
+    , path.display())]
+    Pin {
+        /// The plugin's name.
+        name: String,
+        /// The cached file.
+        path: std::path::PathBuf,
+        /// `sha256` or `signing key`.
+        what: &'static str,
+        /// What the lock pins.
+        expected: String,
+        /// What the file is.
+        actual: String,
+    },
+    /// A marketplace plugin could not be installed or found in the cache.
+    #[error(transparent)]
+    Marketplace(Box<MarketplaceError>),
     /// A `type: builtin` plugin this host does not have.
     #[error("plugin `{0}`: there is no built-in plugin of that name")]
     UnknownBuiltin(String),
@@ -82,34 +103,50 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+impl From<MarketplaceError> for ServeError {
+    fn from(error: MarketplaceError) -> Self {
+        Self::Marketplace(Box::new(error))
+    }
+}
+
 impl ServeError {
     /// Exit code: 1 when a plugin was refused or failed to start, 2 for
     /// configuration and I/O errors.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Load { .. } | Self::Start { .. } => 1,
+            Self::Load { .. } | Self::Start { .. } | Self::Pin { .. } => 1,
+            Self::Marketplace(error) => error.exit_code(),
             _ => 2,
         }
     }
 }
 
 /// Loads (or builds) each plugin of `config`, in order. Nothing is
-/// initialized yet. The external libraries are read and verified on one
-/// thread per core (hashing and signature checks are the bulk of start-up),
-/// and loaded one by one in config order on this thread, each as soon as it
-/// is verified; the first failure stops the loading (and the verifiers).
-pub fn load_plugins(config: &Config) -> Result<Vec<HostPlugin>, ServeError> {
+/// initialized yet. The external libraries, and the cached libraries of the
+/// marketplace plugins (`marketplace`, from
+/// [`PluginMarketplace::prepare`](crate::marketplace::PluginMarketplace::prepare)),
+/// are read and verified on one thread per core (hashing and signature
+/// checks are the bulk of start-up), and loaded one by one in config order
+/// on this thread, each as soon as it is verified; a marketplace library
+/// must also be the bytes the lock pins. The first failure stops the
+/// loading (and the verifiers).
+pub fn load_plugins(
+    config: &Config,
+    marketplace: &[Resolved],
+) -> Result<Vec<HostPlugin>, ServeError> {
     let keys: Vec<_> = config.trusted_keys.iter().map(|k| k.key.clone()).collect();
     let policy = LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
     };
+    let resolved = |name: &str| marketplace.iter().find(|r| r.name == name);
     let paths: Vec<&std::path::Path> = config
         .plugins
         .iter()
         .filter_map(|entry| match &entry.kind {
             PluginKind::External { path } => Some(path.as_path()),
-            _ => None,
+            PluginKind::Marketplace { .. } => resolved(&entry.name).map(|r| r.path.as_path()),
+            PluginKind::Builtin => None,
         })
         .collect();
     let threads = std::thread::available_parallelism()
@@ -140,19 +177,22 @@ pub fn load_plugins(config: &Config) -> Result<Vec<HostPlugin>, ServeError> {
                 }
             });
         }
-        let mut external = 0;
+        let mut files = 0;
         let loaded: Result<Vec<HostPlugin>, ServeError> = config
             .plugins
             .iter()
             .map(|entry| {
+                let pin = resolved(&entry.name);
                 let file = match entry.kind {
-                    PluginKind::External { .. } => {
-                        external += 1;
-                        Some(verified.take(external - 1))
-                    }
-                    _ => None,
-                };
-                load_one(entry, file)
+                    PluginKind::External { .. } => true,
+                    PluginKind::Marketplace { .. } => pin.is_some(),
+                    PluginKind::Builtin => false,
+                }
+                .then(|| {
+                    files += 1;
+                    verified.take(files - 1)
+                });
+                load_one(entry, file, pin)
             })
             .collect();
         if loaded.is_err() {
@@ -220,6 +260,7 @@ impl Verified {
 fn load_one(
     entry: &PluginConfig,
     verified: Option<Result<loader::VerifiedFile, LoadError>>,
+    pin: Option<&Resolved>,
 ) -> Result<HostPlugin, ServeError> {
     match &entry.kind {
         PluginKind::Builtin => {
@@ -237,7 +278,20 @@ fn load_one(
                 sha256: None,
             })
         }
-        PluginKind::External { path } => {
+        PluginKind::External { .. } | PluginKind::Marketplace { .. } => {
+            let (kind, path) = match (&entry.kind, pin) {
+                (PluginKind::External { path }, _) => ("external", path),
+                (_, Some(resolved)) => ("marketplace", &resolved.path),
+                (PluginKind::Marketplace { version, .. }, None) => {
+                    return Err(ServeError::NotInstalled {
+                        name: entry.name.clone(),
+                        version: version.clone(),
+                    });
+                }
+                (PluginKind::Builtin, None) => {
+                    return Err(ServeError::UnknownBuiltin(entry.name.clone()));
+                }
+            };
             let load_error = |source| ServeError::Load {
                 name: entry.name.clone(),
                 source,
@@ -250,6 +304,9 @@ fn load_one(
                     })
                 })?
                 .map_err(load_error)?;
+            if let Some(resolved) = pin {
+                check_pin(&entry.name, path, &file, &resolved.pin)?;
+            }
             let loaded = loader::load_verified(file).map_err(load_error)?;
             tracing::info!(
                 plugin = %entry.name,
@@ -262,18 +319,40 @@ fn load_one(
             Ok(HostPlugin {
                 name: entry.name.clone(),
                 version: loaded.raw.version().to_owned(),
-                kind: "external",
+                kind,
                 path: Some(loaded.path.clone()),
                 key_id: loaded.key_id.map(|k| k.to_string()),
                 sha256: Some(loaded.sha256.clone()),
                 implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
             })
         }
-        PluginKind::Marketplace { version, .. } => Err(ServeError::NotInstalled {
-            name: entry.name.clone(),
-            version: version.to_string(),
-        }),
     }
+}
+
+/// A marketplace library must be the bytes, and signed by the key, that the
+/// lock pins (checked before it is loaded).
+fn check_pin(
+    name: &str,
+    path: &std::path::Path,
+    file: &loader::VerifiedFile,
+    pin: &crate::lockfile::LockedPlugin,
+) -> Result<(), ServeError> {
+    let refuse = |what, expected: &str, actual: String| ServeError::Pin {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        what,
+        expected: expected.to_owned(),
+        actual,
+    };
+    if file.sha256() != pin.sha256 {
+        return Err(refuse("sha256", &pin.sha256, file.sha256().to_owned()));
+    }
+    if let Some(key_id) = file.key_id()
+        && key_id.to_string() != pin.key_id
+    {
+        return Err(refuse("signing key", &pin.key_id, key_id.to_string()));
+    }
+    Ok(())
 }
 
 /// Runs `call` on a blocking thread, bounded by `limit`.

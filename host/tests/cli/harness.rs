@@ -98,6 +98,17 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP client for the tests (20 s timeout). reqwest is built with
+/// rustls without a crypto provider (as the host is): ring is installed
+/// first.
+pub fn http_client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
 /// The `backworks` binary, logging at `RUST_LOG=info`.
 pub fn backworks() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_backworks"));
@@ -108,11 +119,17 @@ pub fn backworks() -> Command {
 /// Starts the server with `RUST_LOG=log_level` and waits (at most 60 s)
 /// for its address.
 pub fn start(config: &Path, log_level: &str) -> Server {
+    start_with(config, log_level, &[])
+}
+
+/// [`start`] with more arguments for `serve` (`--locked`, `--offline`).
+pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
     let started = Instant::now();
     let mut child = backworks()
         .env("RUST_LOG", log_level)
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -43,6 +43,18 @@ fn help_lists_commands_and_exit_codes() {
     insta::assert_snapshot!("help", text(&output.stdout));
     let output = backworks(&["plugins", "inspect", "--help"]);
     insta::assert_snapshot!("inspect_help", text(&output.stdout));
+    for (name, args) in [
+        ("serve_help", &["serve", "--help"][..]),
+        ("plugins_help", &["plugins", "--help"]),
+        ("search_help", &["plugins", "search", "--help"]),
+        ("install_help", &["plugins", "install", "--help"]),
+        ("update_help", &["plugins", "update", "--help"]),
+        ("remove_help", &["plugins", "remove", "--help"]),
+    ] {
+        let output = backworks(args);
+        assert!(output.status.success(), "{args:?}");
+        insta::assert_snapshot!(name, text(&output.stdout));
+    }
 }
 
 #[test]

@@ -37,10 +37,7 @@ fn refuse(config: &Path) -> (i32, String) {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    crate::harness::http_client()
 }
 
 fn get(server: &Server, path: &str) -> (u16, Value) {
@@ -403,10 +400,13 @@ fn bad_configuration_stops_start_up_with_exit_code_2() {
         "plugins:\n  stripe-plugin:\n    type: marketplace\n    version: \"1.2.0\"\n",
     )
     .unwrap();
+    // A marketplace plugin needs a registry: the error is at its entry.
     let (code, stderr) = refuse(&path);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("backworks plugins install stripe-plugin@"),
+        stderr.contains(
+            "marketplace.yaml:2: plugins.stripe-plugin: a `type: marketplace` plugin needs a registry"
+        ),
         "{stderr}"
     );
 }

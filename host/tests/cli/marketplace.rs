@@ -1,0 +1,986 @@
+//! The marketplace client end to end: `backworks plugins
+//! search|install|update|remove` and `serve` with `type: marketplace`
+//! plugins, run as a user runs them. Registries are built here with the
+//! real registry code (`registry::validate_upload`, `Tree::publish`) from
+//! real plugins signed with real keys, and served as a directory, a
+//! `file://` URL, or by an HTTP peer on 127.0.0.1 that can lie about sizes
+//! or send slowly. Every refusal leaves the installed version untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use backworks_host::lockfile::{self, LockFile, LockedPlugin};
+use backworks_plugin_sdk::registry::{self, Tree, Upload, UploadArtifact};
+use backworks_plugin_sdk::{TARGET, signature};
+use serde_json::{Value, json};
+
+use crate::harness::{self, Keys};
+use crate::support;
+
+/// The weather example as version 1.0.1, answering 26 degrees instead of
+/// 25: a copy of `examples/weather-plugin` with the version (and answer)
+/// changed, built once per run into the shared fixture directory. Its
+/// library is named `libweather_v101` so it never overwrites 1.0.0's; the
+/// plugin's name (the package's) stays `weather`.
+fn weather_v101() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = support::workspace();
+            let source = workspace.join("examples/weather-plugin");
+            let copy = workspace.join("target/fixture-sources/weather-1.0.1");
+            std::fs::create_dir_all(copy.join("src")).unwrap();
+            let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
+            let sdk = workspace.join("sdk");
+            let files = [
+                (
+                    "Cargo.toml",
+                    read("Cargo.toml")
+                        .replacen("version = \"1.0.0\"", "version = \"1.0.1\"", 1)
+                        .replace(
+                            "path = \"../../sdk\"",
+                            &format!("path = {:?}", sdk.to_str().unwrap()),
+                        )
+                        .replace("[lib]\n", "[lib]\nname = \"weather_v101\"\n"),
+                ),
+                (
+                    "Cargo.lock",
+                    read("Cargo.lock").replace(
+                        "name = \"weather\"\nversion = \"1.0.0\"",
+                        "name = \"weather\"\nversion = \"1.0.1\"",
+                    ),
+                ),
+                (
+                    "src/lib.rs",
+                    read("src/lib.rs")
+                        .replace("\"1.0.0\"", "\"1.0.1\"")
+                        .replace("\"temperature\": 25", "\"temperature\": 26"),
+                ),
+            ];
+            for (file, text) in files {
+                assert_ne!(text, read(file), "{file} of the copy must differ");
+                let path = copy.join(file);
+                // Unchanged files keep their time stamps: cargo rebuilds
+                // nothing on the next run.
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                    std::fs::write(&path, text).unwrap();
+                }
+            }
+            support::cargo_build(&copy, None)
+        })
+        .clone()
+}
+
+/// A registry tree, its key, the publisher's key, and an application
+/// directory (`app/`) for `backworks.yaml`, the lock file and the cache.
+struct Market {
+    dir: tempfile::TempDir,
+    tree: Tree,
+    registry_keys: Keys,
+    publisher: Keys,
+}
+
+impl Market {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry_keys = Keys::new();
+        let tree = Tree::open(
+            &dir.path().join("registry"),
+            registry_keys.sk.clone(),
+            registry::DEFAULT_INDEX_LIFETIME_SECS,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        Self {
+            dir,
+            tree,
+            registry_keys,
+            publisher: Keys::new(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tree.root().to_owned()
+    }
+
+    fn app(&self) -> PathBuf {
+        self.dir.path().join("app")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.app().join(".backworks/plugins")
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.app().join(lockfile::FILE_NAME)
+    }
+
+    /// The lock's entry for weather on this host, if any.
+    fn locked(&self) -> Option<LockedPlugin> {
+        LockFile::read(&self.lock_path())
+            .unwrap()
+            .get("weather", TARGET)
+            .cloned()
+    }
+
+    /// Publishes `library` as weather `version`, signed by `signer`.
+    fn publish(&self, library: &Path, version: &str, signer: &Keys) {
+        let bytes = std::fs::read(library).unwrap();
+        let signed = signature::sign(&bytes, &signer.sk, Some(&signer.pk)).unwrap();
+        assert_eq!(signed.claims.version, version);
+        let upload = Upload {
+            description: None,
+            keywords: vec![String::from("forecast")],
+            artifacts: vec![UploadArtifact {
+                file_name: artifact_name(version),
+                bytes,
+                signature: signed.minisig,
+            }],
+        };
+        let validated =
+            registry::validate_upload(upload, std::slice::from_ref(&signer.pk)).unwrap();
+        self.tree.publish(validated).unwrap();
+    }
+
+    /// The artifact of weather `version` in the tree.
+    fn artifact(&self, version: &str) -> PathBuf {
+        self.root().join(format!(
+            "plugins/weather/{version}/{TARGET}/{}",
+            artifact_name(version)
+        ))
+    }
+
+    /// `app/backworks.yaml`: the registry at `registry`, trusting
+    /// `trusted`, with weather as a marketplace plugin at `requirement`
+    /// (none: no plugins), and `extra` YAML appended.
+    fn config(
+        &self,
+        registry: &str,
+        trusted: &[&Keys],
+        requirement: Option<&str>,
+        extra: &str,
+    ) -> PathBuf {
+        let keys: String = trusted
+            .iter()
+            .map(|keys| format!("  - key: \"{}\"\n", keys.base64()))
+            .collect();
+        let plugins = match requirement {
+            Some(requirement) => format!(
+                "plugins:\n  weather:\n    type: marketplace\n    version: \"{requirement}\"\n"
+            ),
+            None => String::from("plugins: {}\n"),
+        };
+        let text = format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 5s\n  shutdown_timeout: 5s\ntrusted_keys:\n{keys}marketplace:\n  registry: \"{registry}\"\n  key: \"{}\"\n{plugins}{extra}",
+            self.registry_keys.base64()
+        );
+        let path = self.app().join("backworks.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The config with the tree as a directory registry.
+    fn dir_config(&self, requirement: Option<&str>) -> PathBuf {
+        self.config(
+            self.root().to_str().unwrap(),
+            &[&self.publisher],
+            requirement,
+            "",
+        )
+    }
+
+    /// The names in the cache directory that are staging directories.
+    fn staging(&self) -> Vec<String> {
+        std::fs::read_dir(self.cache())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(".download-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cached directory of weather `version` for this host.
+    fn cached(&self, version: &str) -> PathBuf {
+        self.cache().join(format!("weather/{version}/{TARGET}"))
+    }
+}
+
+fn artifact_name(version: &str) -> String {
+    format!(
+        "weather-{version}-{TARGET}.{}",
+        std::env::consts::DLL_EXTENSION
+    )
+}
+
+/// What a finished `backworks` run said.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `backworks <args> --config <config>` to the end (at most 120 s).
+fn run(config: &Path, args: &[&str]) -> Run {
+    let child = harness::backworks()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child, args)
+}
+
+fn finish(mut child: Child, what: &[&str]) -> Run {
+    use std::io::Read as _;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("backworks {what:?} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Runs a command expected to succeed.
+fn ok(config: &Path, args: &[&str]) -> String {
+    let run = run(config, args);
+    assert_eq!(run.code, 0, "backworks {args:?} failed: {run:?}");
+    run.stdout
+}
+
+/// Runs a command expected to be refused with exit code `code` and a
+/// message containing each of `expected`; returns the message.
+fn refused(config: &Path, args: &[&str], code: i32, expected: &[&str]) -> String {
+    let run = run(config, args);
+    assert_eq!(run.code, code, "backworks {args:?}: {run:?}");
+    for text in expected {
+        assert!(
+            run.stderr.contains(text),
+            "backworks {args:?}: {text:?} not in {}",
+            run.stderr
+        );
+    }
+    run.stderr
+}
+
+fn get(server: &harness::Server, path: &str) -> (u16, Value) {
+    let response = harness::http_client()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+fn sha256_of(path: &Path) -> String {
+    registry::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+fn key_id(keys: &Keys) -> String {
+    signature::KeyId::of_public_key(&keys.pk).to_string()
+}
+
+/// How the HTTP peer sends plugin libraries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// As they are.
+    Honest,
+    /// With 4096 bytes more than the file.
+    Longer,
+    /// Without the last 4096 bytes.
+    Shorter,
+    /// 16 KiB every 100 ms.
+    Slow,
+}
+
+/// An HTTP peer serving a registry tree as a static file server does (no
+/// search API: 404), which can lie about plugin libraries or send them
+/// slowly. Stopped when dropped.
+struct Peer {
+    base: String,
+    send: Arc<Mutex<Sending>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Peer {
+    fn start(root: PathBuf) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let send = Arc::new(Mutex::new(Sending::Honest));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(serve_tree)
+            .with_state((root, Arc::clone(&send)));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            base,
+            send,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn set(&self, send: Sending) {
+        *self.send.lock().unwrap() = send;
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+async fn serve_tree(
+    axum::extract::State((root, send)): axum::extract::State<(PathBuf, Arc<Mutex<Sending>>)>,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let path = uri.path().trim_start_matches('/').to_owned();
+    if path
+        .split('/')
+        .any(|part| part.is_empty() || part.starts_with('.'))
+    {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let Ok(mut bytes) = tokio::fs::read(root.join(&path)).await else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    let library =
+        path.starts_with("plugins/") && !path.ends_with(".json") && !path.ends_with(".minisig");
+    let send = if library {
+        *send.lock().unwrap()
+    } else {
+        Sending::Honest
+    };
+    match send {
+        Sending::Honest => bytes.into_response(),
+        Sending::Longer => {
+            bytes.extend_from_slice(&[0x90; 4096]);
+            bytes.into_response()
+        }
+        Sending::Shorter => {
+            bytes.truncate(bytes.len() - 4096);
+            bytes.into_response()
+        }
+        Sending::Slow => {
+            let chunks = futures_util::stream::unfold((bytes, 0), |(bytes, at)| async move {
+                if at >= bytes.len() {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let end = (at + 16 * 1024).min(bytes.len());
+                let chunk = bytes[at..end].to_vec();
+                Some((Ok::<_, std::io::Error>(chunk), (bytes, end)))
+            });
+            axum::body::Body::from_stream(chunks).into_response()
+        }
+    }
+}
+
+#[test]
+fn install_from_a_directory_registry_then_serve_it() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1.0.0"));
+
+    let out = ok(&config, &["plugins", "install", "weather"]);
+    assert!(out.contains("installed weather 1.0.0 for"), "{out}");
+    let locked = market.locked().expect("weather is locked");
+    assert_eq!(locked.version.to_string(), "1.0.0");
+    assert_eq!(locked.key_id, key_id(&market.publisher));
+    let cached = market.cached("1.0.0").join(artifact_name("1.0.0"));
+    assert_eq!(locked.sha256, sha256_of(&cached));
+    assert_eq!(locked.sha256, sha256_of(&support::weather_plugin()));
+    assert!(PathBuf::from(format!("{}.minisig", cached.display())).is_file());
+    assert!(market.staging().is_empty());
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(market.cache().join("registry-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["registries"][key_id(&market.registry_keys)]["serial"],
+        1
+    );
+
+    let server = harness::start(&config, "info");
+    let (status, body) = get(&server, "/weather");
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"humidity": 60, "temperature": 25}));
+    let (_, body) = get(&server, "/plugins");
+    let plugin = &body["plugins"][0];
+    assert_eq!(plugin["kind"], "marketplace");
+    assert_eq!(plugin["sha256"], locked.sha256.as_str());
+    assert_eq!(plugin["path"], cached.to_str().unwrap());
+    drop(server);
+
+    // Removal: out of the lock and the cache.
+    let out = ok(&config, &["plugins", "remove", "weather"]);
+    assert!(out.contains("removed weather 1.0.0"), "{out}");
+    assert_eq!(market.locked(), None);
+    assert!(!market.cache().join("weather").exists());
+    refused(
+        &config,
+        &["plugins", "remove", "weather"],
+        2,
+        &["`weather` is not installed"],
+    );
+}
+
+#[test]
+fn install_from_a_file_url() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let url = format!("file://{}", market.root().display());
+    let config = market.config(&url, &[&market.publisher], Some("=1.0.0"), "");
+    let out = ok(&config, &["plugins", "install", "weather@1.0.0"]);
+    assert!(out.contains("installed weather 1.0.0"), "{out}");
+    let server = harness::start_with(&config, "info", &["--locked"]);
+    assert_eq!(get(&server, "/weather").0, 200);
+}
+
+#[test]
+fn serve_installs_a_missing_plugin_then_runs_offline_and_locked() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1.0.0"));
+    assert_eq!(market.locked(), None);
+
+    let server = harness::start(&config, "info");
+    let (status, body) = get(&server, "/weather");
+    assert_eq!((status, body["temperature"].clone()), (200, json!(25)));
+    drop(server);
+    let locked = market.locked().expect("serve pinned what it installed");
+    assert_eq!(locked.version.to_string(), "1.0.0");
+
+    // The registry is gone: the cache is enough offline and locked.
+    std::fs::rename(market.root(), market.dir.path().join("gone")).unwrap();
+    let server = harness::start_with(&config, "info", &["--offline"]);
+    assert_eq!(get(&server, "/weather").0, 200);
+    drop(server);
+    let server = harness::start_with(&config, "info", &["--locked", "--offline"]);
+    assert_eq!(get(&server, "/weather").0, 200);
+    drop(server);
+    let lock_text = std::fs::read_to_string(market.lock_path()).unwrap();
+
+    // Without the registry, a plugin the cache lacks cannot be installed.
+    std::fs::remove_dir_all(market.cache().join("weather")).unwrap();
+    refused(
+        &config,
+        &["serve", "--offline"],
+        2,
+        &["--offline: `weather`", "not in the cache"],
+    );
+    refused(&config, &["serve"], 2, &["cannot fetch", "index.json"]);
+    assert_eq!(
+        std::fs::read_to_string(market.lock_path()).unwrap(),
+        lock_text
+    );
+}
+
+#[test]
+fn offline_with_an_empty_cache_fails_clearly() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1.0.0"));
+    let message = refused(
+        &config,
+        &["serve", "--offline"],
+        2,
+        &[
+            "--offline: `weather` (^1.0.0) is not in the cache",
+            "backworks.lock has no entry",
+            "run `backworks plugins install weather` with the network",
+        ],
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(!market.lock_path().exists());
+    assert!(!market.cache().join("weather").exists());
+}
+
+#[test]
+fn locked_refuses_what_the_lock_does_not_pin() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let config = market.dir_config(Some("1.0.0"));
+    refused(
+        &config,
+        &["serve", "--locked"],
+        1,
+        &[
+            "--locked: weather: backworks.lock has no entry",
+            "installing it would change the lock",
+        ],
+    );
+    assert!(!market.lock_path().exists());
+
+    ok(&config, &["plugins", "install", "weather@1.0.0"]);
+    let lock_text = std::fs::read_to_string(market.lock_path()).unwrap();
+    let config = market.dir_config(Some(">=1.0.1"));
+    refused(
+        &config,
+        &["serve", "--locked"],
+        1,
+        &[
+            "--locked: weather: the lock pins 1.0.0, which backworks.yaml's `version: \">=1.0.1\"` does not allow",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(market.lock_path()).unwrap(),
+        lock_text
+    );
+
+    // Bytes in the cache that are not the pinned ones are refused too.
+    let cached = market.cached("1.0.0").join(artifact_name("1.0.0"));
+    let config = market.dir_config(Some("1.0.0"));
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&cached, bytes).unwrap();
+    refused(&config, &["serve", "--locked"], 1, &["refusing"]);
+}
+
+#[test]
+fn search_finds_plugins_as_text_and_json() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let config = market.dir_config(None);
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert_eq!(out, "weather 1.0.1  Weather API integration\n");
+    let out = ok(&config, &["plugins", "search", "forecast", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["hits"][0]["name"], "weather");
+    assert_eq!(page["hits"][0]["version"], "1.0.1");
+    assert_eq!(page["hits"][0]["keywords"], json!(["forecast"]));
+    let out = ok(&config, &["plugins", "search", "stripe"]);
+    assert_eq!(out, "no plugin matches `stripe`\n");
+
+    // A static file server has no search API: the verified index is
+    // searched instead.
+    let peer = Peer::start(market.root());
+    let config = market.config(&peer.base, &[&market.publisher], None, "");
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["hits"][0]["name"], "weather");
+}
+
+#[test]
+fn update_moves_to_the_newest_allowed_version_and_rewrites_the_lock() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1.0"));
+    ok(&config, &["plugins", "install", "weather"]);
+    let out = ok(&config, &["plugins", "update"]);
+    assert!(
+        out.contains("weather 1.0.0 is up to date (updates allowed: minor)"),
+        "{out}"
+    );
+
+    // A user's comment in the lock file survives the rewrite.
+    let text = std::fs::read_to_string(market.lock_path()).unwrap();
+    std::fs::write(market.lock_path(), format!("# reviewed by ops\n{text}")).unwrap();
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+
+    let pinned = market.config(
+        market.root().to_str().unwrap(),
+        &[&market.publisher],
+        Some("1.0"),
+        "updates:\n  plugins:\n    weather: \"=1.0.0\"\n",
+    );
+    let out = ok(&pinned, &["plugins", "update", "weather"]);
+    assert!(
+        out.contains("weather 1.0.0 is up to date (updates allowed: =1.0.0)"),
+        "{out}"
+    );
+    assert_eq!(market.locked().unwrap().version.to_string(), "1.0.0");
+
+    let config = market.config(
+        market.root().to_str().unwrap(),
+        &[&market.publisher],
+        Some("1.0"),
+        "updates:\n  allow: patch\n",
+    );
+    let out = ok(&config, &["plugins", "update"]);
+    assert!(out.contains("updated weather 1.0.0 -> 1.0.1"), "{out}");
+    let locked = market.locked().unwrap();
+    assert_eq!(locked.version.to_string(), "1.0.1");
+    assert_eq!(locked.sha256, sha256_of(&weather_v101()));
+    let text = std::fs::read_to_string(market.lock_path()).unwrap();
+    assert!(text.starts_with("# reviewed by ops\n"), "{text}");
+    assert_eq!(text.matches("[[plugin]]").count(), 1, "{text}");
+
+    let server = harness::start_with(&config, "info", &["--locked"]);
+    let (status, body) = get(&server, "/weather");
+    assert_eq!((status, body["temperature"].clone()), (200, json!(26)));
+}
+
+/// Installs 1.0.0, publishes 1.0.1 with `spoil` applied to the tree, and
+/// expects `update` to be refused with `expected`; 1.0.0 stays installed
+/// and nothing of 1.0.1 is cached.
+fn update_is_refused(market: &Market, spoil: &dyn Fn(), expected: &[&str]) {
+    let config = market.dir_config(Some("1"));
+    if market.locked().is_none() {
+        ok(&config, &["plugins", "install", "weather"]);
+    }
+    let before = std::fs::read_to_string(market.lock_path()).unwrap();
+    spoil();
+    refused(&config, &["plugins", "update"], 1, expected);
+    assert_eq!(std::fs::read_to_string(market.lock_path()).unwrap(), before);
+    assert!(!market.cached("1.0.1").exists());
+    assert!(market.staging().is_empty(), "{:?}", market.staging());
+    assert!(
+        market
+            .cached("1.0.0")
+            .join(artifact_name("1.0.0"))
+            .is_file()
+    );
+}
+
+#[test]
+fn a_tampered_download_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let spoil = || {
+        market.publish(&weather_v101(), "1.0.1", &market.publisher);
+        let artifact = market.artifact("1.0.1");
+        let mut bytes = std::fs::read(&artifact).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&artifact, bytes).unwrap();
+    };
+    update_is_refused(
+        &market,
+        &spoil,
+        &[
+            "refusing weather 1.0.1 from",
+            &artifact_name("1.0.1"),
+            "tampered download: its sha256 is",
+            &format!("the release says {}", sha256_of(&weather_v101())),
+        ],
+    );
+}
+
+#[test]
+fn a_registry_lying_about_the_size_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let peer = Peer::start(market.root());
+    let config = market.config(&peer.base, &[&market.publisher], Some("1"), "");
+    ok(&config, &["plugins", "install", "weather"]);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let size = std::fs::metadata(weather_v101()).unwrap().len();
+    let url = format!(
+        "{}plugins/weather/1.0.1/{TARGET}/{}",
+        peer.base,
+        artifact_name("1.0.1")
+    );
+    let before = std::fs::read_to_string(market.lock_path()).unwrap();
+    for (send, sent) in [
+        (Sending::Longer, format!("more (at least {})", size + 4096)),
+        (Sending::Shorter, (size - 4096).to_string()),
+    ] {
+        peer.set(send);
+        refused(
+            &config,
+            &["plugins", "update"],
+            1,
+            &[
+                &format!("refusing weather 1.0.1 from {url}: wrong size"),
+                &format!("the release announces {size} bytes, the registry sent {sent}"),
+            ],
+        );
+        assert_eq!(std::fs::read_to_string(market.lock_path()).unwrap(), before);
+        assert!(!market.cached("1.0.1").exists());
+        assert!(market.staging().is_empty());
+    }
+    peer.set(Sending::Honest);
+    let out = ok(&config, &["plugins", "update"]);
+    assert!(out.contains("updated weather 1.0.0 -> 1.0.1"), "{out}");
+}
+
+#[test]
+fn a_signature_by_an_untrusted_key_is_refused() {
+    let market = Market::new();
+    let stranger = Keys::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &stranger);
+    let config = market.dir_config(Some("1"));
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[
+            "refusing weather 1.0.0 from",
+            &format!(
+                "signed by key {}, which is not in `trusted_keys` (trusted: {})",
+                key_id(&stranger),
+                key_id(&market.publisher)
+            ),
+        ],
+    );
+    assert!(!market.lock_path().exists());
+    assert!(!market.cache().join("weather").exists());
+    assert!(market.staging().is_empty());
+}
+
+#[test]
+fn a_new_publisher_key_is_refused_on_update() {
+    let market = Market::new();
+    let colleague = Keys::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.config(
+        market.root().to_str().unwrap(),
+        &[&market.publisher, &colleague],
+        Some("1"),
+        "",
+    );
+    ok(&config, &["plugins", "install", "weather"]);
+    market.publish(&weather_v101(), "1.0.1", &colleague);
+    let before = std::fs::read_to_string(market.lock_path()).unwrap();
+    refused(
+        &config,
+        &["plugins", "update", "weather"],
+        1,
+        &[&format!(
+            "refusing weather 1.0.1: it is signed by key {}, the locked version by key {}",
+            key_id(&colleague),
+            key_id(&market.publisher)
+        )],
+    );
+    assert_eq!(std::fs::read_to_string(market.lock_path()).unwrap(), before);
+    assert!(!market.cached("1.0.1").exists());
+}
+
+#[test]
+fn a_trusted_comment_for_something_else_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let config = market.dir_config(Some("1"));
+    ok(&config, &["plugins", "install", "weather@1.0.0"]);
+    let artifact = market.artifact("1.0.1");
+    let bytes = std::fs::read(&artifact).unwrap();
+    let other_target = if TARGET == "aarch64-apple-darwin" {
+        "x86_64-unknown-linux-gnu"
+    } else {
+        "aarch64-apple-darwin"
+    };
+    for (field, value) in [
+        ("name", "thunder"),
+        ("version", "9.9.9"),
+        ("target", other_target),
+    ] {
+        // The publisher re-signs the very bytes, stating something else.
+        let mut claims = signature::Claims::of(&bytes).unwrap();
+        match field {
+            "name" => claims.name = value.to_owned(),
+            "version" => claims.version = value.to_owned(),
+            _ => claims.target = value.to_owned(),
+        }
+        let comment = claims.to_trusted_comment(registry::now()).unwrap();
+        let signed = minisign::sign(
+            Some(&market.publisher.pk),
+            &market.publisher.sk,
+            std::io::Cursor::new(&bytes),
+            Some(&comment),
+            Some("re-signed by the test"),
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{}.minisig", artifact.display()),
+            signed.into_string(),
+        )
+        .unwrap();
+        let expected = match field {
+            "name" => "weather",
+            "version" => "1.0.1",
+            _ => TARGET,
+        };
+        update_is_refused(
+            &market,
+            &|| {},
+            &[
+                "refusing weather 1.0.1 from",
+                ".minisig",
+                &format!(
+                    "the signature's trusted comment names {field} \"{value}\", not \"{expected}\""
+                ),
+            ],
+        );
+    }
+}
+
+#[test]
+fn an_index_rollback_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let index = market.root().join("index.json");
+    let old = std::fs::read(&index).unwrap();
+    let config = market.dir_config(Some("1"));
+    ok(&config, &["plugins", "install", "weather"]);
+    update_is_refused(
+        &market,
+        &|| {
+            market.publish(&weather_v101(), "1.0.1", &market.publisher);
+            // The client sees serial 2 (and finds nothing to refuse) ...
+            let run = run(&config, &["plugins", "search", "weather"]);
+            assert_eq!(run.code, 0, "{run:?}");
+            // ... then a mirror serves serial 1 again.
+            std::fs::write(&index, &old).unwrap();
+        },
+        &[&format!(
+            "refusing the registry index {}: its serial 1 is older than serial 2 accepted before (rollback",
+            index.display()
+        )],
+    );
+}
+
+#[test]
+fn an_expired_index_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    update_is_refused(
+        &market,
+        &|| {
+            market.publish(&weather_v101(), "1.0.1", &market.publisher);
+            let mut index = market.tree.index().unwrap();
+            index.serial += 1;
+            index.issued = registry::now() - 7200;
+            index.expires = registry::now() - 3600;
+            let bytes = registry::sign_index(&index, &market.registry_keys.sk).unwrap();
+            std::fs::write(market.root().join("index.json"), bytes).unwrap();
+        },
+        &[
+            "refusing the registry index",
+            "it expired at",
+            "(freeze)",
+            "`backworks marketplace resign`",
+        ],
+    );
+}
+
+#[test]
+fn a_downgrade_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let config = market.dir_config(Some("1"));
+    ok(&config, &["plugins", "install", "weather"]);
+    assert_eq!(market.locked().unwrap().version.to_string(), "1.0.1");
+    let before = std::fs::read_to_string(market.lock_path()).unwrap();
+    refused(
+        &config,
+        &["plugins", "install", "weather@1.0.0"],
+        1,
+        &[
+            "refusing to downgrade weather from 1.0.1 (in backworks.lock) to 1.0.0; to go back on purpose, run `backworks plugins remove weather` first",
+        ],
+    );
+    // serve does not downgrade either when backworks.yaml asks for less.
+    let config = market.dir_config(Some("=1.0.0"));
+    refused(
+        &config,
+        &["serve"],
+        1,
+        &["refusing to downgrade weather from 1.0.1"],
+    );
+    assert_eq!(std::fs::read_to_string(market.lock_path()).unwrap(), before);
+    assert!(!market.cached("1.0.0").exists());
+}
+
+#[test]
+fn a_client_killed_mid_download_leaves_nothing_to_load() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let peer = Peer::start(market.root());
+    peer.set(Sending::Slow);
+    let config = market.config(&peer.base, &[&market.publisher], Some("1"), "");
+    let mut child = harness::backworks()
+        .args(["plugins", "install", "weather", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first bytes are in a staging file, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = market.staging().iter().any(|dir| {
+            std::fs::read_dir(market.cache().join(dir))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .any(|file| file.metadata().is_ok_and(|m| m.len() > 0))
+        });
+        if partial {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the install ended before it was killed"
+        );
+        assert!(Instant::now() < deadline, "no download started in 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let size = std::fs::metadata(support::weather_plugin()).unwrap().len();
+    let staged: u64 = market
+        .staging()
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(market.cache().join(dir)).unwrap())
+        .map(|file| file.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(staged < size, "the download was not interrupted");
+    assert!(!market.cached("1.0.0").exists());
+    assert!(!market.lock_path().exists());
+    // serve cannot load a partial file: there is none to load.
+    refused(&config, &["serve", "--offline"], 2, &["not in the cache"]);
+
+    peer.set(Sending::Honest);
+    let out = ok(&config, &["plugins", "install", "weather"]);
+    assert!(out.contains("installed weather 1.0.0"), "{out}");
+    assert!(market.staging().is_empty(), "stale downloads are cleaned");
+    let cached = market.cached("1.0.0").join(artifact_name("1.0.0"));
+    assert_eq!(sha256_of(&cached), market.locked().unwrap().sha256);
+    let server = harness::start_with(&config, "info", &["--locked"]);
+    assert_eq!(get(&server, "/weather").0, 200);
+}
