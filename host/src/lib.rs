@@ -10,5 +10,6 @@ pub mod inspect;
 pub mod loader;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry_server;
 pub mod server;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 mod harness;
 mod inspect;
+mod registry_server;
 mod serve;
 #[path = "../../../sdk/tests/abi/support.rs"]
 mod support;
