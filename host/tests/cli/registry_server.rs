@@ -279,6 +279,19 @@ fn published_plugins_are_served_verified_and_searchable() {
     );
     assert_eq!(response.bytes().unwrap(), bytes);
     assert_eq!(artifact.sha256, registry::sha256_hex(&bytes));
+    let head = client()
+        .head(format!("{}/{}", server.base, artifact.path))
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert_eq!(
+        head.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     let response = get(&server, &format!("/{}", artifact.signature));
     assert_eq!(response.text().unwrap(), minisig);
 
