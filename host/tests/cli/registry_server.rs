@@ -395,6 +395,18 @@ fn published_plugins_are_served_verified_and_searchable() {
         "larger than this registry's limit of 2097152 bytes",
     );
 
+    // Without a declared length (chunked), the limit holds as the body
+    // streams in.
+    let chunked = Form::new().part(
+        "artifact",
+        Part::reader(std::io::Cursor::new(vec![0u8; 3 << 20])).file_name(file.clone()),
+    );
+    assert_refused(
+        publish(&server, Some(TOKEN), chunked),
+        413,
+        "larger than this registry's limit of 2097152 bytes",
+    );
+
     // The tree's dot-files and anything outside it are not served.
     assert_eq!(get(&server, "/.lock").status(), 404);
     assert!(registry.tree().join(".lock").exists());
