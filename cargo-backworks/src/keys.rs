@@ -15,10 +15,10 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use backworks_plugin_sdk::signature::{
-    self, PublicKeyError, SignatureError, VerifyError, parse_public_key,
+    self, PublicKeyError, SecretKeyError, SecretKeyText, SignatureError, VerifyError,
+    parse_public_key,
 };
 pub use backworks_plugin_sdk::signature::{Claims, KeyId, PublicKey, Verified};
-use ct_codecs::{Base64, Decoder};
 use minisign::{KeyPair, SecretKey};
 
 /// The environment variable a password is read from when `--password-env`
@@ -27,14 +27,6 @@ pub const DEFAULT_PASSWORD_ENV: &str = "BACKWORKS_KEY_PASSWORD";
 
 /// The suffix of a signature file: `<artifact>.minisig`.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
-
-/// Size of a minisign secret key: algorithm (2), key derivation (2),
-/// checksum algorithm (2), salt (32), scrypt limits (8 + 8), key id (8),
-/// Ed25519 secret key (64), checksum (32).
-const SECRET_KEY_BYTES: usize = 158;
-/// Where the key derivation algorithm and the checksum are in it.
-const KDF_ALGORITHM: std::ops::Range<usize> = 2..4;
-const CHECKSUM: std::ops::Range<usize> = 126..158;
 
 /// Where the password of a secret key comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,16 +149,8 @@ impl SigningKey {
                 origin: origin.clone(),
                 reason: e.to_string(),
             })?;
-        // A probe signature, verified with the key's own public half: a
-        // corrupted key is refused here, not after signing every artifact.
-        minisign::sign(Some(&public), &secret, &b"probe"[..], None, None).map_err(|_| {
-            KeyError::InvalidSecretKey {
-                origin: origin.clone(),
-                reason: String::from(
-                    "its secret and public halves do not match (the key is corrupted)",
-                ),
-            }
-        })?;
+        // `read_secret_key` refused a key whose halves do not match (probe
+        // signature in the SDK's `SecretKeyText::open`).
         Ok(Self {
             key_id: KeyId::of_secret_key(&secret),
             secret,
@@ -628,64 +612,22 @@ fn read_secret_key(
     origin: &str,
     password: &PasswordSource,
 ) -> Result<SecretKey, KeyError> {
-    let invalid = |reason: &str| KeyError::InvalidSecretKey {
-        origin: origin.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    let encoded = match lines.as_slice() {
-        [] => return Err(invalid("it is empty")),
-        [comment, key, ..] if comment.starts_with("untrusted comment:") => *key,
-        // Only the key line, as CI secrets sometimes hold it.
-        [key] => *key,
-        _ => return Err(invalid("its first line is not `untrusted comment: ...`")),
-    };
-    let raw =
-        Base64::decode_to_vec(encoded, None).map_err(|_| invalid("its key line is not base64"))?;
-    if raw.len() != SECRET_KEY_BYTES {
-        return Err(invalid(&format!(
-            "its key is {} bytes, not {SECRET_KEY_BYTES}",
-            raw.len()
-        )));
-    }
-    if raw[..2] != *b"Ed" {
-        return Err(invalid("it is not an Ed25519 key"));
-    }
-    // The crate reads the comment line and the key line; give it exactly
-    // those.
-    let boxed = || minisign::SecretKeyBox::from(format!("untrusted comment: \n{encoded}\n"));
-    match &raw[KDF_ALGORITHM] {
-        [0, 0] => match SecretKey::from_unencrypted_box(boxed()) {
-            Ok(key) => Ok(key),
-            // The minisign CLI writes unencrypted keys (`minisign -G -W`)
-            // with an all-zero checksum, which minisign 0.10 refuses as
-            // "Corrupted key". Such a key is taken as it is; the probe
-            // signature in `SigningKey::load` checks it is consistent.
-            Err(_) if raw[CHECKSUM].iter().all(|&b| b == 0) => {
-                SecretKey::from_bytes(&raw).map_err(|e| invalid(&e.to_string()))
-            }
-            Err(_) => Err(invalid(
-                "its checksum does not match its contents (the key is corrupted)",
-            )),
+    let error = |e: SecretKeyError| match e {
+        SecretKeyError::WrongPassword => KeyError::WrongPassword {
+            origin: origin.to_owned(),
         },
-        b"Sc" => {
-            let password = unlock_password(password, origin)?;
-            SecretKey::from_box(boxed(), Some(password.0)).map_err(|e| match e.kind() {
-                minisign::ErrorKind::Verify => KeyError::WrongPassword {
-                    origin: origin.to_owned(),
-                },
-                _ => invalid(&e.to_string()),
-            })
-        }
-        other => Err(invalid(&format!(
-            "it is encrypted with an unknown algorithm {:?}",
-            String::from_utf8_lossy(other)
-        ))),
-    }
+        other => KeyError::InvalidSecretKey {
+            origin: origin.to_owned(),
+            reason: other.to_string(),
+        },
+    };
+    let parsed = SecretKeyText::parse(text).map_err(error)?;
+    let password = if parsed.is_encrypted() {
+        Some(unlock_password(password, origin)?.0)
+    } else {
+        None
+    };
+    parsed.open(password).map_err(error)
 }
 
 /// `path` without a trailing `.key` or `.pub`.
@@ -751,6 +693,9 @@ mod tests {
     use ct_codecs::Encoder;
 
     use super::*;
+
+    /// Where the checksum is in a minisign secret key's bytes.
+    const CHECKSUM: std::ops::Range<usize> = 126..158;
 
     /// The text of an unencrypted key file as `minisign -G -W` writes it:
     /// all-zero checksum.

@@ -12,5 +12,6 @@ pub mod lockfile;
 pub mod marketplace;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry_server;
 pub mod server;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use backworks_host::marketplace::{self, PluginMarketplace, ServeMode};
+use backworks_host::registry_server::{self, ServeOptions};
 use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -60,6 +61,62 @@ enum Command {
     /// Work with plugin libraries.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Run or maintain a plugin registry (docs/registry.md).
+    #[command(subcommand)]
+    Marketplace(MarketplaceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MarketplaceCommand {
+    /// Serve a registry directory over HTTP: the tree's files, search, and
+    /// publishing (with a token from BACKWORKS_REGISTRY_TOKEN or
+    /// --token-file; without one, publishing is disabled) until SIGTERM or
+    /// Ctrl-C.
+    #[command(after_help = EXIT_CODES)]
+    Serve {
+        /// The registry directory (created with an empty signed index when
+        /// missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The registry's minisign secret key file; the password of an
+        /// encrypted key is read from BACKWORKS_REGISTRY_KEY_PASSWORD.
+        #[arg(long)]
+        key: PathBuf,
+        /// A publisher's public key (.pub file or base64 key) whose
+        /// signatures publishing accepts; repeat for several.
+        #[arg(long = "publisher-key", value_name = "KEY")]
+        publisher_keys: Vec<String>,
+        /// Listen on this address (port 0 picks a free port; the bound
+        /// address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Largest publish request (B, KiB, MiB, GiB, KB, MB, GB).
+        #[arg(long, default_value = "64MiB", value_parser = registry_server::parse_size)]
+        max_upload: u64,
+        /// How long each signed index is valid (s, m, h, d); the server
+        /// re-signs it when half of that is left.
+        #[arg(long, default_value = "30d", value_parser = registry_server::parse_lifetime)]
+        index_lifetime: u64,
+        /// Read the publish token from this file instead of
+        /// BACKWORKS_REGISTRY_TOKEN.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Re-sign the registry's index with serial + 1 and a fresh expiry
+    /// (run it, e.g. from cron, when no server keeps the index fresh).
+    #[command(after_help = EXIT_CODES)]
+    Resign {
+        /// The registry directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The registry's minisign secret key file; the password of an
+        /// encrypted key is read from BACKWORKS_REGISTRY_KEY_PASSWORD.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the new index is valid (s, m, h, d).
+        #[arg(long, default_value = "30d", value_parser = registry_server::parse_lifetime)]
+        index_lifetime: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +227,83 @@ fn main() -> ExitCode {
                 return fail(&error, 2);
             }
             serve(&config, listen, ServeMode { locked, offline })
+        }
+        Command::Marketplace(MarketplaceCommand::Serve {
+            dir,
+            key,
+            publisher_keys,
+            listen,
+            max_upload,
+            index_lifetime,
+            token_file,
+        }) => {
+            if let Err(error) = telemetry::init(cli.log_format) {
+                return fail(&error, 2);
+            }
+            let options = registry_server::load_registry_key(&key).and_then(|key| {
+                Ok(ServeOptions {
+                    key,
+                    publisher_keys: registry_server::load_publisher_keys(&publisher_keys)?,
+                    token: registry_server::load_token(token_file.as_deref())?,
+                    dir,
+                    listen,
+                    max_upload,
+                    index_lifetime,
+                })
+            });
+            match options {
+                Ok(options) => marketplace_serve(options),
+                Err(error) => fail(&error, 2),
+            }
+        }
+        Command::Marketplace(MarketplaceCommand::Resign {
+            dir,
+            key,
+            index_lifetime,
+        }) => {
+            let resigned = registry_server::load_registry_key(&key)
+                .and_then(|key| registry_server::resign(&dir, key, index_lifetime));
+            match resigned {
+                Ok(index) => {
+                    let plugins = index.plugins.len();
+                    println!(
+                        "re-signed the index of {}: serial {}, expires at {} (unix seconds), {plugins} plugin{}",
+                        dir.display(),
+                        index.serial,
+                        index.expires,
+                        if plugins == 1 { "" } else { "s" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error, 2),
+            }
+        }
+    }
+}
+
+fn marketplace_serve(options: ServeOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error, 2),
+    };
+    let result = runtime.block_on(registry_server::serve(
+        options,
+        |addr| {
+            use std::io::Write;
+            println!("marketplace listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+            tracing::info!(%addr, "listening");
+        },
+        server::shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            fail(&error, 2)
         }
     }
 }

@@ -24,6 +24,7 @@ use std::fmt;
 use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ct_codecs::{Base64, Decoder};
 pub use minisign::{PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
 
@@ -719,6 +720,146 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, PublicKeyError> {
     Ok(key)
 }
 
+/// Size of a minisign secret key: algorithm (2), key derivation (2),
+/// checksum algorithm (2), salt (32), scrypt limits (8 + 8), key id (8),
+/// Ed25519 secret key (64), checksum (32).
+const SECRET_KEY_BYTES: usize = 158;
+/// Where the key derivation algorithm and the checksum are in it.
+const KDF_ALGORITHM: std::ops::Range<usize> = 2..4;
+const CHECKSUM: std::ops::Range<usize> = 126..158;
+
+/// Why the text of a secret key file does not give a usable secret key.
+/// Messages say what is wrong with the text; callers name the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretKeyError {
+    /// The text is not a minisign secret key, or the key is corrupted.
+    #[error("{reason}")]
+    Invalid {
+        /// What is wrong (e.g. `its key line is not base64`).
+        reason: String,
+    },
+    /// The key is password-protected and no password was given.
+    #[error("it is password-protected and no password was given")]
+    PasswordRequired,
+    /// The password does not decrypt the key.
+    #[error("the password does not decrypt it")]
+    WrongPassword,
+}
+
+/// The text of a minisign secret key file (or only its key line), parsed but
+/// not yet decrypted: [`SecretKeyText::is_encrypted`] tells whether
+/// [`SecretKeyText::open`] needs a password, so a caller asks for one only
+/// then. Accepts the keys of `cargo backworks keygen`, `minisign -G` and
+/// `minisign -G -W` (whose all-zero checksum the minisign crate refuses).
+#[derive(Clone)]
+pub struct SecretKeyText {
+    encoded: String,
+    raw: Vec<u8>,
+}
+
+impl fmt::Debug for SecretKeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretKeyText")
+            .field("encrypted", &self.is_encrypted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretKeyText {
+    /// Parses the text: an `untrusted comment:` line then the key line, or
+    /// the key line alone (as CI secrets often hold it).
+    pub fn parse(text: &str) -> Result<Self, SecretKeyError> {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        let encoded = match lines.as_slice() {
+            [] => return Err(invalid_key("it is empty")),
+            [comment, key, ..] if comment.starts_with("untrusted comment:") => *key,
+            [key] => *key,
+            _ => {
+                return Err(invalid_key(
+                    "its first line is not `untrusted comment: ...`",
+                ));
+            }
+        };
+        let raw = Base64::decode_to_vec(encoded, None)
+            .map_err(|_| invalid_key("its key line is not base64"))?;
+        if raw.len() != SECRET_KEY_BYTES {
+            return Err(invalid_key(&format!(
+                "its key is {} bytes, not {SECRET_KEY_BYTES}",
+                raw.len()
+            )));
+        }
+        if raw[..2] != *b"Ed" {
+            return Err(invalid_key("it is not an Ed25519 key"));
+        }
+        Ok(Self {
+            encoded: encoded.to_owned(),
+            raw,
+        })
+    }
+
+    /// Whether the key is password-protected.
+    pub fn is_encrypted(&self) -> bool {
+        self.raw[KDF_ALGORITHM] != [0, 0]
+    }
+
+    /// Decrypts the key (with `password` when it is encrypted; ignored
+    /// otherwise) and checks, by a probe signature verified with the key's
+    /// own public half, that it signs what it should: a corrupted key is
+    /// refused here, not after signing.
+    pub fn open(&self, password: Option<String>) -> Result<SecretKey, SecretKeyError> {
+        // The crate reads the comment line and the key line; give it exactly
+        // those.
+        let boxed =
+            || minisign::SecretKeyBox::from(format!("untrusted comment: \n{}\n", self.encoded));
+        let key = match &self.raw[KDF_ALGORITHM] {
+            [0, 0] => match SecretKey::from_unencrypted_box(boxed()) {
+                Ok(key) => key,
+                // The minisign CLI writes unencrypted keys (`minisign -G -W`)
+                // with an all-zero checksum, which minisign 0.10 refuses as
+                // "Corrupted key". Such a key is taken as it is; the probe
+                // signature below checks it is consistent.
+                Err(_) if self.raw[CHECKSUM].iter().all(|&b| b == 0) => {
+                    SecretKey::from_bytes(&self.raw).map_err(|e| invalid_key(&e.to_string()))?
+                }
+                Err(_) => {
+                    return Err(invalid_key(
+                        "its checksum does not match its contents (the key is corrupted)",
+                    ));
+                }
+            },
+            b"Sc" => {
+                let password = password.ok_or(SecretKeyError::PasswordRequired)?;
+                SecretKey::from_box(boxed(), Some(password)).map_err(|e| match e.kind() {
+                    minisign::ErrorKind::Verify => SecretKeyError::WrongPassword,
+                    _ => invalid_key(&e.to_string()),
+                })?
+            }
+            other => {
+                return Err(invalid_key(&format!(
+                    "it is encrypted with an unknown algorithm {:?}",
+                    String::from_utf8_lossy(other)
+                )));
+            }
+        };
+        let public = PublicKey::from_secret_key(&key).map_err(|e| invalid_key(&e.to_string()))?;
+        minisign::sign(Some(&public), &key, &b"probe"[..], None, None).map_err(|_| {
+            invalid_key("its secret and public halves do not match (the key is corrupted)")
+        })?;
+        Ok(key)
+    }
+}
+
+fn invalid_key(reason: &str) -> SecretKeyError {
+    SecretKeyError::Invalid {
+        reason: reason.to_owned(),
+    }
+}
+
 /// Which of the two signatures of a minisign signature failed.
 enum Failed {
     Data,
@@ -822,6 +963,83 @@ mod tests {
 
     use super::*;
     use crate::abi::MetadataRecord;
+
+    #[test]
+    fn secret_key_text_reads_every_minisign_key_form() {
+        use ct_codecs::Encoder;
+        let pair = KeyPair::generate_unencrypted_keypair().unwrap();
+        let boxed = pair.sk.to_box(None).unwrap().into_string();
+        let key_line = boxed.lines().nth(1).unwrap().to_owned();
+        for text in [boxed.clone(), key_line, boxed.replace('\n', "\r\n")] {
+            let parsed = SecretKeyText::parse(&text).unwrap();
+            assert!(!parsed.is_encrypted());
+            assert_eq!(parsed.open(None).unwrap().keynum(), pair.sk.keynum());
+        }
+        // `minisign -G -W`: unencrypted with an all-zero checksum, which the
+        // crate alone refuses.
+        let mut raw = pair.sk.to_bytes();
+        raw[CHECKSUM].fill(0);
+        let cli = format!(
+            "untrusted comment: k\n{}\n",
+            Base64::encode_to_string(&raw).unwrap()
+        );
+        assert!(SecretKey::from_unencrypted_box(cli.clone().into()).is_err());
+        let key = SecretKeyText::parse(&cli).unwrap().open(None).unwrap();
+        assert_eq!(key.keynum(), pair.sk.keynum());
+        // Corrupted under a zero checksum: the probe signature refuses it.
+        raw[70] ^= 1;
+        let bad = format!(
+            "untrusted comment: k\n{}\n",
+            Base64::encode_to_string(&raw).unwrap()
+        );
+        assert_eq!(
+            SecretKeyText::parse(&bad)
+                .unwrap()
+                .open(None)
+                .unwrap_err()
+                .to_string(),
+            "its secret and public halves do not match (the key is corrupted)"
+        );
+    }
+
+    #[test]
+    fn an_encrypted_secret_key_needs_its_password() {
+        let pair = KeyPair::generate_encrypted_keypair(Some(String::from("pw"))).unwrap();
+        let text = pair.sk.to_box(None).unwrap().into_string();
+        let parsed = SecretKeyText::parse(&text).unwrap();
+        assert!(parsed.is_encrypted());
+        assert_eq!(
+            parsed.open(None).unwrap_err(),
+            SecretKeyError::PasswordRequired
+        );
+        assert_eq!(
+            parsed.open(Some(String::from("other"))).unwrap_err(),
+            SecretKeyError::WrongPassword
+        );
+        let key = parsed.open(Some(String::from("pw"))).unwrap();
+        assert!(!key.is_encrypted());
+        assert_eq!(key.keynum(), pair.pk.keynum());
+    }
+
+    #[test]
+    fn secret_key_text_errors_say_what_is_wrong() {
+        let cases = [
+            ("", "it is empty"),
+            ("a\nb\n", "its first line is not `untrusted comment: ...`"),
+            ("untrusted comment: x\n!!!!\n", "its key line is not base64"),
+            (
+                "untrusted comment: x\nRWQA\n",
+                "its key is 3 bytes, not 158",
+            ),
+        ];
+        for (text, reason) in cases {
+            assert_eq!(
+                SecretKeyText::parse(text).unwrap_err().to_string(),
+                reason,
+                "{text:?}"
+            );
+        }
+    }
 
     /// A minimal little-endian ELF64 shared object: the metadata record of
     /// `name` `version` in section `.bwmeta`, and `payload` in `.data` (so

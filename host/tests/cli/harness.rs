@@ -127,12 +127,20 @@ pub fn start(config: &Path, log_level: &str) -> Server {
 
 /// [`start`] with more arguments for `serve` (`--locked`, `--offline`).
 pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
-    let started = Instant::now();
-    let mut child = backworks()
+    let mut command = backworks();
+    command
         .env("RUST_LOG", log_level)
         .args(["serve", "--config"])
         .arg(config)
-        .args(args)
+        .args(args);
+    start_command(command, "backworks listening on ")
+}
+
+/// Spawns `command` (a server) and waits (at most 60 s) for the line
+/// `<prefix><base URL>` on its standard output.
+pub fn start_command(mut command: Command, prefix: &'static str) -> Server {
+    let started = Instant::now();
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -148,7 +156,7 @@ pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
     let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("backworks listening on ") {
+            if let Some(addr) = line.strip_prefix(prefix) {
                 let _ = addr_tx.send((addr.to_owned(), started.elapsed()));
             }
         }

@@ -427,3 +427,119 @@ fn an_upload_without_artifacts_or_with_a_bad_file_name_is_refused() {
         "{error}"
     );
 }
+
+// Search ranking and paging over a larger sample.
+
+/// An index of `(name, description, keywords, versions)`.
+fn index_of(plugins: &[(&str, &str, &[&str], &[&str])]) -> Index {
+    let mut index = Index::empty();
+    for (name, description, keywords, versions) in plugins {
+        let versions = versions
+            .iter()
+            .map(|v| {
+                let reference = ReleaseRef {
+                    path: format!("plugins/{name}/{v}/release.json"),
+                    sha256: sha256_hex(v.as_bytes()),
+                    size: 1,
+                };
+                ((*v).to_owned(), reference)
+            })
+            .collect();
+        index.plugins.insert(
+            (*name).to_owned(),
+            IndexEntry {
+                description: (*description).to_owned(),
+                keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
+                versions,
+            },
+        );
+    }
+    index
+}
+
+fn names(page: &SearchPage) -> Vec<(&str, u32)> {
+    page.hits
+        .iter()
+        .map(|hit| (hit.name.as_str(), hit.score))
+        .collect()
+}
+
+fn sample() -> Index {
+    index_of(&[
+        ("sky", "Sky colour by the weather", &[], &["0.1.0"]),
+        ("weather-radar", "Rain radar", &["maps"], &["2.0.0"]),
+        ("openweather", "OpenWeather API client", &[], &["1.0.0"]),
+        ("forecast", "Forecasts", &["Weather"], &["1.0.0"]),
+        ("climate", "Climate data", &["weathering"], &["1.0.0"]),
+        ("weather", "Weather API integration", &[], &["1.0.0"]),
+        ("auth-jwt", "JWT bearer tokens", &["auth"], &["3.1.4"]),
+        ("zz-weather-b", "Second by name", &[], &["1.0.0"]),
+        ("zz-weather-a", "First by name", &[], &["1.0.0"]),
+    ])
+}
+
+#[test]
+fn search_ranks_name_then_keywords_then_description() {
+    let page = search(&sample(), "weather", 1, 20);
+    assert_eq!(page.total, 8);
+    assert_eq!(
+        names(&page),
+        [
+            ("weather", 100),
+            ("weather-radar", 60),
+            ("openweather", 40),
+            ("zz-weather-a", 40),
+            ("zz-weather-b", 40),
+            ("forecast", 30),
+            ("climate", 20),
+            ("sky", 10),
+        ]
+    );
+    // Case does not matter, on either side.
+    assert_eq!(search(&sample(), "WeAtHeR", 1, 20).hits, page.hits);
+}
+
+#[test]
+fn every_term_must_match_and_scores_add_up() {
+    let page = search(&sample(), "weather rain", 1, 20);
+    assert_eq!(names(&page), [("weather-radar", 70)]);
+    let page = search(&sample(), "  api   weather ", 1, 20);
+    assert_eq!(names(&page), [("weather", 110), ("openweather", 50)]);
+    assert_eq!(page.query, "  api   weather ");
+    assert_eq!(search(&sample(), "weather nothing", 1, 20).total, 0);
+}
+
+#[test]
+fn search_pages_and_clamps() {
+    let all = search(&sample(), "weather", 1, 100);
+    let second = search(&sample(), "weather", 2, 3);
+    assert_eq!((second.total, second.page, second.per_page), (8, 2, 3));
+    assert_eq!(second.hits, all.hits[3..6]);
+    let last = search(&sample(), "weather", 3, 3);
+    assert_eq!(last.hits, all.hits[6..]);
+    let beyond = search(&sample(), "weather", 4, 3);
+    assert_eq!((beyond.total, beyond.hits.len()), (8, 0));
+    let clamped = search(&sample(), "weather", 0, 0);
+    assert_eq!((clamped.page, clamped.per_page), (1, 1));
+    assert_eq!(clamped.hits, all.hits[..1]);
+    assert_eq!(search(&sample(), "", 1, 1000).per_page, 100);
+    // A page number past usize's range of items does not overflow.
+    assert!(
+        search(&sample(), "weather", usize::MAX, 100)
+            .hits
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_empty_query_lists_everything_by_name_with_the_newest_version() {
+    let index = index_of(&[
+        ("b", "B", &[], &["1.2.0", "1.10.0", "1.9.9", "not-semver"]),
+        ("a", "A", &["x"], &["0.1.0"]),
+    ]);
+    let page = search(&index, "", 1, 20);
+    assert_eq!(names(&page), [("a", 0), ("b", 0)]);
+    assert_eq!(page.hits[1].version, "1.10.0");
+    assert_eq!(page.hits[0].keywords, ["x"]);
+    assert_eq!(page.hits[0].description, "A");
+}

@@ -1,0 +1,727 @@
+//! `backworks marketplace serve` and `resign` end to end: the real binary on
+//! 127.0.0.1, the weather plugin built with cargo and signed with real
+//! minisign keys, published over real HTTP multipart; the tree, search and
+//! every refusal checked over HTTP; a server killed in the middle of an
+//! upload; the index re-signed in the background and by `resign`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backworks_plugin_sdk::registry::{self, Freshness, Index};
+use backworks_plugin_sdk::signature;
+use reqwest::blocking::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::harness::{Keys, Server, backworks, start_command};
+use crate::support;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A registry directory with its key file, and a publisher's keys.
+struct Registry {
+    dir: tempfile::TempDir,
+    key_file: PathBuf,
+    registry_key: minisign::PublicKey,
+    publisher: Keys,
+}
+
+impl Registry {
+    /// With an unencrypted registry key.
+    fn new() -> Self {
+        Self::with_key(minisign::KeyPair::generate_unencrypted_keypair().unwrap())
+    }
+
+    /// With the registry key `pair` (its secret key as generated: encrypted
+    /// or not).
+    fn with_key(pair: minisign::KeyPair) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("registry.key");
+        std::fs::write(&key_file, pair.sk.to_box(None).unwrap().into_string()).unwrap();
+        Self {
+            dir,
+            key_file,
+            registry_key: pair.pk,
+            publisher: Keys::new(),
+        }
+    }
+
+    fn tree(&self) -> PathBuf {
+        self.dir.path().join("tree")
+    }
+
+    /// `backworks marketplace serve` over the tree, trusting the publisher,
+    /// with `token` in the environment and `extra` arguments.
+    fn serve(&self, token: Option<&str>, extra: &[&str]) -> Server {
+        let mut command = self.serve_command(token, extra);
+        command.env("RUST_LOG", "info");
+        start_command(command, "marketplace listening on ")
+    }
+
+    fn serve_command(&self, token: Option<&str>, extra: &[&str]) -> Command {
+        let mut command = backworks();
+        command
+            .args(["marketplace", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(self.tree())
+            .arg("--key")
+            .arg(&self.key_file)
+            .args(["--publisher-key", &self.publisher.base64()])
+            .args(extra)
+            .env_remove("BACKWORKS_REGISTRY_TOKEN")
+            .env_remove("BACKWORKS_REGISTRY_KEY_PASSWORD");
+        if let Some(token) = token {
+            command.env("BACKWORKS_REGISTRY_TOKEN", token);
+        }
+        command
+    }
+
+    /// The index on disk, verified with the registry key.
+    fn index_on_disk(&self) -> Index {
+        let bytes = std::fs::read(self.tree().join("index.json")).unwrap();
+        verify(&bytes, &self.registry_key)
+    }
+}
+
+fn verify(index_bytes: &[u8], registry_key: &minisign::PublicKey) -> Index {
+    registry::verify_index(
+        index_bytes,
+        registry_key,
+        Freshness {
+            last_serial: None,
+            now: registry::now(),
+        },
+        "the test registry",
+    )
+    .unwrap()
+}
+
+/// The weather plugin under its dist-layout name, and its signature by
+/// `keys`.
+fn weather(keys: &Keys) -> (String, Vec<u8>, String) {
+    let bytes = std::fs::read(support::weather_plugin()).unwrap();
+    let signed = signature::sign(&bytes, &keys.sk, Some(&keys.pk)).unwrap();
+    let file = format!("weather-1.0.0-{}.so", backworks_plugin_sdk::TARGET);
+    (file, bytes, signed.minisig)
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The multipart form `cargo backworks publish` sends for one artifact.
+fn form(file: &str, bytes: Vec<u8>, minisig: &str) -> Form {
+    Form::new()
+        .part(
+            "metadata",
+            Part::text(
+                json!({"description": "Weather API integration, published", "keywords": ["weather", "forecast"]})
+                    .to_string(),
+            ),
+        )
+        .part("artifact", Part::bytes(bytes).file_name(file.to_owned()))
+        .part(
+            "signature",
+            Part::text(minisig.to_owned()).file_name(format!("{file}.minisig")),
+        )
+}
+
+/// POSTs `form` to the publish endpoint with `token`; (status, JSON body).
+fn publish(server: &Server, token: Option<&str>, form: Form) -> (u16, Value) {
+    let mut request = client()
+        .post(format!("{}/api/v1/publish", server.base))
+        .multipart(form);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    json_answer(request.send().unwrap())
+}
+
+fn json_answer(response: reqwest::blocking::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let text = response.text().unwrap();
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{status}: {text}"
+    );
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+fn get(server: &Server, path: &str) -> reqwest::blocking::Response {
+    client()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .unwrap()
+}
+
+fn search(server: &Server, query: &str) -> (u16, Value) {
+    json_answer(get(server, &format!("/api/v1/search?{query}")))
+}
+
+/// Asserts `answer` is `status` with an `error` containing `needle`.
+fn assert_refused(answer: (u16, Value), status: u16, needle: &str) {
+    let (got, body) = answer;
+    let message = body["error"].as_str().unwrap_or_default();
+    assert_eq!(got, status, "{body}");
+    assert!(
+        message.contains(needle),
+        "expected `{needle}` in {message:?}"
+    );
+}
+
+/// A raw HTTP/1.1 GET of `target` exactly as written (no client
+/// normalises `..` away); the status code.
+fn raw_get_status(server: &Server, target: &str) -> u16 {
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// Names in the tree's root and under `plugins/`, to check nothing stray is
+/// left behind.
+fn tree_listing(root: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        names.push(entry.unwrap().file_name().to_string_lossy().into_owned());
+    }
+    if let Ok(plugins) = std::fs::read_dir(root.join("plugins")) {
+        for entry in plugins {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            for version in std::fs::read_dir(root.join("plugins").join(&name)).unwrap() {
+                let version = version.unwrap().file_name().to_string_lossy().into_owned();
+                names.push(format!("plugins/{name}/{version}"));
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn published_plugins_are_served_verified_and_searchable() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &["--max-upload", "2MiB"]);
+    // A new registry has a signed empty index.
+    let empty = registry.index_on_disk();
+    assert_eq!((empty.serial, empty.plugins.len()), (1, 0));
+
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    let (status, release) = publish(&server, Some(TOKEN), form(&file, bytes.clone(), &minisig));
+    assert_eq!(status, 201, "{release}");
+    assert_eq!(release["name"], "weather");
+    assert_eq!(release["version"], "1.0.0");
+    assert_eq!(release["description"], "Weather API integration, published");
+    assert_eq!(release["keywords"], json!(["weather", "forecast"]));
+    assert_eq!(
+        release["publisher"],
+        signature::KeyId::of_public_key(&registry.publisher.pk).to_string()
+    );
+
+    // The index over HTTP verifies with the registry key and lists it.
+    let response = get(&server, "/index.json");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let index = verify(&response.bytes().unwrap(), &registry.registry_key);
+    assert_eq!(index.serial, 2);
+    let reference = index.release_ref("weather", "1.0.0").unwrap().clone();
+
+    // release.json and the artifact are the published bytes.
+    let response = get(&server, &format!("/{}", reference.path));
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-length"],
+        reference.size.to_string().as_str()
+    );
+    let release_bytes = response.bytes().unwrap();
+    assert_eq!(
+        release_bytes,
+        std::fs::read(registry.tree().join(&reference.path)).unwrap()
+    );
+    let served = registry::verify_release(&release_bytes, &reference, "weather", "1.0.0").unwrap();
+    assert_eq!(serde_json::to_value(&served).unwrap(), release);
+    let artifact = &served.targets[backworks_plugin_sdk::TARGET];
+    assert!(artifact.path.ends_with(&file));
+    let response = get(&server, &format!("/{}", artifact.path));
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(
+        response.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert_eq!(response.bytes().unwrap(), bytes);
+    assert_eq!(artifact.sha256, registry::sha256_hex(&bytes));
+    let head = client()
+        .head(format!("{}/{}", server.base, artifact.path))
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert_eq!(
+        head.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let response = get(&server, &format!("/{}", artifact.signature));
+    assert_eq!(response.text().unwrap(), minisig);
+
+    // Search: by name, keyword, description; pages; bad parameters.
+    for query in ["q=weather", "q=FORECAST", "q=published+api", "q="] {
+        let (status, page) = search(&server, query);
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(page["total"], 1, "{query}: {page}");
+        assert_eq!(page["hits"][0]["name"], "weather");
+        assert_eq!(page["hits"][0]["version"], "1.0.0");
+    }
+    let (_, page) = search(&server, "q=weather");
+    assert_eq!(page["hits"][0]["score"], 100);
+    assert_eq!(
+        (page["page"].clone(), page["per_page"].clone()),
+        (json!(1), json!(20))
+    );
+    let (_, page) = search(&server, "q=rain");
+    assert_eq!(
+        (page["total"].clone(), page["hits"].clone()),
+        (json!(0), json!([]))
+    );
+    let (_, page) = search(&server, "q=weather&page=2&per_page=1");
+    assert_eq!(
+        (page["total"].clone(), page["hits"].clone()),
+        (json!(1), json!([]))
+    );
+    assert_refused(
+        search(&server, "q=x&per_page=0"),
+        400,
+        "per_page must be 1 to 100",
+    );
+    assert_refused(
+        search(&server, "q=x&per_page=101"),
+        400,
+        "per_page must be 1 to 100",
+    );
+    assert_refused(search(&server, "q=x&page=0"), 400, "page must be 1 or more");
+    assert_refused(search(&server, "page=two"), 400, "the parameters are q");
+
+    // Refusals, each with its status and reason.
+    let again = || form(&file, bytes.clone(), &minisig);
+    assert_refused(
+        publish(&server, None, again()),
+        401,
+        "missing publish token",
+    );
+    assert_refused(
+        publish(&server, Some("wrong"), again()),
+        401,
+        "wrong publish token",
+    );
+    assert_refused(
+        publish(&server, Some(TOKEN), again()),
+        409,
+        "weather 1.0.0 is already published",
+    );
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    assert_refused(
+        publish(&server, Some(TOKEN), form(&file, flipped, &minisig)),
+        422,
+        "the file was modified after it was signed",
+    );
+    let stranger = Keys::new();
+    let (_, _, foreign) = weather(&stranger);
+    assert_refused(
+        publish(&server, Some(TOKEN), form(&file, bytes.clone(), &foreign)),
+        422,
+        "which is not a trusted key",
+    );
+    let text = b"#!/bin/sh\necho not a plugin\n".repeat(100);
+    assert_refused(
+        publish(&server, Some(TOKEN), form(&file, text, &minisig)),
+        422,
+        "is not a valid plugin library",
+    );
+    let unsigned = Form::new().part(
+        "artifact",
+        Part::bytes(bytes.clone()).file_name(file.clone()),
+    );
+    assert_refused(
+        publish(&server, Some(TOKEN), unsigned),
+        422,
+        "has no signature",
+    );
+    let stray = Form::new().part("extra", Part::text("x"));
+    assert_refused(
+        publish(&server, Some(TOKEN), stray),
+        422,
+        "unknown part \"extra\"",
+    );
+    let big = Form::new().part(
+        "artifact",
+        Part::bytes(vec![0u8; 3 << 20]).file_name(file.clone()),
+    );
+    assert_refused(
+        publish(&server, Some(TOKEN), big),
+        413,
+        "larger than this registry's limit of 2097152 bytes",
+    );
+
+    // Without a declared length (chunked), the limit holds as the body
+    // streams in.
+    let chunked = Form::new().part(
+        "artifact",
+        Part::reader(std::io::Cursor::new(vec![0u8; 3 << 20])).file_name(file.clone()),
+    );
+    assert_refused(
+        publish(&server, Some(TOKEN), chunked),
+        413,
+        "larger than this registry's limit of 2097152 bytes",
+    );
+
+    // The tree's dot-files and anything outside it are not served.
+    assert_eq!(get(&server, "/.lock").status(), 404);
+    assert!(registry.tree().join(".lock").exists());
+    assert_eq!(raw_get_status(&server, "/../x"), 404);
+    assert_eq!(raw_get_status(&server, "/%2e%2e/registry.key"), 404);
+    assert_eq!(raw_get_status(&server, "/plugins/../index.json"), 404);
+    assert_eq!(raw_get_status(&server, "/plugins//weather"), 404);
+    assert_eq!(raw_get_status(&server, "/plugins/weather"), 404);
+    assert_eq!(raw_get_status(&server, "/"), 404);
+    let (status, body) = json_answer(
+        client()
+            .post(format!("{}/index.json", server.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 405, "{body}");
+
+    // None of the refusals changed the index or left files behind.
+    assert_eq!(registry.index_on_disk(), index);
+    assert_eq!(
+        tree_listing(&registry.tree()),
+        [".lock", "index.json", "plugins", "plugins/weather/1.0.0"]
+    );
+}
+
+#[test]
+fn publishing_is_disabled_without_a_token_and_refused_without_publishers() {
+    let registry = Registry::new();
+    let server = registry.serve(None, &[]);
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    assert_refused(
+        publish(&server, Some(TOKEN), form(&file, bytes.clone(), &minisig)),
+        403,
+        "publishing is disabled on this registry",
+    );
+    assert_eq!(registry.index_on_disk().serial, 1);
+    drop(server);
+
+    // The token from --token-file (trimmed) instead of the environment.
+    let token_file = registry.dir.path().join("token");
+    std::fs::write(&token_file, "file-token\n").unwrap();
+    let server = registry.serve(None, &["--token-file", token_file.to_str().unwrap()]);
+    let again = || form(&file, bytes.clone(), &minisig);
+    assert_refused(
+        publish(&server, Some(TOKEN), again()),
+        401,
+        "wrong publish token",
+    );
+    let (status, body) = publish(&server, Some("file-token"), again());
+    assert_eq!(status, 201, "{body}");
+    drop(server);
+
+    // A token with no publisher key would refuse every upload: a
+    // configuration error, as are a bad key file and a bad size.
+    let mut command = backworks();
+    command
+        .args(["marketplace", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(registry.tree())
+        .arg("--key")
+        .arg(&registry.key_file)
+        .env("BACKWORKS_REGISTRY_TOKEN", TOKEN);
+    let output = bounded(command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("no --publisher-key is given"),
+        "{}",
+        stderr(&output)
+    );
+    let mut command = backworks();
+    command.args([
+        "marketplace",
+        "serve",
+        "--dir",
+        "/nonexistent/tree",
+        "--key",
+        "/nonexistent/registry.key",
+    ]);
+    let output = bounded(command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot read the registry key /nonexistent/registry.key"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(&registry.key_file, "untrusted comment: x\nRWQA\n").unwrap();
+    let output = bounded(registry.serve_command(None, &[]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is not a usable registry key: its key is 3 bytes, not 158"),
+        "{}",
+        stderr(&output)
+    );
+    let output = bounded(registry.serve_command(None, &["--max-upload", "lots"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("\"lots\" is not a size"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Runs a command that must exit by itself within 60 s.
+fn bounded(mut command: Command) -> Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not exit: {command:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A body that hands out `bytes` in small chunks, sleeping before each
+/// after the first `fast` bytes, and counts what it handed out.
+struct SlowReader {
+    bytes: std::io::Cursor<Vec<u8>>,
+    fast: u64,
+    sent: Arc<AtomicU64>,
+}
+
+impl Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.bytes.position() >= self.fast {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let limit = buf.len().min(4096);
+        let n = self.bytes.read(&mut buf[..limit])?;
+        self.sent.fetch_add(n as u64, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_server_killed_mid_upload_writes_nothing_and_the_version_can_be_published_after() {
+    let registry = Registry::new();
+    let mut server = registry.serve(Some(TOKEN), &[]);
+    let index_before = std::fs::read(registry.tree().join("index.json")).unwrap();
+    let listing_before = tree_listing(&registry.tree());
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    let total = bytes.len() as u64;
+    let sent = Arc::new(AtomicU64::new(0));
+    let reader = SlowReader {
+        bytes: std::io::Cursor::new(bytes.clone()),
+        fast: total / 2,
+        sent: Arc::clone(&sent),
+    };
+    let slow = Form::new()
+        .part(
+            "artifact",
+            Part::reader_with_length(reader, total).file_name(file.clone()),
+        )
+        .part(
+            "signature",
+            Part::text(minisig.clone()).file_name(format!("{file}.minisig")),
+        );
+    let url = format!("{}/api/v1/publish", server.base);
+    let uploader = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .multipart(slow)
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    // Half the artifact is on its way: kill the server (SIGKILL).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < total / 2 + 8192 {
+        assert!(Instant::now() < deadline, "the upload did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let answer = uploader.join().unwrap();
+    assert!(answer.is_err(), "the upload was answered: {answer:?}");
+    assert!(
+        sent.load(Ordering::SeqCst) < total,
+        "the whole body was sent"
+    );
+    assert_eq!(
+        std::fs::read(registry.tree().join("index.json")).unwrap(),
+        index_before
+    );
+    assert_eq!(tree_listing(&registry.tree()), listing_before);
+
+    // Restarted, the same version publishes.
+    let server = registry.serve(Some(TOKEN), &[]);
+    let (status, body) = publish(&server, Some(TOKEN), form(&file, bytes, &minisig));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(registry.index_on_disk().serial, 2);
+}
+
+#[test]
+fn the_index_is_resigned_before_it_expires_and_by_resign() {
+    // An encrypted registry key, opened with the password from the
+    // environment.
+    let registry = Registry::with_key(
+        minisign::KeyPair::generate_encrypted_keypair(Some("pw".into())).unwrap(),
+    );
+    let without_password = bounded(registry.serve_command(Some(TOKEN), &[]));
+    assert_eq!(without_password.status.code(), Some(2));
+    assert!(
+        stderr(&without_password).contains("it is password-protected and no password was given"),
+        "{}",
+        stderr(&without_password)
+    );
+
+    let mut command = registry.serve_command(Some(TOKEN), &["--index-lifetime", "4s"]);
+    command.env("BACKWORKS_REGISTRY_KEY_PASSWORD", "pw");
+    let server = start_command(command, "marketplace listening on ");
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    let (status, body) = publish(&server, Some(TOKEN), form(&file, bytes, &minisig));
+    assert_eq!(status, 201, "{body}");
+    let fetch = || {
+        verify(
+            &get(&server, "/index.json").bytes().unwrap(),
+            &registry.registry_key,
+        )
+    };
+    let first = fetch();
+    assert_eq!(first.expires - first.issued, 4);
+    // Within its 4 s lifetime the server re-signs it; every index fetched
+    // meanwhile is valid (`verify` checks the expiry).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resigned = loop {
+        let index = fetch();
+        if index.serial > first.serial {
+            break index;
+        }
+        assert!(Instant::now() < deadline, "not re-signed: {index:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(resigned.plugins, first.plugins);
+    // Graceful stop on SIGTERM.
+    let mut server = server;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+
+    // `resign` raises the serial by one and keeps the plugins.
+    let before = registry.index_on_disk();
+    let mut command = backworks();
+    command
+        .args(["marketplace", "resign", "--dir"])
+        .arg(registry.tree())
+        .arg("--key")
+        .arg(&registry.key_file)
+        .env("BACKWORKS_REGISTRY_KEY_PASSWORD", "pw");
+    let output = bounded(command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let after = registry.index_on_disk();
+    assert_eq!(after.serial, before.serial + 1);
+    assert_eq!(after.plugins, before.plugins);
+    assert_eq!(after.expires - after.issued, 30 * 24 * 3600);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "re-signed the index of {}: serial {}, expires at {} (unix seconds), 1 plugin\n",
+            registry.tree().display(),
+            after.serial,
+            after.expires
+        )
+    );
+    let mut command = backworks();
+    command
+        .args(["marketplace", "resign", "--dir"])
+        .arg(registry.dir.path().join("missing"))
+        .arg("--key")
+        .arg(&registry.key_file)
+        .env("BACKWORKS_REGISTRY_KEY_PASSWORD", "pw");
+    let output = bounded(command);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("missing is not a directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn marketplace_help() {
+    for (name, args) in [
+        ("marketplace_help", &["marketplace", "--help"][..]),
+        (
+            "marketplace_serve_help",
+            &["marketplace", "serve", "--help"],
+        ),
+        (
+            "marketplace_resign_help",
+            &["marketplace", "resign", "--help"],
+        ),
+    ] {
+        let output = backworks().args(args).output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        insta::assert_snapshot!(name, String::from_utf8_lossy(&output.stdout));
+    }
+}
