@@ -11,4 +11,6 @@ pub mod loader;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;
+pub mod swap;
 pub mod telemetry;
+pub mod watch;

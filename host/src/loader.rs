@@ -201,6 +201,16 @@ impl VerifiedFile {
     pub fn metadata(&self) -> &PluginMetadata {
         &self.metadata
     }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// sha256 of the verified bytes, lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and

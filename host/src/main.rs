@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry};
+use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry, watch};
 use clap::{Parser, Subcommand};
 
 // Requests move between tokio workers and hook threads, so most allocations
@@ -45,6 +45,15 @@ enum Command {
         /// picks a free port; the bound address is printed).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// For local development: swap in a `type: external` plugin when its
+        /// library or its .minisig changes on disk (polled every 250 ms,
+        /// acted on once stable for one poll). The new library is verified,
+        /// initialized and health-checked as at start-up; then requests
+        /// starting after the switch use it, while requests in flight finish
+        /// on the old one. A file that fails any step is refused (logged)
+        /// and the running version keeps serving.
+        #[arg(long)]
+        watch: bool,
     },
     /// Work with plugin libraries.
     #[command(subcommand)]
@@ -93,11 +102,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Plugins(PluginsCommand::List { config, json }) => list(&config, json),
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            watch,
+        } => {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
-            serve(&config, listen)
+            serve(&config, listen, watch)
         }
     }
 }
@@ -143,7 +156,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &std::path::Path, listen: Option<SocketAddr>) -> ExitCode {
+fn serve(path: &std::path::Path, listen: Option<SocketAddr>, watch_files: bool) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => return fail(&error, error.exit_code()),
@@ -164,20 +177,20 @@ fn serve(path: &std::path::Path, listen: Option<SocketAddr>) -> ExitCode {
         let plugins = server::load_plugins(&config)?;
         server::start_plugins(&config, &plugins, config.hook_timeout).await?;
         let metrics = Arc::new(metrics::Metrics::new());
-        server::serve(
-            &config,
-            listen.unwrap_or(config.listen),
-            plugins,
-            metrics,
-            |addr| {
-                use std::io::Write;
-                println!("backworks listening on http://{addr}");
-                let _ = std::io::stdout().flush();
-                tracing::info!(%addr, "listening");
-            },
-            server::shutdown_signal(),
-        )
-        .await
+        let mut server =
+            server::Server::bind(&config, listen.unwrap_or(config.listen), plugins, metrics)
+                .await?;
+        if watch_files {
+            server = server.watch_files(watch::POLL_INTERVAL);
+        }
+        let addr = server.local_addr()?;
+        {
+            use std::io::Write;
+            println!("backworks listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        }
+        tracing::info!(%addr, "listening");
+        server.run(server::shutdown_signal()).await
     });
     // Hung hooks may hold blocking threads forever: do not wait for them.
     runtime.shutdown_background();

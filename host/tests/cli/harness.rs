@@ -108,11 +108,17 @@ pub fn backworks() -> Command {
 /// Starts the server with `RUST_LOG=log_level` and waits (at most 60 s)
 /// for its address.
 pub fn start(config: &Path, log_level: &str) -> Server {
+    start_with(config, log_level, &[])
+}
+
+/// [`start`] with more arguments to `serve` (`--watch`).
+pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
     let started = Instant::now();
     let mut child = backworks()
         .env("RUST_LOG", log_level)
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -7,4 +7,5 @@ mod inspect;
 mod serve;
 #[path = "../../../sdk/tests/abi/support.rs"]
 mod support;
+mod swap;
 mod telemetry;
