@@ -14,4 +14,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod registry_server;
 pub mod server;
+pub mod swap;
 pub mod telemetry;
+pub mod watch;

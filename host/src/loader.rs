@@ -204,6 +204,11 @@ impl VerifiedFile {
         &self.metadata
     }
 
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// sha256 of the verified bytes, lower-case hex.
     pub fn sha256(&self) -> &str {
         &self.sha256

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use backworks_host::marketplace::{self, PluginMarketplace, ServeMode};
 use backworks_host::registry_server::{self, ServeOptions};
-use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry};
+use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry, watch};
 use clap::{Parser, Subcommand};
 
 // Requests move between tokio workers and hook threads, so most allocations
@@ -57,6 +57,15 @@ enum Command {
         /// plugins must already be installed).
         #[arg(long)]
         offline: bool,
+        /// For local development: swap in a `type: external` plugin when its
+        /// library or its .minisig changes on disk (polled every 250 ms,
+        /// acted on once stable for one poll). The new library is verified,
+        /// initialized and health-checked as at start-up; then requests
+        /// starting after the switch use it, while requests in flight finish
+        /// on the old one. A file that fails any step is refused (logged)
+        /// and the running version keeps serving.
+        #[arg(long)]
+        watch: bool,
     },
     /// Work with plugin libraries.
     #[command(subcommand)]
@@ -222,11 +231,12 @@ fn main() -> ExitCode {
             listen,
             locked,
             offline,
+            watch,
         } => {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
-            serve(&config, listen, ServeMode { locked, offline })
+            serve(&config, listen, ServeMode { locked, offline }, watch)
         }
         Command::Marketplace(MarketplaceCommand::Serve {
             dir,
@@ -448,7 +458,12 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &std::path::Path, listen: Option<SocketAddr>, mode: ServeMode) -> ExitCode {
+fn serve(
+    path: &std::path::Path,
+    listen: Option<SocketAddr>,
+    mode: ServeMode,
+    watch_files: bool,
+) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => return fail(&error, error.exit_code()),
@@ -480,20 +495,20 @@ fn serve(path: &std::path::Path, listen: Option<SocketAddr>, mode: ServeMode) ->
         let plugins = server::load_plugins(&config, &resolved)?;
         server::start_plugins(&config, &plugins, config.hook_timeout).await?;
         let metrics = Arc::new(metrics::Metrics::new());
-        server::serve(
-            &config,
-            listen.unwrap_or(config.listen),
-            plugins,
-            metrics,
-            |addr| {
-                use std::io::Write;
-                println!("backworks listening on http://{addr}");
-                let _ = std::io::stdout().flush();
-                tracing::info!(%addr, "listening");
-            },
-            server::shutdown_signal(),
-        )
-        .await
+        let mut server =
+            server::Server::bind(&config, listen.unwrap_or(config.listen), plugins, metrics)
+                .await?;
+        if watch_files {
+            server = server.watch_files(watch::POLL_INTERVAL);
+        }
+        let addr = server.local_addr()?;
+        {
+            use std::io::Write;
+            println!("backworks listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        }
+        tracing::info!(%addr, "listening");
+        server.run(server::shutdown_signal()).await
     });
     // Hung hooks may hold blocking threads forever: do not wait for them.
     runtime.shutdown_background();

@@ -8,6 +8,7 @@
 //! | `backworks_hook_errors_total` | counter | `plugin`, `hook` (every outcome but `ok`) |
 //! | `backworks_hook_duration_seconds` | histogram | `plugin`, `hook` |
 //! | `backworks_http_requests_total` | counter | `method`, `status` |
+//! | `backworks_plugin_swaps_total` | counter | `plugin`, `outcome` (`replaced`, `unchanged`, `refused`) |
 //! | `backworks_http_request_duration_seconds` | histogram | none |
 //!
 //! Both histograms have buckets from 10 µs to 10 s (1-2.5-5 steps). A
@@ -78,6 +79,41 @@ struct HookCallLabels {
     outcome: Outcome,
 }
 
+/// How an attempt to replace a running plugin ended (see `swap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SwapOutcome {
+    /// The new implementation serves every request started since.
+    Replaced,
+    /// The file held the bytes already running: nothing was done.
+    Unchanged,
+    /// The replacement was refused or failed to start; the running
+    /// implementation keeps serving.
+    Refused,
+}
+
+impl SwapOutcome {
+    /// The `outcome` label value: `replaced`, `unchanged` or `refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replaced => "replaced",
+            Self::Unchanged => "unchanged",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl EncodeLabelValue for SwapOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SwapLabels {
+    plugin: String,
+    outcome: SwapOutcome,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
@@ -113,6 +149,7 @@ pub struct Metrics {
     hook_duration: Family<HookLabels, Histogram>,
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Histogram,
+    swaps: Family<SwapLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -158,6 +195,12 @@ impl Metrics {
             Unit::Seconds,
             http_duration.clone(),
         );
+        let swaps = Family::<SwapLabels, Counter>::default();
+        registry.register(
+            "backworks_plugin_swaps",
+            "Attempts to replace a running plugin, by plugin and outcome",
+            swaps.clone(),
+        );
         Self {
             registry,
             hook_calls,
@@ -165,6 +208,7 @@ impl Metrics {
             hook_duration,
             http_requests,
             http_duration,
+            swaps,
         }
     }
 
@@ -213,6 +257,16 @@ impl Metrics {
             })
             .inc();
         self.http_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one attempt to replace `plugin` that ended with `outcome`.
+    pub fn observe_swap(&self, plugin: &str, outcome: SwapOutcome) {
+        self.swaps
+            .get_or_create(&SwapLabels {
+                plugin: plugin.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Every family in the Prometheus text exposition format (serve it with
@@ -434,6 +488,25 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(!text.contains("BREW"), "{text}");
+    }
+
+    #[test]
+    fn swaps_are_counted_by_plugin_and_outcome() {
+        let metrics = Metrics::new();
+        assert!(!metrics.render().contains("backworks_plugin_swaps_total{"));
+        metrics.observe_swap("weather", SwapOutcome::Refused);
+        metrics.observe_swap("weather", SwapOutcome::Replaced);
+        metrics.observe_swap("weather", SwapOutcome::Refused);
+        metrics.observe_swap("echo", SwapOutcome::Unchanged);
+        let text = metrics.render();
+        for line in [
+            "# TYPE backworks_plugin_swaps_total counter",
+            r#"backworks_plugin_swaps_total{plugin="weather",outcome="refused"} 2"#,
+            r#"backworks_plugin_swaps_total{plugin="weather",outcome="replaced"} 1"#,
+            r#"backworks_plugin_swaps_total{plugin="echo",outcome="unchanged"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 
     #[test]

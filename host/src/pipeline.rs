@@ -19,19 +19,30 @@
 //! Order: every `before_request` (pass, rewrite or answer), then
 //! `process_endpoint_data` of each plugin until one answers (none: JSON
 //! 404), then every `after_response`.
+//!
+//! Plugins can be replaced while requests run (`Pipeline::route`, called
+//! by `swap`): a request loads one [`Snapshot`] of the plugin list when it
+//! starts (one atomic load) and runs every hook through it, so requests that
+//! started before a switch finish on the old implementation, requests that
+//! start after it use the new one, and none sees a mix. An implementation's
+//! `Routed` is dropped when the last snapshot that lists it is, which is
+//! how its retirement (its `shutdown`) waits for the requests using it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use backworks_plugin_sdk::abi::{self, FailureKind, HookError, RawPlugin};
 use backworks_plugin_sdk::{
     BackworksPlugin, HttpRequest, HttpResponse, RequestAction, Value, json,
 };
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use crate::executor::HookExecutor;
+use crate::loader::LoadedPlugin;
 use crate::metrics::{HookSeries, Metrics, Outcome};
 
 /// How a plugin is implemented.
@@ -124,6 +135,29 @@ fn builtin<T>(
 }
 
 impl HostPlugin {
+    /// The plugin of entry `name` (of type `kind`) implemented by a library
+    /// the loader verified and loaded.
+    pub fn from_loaded(name: &str, kind: &'static str, loaded: LoadedPlugin) -> Self {
+        Self {
+            name: name.to_owned(),
+            version: loaded.raw.version().to_owned(),
+            kind,
+            path: Some(loaded.path),
+            key_id: loaded.key_id.map(|k| k.to_string()),
+            sha256: Some(loaded.sha256),
+            implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
+        }
+    }
+
+    /// The name in the plugin's metadata record (`None` for a built-in):
+    /// what a replacement must be called.
+    pub fn record_name(&self) -> Option<&str> {
+        match &self.implementation {
+            PluginImpl::Dynamic(raw) => Some(&raw.metadata().name),
+            PluginImpl::Builtin(_) => None,
+        }
+    }
+
     /// `initialize` with the plugin's config (blocking; call it on a blocking
     /// thread).
     pub fn initialize(&self, handle: &Handle, config: &Value) -> Result<(), HookFailure> {
@@ -216,16 +250,107 @@ const REQUEST_HOOKS: [abi::Hook; 3] = [
     abi::Hook::AfterResponse,
 ];
 
-/// The plugins of a running server, in config order.
+/// Runs `call` on a blocking thread, bounded by `limit`: `Err` with what
+/// happened (`failed`, `panicked` or `timed out`) and a message otherwise.
+/// A call past the limit keeps its thread; its result is discarded.
+pub(crate) async fn bounded<T: Send + 'static>(
+    limit: Duration,
+    call: impl FnOnce() -> Result<T, HookFailure> + Send + 'static,
+) -> Result<T, (&'static str, String)> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(HookFailure::Error(m)))) => Err(("failed", m)),
+        Ok(Ok(Err(HookFailure::Panic(m)))) => Err(("panicked", m)),
+        Ok(Err(join)) => Err(("failed", join.to_string())),
+        Err(_) => Err((
+            "timed out",
+            format!("no answer within {} ms", limit.as_millis()),
+        )),
+    }
+}
+
+/// A plugin as the [`Snapshot`]s route to it: one per implementation,
+/// shared by every snapshot that lists it. It is dropped when the last of
+/// them is, that is once no request, health check or listing uses this
+/// implementation any more; whoever asked with `when_retired` is told
+/// then.
 #[derive(Debug)]
-pub struct Pipeline {
-    plugins: Vec<HostPlugin>,
-    /// Each plugin's request-hook series, indexed by
-    /// [`abi::Hook::request_index`].
+pub(crate) struct Routed {
+    plugin: HostPlugin,
+    retired: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Routed {
+    fn new(plugin: HostPlugin) -> Arc<Self> {
+        Arc::new(Self {
+            plugin,
+            retired: Mutex::new(None),
+        })
+    }
+
+    /// The plugin.
+    pub(crate) fn plugin(&self) -> &HostPlugin {
+        &self.plugin
+    }
+
+    /// Resolves once this value is dropped: ask before dropping the
+    /// caller's own reference.
+    pub(crate) fn when_retired(&self) -> oneshot::Receiver<()> {
+        let (sender, receiver) = oneshot::channel();
+        *self.retired.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        receiver
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        let sender = self
+            .retired
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            // Nobody waiting any more is fine.
+            let _ = sender.send(());
+        }
+    }
+}
+
+/// What every snapshot of one pipeline records its hook calls into.
+#[derive(Debug)]
+struct Recorder {
+    /// Each plugin's request-hook series, indexed by position and
+    /// [`abi::Hook::request_index`]: by plugin name, whatever its version.
     series: Vec<[HookSeries; 3]>,
-    hook_timeout: Duration,
     metrics: Arc<Metrics>,
     handle: Handle,
+}
+
+/// One consistent view of the plugins, in config order. A request takes
+/// one snapshot when it starts and runs all its hooks through it, so it
+/// never sees a mix of old and new implementations; a plugin's position and
+/// name are the same in every snapshot of a pipeline.
+#[derive(Debug)]
+pub struct Snapshot {
+    plugins: Vec<Arc<Routed>>,
+    recorder: Arc<Recorder>,
+}
+
+/// The plugins of a running server, in config order, each of which can be
+/// replaced while requests run (see `swap::Swapper`).
+///
+/// The request path costs one atomic snapshot load ([`ArcSwap`]): no lock
+/// is shared between requests, and a swap never waits for them.
+#[derive(Debug)]
+pub struct Pipeline {
+    current: ArcSwap<Snapshot>,
+    /// The plugins' names by position (the same in every snapshot).
+    names: Vec<String>,
+    /// Held while a new snapshot is made from the current one, so that two
+    /// swaps never lose one another's change.
+    publishing: Mutex<()>,
+    hook_timeout: Duration,
+    metrics: Arc<Metrics>,
     executor: HookExecutor,
 }
 
@@ -247,19 +372,28 @@ impl Pipeline {
             .iter()
             .map(|p| REQUEST_HOOKS.map(|hook| metrics.hook_series(&p.name, hook.name())))
             .collect();
-        Ok(Self {
-            plugins,
+        let names = plugins.iter().map(|p| p.name.clone()).collect();
+        let recorder = Arc::new(Recorder {
             series,
+            metrics: Arc::clone(&metrics),
+            handle,
+        });
+        Ok(Self {
+            current: ArcSwap::from_pointee(Snapshot {
+                plugins: plugins.into_iter().map(Routed::new).collect(),
+                recorder,
+            }),
+            names,
+            publishing: Mutex::new(()),
             hook_timeout,
             metrics,
-            handle,
             executor: HookExecutor::new(1)?,
         })
     }
 
-    /// The plugins, in config order.
-    pub fn plugins(&self) -> &[HostPlugin] {
-        &self.plugins
+    /// The plugins as a request starting now sees them.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
     /// The per-hook time bound.
@@ -267,18 +401,40 @@ impl Pipeline {
         self.hook_timeout
     }
 
+    /// Routes every request that starts from now on to `plugin`, in place of
+    /// the plugin of the same name; requests already running finish on the
+    /// one they started with. Returns the replaced plugin (`None`, and
+    /// nothing changed, when no plugin has that name). `plugin` must be
+    /// initialized and healthy: `swap::Swapper` is the caller.
+    pub(crate) fn route(&self, plugin: HostPlugin) -> Option<Arc<Routed>> {
+        let index = self.names.iter().position(|name| *name == plugin.name)?;
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load();
+        let mut plugins = current.plugins.clone();
+        let old = std::mem::replace(&mut plugins[index], Routed::new(plugin));
+        self.current.store(Arc::new(Snapshot {
+            plugins,
+            recorder: Arc::clone(&current.recorder),
+        }));
+        Some(old)
+    }
+
     /// Runs `request` through the plugins and returns the response: never
     /// fails, whatever the plugins do.
-    pub async fn handle(self: &Arc<Self>, request: HttpRequest) -> HttpResponse {
+    pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
         let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-        let pipeline = Arc::clone(self);
+        // The one snapshot this request runs through, hooks and all.
+        let snapshot = self.current.load_full();
         let progress = Arc::clone(&running);
         // The request's span (request id, method, path) follows it onto the
         // blocking thread, so each hook's log line carries it.
         let span = tracing::Span::current();
         let mut job = self.executor.spawn(move || {
             let _entered = span.enter();
-            pipeline.run_blocking(request, &progress)
+            snapshot.run_blocking(request, &progress)
         });
         loop {
             let now = running
@@ -304,15 +460,15 @@ impl Pipeline {
                         .clone();
                     match current {
                         Some(r) if r.since.elapsed() >= self.hook_timeout => {
-                            let plugin = &self.plugins[r.plugin];
+                            let name = &self.names[r.plugin];
                             self.metrics.observe_hook(
-                                &plugin.name,
+                                name,
                                 r.hook,
                                 r.since.elapsed(),
                                 Outcome::Timeout,
                             );
                             tracing::error!(
-                                plugin = %plugin.name,
+                                plugin = %name,
                                 hook = r.hook,
                                 timeout_ms = self.hook_timeout.as_millis() as u64,
                                 "hook timed out; its thread is abandoned"
@@ -324,9 +480,9 @@ impl Pipeline {
                                 json!({
                                     "error": format!(
                                         "plugin `{}` did not finish `{}` within {} ms",
-                                        plugin.name, r.hook, self.hook_timeout.as_millis()
+                                        name, r.hook, self.hook_timeout.as_millis()
                                     ),
-                                    "plugin": plugin.name,
+                                    "plugin": name,
                                     "hook": r.hook,
                                 }),
                             );
@@ -353,6 +509,18 @@ impl Pipeline {
             }
         }
     }
+}
+
+impl Snapshot {
+    /// The plugins, in config order.
+    pub fn plugins(&self) -> impl ExactSizeIterator<Item = &HostPlugin> {
+        self.plugins.iter().map(|routed| &routed.plugin)
+    }
+
+    /// The plugin named `name` (its name in `backworks.yaml`).
+    pub fn plugin(&self, name: &str) -> Option<&HostPlugin> {
+        self.plugins().find(|plugin| plugin.name == name)
+    }
 
     /// Calls one hook, recording its start for the deadline, its metrics and
     /// its log line; `Ok(None)` without a call when the plugin does not
@@ -364,7 +532,7 @@ impl Pipeline {
         running: &Mutex<Option<Running>>,
         call: impl FnOnce(&HostPlugin) -> Result<T, HookFailure>,
     ) -> Result<Option<T>, HttpResponse> {
-        let plugin = &self.plugins[index];
+        let plugin = &self.plugins[index].plugin;
         if !plugin.implements(which) {
             return Ok(None);
         }
@@ -382,8 +550,9 @@ impl Pipeline {
             Err(failure) => failure.outcome(),
         };
         match which.request_index() {
-            Some(i) => self.series[index][i].observe(elapsed, outcome),
+            Some(i) => self.recorder.series[index][i].observe(elapsed, outcome),
             None => self
+                .recorder
                 .metrics
                 .observe_hook(&plugin.name, hook, elapsed, outcome),
         }
@@ -417,7 +586,7 @@ impl Pipeline {
         mut request: HttpRequest,
         running: &Mutex<Option<Running>>,
     ) -> HttpResponse {
-        let handle = &self.handle;
+        let handle = &self.recorder.handle;
         let mut answer = None;
         for index in 0..self.plugins.len() {
             match self.call(index, abi::Hook::BeforeRequest, running, |p| {
@@ -478,5 +647,119 @@ fn endpoint_response(body: String) -> HttpResponse {
         status: 200,
         headers: [("content-type".to_owned(), content_type.to_owned())].into(),
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use backworks_plugin_sdk::{BackworksResult, async_trait};
+
+    use super::*;
+
+    /// A built-in that answers every request with its version.
+    struct Versioned(&'static str);
+
+    #[async_trait]
+    impl BackworksPlugin for Versioned {
+        fn name(&self) -> &str {
+            "versioned"
+        }
+
+        fn version(&self) -> &str {
+            self.0
+        }
+
+        fn description(&self) -> &str {
+            "answers with its version"
+        }
+
+        async fn process_endpoint_data(
+            &self,
+            _endpoint: &str,
+            _method: &str,
+            _data: &str,
+        ) -> BackworksResult<Option<String>> {
+            Ok(Some(self.0.to_owned()))
+        }
+    }
+
+    fn plugin(version: &'static str) -> HostPlugin {
+        HostPlugin {
+            name: "p".to_owned(),
+            implementation: PluginImpl::Builtin(Arc::new(Versioned(version))),
+            kind: "builtin",
+            version: version.to_owned(),
+            path: None,
+            key_id: None,
+            sha256: None,
+        }
+    }
+
+    fn request() -> HttpRequest {
+        HttpRequest {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            query: None,
+            headers: Default::default(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn a_switch_reaches_new_requests_and_the_old_retires_after_its_last_snapshot() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let pipeline = Pipeline::new(
+            vec![plugin("1")],
+            Duration::from_secs(5),
+            Arc::new(Metrics::new()),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        assert_eq!(runtime.block_on(pipeline.handle(request())).body, "1");
+        // A request in flight: it holds the snapshot it started with.
+        let in_flight = pipeline.snapshot();
+
+        let old = pipeline.route(plugin("2")).unwrap();
+        assert_eq!(old.plugin().version, "1");
+        let mut retired = old.when_retired();
+        drop(old);
+        assert_eq!(runtime.block_on(pipeline.handle(request())).body, "2");
+        assert_eq!(pipeline.snapshot().plugin("p").unwrap().version, "2");
+        assert_eq!(in_flight.plugin("p").unwrap().version, "1");
+        assert_eq!(
+            retired.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty),
+            "retired while a snapshot still lists it"
+        );
+        drop(in_flight);
+        assert_eq!(retired.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn routing_an_unknown_name_changes_nothing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pipeline = Pipeline::new(
+            vec![plugin("1")],
+            Duration::from_secs(5),
+            Arc::new(Metrics::new()),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        let mut stranger = plugin("9");
+        stranger.name = "q".to_owned();
+        assert!(pipeline.route(stranger).is_none());
+        let versions: Vec<_> = pipeline
+            .snapshot()
+            .plugins()
+            .map(|p| p.version.clone())
+            .collect();
+        assert_eq!(versions, ["1"]);
     }
 }

@@ -2,12 +2,13 @@
 //! order: load or build, `initialize` with the plugin's config, `health_check`)
 //! and serves HTTP through the [`Pipeline`].
 //!
-//! Routes of the host itself: `GET /healthz` (each plugin's health),
-//! `GET /plugins` (what is loaded, versions, key ids), `GET /metrics`
-//! (Prometheus text). Every other request goes through the plugins.
-//! Shutdown (SIGTERM, Ctrl-C, or the future given to [`serve`]) stops
-//! accepting, lets in-flight requests finish, then calls each plugin's
-//! `shutdown`, bounded by `shutdown_timeout`.
+//! Routes of the host itself: `GET /healthz` (each plugin's health, with
+//! the version running now), `GET /plugins` (what is loaded, versions, key
+//! ids, sha256), `GET /metrics` (Prometheus text). Every other request goes
+//! through the plugins. Plugins can be replaced while serving through the
+//! server's [`Swapper`]. Shutdown (SIGTERM, Ctrl-C, or the future given to
+//! [`Server::run`]) stops accepting, lets in-flight requests finish, then
+//! calls each plugin's `shutdown`, bounded by `shutdown_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use crate::config::{Config, PluginConfig, PluginKind};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::marketplace::{MarketplaceError, Resolved};
 use crate::metrics::{self, Metrics};
-use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl};
+use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl, bounded};
+use crate::swap::Swapper;
 
 /// Largest request body the host reads.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -316,15 +318,7 @@ fn load_one(
                 sha256 = loaded.sha256,
                 "plugin verified and loaded"
             );
-            Ok(HostPlugin {
-                name: entry.name.clone(),
-                version: loaded.raw.version().to_owned(),
-                kind,
-                path: Some(loaded.path.clone()),
-                key_id: loaded.key_id.map(|k| k.to_string()),
-                sha256: Some(loaded.sha256.clone()),
-                implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
-            })
+            Ok(HostPlugin::from_loaded(&entry.name, kind, loaded))
         }
     }
 }
@@ -353,23 +347,6 @@ fn check_pin(
         return Err(refuse("signing key", &pin.key_id, key_id.to_string()));
     }
     Ok(())
-}
-
-/// Runs `call` on a blocking thread, bounded by `limit`.
-async fn bounded<T: Send + 'static>(
-    limit: Duration,
-    call: impl FnOnce() -> Result<T, HookFailure> + Send + 'static,
-) -> Result<T, (&'static str, String)> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(Ok(value))) => Ok(value),
-        Ok(Ok(Err(HookFailure::Error(m)))) => Err(("failed", m)),
-        Ok(Ok(Err(HookFailure::Panic(m)))) => Err(("panicked", m)),
-        Ok(Err(join)) => Err(("failed", join.to_string())),
-        Err(_) => Err((
-            "timed out",
-            format!("no answer within {} ms", limit.as_millis()),
-        )),
-    }
 }
 
 /// Initializes and health-checks each plugin, in order; the first failure
@@ -469,48 +446,110 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-/// Serves `plugins` (already started) on `addr` until `shutdown` completes,
-/// then shuts the plugins down. `on_bound` gets the bound address (port 0
-/// picks a free one).
-pub async fn serve(
-    config: &Config,
-    addr: SocketAddr,
-    plugins: Vec<HostPlugin>,
+/// A server bound to its address with its plugins started, not serving
+/// yet. Its [`Swapper`] replaces plugins while it runs (the `--watch`
+/// watcher and the automatic updater use it).
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    pipeline: Arc<Pipeline>,
+    swapper: Arc<Swapper>,
     metrics: Arc<Metrics>,
-    on_bound: impl FnOnce(SocketAddr),
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    on_bound(listener.local_addr()?);
-    let pipeline = Arc::new(Pipeline::new(
-        plugins,
-        config.hook_timeout,
-        Arc::clone(&metrics),
-        Handle::current(),
-    )?);
-    let state = AppState {
-        pipeline: Arc::clone(&pipeline),
-        metrics,
-    };
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/plugins", get(list_plugins))
-        .route("/metrics", get(render_metrics))
-        .fallback(through_plugins)
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!("stopped accepting requests; shutting plugins down");
-    stop_plugins(pipeline.plugins(), config.shutdown_timeout).await;
-    Ok(())
+    shutdown_timeout: Duration,
+    watch: Option<Duration>,
 }
 
-/// Calls each plugin's `shutdown`, all within `limit` in total.
-async fn stop_plugins(plugins: &[HostPlugin], limit: Duration) {
-    let deadline = Instant::now() + limit;
+impl Server {
+    /// Binds `addr` (port 0 picks a free one) and sets up the pipeline over
+    /// `plugins` (already started with [`start_plugins`]).
+    pub async fn bind(
+        config: &Config,
+        addr: SocketAddr,
+        plugins: Vec<HostPlugin>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServeError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let pipeline = Arc::new(Pipeline::new(
+            plugins,
+            config.hook_timeout,
+            Arc::clone(&metrics),
+            Handle::current(),
+        )?);
+        let swapper = Arc::new(Swapper::new(
+            config,
+            Arc::clone(&pipeline),
+            Arc::clone(&metrics),
+        ));
+        Ok(Self {
+            listener,
+            pipeline,
+            swapper,
+            metrics,
+            shutdown_timeout: config.shutdown_timeout,
+            watch: None,
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Replaces the running plugins (see [`Swapper::replace`]).
+    pub fn swapper(&self) -> &Arc<Swapper> {
+        &self.swapper
+    }
+
+    /// While serving, watch each `type: external` plugin's library and
+    /// signature files, polling every `interval`, and swap in a rebuilt
+    /// library (see [`watch`](crate::watch)).
+    #[must_use]
+    pub fn watch_files(mut self, interval: Duration) -> Self {
+        self.watch = Some(interval);
+        self
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, lets
+    /// in-flight requests finish, waits for a swap in progress and for
+    /// replaced plugins to drain, and calls every plugin's `shutdown`, all
+    /// within `shutdown_timeout`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let state = AppState {
+            pipeline: Arc::clone(&self.pipeline),
+            metrics: self.metrics,
+        };
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/plugins", get(list_plugins))
+            .route("/metrics", get(render_metrics))
+            .fallback(through_plugins)
+            .with_state(state);
+        let watcher = self
+            .watch
+            .map(|interval| tokio::spawn(crate::watch::watch(Arc::clone(&self.swapper), interval)));
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        served?;
+        tracing::info!("stopped accepting requests; shutting plugins down");
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.swapper.close(deadline).await;
+        let plugins: Vec<HostPlugin> = self.pipeline.snapshot().plugins().cloned().collect();
+        stop_plugins(&plugins, deadline).await;
+        Ok(())
+    }
+}
+
+/// Calls each plugin's `shutdown`, all before `deadline`.
+async fn stop_plugins(plugins: &[HostPlugin], deadline: Instant) {
     for plugin in plugins {
         let (p, handle) = (plugin.clone(), Handle::current());
         let left = deadline.saturating_duration_since(Instant::now());
@@ -549,15 +588,20 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let timeout = state.pipeline.hook_timeout();
     let mut report = serde_json::Map::new();
     let mut healthy = true;
-    for plugin in state.pipeline.plugins() {
+    // One snapshot: each entry's version is the one health-checked.
+    let snapshot = state.pipeline.snapshot();
+    for plugin in snapshot.plugins() {
         let (p, handle) = (plugin.clone(), Handle::current());
-        let entry = match bounded(timeout, move || p.health_check(&handle)).await {
+        let mut entry = match bounded(timeout, move || p.health_check(&handle)).await {
             Ok(()) => json!({"healthy": true}),
             Err((what, message)) => {
                 healthy = false;
                 json!({"healthy": false, "error": format!("health_check {what}: {message}")})
             }
         };
+        entry["version"] = json!(plugin.version);
+        entry["sha256"] = json!(plugin.sha256);
+        entry["key_id"] = json!(plugin.key_id);
         report.insert(plugin.name.clone(), entry);
     }
     let status = if healthy { 200 } else { 503 };
@@ -570,8 +614,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn list_plugins(State(state): State<AppState>) -> Response {
     let plugins: Vec<_> = state
         .pipeline
+        .snapshot()
         .plugins()
-        .iter()
         .map(|p| {
             json!({
                 "name": p.name,

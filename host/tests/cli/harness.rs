@@ -125,7 +125,7 @@ pub fn start(config: &Path, log_level: &str) -> Server {
     start_with(config, log_level, &[])
 }
 
-/// [`start`] with more arguments for `serve` (`--locked`, `--offline`).
+/// [`start`] with more arguments for `serve` (`--locked`, `--offline`, `--watch`).
 pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
     let mut command = backworks();
     command

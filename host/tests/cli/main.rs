@@ -9,4 +9,5 @@ mod registry_server;
 mod serve;
 #[path = "../../../sdk/tests/abi/support.rs"]
 mod support;
+mod swap;
 mod telemetry;

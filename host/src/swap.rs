@@ -1,0 +1,533 @@
+//! Hot swapping: replaces a running plugin's implementation while the
+//! server serves. Used by `serve --watch` (see `watch`) and by the
+//! automatic updater.
+//!
+//! A replacement goes through the steps of a plugin at start-up, and only
+//! through them ([`Swapper::replace`]):
+//!
+//! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
+//!    signature under the configured policy, over bytes read once), then
+//!    `loader::load_verified` (those bytes, from a sealed memfd). The new
+//!    record must name the same plugin as the running one's; bytes equal to
+//!    the running ones are not loaded again;
+//! 2. **start**: `initialize` with the entry's `config`, then
+//!    `health_check`, each on its own blocking thread under `hook_timeout`.
+//!    An error, a panic (caught at the ABI) or a hang (the thread is left
+//!    behind) of the new plugin touches neither the running one nor the
+//!    server;
+//! 3. **route**: one atomic store of a new snapshot of the plugin list
+//!    (`Pipeline::route`). Requests that started before it finish on the
+//!    old implementation, every request starting after it uses the new one,
+//!    and no request sees a mix (each runs through one snapshot);
+//! 4. **retire**: once no snapshot lists the old implementation any more
+//!    (the requests, health checks and listings using it have finished),
+//!    its `shutdown` is called, bounded by `shutdown_timeout`. Its library
+//!    stays mapped: libraries are never unloaded (see `loader`).
+//!
+//! Swaps of one plugin are serialised (the second waits for the first);
+//! a swap runs to its end on its own task even when the caller stops
+//! waiting. Every refusal is logged (warn) with the plugin, the running
+//! version and the new one, and counted in `backworks_plugin_swaps_total`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use backworks_plugin_sdk::Value;
+use backworks_plugin_sdk::signature::PublicKey;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, PluginKind};
+use crate::loader::{self, LoadError, LoadPolicy};
+use crate::metrics::{Metrics, SwapOutcome};
+use crate::pipeline::{HostPlugin, Pipeline, bounded};
+
+/// One implementation of a plugin, as `GET /plugins` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// The version the plugin reports.
+    pub version: String,
+    /// sha256 of the loaded bytes (lower-case hex); `None` for a built-in.
+    pub sha256: Option<String>,
+    /// The id of the key that signed it; `None` when unsigned or built in.
+    pub key_id: Option<String>,
+    /// The library it was loaded from.
+    pub path: Option<PathBuf>,
+}
+
+impl Release {
+    fn of(plugin: &HostPlugin) -> Self {
+        Self {
+            version: plugin.version.clone(),
+            sha256: plugin.sha256.clone(),
+            key_id: plugin.key_id.clone(),
+            path: plugin.path.clone(),
+        }
+    }
+}
+
+/// A successful swap: every request started since uses `new`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replaced {
+    /// The plugin's name in `backworks.yaml`.
+    pub plugin: String,
+    /// What served before (shut down once its last request finishes).
+    pub old: Release,
+    /// What serves now.
+    pub new: Release,
+}
+
+/// Why a plugin was not replaced. In every case the running implementation
+/// keeps serving, untouched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwapError {
+    /// No plugin of that name is configured.
+    #[error(
+        "no plugin named `{name}` is configured; only the plugins of backworks.yaml can be replaced"
+    )]
+    UnknownPlugin {
+        /// The name asked for.
+        name: String,
+    },
+    /// Built-in plugins are part of the host.
+    #[error(
+        "plugin `{name}` is built into the host and cannot be replaced by a library; upgrade the host instead"
+    )]
+    Builtin {
+        /// The plugin's name.
+        name: String,
+    },
+    /// The server is shutting down.
+    #[error("plugin `{name}` was not replaced: the server is shutting down")]
+    Closed {
+        /// The plugin's name.
+        name: String,
+    },
+    /// The file failed verification or loading (nothing of it ran, unless
+    /// the dynamic loader itself failed).
+    #[error("plugin `{name}`: {source}; version {running} keeps serving")]
+    Refused {
+        /// The plugin's name.
+        name: String,
+        /// The version still serving.
+        running: String,
+        /// Why.
+        #[source]
+        source: Box<LoadError>,
+    },
+    /// The file is another plugin.
+    #[error(
+        "refusing {} as plugin `{name}`: its metadata record names plugin `{found}`, not `{expected}`; use a build of `{expected}` (version {running} keeps serving)",
+        path.display()
+    )]
+    NameMismatch {
+        /// The plugin's name in `backworks.yaml`.
+        name: String,
+        /// The file offered.
+        path: PathBuf,
+        /// The name in the running plugin's record.
+        expected: String,
+        /// The name in the file's record.
+        found: String,
+        /// The version still serving.
+        running: String,
+    },
+    /// The file holds the bytes already running.
+    #[error(
+        "{} holds the bytes plugin `{name}` already runs (sha256 {sha256}); nothing to replace",
+        path.display()
+    )]
+    Unchanged {
+        /// The plugin's name.
+        name: String,
+        /// The file offered.
+        path: PathBuf,
+        /// sha256 of its bytes.
+        sha256: String,
+    },
+    /// The new implementation was loaded but failed to start: loading,
+    /// `initialize` or `health_check` failed, panicked or timed out.
+    #[error(
+        "version {version} of plugin `{name}` failed to start: {hook} {reason}; version {running} keeps serving"
+    )]
+    Start {
+        /// The plugin's name.
+        name: String,
+        /// The new version.
+        version: String,
+        /// `load`, `initialize` or `health_check`.
+        hook: &'static str,
+        /// `failed`, `panicked` or `timed out`, a colon and the plugin's (or
+        /// the loader's) message.
+        reason: String,
+        /// The version still serving.
+        running: String,
+    },
+    /// The swap's task stopped unexpectedly.
+    #[error("the swap of plugin `{name}` stopped: {detail} (a host bug: see the log)")]
+    Interrupted {
+        /// The plugin's name.
+        name: String,
+        /// What the runtime said.
+        detail: String,
+    },
+}
+
+/// A configured plugin, as far as swapping it is concerned.
+struct Entry {
+    name: String,
+    /// The entry's `config`, given to every implementation's `initialize`.
+    config: Value,
+    /// The library of a `type: external` entry (what `--watch` watches).
+    file: Option<PathBuf>,
+    /// Held through a whole swap of this plugin.
+    serial: tokio::sync::Mutex<()>,
+}
+
+/// Debug leaves `config` out: its values may be secrets.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Replaces the plugins of a running [`Pipeline`] (see the module docs).
+/// Share it in an `Arc`; `server::Server::swapper` hands it out.
+#[derive(Debug)]
+pub struct Swapper {
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    entries: Vec<Entry>,
+    trusted_keys: Arc<[PublicKey]>,
+    require_signatures: bool,
+    hook_timeout: Duration,
+    shutdown_timeout: Duration,
+    /// Set by [`Swapper::close`]: no swap starts after it.
+    closed: AtomicBool,
+    /// Replaced implementations waiting for their last request, then shut
+    /// down.
+    retiring: Mutex<JoinSet<()>>,
+}
+
+impl Swapper {
+    /// A swapper for `pipeline`, whose plugins are `config`'s, with its
+    /// signature policy, `hook_timeout` and `shutdown_timeout`.
+    pub fn new(config: &Config, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Self {
+        let entries = config
+            .plugins
+            .iter()
+            .map(|entry| Entry {
+                name: entry.name.clone(),
+                config: entry.config.clone(),
+                file: match &entry.kind {
+                    PluginKind::External { path } => Some(path.clone()),
+                    _ => None,
+                },
+                serial: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Self {
+            pipeline,
+            metrics,
+            entries,
+            trusted_keys: config.trusted_keys.iter().map(|k| k.key.clone()).collect(),
+            require_signatures: config.require_signatures,
+            hook_timeout: config.hook_timeout,
+            shutdown_timeout: config.shutdown_timeout,
+            closed: AtomicBool::new(false),
+            retiring: Mutex::new(JoinSet::new()),
+        }
+    }
+
+    /// What serves plugin `name` now; `None` when no plugin has that name.
+    pub fn current(&self, name: &str) -> Option<Release> {
+        self.pipeline.snapshot().plugin(name).map(Release::of)
+    }
+
+    /// The `type: external` plugins with their library files, in config
+    /// order: what `serve --watch` watches.
+    pub fn watched_files(&self) -> Vec<(String, PathBuf)> {
+        self.entries
+            .iter()
+            .filter_map(|entry| Some((entry.name.clone(), entry.file.clone()?)))
+            .collect()
+    }
+
+    /// Replaces plugin `name` (its name in `backworks.yaml`) by the library
+    /// at `path` (signature at `<path>.minisig`): verifies and loads it,
+    /// initializes it with the entry's `config`, health-checks it, routes
+    /// every request starting from now on to it, and retires the old
+    /// implementation once its last request has finished (module docs).
+    ///
+    /// On any error the running implementation keeps serving, untouched,
+    /// and the reason is logged. Swaps of one plugin are serialised. The
+    /// swap runs on its own task: dropping the returned future does not stop
+    /// it half-way.
+    pub async fn replace(self: &Arc<Self>, name: &str, path: &Path) -> Result<Replaced, SwapError> {
+        let this = Arc::clone(self);
+        let (owned_name, owned_path) = (name.to_owned(), path.to_owned());
+        tokio::spawn(async move { this.swap(&owned_name, &owned_path).await })
+            .await
+            .unwrap_or_else(|join| {
+                tracing::error!(plugin = name, error = %join, "the swap's task failed");
+                Err(SwapError::Interrupted {
+                    name: name.to_owned(),
+                    detail: join.to_string(),
+                })
+            })
+    }
+
+    /// Stops swapping, for the server's shutdown: later swaps are refused
+    /// ([`SwapError::Closed`]); waits, until `deadline` at most, for a swap
+    /// in progress and for the replaced implementations to drain and shut
+    /// down.
+    pub async fn close(&self, deadline: Instant) {
+        self.closed.store(true, Ordering::SeqCst);
+        let finish = async {
+            for entry in &self.entries {
+                drop(entry.serial.lock().await);
+            }
+            let mut retiring = std::mem::take(&mut *self.lock_retiring());
+            while retiring.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout_at(deadline.into(), finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a plugin swap, or a replaced plugin's last request, did not finish within shutdown_timeout; its shutdown is skipped"
+            );
+        }
+    }
+
+    fn lock_retiring(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.retiring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The whole swap, serialised per plugin; logs and counts its outcome.
+    async fn swap(&self, name: &str, path: &Path) -> Result<Replaced, SwapError> {
+        let Some(entry) = self.entries.iter().find(|entry| entry.name == name) else {
+            let error = SwapError::UnknownPlugin {
+                name: name.to_owned(),
+            };
+            tracing::warn!(plugin = name, path = %path.display(), error = %error, "replacement refused");
+            return Err(error);
+        };
+        let _serial = entry.serial.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SwapError::Closed {
+                name: name.to_owned(),
+            });
+        }
+        // A clone of the plugin, not of the snapshot: holding a snapshot
+        // would keep the old implementation from retiring.
+        let Some(running) = self.pipeline.snapshot().plugin(name).cloned() else {
+            return Err(SwapError::UnknownPlugin {
+                name: name.to_owned(),
+            });
+        };
+        let mut new_version = None;
+        let result = self.try_swap(entry, &running, path, &mut new_version).await;
+        match &result {
+            Ok(replaced) => {
+                self.metrics.observe_swap(name, SwapOutcome::Replaced);
+                tracing::info!(
+                    plugin = name,
+                    old_version = replaced.old.version,
+                    new_version = replaced.new.version,
+                    sha256 = replaced.new.sha256.as_deref().unwrap_or("none"),
+                    key = replaced.new.key_id.as_deref().unwrap_or("none"),
+                    path = %path.display(),
+                    "plugin replaced; requests starting now use the new version"
+                );
+            }
+            Err(error @ SwapError::Unchanged { .. }) => {
+                self.metrics.observe_swap(name, SwapOutcome::Unchanged);
+                tracing::debug!(plugin = name, version = running.version, "{error}");
+            }
+            Err(error) => {
+                self.metrics.observe_swap(name, SwapOutcome::Refused);
+                tracing::warn!(
+                    plugin = name,
+                    old_version = running.version,
+                    new_version = new_version.as_deref().unwrap_or("unknown"),
+                    path = %path.display(),
+                    error = %error,
+                    "replacement refused; the running version keeps serving"
+                );
+            }
+        }
+        result
+    }
+
+    /// Steps 1 to 4 of the module docs; `new_version` is filled in as soon
+    /// as it is known, for the log.
+    async fn try_swap(
+        &self,
+        entry: &Entry,
+        running: &HostPlugin,
+        path: &Path,
+        new_version: &mut Option<String>,
+    ) -> Result<Replaced, SwapError> {
+        let name = entry.name.as_str();
+        let expected = running.record_name().ok_or_else(|| SwapError::Builtin {
+            name: name.to_owned(),
+        })?;
+        let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
+            name: name.to_owned(),
+            detail: join.to_string(),
+        };
+        let refused = |source| SwapError::Refused {
+            name: name.to_owned(),
+            running: running.version.clone(),
+            source: Box::new(source),
+        };
+
+        // 1. Verify (no plugin code runs), then load.
+        let (keys, require_signatures, file) = (
+            Arc::clone(&self.trusted_keys),
+            self.require_signatures,
+            path.to_owned(),
+        );
+        let verified = tokio::task::spawn_blocking(move || {
+            loader::verify_file(
+                &file,
+                LoadPolicy {
+                    trusted_keys: &keys,
+                    require_signatures,
+                },
+            )
+        })
+        .await
+        .map_err(interrupted)?
+        .map_err(refused)?;
+        *new_version = Some(verified.metadata().version.clone());
+        if verified.metadata().name != expected {
+            return Err(SwapError::NameMismatch {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                expected: expected.to_owned(),
+                found: verified.metadata().name.clone(),
+                running: running.version.clone(),
+            });
+        }
+        if running.sha256.as_deref() == Some(verified.sha256()) {
+            return Err(SwapError::Unchanged {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                sha256: verified.sha256().to_owned(),
+            });
+        }
+        let start_error = |version: &str, hook, what: &str, message: String| SwapError::Start {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            hook,
+            reason: format!("{what}: {message}"),
+            running: running.version.clone(),
+        };
+        let record_version = verified.metadata().version.clone();
+        // `dlopen` runs the library's initialisers: bounded like a hook.
+        let loading = tokio::task::spawn_blocking(move || loader::load_verified(verified));
+        let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
+            Ok(Ok(Ok(loaded))) => loaded,
+            Ok(Ok(Err(source))) => return Err(refused(source)),
+            Ok(Err(join)) => {
+                return Err(start_error(
+                    &record_version,
+                    "load",
+                    "failed",
+                    join.to_string(),
+                ));
+            }
+            Err(_) => {
+                return Err(start_error(
+                    &record_version,
+                    "load",
+                    "timed out",
+                    format!("no answer within {} ms", self.hook_timeout.as_millis()),
+                ));
+            }
+        };
+        let candidate = HostPlugin::from_loaded(name, running.kind, loaded);
+        *new_version = Some(candidate.version.clone());
+
+        // 2. Start it beside the running one.
+        for hook in ["initialize", "health_check"] {
+            let (plugin, handle, config) =
+                (candidate.clone(), Handle::current(), entry.config.clone());
+            let started = bounded(self.hook_timeout, move || match hook {
+                "initialize" => plugin.initialize(&handle, &config),
+                _ => plugin.health_check(&handle),
+            })
+            .await;
+            if let Err((what, message)) = started {
+                if hook == "health_check" {
+                    // Initialized: stop its runtime. Nothing routes to it.
+                    self.retire(candidate.clone(), None, "refused");
+                }
+                return Err(start_error(&candidate.version, hook, what, message));
+            }
+        }
+
+        // 3. Route new requests to it.
+        let Some(old) = self.pipeline.route(candidate.clone()) else {
+            return Err(SwapError::UnknownPlugin {
+                name: name.to_owned(),
+            });
+        };
+
+        // 4. Retire the old one once its last request has finished.
+        let retired = old.when_retired();
+        let old_plugin = old.plugin().clone();
+        drop(old);
+        self.retire(old_plugin, Some(retired), "replaced");
+        Ok(Replaced {
+            plugin: name.to_owned(),
+            old: Release::of(running),
+            new: Release::of(&candidate),
+        })
+    }
+
+    /// Calls `plugin`'s `shutdown` (bounded by `shutdown_timeout`) once
+    /// `retired` resolves, or at once without it; `why` (`replaced` or
+    /// `refused`) is for the log.
+    fn retire(
+        &self,
+        plugin: HostPlugin,
+        retired: Option<oneshot::Receiver<()>>,
+        why: &'static str,
+    ) {
+        let limit = self.shutdown_timeout;
+        let mut retiring = self.lock_retiring();
+        // Forget the retirements already done.
+        while retiring.try_join_next().is_some() {}
+        retiring.spawn(async move {
+            if let Some(retired) = retired {
+                // An error means the sender went without a word: the
+                // implementation was dropped all the same.
+                let _ = retired.await;
+            }
+            let (stopping, handle) = (plugin.clone(), Handle::current());
+            match bounded(limit, move || stopping.shutdown(&handle)).await {
+                Ok(()) => tracing::info!(
+                    plugin = %plugin.name,
+                    version = plugin.version,
+                    "{why} version shut down (no request uses it)"
+                ),
+                Err((what, message)) => tracing::warn!(
+                    plugin = %plugin.name,
+                    version = plugin.version,
+                    "shutdown of the {why} version {what}: {message}"
+                ),
+            }
+        });
+    }
+}

@@ -1,0 +1,661 @@
+//! Hot swapping, end to end: `backworks serve --watch` under a bounded load
+//! (several keep-alive clients, thousands of requests) while the plugin's
+//! library is replaced on disk, and refused replacements; plus the library
+//! API the automatic updater calls (`swap::Swapper::replace`).
+//!
+//! Versions A (1.0.1), B (1.1.0) and C (1.2.0, `initialize` fails) are the
+//! weather example copied under `target/fixtures/swap-src/`, each with its
+//! own version and answer, built once per run into the shared fixture
+//! target directory (under their own library names, so they never
+//! overwrite the example's `libweather.so` that other tests use). Each
+//! one's `before_request` routes `/weather` to its own endpoint, slowly, so
+//! a request whose hooks ran on two versions would fail, and requests are
+//! in flight on the old version while it is replaced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use backworks_host::swap::SwapError;
+use backworks_plugin_sdk::signature;
+use serde_json::{Value, json};
+
+use crate::harness::{Keys, Server, config, external_plugins, start_with};
+use crate::support;
+
+/// How long any one wait of these tests may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The answer of a variant built by [`weather_variant`].
+fn answer_of(version: &str) -> Value {
+    json!({"humidity": 60, "temperature": 25, "version": version})
+}
+
+/// `text` with `from` replaced by `to`, which must occur in it: a changed
+/// example fails here, loudly, rather than building the wrong fixture.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the weather example no longer contains {from:?}"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// Writes `text` unless the file already holds it (cargo then rebuilds
+/// nothing on later runs).
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// The weather example as version `version`, answering
+/// [`answer_of`]`(version)` after a `before_request` that routes `/weather`
+/// to `/weather/<version>` in 2 ms, or failing `initialize` when
+/// `initialize_fails`; built once per run.
+fn weather_variant(version: &str, initialize_fails: bool) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held during the build: cargo serialises on the target dir anyway.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(version) {
+        return path.clone();
+    }
+    let example = support::workspace().join("examples/weather-plugin");
+    let crate_dir = support::fixture_target_dir()
+        .join("swap-src")
+        .join(format!("weather-{version}"));
+    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+    let read = |file: &str| std::fs::read_to_string(example.join(file)).unwrap();
+    let lib_name = format!("weather_{}", version.replace('.', "_"));
+    let manifest = edit(
+        &edit(
+            &edit(
+                &read("Cargo.toml"),
+                "version = \"1.0.0\"",
+                &format!("version = \"{version}\""),
+            ),
+            "path = \"../../sdk\"",
+            &format!("path = {:?}", support::workspace().join("sdk")),
+        ),
+        "[lib]\n",
+        &format!("[lib]\nname = \"{lib_name}\"\n"),
+    );
+    let lock = edit(
+        &read("Cargo.lock"),
+        "name = \"weather\"\nversion = \"1.0.0\"",
+        &format!("name = \"weather\"\nversion = \"{version}\""),
+    );
+    let mut source = edit(
+        &edit(
+            &edit(
+                &read("src/lib.rs"),
+                "fn version(&self) -> &str { \"1.0.0\" }",
+                &format!("fn version(&self) -> &str {{ \"{version}\" }}"),
+            ),
+            "json!({\"temperature\": 25, \"humidity\": 60})",
+            &format!(
+                "json!({{\"temperature\": 25, \"humidity\": 60, \"version\": \"{version}\"}})"
+            ),
+        ),
+        "endpoint == \"/weather\"",
+        &format!("endpoint == \"/weather/{version}\""),
+    );
+    // `before_request` routes `/weather` to this version's own endpoint, and
+    // takes its time: a request whose hooks ran on two versions gets a 404,
+    // and requests are in flight on the old version when it is replaced.
+    source = edit(
+        &source,
+        "    async fn process_endpoint_data",
+        &format!(
+            "    async fn before_request(&self, request: &HttpRequest) -> BackworksResult<RequestAction> {{
+        if request.path != \"/weather\" {{
+            return Ok(RequestAction::Continue);
+        }}
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let mut routed = request.clone();
+        routed.path = String::from(\"/weather/{version}\");
+        Ok(RequestAction::Rewrite(routed))
+    }}
+
+    async fn process_endpoint_data"
+        ),
+    );
+    if initialize_fails {
+        source = edit(
+            &source,
+            "// Initialize with API key from config\n        Ok(())",
+            &format!("Err(BackworksError::Config(\"version {version} refuses to start\".into()))"),
+        );
+    }
+    write_if_changed(&crate_dir.join("Cargo.toml"), &manifest);
+    write_if_changed(&crate_dir.join("Cargo.lock"), &lock);
+    write_if_changed(&crate_dir.join("src/lib.rs"), &source);
+    let library = support::cargo_build(&crate_dir, None);
+    built.insert(version.to_owned(), library.clone());
+    library
+}
+
+/// Version A: 1.0.1, answers [`answer_of`]`("1.0.1")`.
+fn version_a() -> PathBuf {
+    weather_variant("1.0.1", false)
+}
+
+/// Version B: 1.1.0, answers [`answer_of`]`("1.1.0")`.
+fn version_b() -> PathBuf {
+    weather_variant("1.1.0", false)
+}
+
+/// Version C: 1.2.0, whose `initialize` fails.
+fn version_c() -> PathBuf {
+    weather_variant("1.2.0", true)
+}
+
+/// Puts `library` (and `signature`, the text of its `.minisig`) in place of
+/// `target`, each atomically (a temporary file, then a rename), the
+/// library first, as a build followed by `cargo backworks sign` would.
+fn install(library: &Path, signature: &str, target: &Path) {
+    let dir = target.parent().unwrap();
+    let name = target.file_name().unwrap().to_str().unwrap();
+    let temporary = dir.join(format!(".{name}.tmp"));
+    std::fs::copy(library, &temporary).unwrap();
+    std::fs::rename(&temporary, target).unwrap();
+    let temporary = dir.join(format!(".{name}.minisig.tmp"));
+    std::fs::write(&temporary, signature).unwrap();
+    std::fs::rename(&temporary, format!("{}.minisig", target.display())).unwrap();
+}
+
+/// The `.minisig` text of `library` signed with `keys`.
+fn signature_of(library: &Path, keys: &Keys) -> String {
+    let bytes = std::fs::read(library).unwrap();
+    signature::sign(&bytes, &keys.sk, Some(&keys.pk))
+        .unwrap()
+        .minisig
+}
+
+fn sha256_of(library: &Path) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(std::fs::read(library).unwrap()))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The server's log, read as it comes.
+struct Log {
+    lines: Vec<String>,
+}
+
+impl Log {
+    fn new() -> Self {
+        Self { lines: Vec::new() }
+    }
+
+    /// Waits (at most [`WAIT`]) for a line containing every one of `parts`.
+    fn wait_for(&mut self, server: &Server, parts: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut checked = 0;
+        loop {
+            if let Some(line) = self.lines[checked..]
+                .iter()
+                .find(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return line.clone();
+            }
+            checked = self.lines.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line with {parts:?} within {WAIT:?}; the log:\n{}",
+                self.lines.join("\n")
+            );
+            if let Ok(line) = server
+                .stderr
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
+                self.lines.push(line);
+            }
+        }
+    }
+}
+
+/// A GET of `path`: the status and the body as JSON (or as a string).
+fn get(client: &reqwest::blocking::Client, server: &Server, path: &str) -> (u16, Value) {
+    let response = client.get(format!("{}{path}", server.base)).send().unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// What one request of the load got.
+#[derive(Debug, Clone)]
+enum Answer {
+    /// 200 with this body.
+    Body(Value),
+    /// Anything else: status or transport error, and the text.
+    Failed(String),
+}
+
+/// One request of the load: when it started, and its answer.
+type Sample = (Instant, Answer);
+
+/// A bounded load on `GET /weather`: `clients` threads, each with its own
+/// keep-alive client, one request after another until stopped, at most
+/// `per_client` requests or [`WAIT`] each.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    clients: Vec<JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(server: &Server, clients: usize, per_client: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let url = format!("{}/weather", server.base);
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, done, url) = (Arc::clone(&stop), Arc::clone(&done), url.clone());
+                std::thread::spawn(move || {
+                    let client = client();
+                    let deadline = Instant::now() + WAIT;
+                    let mut samples = Vec::with_capacity(per_client);
+                    while samples.len() < per_client
+                        && !stop.load(Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
+                        let started = Instant::now();
+                        let answer = match client.get(&url).send() {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                match response.text() {
+                                    Ok(text) if status == 200 => serde_json::from_str(&text)
+                                        .map_or_else(|_| Answer::Failed(text), Answer::Body),
+                                    Ok(text) => Answer::Failed(format!("{status}: {text}")),
+                                    Err(error) => Answer::Failed(error.to_string()),
+                                }
+                            }
+                            Err(error) => Answer::Failed(error.to_string()),
+                        };
+                        samples.push((started, answer));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            done,
+            clients,
+        }
+    }
+
+    /// Requests answered so far.
+    fn done(&self) -> usize {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most [`WAIT`]) until `count` requests are answered.
+    fn wait_for(&self, count: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.done() < count {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} requests answered within {WAIT:?}",
+                self.done()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the clients; each one's samples, in order.
+    fn finish(self) -> Vec<Vec<Sample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .map(|client| client.join().unwrap())
+            .collect()
+    }
+}
+
+/// Every sample's answer, failures listed first in the panic message.
+fn assert_no_failure(samples: &[Vec<Sample>]) {
+    let failed: Vec<&String> = samples
+        .iter()
+        .flatten()
+        .filter_map(|(_, answer)| match answer {
+            Answer::Failed(why) => Some(why),
+            Answer::Body(_) => None,
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, the first ones: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// `GET /plugins`' entry for `name`.
+fn listed(client: &reqwest::blocking::Client, server: &Server, name: &str) -> Value {
+    let (status, body) = get(client, server, "/plugins");
+    assert_eq!(status, 200, "{body}");
+    body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|plugin| plugin["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .clone()
+}
+
+#[test]
+fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request() {
+    let (a, b) = (version_a(), version_b());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let running = keys.signed_copy(&a, dir.path(), "libweather.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &external_plugins(&[("weather".into(), running.clone())]),
+    );
+    let server = start_with(&config, "info", &["--watch"]);
+    let mut log = Log::new();
+    let http = client();
+    assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
+
+    let load = Load::start(&server, 4, 20_000);
+    let load_started = Instant::now();
+    load.wait_for(1_000);
+    install(&b, &signature_of(&b, &keys), &running);
+    // The first `/plugins` answer naming B: the switch happened before it.
+    let deadline = Instant::now() + WAIT;
+    let switched = loop {
+        let entry = listed(&http, &server, "weather");
+        if entry["version"] == "1.1.0" {
+            break (Instant::now(), entry);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B was not swapped in within {WAIT:?}: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (switched_at, entry) = switched;
+    let at_switch = load.done();
+    load.wait_for(at_switch + 2_000);
+    let samples = load.finish();
+    let load_time = load_started.elapsed();
+
+    assert_no_failure(&samples);
+    let (b_body, a_body) = (answer_of("1.1.0"), answer_of("1.0.1"));
+    let total: usize = samples.iter().map(Vec::len).sum();
+    let mut from_b = 0;
+    for (client, answers) in samples.iter().enumerate() {
+        // Each client's answers are A's, then B's: once B answered, every
+        // later request (started after the switch) got B.
+        let mut seen_b = false;
+        for (index, (started, answer)) in answers.iter().enumerate() {
+            let Answer::Body(body) = answer else {
+                unreachable!("failures were ruled out above")
+            };
+            if *body == b_body {
+                seen_b = true;
+                from_b += 1;
+            } else {
+                assert_eq!(*body, a_body, "client {client}, request {index}");
+                assert!(!seen_b, "client {client}, request {index}: A after B");
+                assert!(
+                    *started < switched_at,
+                    "client {client}, request {index}: A for a request started after `/plugins` showed B"
+                );
+            }
+        }
+        assert!(seen_b, "client {client} never got B");
+    }
+    assert!(
+        from_b >= 1_900 && from_b < total,
+        "{from_b} of {total} from B"
+    );
+    eprintln!("{total} requests in {load_time:?}, {from_b} answered by B, none failed");
+
+    assert_eq!(entry["sha256"], sha256_of(&b));
+    assert_eq!(
+        entry["key_id"],
+        signature::KeyId::of_public_key(&keys.pk).to_string()
+    );
+    let (status, health) = get(&http, &server, "/healthz");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["plugins"]["weather"]["healthy"], true);
+    assert_eq!(health["plugins"]["weather"]["version"], "1.1.0");
+    assert_eq!(health["plugins"]["weather"]["sha256"], sha256_of(&b));
+    log.wait_for(&server, &["plugin replaced", "1.0.1", "1.1.0"]);
+    // The old version is shut down once its last request has finished.
+    log.wait_for(&server, &["replaced version shut down", "1.0.1"]);
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"backworks_plugin_swaps_total{plugin="weather",outcome="replaced"} 1"#),
+        "{metrics}"
+    );
+    // Hook metrics count by plugin name, across versions.
+    let line = format!(
+        r#"backworks_hook_calls_total{{plugin="weather",hook="process_endpoint",outcome="ok"}} {total}"#
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} missing from:\n{metrics}"
+    );
+}
+
+#[test]
+fn refused_replacements_leave_the_running_version_serving() {
+    let (a, c, echo) = (version_a(), version_c(), support::echo_plugin());
+    let b = version_b();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let running = keys.signed_copy(&a, dir.path(), "libweather.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &external_plugins(&[("weather".into(), running.clone())]),
+    );
+    let server = start_with(&config, "info", &["--watch"]);
+    let mut log = Log::new();
+    let http = client();
+    let load = Load::start(&server, 3, 50_000);
+    load.wait_for(300);
+
+    // B, signed by a key backworks.yaml does not trust.
+    install(&b, &signature_of(&b, &Keys::new()), &running);
+    log.wait_for(
+        &server,
+        &["replacement refused", "1.0.1", "which is not a trusted key"],
+    );
+    assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
+
+    // C, properly signed, fails its `initialize`.
+    install(&c, &signature_of(&c, &keys), &running);
+    log.wait_for(
+        &server,
+        &[
+            "replacement refused",
+            "version 1.2.0 of plugin `weather` failed to start: initialize failed",
+            "version 1.2.0 refuses to start",
+            "version 1.0.1 keeps serving",
+        ],
+    );
+    assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
+
+    // Another plugin altogether, properly signed.
+    install(&echo, &signature_of(&echo, &keys), &running);
+    log.wait_for(
+        &server,
+        &[
+            "replacement refused",
+            "its metadata record names plugin `echo-plugin`, not `weather`",
+        ],
+    );
+    let entry = listed(&http, &server, "weather");
+    assert_eq!(entry["version"], "1.0.1");
+    assert_eq!(entry["sha256"], sha256_of(&a));
+
+    let at_last_refusal = load.done();
+    load.wait_for(at_last_refusal + 300);
+    let samples = load.finish();
+    assert_no_failure(&samples);
+    for answers in &samples {
+        for (_, answer) in answers {
+            let Answer::Body(body) = answer else {
+                unreachable!("failures were ruled out above")
+            };
+            assert_eq!(*body, answer_of("1.0.1"));
+        }
+    }
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains(r#"outcome="replaced""#),
+        "nothing was replaced:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"backworks_plugin_swaps_total{plugin="weather",outcome="refused"}"#),
+        "{metrics}"
+    );
+}
+
+/// The API the automatic updater calls, in-process: concurrent swaps of one
+/// plugin are serialised, and each outcome is a precise value.
+#[test]
+fn replace_is_serialised_and_reports_versions() {
+    use backworks_host::{config as host_config, metrics::Metrics, server};
+
+    let (a, b, c) = (version_a(), version_b(), version_c());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let running = keys.signed_copy(&a, dir.path(), "libweather.so");
+    let b = keys.signed_copy(&b, dir.path(), "libweather-1.1.0.so");
+    let c = keys.signed_copy(&c, dir.path(), "libweather-1.2.0.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &external_plugins(&[("weather".into(), running)]),
+    );
+    let config = host_config::load(&path).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let plugins = server::load_plugins(&config, &[]).unwrap();
+        server::start_plugins(&config, &plugins, config.hook_timeout)
+            .await
+            .unwrap();
+        let server = server::Server::bind(
+            &config,
+            "127.0.0.1:0".parse().unwrap(),
+            plugins,
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let swapper = Arc::clone(server.swapper());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        let answer = || {
+            let url = format!("{base}/weather");
+            tokio::task::spawn_blocking(move || {
+                let text = client().get(url).send().unwrap().text().unwrap();
+                serde_json::from_str::<Value>(&text).unwrap()
+            })
+        };
+        assert_eq!(answer().await.unwrap(), answer_of("1.0.1"));
+
+        // Two swaps to B at once: one replaces, the other then finds B
+        // running. Unserialised, both would load and route B.
+        let (first, second) = tokio::join!(
+            swapper.replace("weather", &b),
+            swapper.replace("weather", &b)
+        );
+        let (replaced, other) = match (first, second) {
+            (Ok(replaced), other) | (other, Ok(replaced)) => (replaced, other),
+            (first, second) => panic!("neither swap succeeded: {first:?}, {second:?}"),
+        };
+        assert!(
+            matches!(other, Err(SwapError::Unchanged { ref name, .. }) if name == "weather"),
+            "{other:?}"
+        );
+        assert_eq!(replaced.plugin, "weather");
+        assert_eq!(replaced.old.version, "1.0.1");
+        assert_eq!(replaced.new.version, "1.1.0");
+        assert_eq!(replaced.new.sha256.as_deref(), Some(sha256_of(&b).as_str()));
+        assert_eq!(replaced.new.path.as_deref(), Some(b.as_path()));
+        assert_eq!(swapper.current("weather"), Some(replaced.new.clone()));
+        assert_eq!(answer().await.unwrap(), answer_of("1.1.0"));
+
+        // C fails `initialize`: B keeps serving.
+        let error = swapper.replace("weather", &c).await.unwrap_err();
+        match &error {
+            SwapError::Start {
+                name,
+                version,
+                hook,
+                running,
+                ..
+            } => {
+                assert_eq!(
+                    (name.as_str(), version.as_str(), *hook, running.as_str()),
+                    ("weather", "1.2.0", "initialize", "1.1.0")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(error.to_string().contains("refuses to start"), "{error}");
+        assert_eq!(swapper.current("weather"), Some(replaced.new.clone()));
+        assert_eq!(answer().await.unwrap(), answer_of("1.1.0"));
+
+        let error = swapper.replace("nowhere", &b).await.unwrap_err();
+        assert!(
+            matches!(error, SwapError::UnknownPlugin { ref name } if name == "nowhere"),
+            "{error:?}"
+        );
+
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        // After shutdown, nothing is swapped any more.
+        let error = swapper.replace("weather", &c).await.unwrap_err();
+        assert!(matches!(error, SwapError::Closed { .. }), "{error:?}");
+    });
+    runtime.shutdown_background();
+}
