@@ -1515,7 +1515,7 @@ fn kind(value: &Value) -> &'static str {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
-            "{text:?} is not a duration; write a whole number and a unit, `ms`, `s` or `m`, like \"500ms\", \"5s\" or \"1m\""
+            "{text:?} is not a duration; write a whole number and a unit, `ms`, `s`, `m` or `h`, like \"500ms\", \"5s\", \"1m\" or \"1h\""
         )
     };
     let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
@@ -1532,6 +1532,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(
             number
                 .checked_mul(60)
+                .ok_or_else(|| format!("{text:?} is too long a duration"))?,
+        ),
+        "h" => Duration::from_secs(
+            number
+                .checked_mul(3600)
                 .ok_or_else(|| format!("{text:?} is too long a duration"))?,
         ),
         _ => return Err(bad()),
@@ -2267,11 +2272,12 @@ mod tests {
         assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
         for bad in [
             "",
             "s",
             "5",
-            "5h",
+            "5d",
             "5 s",
             " 5s",
             "-5s",
@@ -2282,6 +2288,7 @@ mod tests {
             "5sec",
             "99999999999999999999s",
             "999999999999999999m",
+            "9999999999999999h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
@@ -2413,7 +2420,7 @@ mod tests {
         listen_list: "server:\n  listen: [127.0.0.1]\n";
         listen_ipv6_unquoted: "server:\n  listen: [::1]:8080\n";
         duration_without_unit: "server:\n  hook_timeout: 5\n";
-        duration_bad_unit: "server:\n  hook_timeout: 5h\n";
+        duration_bad_unit: "server:\n  hook_timeout: 5d\n";
         duration_with_space: "server:\n  shutdown_timeout: 5 seconds\n";
         duration_zero: "server:\n  hook_timeout: 0ms\n";
         duration_overflow: "server:\n  hook_timeout: 99999999999999999999m\n";
@@ -2478,7 +2485,7 @@ mod tests {
         marketplace_cache_dir_empty: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  cache_dir: \"\"\n";
         updates_not_a_mapping: "updates: minor\n";
         updates_unknown_field: "updates:\n  check_interval: 30s\n  allowed: minor\n";
-        updates_bad_interval: "updates:\n  check_interval: 1h\n";
+        updates_bad_interval: "updates:\n  check_interval: 1d\n";
         updates_interval_number: "updates:\n  check_interval: 30\n";
         updates_unknown_allow: "updates:\n  allow: minr\n";
         updates_bad_requirement: "plugins:\n  weather:\n    type: marketplace\n    version: \"1.0\"\nupdates:\n  plugins:\n    weather: \"newest\"\n";

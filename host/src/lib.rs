@@ -16,4 +16,5 @@ pub mod registry_server;
 pub mod server;
 pub mod swap;
 pub mod telemetry;
+pub mod updater;
 pub mod watch;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use backworks_host::marketplace::{self, PluginMarketplace, ServeMode};
 use backworks_host::registry_server::{self, ServeOptions};
-use backworks_host::{config, discovery, inspect, loader, metrics, server, telemetry, watch};
+use backworks_host::{
+    config, discovery, inspect, loader, metrics, server, telemetry, updater, watch,
+};
 use clap::{Parser, Subcommand};
 
 // Requests move between tokio workers and hook threads, so most allocations
@@ -485,12 +487,16 @@ fn serve(
             .plugins
             .iter()
             .any(|p| matches!(p.kind, config::PluginKind::Marketplace { .. }));
-        let resolved = if needs_marketplace {
-            let client =
-                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?;
-            client.prepare(&config.plugins, mode).await?
+        let marketplace = if needs_marketplace {
+            Some(Arc::new(
+                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?,
+            ))
         } else {
-            Vec::new()
+            None
+        };
+        let resolved = match &marketplace {
+            Some(client) => client.prepare(&config.plugins, mode).await?,
+            None => Vec::new(),
         };
         let plugins = server::load_plugins(&config, &resolved)?;
         server::start_plugins(&config, &plugins, config.hook_timeout).await?;
@@ -500,6 +506,11 @@ fn serve(
                 .await?;
         if watch_files {
             server = server.watch_files(watch::POLL_INTERVAL);
+        }
+        if let Some(updater) =
+            updater::Updater::for_serve(&config, mode, marketplace.as_ref(), server.swapper())
+        {
+            server = server.update_plugins(updater);
         }
         let addr = server.local_addr()?;
         {

@@ -29,6 +29,7 @@ use crate::marketplace::{MarketplaceError, Resolved};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl, bounded};
 use crate::swap::Swapper;
+use crate::updater::Updater;
 
 /// Largest request body the host reads.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -457,6 +458,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
     watch: Option<Duration>,
+    updater: Option<Updater>,
 }
 
 impl Server {
@@ -489,6 +491,7 @@ impl Server {
             metrics,
             shutdown_timeout: config.shutdown_timeout,
             watch: None,
+            updater: None,
         })
     }
 
@@ -508,6 +511,13 @@ impl Server {
     #[must_use]
     pub fn watch_files(mut self, interval: Duration) -> Self {
         self.watch = Some(interval);
+        self
+    }
+
+    /// While serving, keep the marketplace plugins up to date with
+    /// `updater` (see [`updater`](crate::updater)).
+    pub fn update_plugins(mut self, updater: Updater) -> Self {
+        self.updater = Some(updater);
         self
     }
 
@@ -532,11 +542,12 @@ impl Server {
         let watcher = self
             .watch
             .map(|interval| tokio::spawn(crate::watch::watch(Arc::clone(&self.swapper), interval)));
+        let updater = self.updater.map(|updater| tokio::spawn(updater.run()));
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
-        if let Some(watcher) = watcher {
-            watcher.abort();
+        for task in [watcher, updater].into_iter().flatten() {
+            task.abort();
         }
         served?;
         tracing::info!("stopped accepting requests; shutting plugins down");

@@ -1,0 +1,195 @@
+//! Automatic updates: while `backworks serve` runs, the `type: marketplace`
+//! plugins are kept at the newest version the `updates:` policy allows.
+//!
+//! Every `updates.check_interval`, for each marketplace plugin:
+//!
+//! 1. [`PluginMarketplace::download_update`] fetches the registry's signed
+//!    index (refusing a rollback or an expired index), picks the newest
+//!    version the policy allows above the locked one (never a downgrade,
+//!    never another signing key), and downloads and verifies it into the
+//!    cache, leaving the lock file as it is;
+//! 2. [`Swapper::replace`] loads it through the verify-then-load path,
+//!    initializes and health-checks it beside the running version, then
+//!    routes new requests to it while in-flight ones finish on the old one;
+//! 3. only then is the new version pinned in `backworks.lock`
+//!    ([`PluginMarketplace::record`], an atomic rewrite).
+//!
+//! Any refusal leaves the running version serving and the lock as it was,
+//! and is logged with the reason. A version that failed to start is not
+//! tried again (it is logged once); a newer one is.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use crate::config::{Config, PluginKind};
+use crate::marketplace::{PluginMarketplace, ServeMode};
+use crate::swap::{SwapError, Swapper};
+
+/// What one check of one plugin did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The running version is the newest the policy allows.
+    UpToDate,
+    /// The plugin now runs `to` and the lock pins it.
+    Updated {
+        /// The version that served before.
+        from: String,
+        /// The version serving now.
+        to: String,
+    },
+    /// Nothing changed: the reason is in the message (already logged).
+    Refused(String),
+}
+
+/// Keeps the marketplace plugins of a running server up to date.
+#[derive(Debug)]
+pub struct Updater {
+    marketplace: Arc<PluginMarketplace>,
+    swapper: Arc<Swapper>,
+    plugins: Vec<String>,
+    interval: Duration,
+    /// `(plugin, version)` pairs that failed to start: not tried again.
+    failed: HashSet<(String, String)>,
+}
+
+impl Updater {
+    /// The updater `serve` runs for `config`, if any: `None` when
+    /// `updates.check_interval` is off, when no plugin is `type:
+    /// marketplace`, or when `--locked` or `--offline` forbids changing
+    /// what runs (logged).
+    pub fn for_serve(
+        config: &Config,
+        mode: ServeMode,
+        marketplace: Option<&Arc<PluginMarketplace>>,
+        swapper: &Arc<Swapper>,
+    ) -> Option<Self> {
+        let interval = config.updates.check_interval?;
+        let plugins: Vec<String> = config
+            .plugins
+            .iter()
+            .filter(|p| matches!(p.kind, PluginKind::Marketplace { .. }))
+            .map(|p| p.name.clone())
+            .collect();
+        let marketplace = marketplace?;
+        if plugins.is_empty() {
+            return None;
+        }
+        if mode.locked || mode.offline {
+            tracing::info!(
+                "automatic updates are off: serve --{} keeps the plugins backworks.lock pins",
+                if mode.locked { "locked" } else { "offline" }
+            );
+            return None;
+        }
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            plugins = ?plugins,
+            "automatic updates on"
+        );
+        Some(Self::new(
+            Arc::clone(marketplace),
+            Arc::clone(swapper),
+            plugins,
+            interval,
+        ))
+    }
+
+    /// An updater of `plugins` (names of `type: marketplace` entries),
+    /// checking every `interval`.
+    pub fn new(
+        marketplace: Arc<PluginMarketplace>,
+        swapper: Arc<Swapper>,
+        plugins: Vec<String>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            marketplace,
+            swapper,
+            plugins,
+            interval,
+            failed: HashSet::new(),
+        }
+    }
+
+    /// Checks every `interval` (the first check one interval after the
+    /// start) until the task is aborted.
+    pub async fn run(mut self) {
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            for name in self.plugins.clone() {
+                self.check(&name).await;
+            }
+        }
+    }
+
+    /// Checks `name` once: downloads, starts and routes to a newer allowed
+    /// version if there is one, then pins it in the lock file.
+    pub async fn check(&mut self, name: &str) -> Checked {
+        let installed = match self.marketplace.download_update(name).await {
+            Ok(None) => {
+                tracing::debug!(plugin = name, "up to date");
+                return Checked::UpToDate;
+            }
+            Ok(Some(installed)) => installed,
+            Err(error) => {
+                tracing::warn!(plugin = name, "update check failed: {error}");
+                return Checked::Refused(error.to_string());
+            }
+        };
+        let version = installed.plugin.version.to_string();
+        let key = (name.to_owned(), version.clone());
+        if self.failed.contains(&key) {
+            tracing::debug!(
+                plugin = name,
+                %version,
+                "not retrying a version that failed to start"
+            );
+            return Checked::Refused(format!("{name} {version} failed to start before"));
+        }
+        let replaced = match self.swapper.replace(name, &installed.path).await {
+            Ok(replaced) => replaced,
+            Err(SwapError::Unchanged { .. }) => {
+                // The bytes already run (e.g. the lock was edited by hand):
+                // pinning them is all that is left to do.
+                if let Err(error) = self.marketplace.record(&installed.plugin) {
+                    tracing::warn!(plugin = name, "cannot pin {version}: {error}");
+                }
+                return Checked::UpToDate;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    plugin = name,
+                    %version,
+                    "update not applied, the running version keeps serving: {error}"
+                );
+                self.failed.insert(key);
+                return Checked::Refused(error.to_string());
+            }
+        };
+        if let Err(error) = self.marketplace.record(&installed.plugin) {
+            // The new version serves, but a restart would go back to the
+            // locked one: say so loudly.
+            tracing::error!(
+                plugin = name,
+                %version,
+                "updated, but the lock file could not be rewritten: {error}; a restart would load the previously locked version"
+            );
+        }
+        tracing::info!(
+            plugin = name,
+            from = %replaced.old.version,
+            to = %replaced.new.version,
+            "plugin updated"
+        );
+        Checked::Updated {
+            from: replaced.old.version,
+            to: replaced.new.version,
+        }
+    }
+}
