@@ -5,6 +5,7 @@
 mod harness;
 mod inspect;
 mod marketplace;
+mod marketplace_flow;
 mod registry_server;
 mod serve;
 #[path = "../../../sdk/tests/abi/support.rs"]

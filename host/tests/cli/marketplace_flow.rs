@@ -1,0 +1,374 @@
+//! The marketplace end to end, with the binaries a user runs and nothing
+//! else: `cargo backworks` builds, signs and publishes the weather plugin to
+//! `backworks marketplace serve` over HTTP on 127.0.0.1; `backworks plugins
+//! search` finds it; `backworks serve` installs it from the registry at
+//! start and answers `/weather`; then 1.0.1 is published while a bounded
+//! load runs, and the server's automatic updater swaps it in with no failed
+//! request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use backworks_plugin_sdk::{TARGET, Value, json};
+
+use crate::harness::{self, Server};
+use crate::support;
+
+/// The publish token of the registry under test.
+const TOKEN: &str = "marketplace-flow-token";
+
+/// The `cargo-backworks` binary of this workspace, built once per run into
+/// the target directory the `backworks` binary under test lives in (a
+/// no-op when `cargo test --workspace` built it already).
+fn cargo_backworks_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let backworks = Path::new(env!("CARGO_BIN_EXE_backworks"));
+        let profile_dir = backworks.parent().unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(support::workspace())
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "cargo-backworks",
+                "--bin",
+                "cargo-backworks",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build cargo-backworks");
+        profile_dir.join(format!("cargo-backworks{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+/// `cargo backworks <args>` in `dir`, as cargo runs the subcommand; plugin
+/// builds share the fixtures' target directory.
+fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo_backworks_binary())
+        .arg("backworks")
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO", cargo)
+        .env("CARGO_TARGET_DIR", support::fixture_target_dir())
+        .env("BACKWORKS_REGISTRY_TOKEN", TOKEN)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo backworks {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The weather example as package `version`, answering `temperature`: a
+/// copy of `examples/weather-plugin` under `root` with the version and the
+/// answer changed.
+fn weather_package(root: &Path, version: &str, temperature: u32) -> PathBuf {
+    let source = support::workspace().join("examples/weather-plugin");
+    let copy = root.join(format!("weather-{version}"));
+    std::fs::create_dir_all(copy.join("src")).unwrap();
+    let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
+    let sdk = support::workspace().join("sdk");
+    let files = [
+        (
+            "Cargo.toml",
+            read("Cargo.toml")
+                .replacen(
+                    "version = \"1.0.0\"",
+                    &format!("version = \"{version}\""),
+                    1,
+                )
+                .replace(
+                    "path = \"../../sdk\"",
+                    &format!("path = {:?}", sdk.to_str().unwrap()),
+                ),
+        ),
+        (
+            "Cargo.lock",
+            read("Cargo.lock").replace(
+                "name = \"weather\"\nversion = \"1.0.0\"",
+                &format!("name = \"weather\"\nversion = \"{version}\""),
+            ),
+        ),
+        (
+            "src/lib.rs",
+            read("src/lib.rs")
+                .replace("\"1.0.0\"", &format!("\"{version}\""))
+                .replace(
+                    "\"temperature\": 25",
+                    &format!("\"temperature\": {temperature}"),
+                ),
+        ),
+    ];
+    for (file, text) in files {
+        std::fs::write(copy.join(file), text).unwrap();
+    }
+    copy
+}
+
+/// Builds (release, this host's target) and signs the package at `package`
+/// into `dist`; returns the signed library.
+fn build_and_sign(root: &Path, package: &Path, dist: &Path, version: &str) -> PathBuf {
+    let dist_arg = dist.to_str().unwrap();
+    cargo_backworks(
+        package,
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            TARGET,
+            "--dist-dir",
+            dist_arg,
+        ],
+    );
+    let library = dist
+        .join(TARGET)
+        .join(format!("weather-{version}-{TARGET}.so"));
+    assert!(library.is_file(), "{} was not built", library.display());
+    let key = root.join("backworks.key");
+    cargo_backworks(
+        package,
+        &[
+            "sign",
+            library.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    library
+}
+
+fn publish(root: &Path, registry: &str, package: &Path, dist: &Path) -> String {
+    let manifest = package.join("Cargo.toml");
+    let public = root.join("backworks.pub");
+    let output = cargo_backworks(
+        root,
+        &[
+            "publish",
+            "--quiet",
+            "--registry",
+            registry,
+            "--manifest-path",
+            manifest.to_str().unwrap(),
+            "--dist-dir",
+            dist.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn weather(temperature: u32) -> Value {
+    json!({"humidity": 60, "temperature": temperature})
+}
+
+/// One response seen by the load: status and body (`None`: no answer).
+type Sample = Option<(u16, Value)>;
+
+/// Keep-alive clients sending `GET /weather` in a loop until stopped (or
+/// until their own bound of requests or time), each recording what it got.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    const MAX_PER_CLIENT: usize = 100_000;
+    const MAX_TIME: Duration = Duration::from_secs(120);
+
+    fn start(server: &Server, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = format!("{}/weather", server.base);
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, url) = (Arc::clone(&stop), url.clone());
+                std::thread::spawn(move || {
+                    let client = harness::http_client();
+                    let started = Instant::now();
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::Relaxed)
+                        && samples.len() < Self::MAX_PER_CLIENT
+                        && started.elapsed() < Self::MAX_TIME
+                    {
+                        let sample = client.get(&url).send().ok().and_then(|response| {
+                            let status = response.status().as_u16();
+                            response.json::<Value>().ok().map(|body| (status, body))
+                        });
+                        samples.push(sample);
+                    }
+                    samples
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    fn finish(self) -> Vec<Vec<Sample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .map(|client| client.join().unwrap())
+            .collect()
+    }
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    let response = harness::http_client()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "GET {path}");
+    response.json().unwrap()
+}
+
+fn running_version(server: &Server) -> String {
+    let listed = get(server, "/plugins");
+    let plugins = listed
+        .get("plugins")
+        .and_then(Value::as_array)
+        .or_else(|| listed.as_array())
+        .cloned()
+        .unwrap_or_default();
+    plugins
+        .iter()
+        .find(|p| p["name"] == "weather")
+        .and_then(|p| p["version"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn publish_search_install_then_update_under_load_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Keys as a publisher and a registry owner make them.
+    cargo_backworks(root, &["keygen", "--unencrypted"]);
+    cargo_backworks(root, &["keygen", "--unencrypted", "registry"]);
+    // Both releases are built before anything is timed.
+    let v100 = weather_package(root, "1.0.0", 25);
+    let v101 = weather_package(root, "1.0.1", 26);
+    let (dist100, dist101) = (root.join("dist-1.0.0"), root.join("dist-1.0.1"));
+    build_and_sign(root, &v100, &dist100, "1.0.0");
+    build_and_sign(root, &v101, &dist101, "1.0.1");
+
+    let mut command = harness::backworks();
+    command
+        .current_dir(root)
+        .env("BACKWORKS_REGISTRY_TOKEN", TOKEN)
+        .args([
+            "marketplace",
+            "serve",
+            "--dir",
+            "registry",
+            "--key",
+            "registry.key",
+        ])
+        .args([
+            "--publisher-key",
+            "backworks.pub",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+    let registry = harness::start_command(command, "marketplace listening on ");
+
+    let published = publish(root, &registry.base, &v100, &dist100);
+    assert!(published.contains("1.0.0"), "{published}");
+
+    let app = root.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let config = app.join("backworks.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 5s\n  shutdown_timeout: 5s\n\
+             trusted_keys:\n  - file: ../backworks.pub\n\
+             marketplace:\n  registry: {}\n  key: ../registry.pub\n\
+             updates:\n  check_interval: 500ms\n  allow: patch\n\
+             plugins:\n  weather:\n    type: marketplace\n    version: \"1.0.0\"\n",
+            registry.base
+        ),
+    )
+    .unwrap();
+
+    let search = harness::backworks()
+        .args(["plugins", "search", "weather", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        search.status.success(),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+    let found: Value = serde_json::from_slice(&search.stdout).unwrap();
+    let hits = found["hits"].as_array().cloned().unwrap_or_default();
+    assert!(
+        hits.iter()
+            .any(|hit| hit["name"] == "weather" && hit["version"] == "1.0.0"),
+        "{found}"
+    );
+
+    // `serve` installs the plugin from the registry at start.
+    let server = harness::start(&config, "info");
+    assert_eq!(get(&server, "/weather"), weather(25));
+    assert_eq!(running_version(&server), "1.0.0");
+    let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
+    assert!(lock.contains("version = \"1.0.0\""), "{lock}");
+
+    let load = Load::start(&server, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let published = publish(root, &registry.base, &v101, &dist101);
+    assert!(published.contains("1.0.1"), "{published}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running_version(&server) != "1.0.1" {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not switch to 1.0.1 within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Some more load on the new version, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = load.finish();
+
+    let total: usize = samples.iter().map(Vec::len).sum();
+    assert!(total >= 1_000, "only {total} requests were sent");
+    let (old, new) = (weather(25), weather(26));
+    for (client, samples) in samples.iter().enumerate() {
+        let mut switched = false;
+        for (i, sample) in samples.iter().enumerate() {
+            let Some((status, body)) = sample else {
+                panic!("client {client}, request {i}: no answer");
+            };
+            assert_eq!(*status, 200, "client {client}, request {i}: {body}");
+            if *body == new {
+                switched = true;
+            } else {
+                assert_eq!(*body, old, "client {client}, request {i}");
+                assert!(
+                    !switched,
+                    "client {client}, request {i}: 1.0.0 answered after 1.0.1 had"
+                );
+            }
+        }
+        assert!(switched, "client {client} never saw 1.0.1");
+    }
+    assert_eq!(get(&server, "/weather"), new);
+    let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
+    assert!(lock.contains("version = \"1.0.1\""), "{lock}");
+    eprintln!("{total} requests during the update, none failed");
+}
