@@ -42,6 +42,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The size of each read when streaming a file of the tree.
+const STREAM_CHUNK: usize = 256 * 1024;
+
 /// The environment variable holding the publish token.
 pub const TOKEN_ENV: &str = "BACKWORKS_REGISTRY_TOKEN";
 
@@ -425,6 +428,14 @@ pub async fn serve(
         .map_err(|source| MarketplaceError::Bind { addr, source })?;
     on_bound(listener.local_addr()?);
     let keeper = tokio::spawn(keep_index_fresh(tree, current, lifetime));
+    // No Nagle: a file's headers and its first body bytes are separate
+    // writes, and the second waited for the client's delayed ACK (40 ms a
+    // download on loopback, measured with `cargo bench --bench install`).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -610,7 +621,12 @@ async fn static_file(
             "public, max-age=31536000, immutable"
         }),
     );
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    // 256 KiB reads: the default 4 KiB made a 10 MB download 2 560 reads
+    // and body frames (measured: 108 ms on loopback, against 10 ms).
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        STREAM_CHUNK,
+    ));
     (headers, body).into_response()
 }
 

@@ -940,19 +940,11 @@ fn a_client_killed_mid_download_leaves_nothing_to_load() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the first bytes are in a staging file, then SIGKILL.
+    // Wait until the download is under way (its staging directory exists;
+    // the peer sends 16 KiB every 100 ms, so half a second later it is in
+    // the middle of the body), then SIGKILL.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let partial = market.staging().iter().any(|dir| {
-            std::fs::read_dir(market.cache().join(dir))
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .any(|file| file.metadata().is_ok_and(|m| m.len() > 0))
-        });
-        if partial {
-            break;
-        }
+    while market.staging().is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the install ended before it was killed"
@@ -960,6 +952,11 @@ fn a_client_killed_mid_download_leaves_nothing_to_load() {
         assert!(Instant::now() < deadline, "no download started in 60 s");
         std::thread::sleep(Duration::from_millis(10));
     }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the install ended before it was killed"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let size = std::fs::metadata(support::weather_plugin()).unwrap().len();
