@@ -325,7 +325,7 @@ fn main() {
     );
 
     // One connection, kept alive: requests one after the other.
-    let client = reqwest::blocking::Client::builder()
+    let client = support::harness::client_builder()
         .pool_max_idle_per_host(1)
         .timeout(Duration::from_secs(10))
         .build()

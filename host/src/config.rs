@@ -1549,8 +1549,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// `<n><unit>` with unit `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB` or `GB`, more
-/// than zero.
+/// `<n><unit>` with unit `B`, `KiB`, `MiB`, `GiB` (powers of 1024), `KB`,
+/// `MB` or `GB` (powers of 1000), more than zero: `marketplace.max_download`
+/// and `backworks marketplace serve --max-upload`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || {
         format!(

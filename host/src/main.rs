@@ -102,7 +102,7 @@ enum MarketplaceCommand {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Largest publish request (B, KiB, MiB, GiB, KB, MB, GB).
-        #[arg(long, default_value = "64MiB", value_parser = registry_server::parse_size)]
+        #[arg(long, default_value = "64MiB", value_parser = config::parse_size)]
         max_upload: u64,
         /// How long each signed index is valid (s, m, h, d); the server
         /// re-signs it when half of that is left.

@@ -260,40 +260,6 @@ pub fn load_token(token_file: Option<&Path>) -> Result<Option<Token>, Marketplac
     Ok(Some(Token(token)))
 }
 
-/// Parses a size: a whole number of bytes, or with a unit `B`, `KiB`, `MiB`,
-/// `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000), e.g.
-/// `64MiB`. More than zero.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    let (number, unit) = text.split_at(digits);
-    let bad = || {
-        format!(
-            "{text:?} is not a size; write a whole number and a unit, `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB` or `GB`, like \"64MiB\""
-        )
-    };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    let size = number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
-    if size == 0 {
-        return Err(format!(
-            "{text:?} is zero; a size limit must be more than zero"
-        ));
-    }
-    Ok(size)
-}
-
 /// Parses an index lifetime: a whole number and a unit, `s`, `m`, `h` or
 /// `d`, e.g. `30d`; at least 2 seconds, so the index can be re-signed
 /// before it expires.
@@ -986,14 +952,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_lifetimes() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2KB"), Ok(2000));
-        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
-        for bad in ["", "MiB", "12PB", "-1", "0", "1.5MiB"] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
+    fn lifetimes() {
         assert_eq!(parse_lifetime("30d"), Ok(30 * 24 * 3600));
         assert_eq!(parse_lifetime("4s"), Ok(4));
         assert_eq!(parse_lifetime("2h"), Ok(7200));

@@ -98,15 +98,20 @@ impl Drop for Server {
     }
 }
 
-/// An HTTP client for the tests (20 s timeout). reqwest is built with
-/// rustls without a crypto provider (as the host is): ring is installed
-/// first.
+/// An HTTP client for the tests (20 s timeout).
 pub fn http_client() -> reqwest::blocking::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
+    client_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
+}
+
+/// A builder of HTTP clients for the tests and benches. reqwest is built
+/// with rustls without a crypto provider (as the host is), so ring is
+/// installed first: every client of the tests must come from here.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
 }
 
 /// The `backworks` binary, logging at `RUST_LOG=info`. `RUST_BACKTRACE`

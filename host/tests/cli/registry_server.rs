@@ -109,7 +109,7 @@ fn weather(keys: &Keys) -> (String, Vec<u8>, String) {
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+    crate::harness::client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

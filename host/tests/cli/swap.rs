@@ -234,7 +234,7 @@ fn get(client: &reqwest::blocking::Client, server: &Server, path: &str) -> (u16,
 }
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+    crate::harness::client_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
