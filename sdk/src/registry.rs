@@ -19,11 +19,11 @@
 //! one it accepted (rollback) or whose time is up (freeze). A published
 //! version is never changed: publishing it again is refused.
 //!
-//! [`publish`] adds a release to a tree on disk: it validates every artifact
-//! (the [`check`](crate::check) of `cargo backworks check`, then the
-//! publisher's signature) before it writes anything, writes the release into
-//! a staging directory renamed into place, then replaces `index.json` by a
-//! rename: the index is the commit point, so a process killed at any moment
+//! [`validate_upload`] checks every artifact of an upload (the [`check`]
+//! module of `cargo backworks check`, then the publisher's signature) before
+//! anything is written; [`Tree::publish`] takes only what it validated,
+//! writes the release into a staging directory renamed into place, then
+//! replaces `index.json` by a rename: the index is the commit point, so a process killed at any moment
 //! leaves either the old index or the new one, never a half-published
 //! version. The format is documented in `docs/registry.md`.
 
@@ -151,8 +151,8 @@ pub struct Artifact {
 }
 
 impl Index {
-    /// An index with no plugins, serial 0 (never signed: [`publish`] and
-    /// [`resign`] sign serial 1 and up).
+    /// An index with no plugins, serial 0 (never signed: [`Tree::publish`]
+    /// and [`Tree::resign`] sign serial 1 and up).
     pub fn empty() -> Self {
         Self {
             format: FORMAT,
@@ -675,7 +675,7 @@ pub struct Upload {
     pub artifacts: Vec<UploadArtifact>,
 }
 
-/// A validated upload: what [`publish`] writes.
+/// A validated upload: what [`Tree::publish`] writes.
 #[derive(Debug, Clone)]
 pub struct ValidatedUpload {
     release: Release,
