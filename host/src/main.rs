@@ -487,16 +487,12 @@ fn serve(
             .plugins
             .iter()
             .any(|p| matches!(p.kind, config::PluginKind::Marketplace { .. }));
-        let marketplace = if needs_marketplace {
-            Some(Arc::new(
-                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?,
-            ))
+        let resolved = if needs_marketplace {
+            let client =
+                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?;
+            client.prepare(&config.plugins, mode).await?
         } else {
-            None
-        };
-        let resolved = match &marketplace {
-            Some(client) => client.prepare(&config.plugins, mode).await?,
-            None => Vec::new(),
+            Vec::new()
         };
         let plugins = server::load_plugins(&config, &resolved)?;
         server::start_plugins(&config, &plugins, config.hook_timeout).await?;
@@ -507,8 +503,8 @@ fn serve(
         if watch_files {
             server = server.watch_files(watch::POLL_INTERVAL);
         }
-        if let Some(updater) =
-            updater::Updater::for_serve(&config, mode, marketplace.as_ref(), server.swapper())
+        if let Some(updater) = updater::Updater::for_serve(&config, mode, server.swapper())
+            .map_err(server::ServeError::from)?
         {
             server = server.update_plugins(updater);
         }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::{Config, PluginKind};
-use crate::marketplace::{PluginMarketplace, ServeMode};
+use crate::marketplace::{MarketplaceError, PluginMarketplace, ServeMode};
 use crate::swap::{SwapError, Swapper};
 
 /// What one check of one plugin did.
@@ -59,42 +59,44 @@ impl Updater {
     /// The updater `serve` runs for `config`, if any: `None` when
     /// `updates.check_interval` is off, when no plugin is `type:
     /// marketplace`, or when `--locked` or `--offline` forbids changing
-    /// what runs (logged).
+    /// what runs (logged). It has its own marketplace client, which never
+    /// draws a progress bar (its downloads happen among the server's logs).
     pub fn for_serve(
         config: &Config,
         mode: ServeMode,
-        marketplace: Option<&Arc<PluginMarketplace>>,
         swapper: &Arc<Swapper>,
-    ) -> Option<Self> {
-        let interval = config.updates.check_interval?;
+    ) -> Result<Option<Self>, MarketplaceError> {
+        let Some(interval) = config.updates.check_interval else {
+            return Ok(None);
+        };
         let plugins: Vec<String> = config
             .plugins
             .iter()
             .filter(|p| matches!(p.kind, PluginKind::Marketplace { .. }))
             .map(|p| p.name.clone())
             .collect();
-        let marketplace = marketplace?;
         if plugins.is_empty() {
-            return None;
+            return Ok(None);
         }
         if mode.locked || mode.offline {
             tracing::info!(
                 "automatic updates are off: serve --{} keeps the plugins backworks.lock pins",
                 if mode.locked { "locked" } else { "offline" }
             );
-            return None;
+            return Ok(None);
         }
+        let marketplace = PluginMarketplace::from_config(config)?.with_progress(false);
         tracing::info!(
             interval_ms = interval.as_millis() as u64,
             plugins = ?plugins,
             "automatic updates on"
         );
-        Some(Self::new(
-            Arc::clone(marketplace),
+        Ok(Some(Self::new(
+            Arc::new(marketplace),
             Arc::clone(swapper),
             plugins,
             interval,
-        ))
+        )))
     }
 
     /// An updater of `plugins` (names of `type: marketplace` entries),
