@@ -70,6 +70,16 @@ impl Release {
     }
 }
 
+/// The exact bytes and signing key a replacement must have
+/// ([`Swapper::replace_pinned`]), as `backworks.lock` states them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// sha256 of the library, lower-case hex.
+    pub sha256: String,
+    /// The signing key's id (minisign's 16 upper-case hex digits).
+    pub key_id: String,
+}
+
 /// A successful swap: every request started since uses `new`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Replaced {
@@ -119,6 +129,24 @@ pub enum SwapError {
         /// Why.
         #[source]
         source: Box<LoadError>,
+    },
+    /// The file's bytes or signing key are not the ones the caller pinned
+    /// ([`Swapper::replace_pinned`]).
+    #[error(
+        "refusing {} as plugin `{name}`: it is sha256 {} signed by key {}, but sha256 {} signed by key {} is pinned; install the pinned version again (version {running} keeps serving)",
+        path.display(), offered.sha256, offered.key_id, pinned.sha256, pinned.key_id
+    )]
+    NotPinned {
+        /// The plugin's name in `backworks.yaml`.
+        name: String,
+        /// The file offered.
+        path: PathBuf,
+        /// Its sha256 and signing key (`none` when unsigned).
+        offered: Box<Pin>,
+        /// What was pinned.
+        pinned: Box<Pin>,
+        /// The version still serving.
+        running: String,
     },
     /// The file is another plugin.
     #[error(
@@ -272,9 +300,30 @@ impl Swapper {
     /// swap runs on its own task: dropping the returned future does not stop
     /// it half-way.
     pub async fn replace(self: &Arc<Self>, name: &str, path: &Path) -> Result<Replaced, SwapError> {
+        self.replace_checked(name, path, None).await
+    }
+
+    /// [`replace`](Self::replace), refusing (before anything of it is
+    /// loaded) a file whose verified bytes are not `pin`'s: the automatic
+    /// updater swaps in exactly what it downloaded or what the lock pins.
+    pub async fn replace_pinned(
+        self: &Arc<Self>,
+        name: &str,
+        path: &Path,
+        pin: Pin,
+    ) -> Result<Replaced, SwapError> {
+        self.replace_checked(name, path, Some(pin)).await
+    }
+
+    async fn replace_checked(
+        self: &Arc<Self>,
+        name: &str,
+        path: &Path,
+        pin: Option<Pin>,
+    ) -> Result<Replaced, SwapError> {
         let this = Arc::clone(self);
         let (owned_name, owned_path) = (name.to_owned(), path.to_owned());
-        tokio::spawn(async move { this.swap(&owned_name, &owned_path).await })
+        tokio::spawn(async move { this.swap(&owned_name, &owned_path, pin.as_ref()).await })
             .await
             .unwrap_or_else(|join| {
                 tracing::error!(plugin = name, error = %join, "the swap's task failed");
@@ -313,7 +362,12 @@ impl Swapper {
     }
 
     /// The whole swap, serialised per plugin; logs and counts its outcome.
-    async fn swap(&self, name: &str, path: &Path) -> Result<Replaced, SwapError> {
+    async fn swap(
+        &self,
+        name: &str,
+        path: &Path,
+        pin: Option<&Pin>,
+    ) -> Result<Replaced, SwapError> {
         let Some(entry) = self.entries.iter().find(|entry| entry.name == name) else {
             let error = SwapError::UnknownPlugin {
                 name: name.to_owned(),
@@ -335,7 +389,9 @@ impl Swapper {
             });
         };
         let mut new_version = None;
-        let result = self.try_swap(entry, &running, path, &mut new_version).await;
+        let result = self
+            .try_swap(entry, &running, path, pin, &mut new_version)
+            .await;
         match &result {
             Ok(replaced) => {
                 self.metrics.observe_swap(name, SwapOutcome::Replaced);
@@ -375,6 +431,7 @@ impl Swapper {
         entry: &Entry,
         running: &HostPlugin,
         path: &Path,
+        pin: Option<&Pin>,
         new_version: &mut Option<String>,
     ) -> Result<Replaced, SwapError> {
         let name = entry.name.as_str();
@@ -418,6 +475,25 @@ impl Swapper {
                 found: verified.metadata().name.clone(),
                 running: running.version.clone(),
             });
+        }
+        if let Some(pin) = pin {
+            let key_id = verified.key_id().map(|key| key.to_string());
+            // Without signatures (local development) no key was checked,
+            // as at start-up: the bytes must still be the pinned ones.
+            if verified.sha256() != pin.sha256
+                || key_id.as_ref().is_some_and(|key| *key != pin.key_id)
+            {
+                return Err(SwapError::NotPinned {
+                    name: name.to_owned(),
+                    path: path.to_owned(),
+                    offered: Box::new(Pin {
+                        sha256: verified.sha256().to_owned(),
+                        key_id: key_id.unwrap_or_else(|| String::from("none")),
+                    }),
+                    pinned: Box::new(pin.clone()),
+                    running: running.version.clone(),
+                });
+            }
         }
         if running.sha256.as_deref() == Some(verified.sha256()) {
             return Err(SwapError::Unchanged {

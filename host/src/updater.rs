@@ -22,11 +22,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backworks_plugin_sdk::TARGET;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::{Config, PluginKind};
+use crate::lockfile::LockedPlugin;
 use crate::marketplace::{MarketplaceError, PluginMarketplace, ServeMode};
-use crate::swap::{SwapError, Swapper};
+use crate::swap::{Pin, SwapError, Swapper};
 
 /// What one check of one plugin did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,9 +132,14 @@ impl Updater {
         }
     }
 
-    /// Checks `name` once: downloads, starts and routes to a newer allowed
-    /// version if there is one, then pins it in the lock file.
+    /// Checks `name` once: first follows the lock file (a version pinned
+    /// there by `backworks plugins update` while the server runs is swapped
+    /// in from the cache); then downloads, starts and routes to a newer
+    /// allowed version if there is one, and pins it in the lock file.
     pub async fn check(&mut self, name: &str) -> Checked {
+        if let Some(followed) = self.follow_lock(name).await {
+            return followed;
+        }
         let installed = match self.marketplace.download_update(name).await {
             Ok(None) => {
                 tracing::debug!(plugin = name, "up to date");
@@ -154,7 +161,11 @@ impl Updater {
             );
             return Checked::Refused(format!("{name} {version} failed to start before"));
         }
-        let replaced = match self.swapper.replace(name, &installed.path).await {
+        let replaced = match self
+            .swapper
+            .replace_pinned(name, &installed.path, pin_of(&installed.plugin))
+            .await
+        {
             Ok(replaced) => replaced,
             Err(SwapError::Unchanged { .. }) => {
                 // The bytes already run (e.g. the lock was edited by hand):
@@ -193,5 +204,81 @@ impl Updater {
             from: replaced.old.version,
             to: replaced.new.version,
         }
+    }
+
+    /// When the lock pins other bytes for `name` than those running (the
+    /// lock was changed by `backworks plugins update` or `install`), swaps
+    /// in the pinned, cached file: verified as at start-up, and refused
+    /// before it is loaded unless its sha256 and key are the lock's. `None`
+    /// when the running bytes are the pinned ones.
+    async fn follow_lock(&mut self, name: &str) -> Option<Checked> {
+        let pin = match self.marketplace.lock() {
+            Ok(lock) => lock.get(name, TARGET).cloned()?,
+            Err(error) => {
+                tracing::warn!(plugin = name, "cannot read the lock file: {error}");
+                return Some(Checked::Refused(error.to_string()));
+            }
+        };
+        let running = self.swapper.current(name)?;
+        if running.sha256.as_deref() == Some(pin.sha256.as_str()) {
+            return None;
+        }
+        let version = pin.version.to_string();
+        let key = (name.to_owned(), version.clone());
+        if self.failed.contains(&key) {
+            return Some(Checked::Refused(format!(
+                "{name} {version} failed to start before"
+            )));
+        }
+        let path = match self.marketplace.cached(&pin) {
+            Ok(Some(path)) => path,
+            Ok(None) => {
+                // Pinned but not downloaded (a lock edited by hand or
+                // copied): the next `download_update` cannot help either,
+                // as it only looks above the locked version.
+                tracing::warn!(
+                    plugin = name,
+                    %version,
+                    "the lock pins a version that is not in the cache; run `backworks plugins install {name}@{version}`"
+                );
+                self.failed.insert(key);
+                return Some(Checked::Refused(format!(
+                    "{name} {version} is not in the cache"
+                )));
+            }
+            Err(error) => return Some(Checked::Refused(error.to_string())),
+        };
+        match self.swapper.replace_pinned(name, &path, pin_of(&pin)).await {
+            Ok(replaced) => {
+                tracing::info!(
+                    plugin = name,
+                    from = %replaced.old.version,
+                    to = %replaced.new.version,
+                    "plugin switched to the version backworks.lock pins"
+                );
+                Some(Checked::Updated {
+                    from: replaced.old.version,
+                    to: replaced.new.version,
+                })
+            }
+            Err(SwapError::Unchanged { .. }) => None,
+            Err(error) => {
+                tracing::warn!(
+                    plugin = name,
+                    %version,
+                    "the version backworks.lock pins was not applied, the running version keeps serving: {error}"
+                );
+                self.failed.insert(key);
+                Some(Checked::Refused(error.to_string()))
+            }
+        }
+    }
+}
+
+/// What the swap must load: the bytes and key `plugin` pins.
+fn pin_of(plugin: &LockedPlugin) -> Pin {
+    Pin {
+        sha256: plugin.sha256.clone(),
+        key_id: plugin.key_id.clone(),
     }
 }

@@ -981,3 +981,46 @@ fn a_client_killed_mid_download_leaves_nothing_to_load() {
     let server = harness::start_with(&config, "info", &["--locked"]);
     assert_eq!(get(&server, "/weather").0, 200);
 }
+
+#[test]
+fn a_running_server_follows_an_update_made_on_demand() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    // The server may not update by itself (=1.0.0); the command line may.
+    let serving = market.config(
+        market.root().to_str().unwrap(),
+        &[&market.publisher],
+        Some("1.0"),
+        "updates:\n  check_interval: 200ms\n  plugins:\n    weather: \"=1.0.0\"\n",
+    );
+    ok(&serving, &["plugins", "install", "weather@1.0.0"]);
+    let server = harness::start(&serving, "info");
+    assert_eq!(get(&server, "/weather").1["temperature"], json!(25));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        get(&server, "/weather").1["temperature"],
+        json!(25),
+        "the server updated beyond its policy"
+    );
+
+    // The same file, rewritten for the command line: the running server
+    // read its policy at start.
+    let on_demand = market.config(
+        market.root().to_str().unwrap(),
+        &[&market.publisher],
+        Some("1.0"),
+        "updates:\n  check_interval: 200ms\n  allow: patch\n",
+    );
+    let out = ok(&on_demand, &["plugins", "update", "weather"]);
+    assert!(out.contains("updated weather 1.0.0 -> 1.0.1"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&server, "/weather").1["temperature"] != json!(26) {
+        assert!(
+            Instant::now() < deadline,
+            "the running server did not switch to the version the lock pins"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(market.locked().unwrap().version.to_string(), "1.0.1");
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backworks_host::swap::SwapError;
+use backworks_host::swap::{Pin, SwapError};
 use backworks_plugin_sdk::signature;
 use serde_json::{Value, json};
 
@@ -601,6 +601,37 @@ fn replace_is_serialised_and_reports_versions() {
             })
         };
         assert_eq!(answer().await.unwrap(), answer_of("1.0.1"));
+
+        // A pinned swap loads nothing but the pinned bytes signed by the
+        // pinned key (the automatic updater's swaps are all pinned).
+        let key_id = backworks_plugin_sdk::signature::KeyId::of_public_key(&keys.pk).to_string();
+        for pin in [
+            Pin {
+                sha256: sha256_of(&c),
+                key_id: key_id.clone(),
+            },
+            Pin {
+                sha256: sha256_of(&b),
+                key_id: String::from("0000000000000000"),
+            },
+        ] {
+            let error = swapper
+                .replace_pinned("weather", &b, pin.clone())
+                .await
+                .unwrap_err();
+            match &error {
+                SwapError::NotPinned {
+                    offered, pinned, ..
+                } => {
+                    assert_eq!(offered.sha256, sha256_of(&b));
+                    assert_eq!(offered.key_id, key_id);
+                    assert_eq!(**pinned, pin);
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(error.to_string().contains("is pinned"), "{error}");
+            assert_eq!(answer().await.unwrap(), answer_of("1.0.1"));
+        }
 
         // Two swaps to B at once: one replaces, the other then finds B
         // running. Unserialised, both would load and route B.
