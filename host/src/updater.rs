@@ -55,6 +55,10 @@ pub struct Updater {
     interval: Duration,
     /// `(plugin, version)` pairs that failed to start: not tried again.
     failed: HashSet<(String, String)>,
+    /// Plugins updated while their lock entry could not be rewritten: the
+    /// lock is not followed for them (it would switch back) until a
+    /// rewrite succeeds.
+    unpinned: HashSet<String>,
 }
 
 impl Updater {
@@ -115,6 +119,7 @@ impl Updater {
             plugins,
             interval,
             failed: HashSet::new(),
+            unpinned: HashSet::new(),
         }
     }
 
@@ -137,7 +142,9 @@ impl Updater {
     /// in from the cache); then downloads, starts and routes to a newer
     /// allowed version if there is one, and pins it in the lock file.
     pub async fn check(&mut self, name: &str) -> Checked {
-        if let Some(followed) = self.follow_lock(name).await {
+        if !self.unpinned.contains(name)
+            && let Some(followed) = self.follow_lock(name).await
+        {
             return followed;
         }
         let installed = match self.marketplace.download_update(name).await {
@@ -170,8 +177,11 @@ impl Updater {
             Err(SwapError::Unchanged { .. }) => {
                 // The bytes already run (e.g. the lock was edited by hand):
                 // pinning them is all that is left to do.
-                if let Err(error) = self.marketplace.record(&installed.plugin) {
-                    tracing::warn!(plugin = name, "cannot pin {version}: {error}");
+                match self.marketplace.record(&installed.plugin) {
+                    Ok(()) => {
+                        self.unpinned.remove(name);
+                    }
+                    Err(error) => tracing::warn!(plugin = name, "cannot pin {version}: {error}"),
                 }
                 return Checked::UpToDate;
             }
@@ -187,12 +197,15 @@ impl Updater {
         };
         if let Err(error) = self.marketplace.record(&installed.plugin) {
             // The new version serves, but a restart would go back to the
-            // locked one: say so loudly.
+            // locked one: say so loudly, and stop following the lock.
             tracing::error!(
                 plugin = name,
                 %version,
                 "updated, but the lock file could not be rewritten: {error}; a restart would load the previously locked version"
             );
+            self.unpinned.insert(name.to_owned());
+        } else {
+            self.unpinned.remove(name);
         }
         tracing::info!(
             plugin = name,
