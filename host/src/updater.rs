@@ -8,11 +8,18 @@
 //!    version the policy allows above the locked one (never a downgrade,
 //!    never another signing key), and downloads and verifies it into the
 //!    cache, leaving the lock file as it is;
-//! 2. [`Swapper::replace`] loads it through the verify-then-load path,
-//!    initializes and health-checks it beside the running version, then
-//!    routes new requests to it while in-flight ones finish on the old one;
+//! 2. [`Swapper::replace_pinned`] loads it through the verify-then-load
+//!    path (refusing, before loading, any bytes or key but the downloaded
+//!    ones), initializes and health-checks it beside the running version,
+//!    then routes new requests to it while in-flight ones finish on the old
+//!    one;
 //! 3. only then is the new version pinned in `backworks.lock`
 //!    ([`PluginMarketplace::record`], an atomic rewrite).
+//!
+//! Before that, each check follows the lock file: when it pins other bytes
+//! than those running (`backworks plugins update` or `install` ran while
+//! the server runs), the pinned file is swapped in from the cache the same
+//! way.
 //!
 //! Any refusal leaves the running version serving and the lock as it was,
 //! and is logged with the reason. A version that failed to start is not
