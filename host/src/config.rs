@@ -836,25 +836,8 @@ impl Reader<'_> {
                         ),
                     ));
                 }
-                let text = match value {
-                    Value::Number(number) => {
-                        return Err(self.invalid(
-                            &plugin_at,
-                            format!(
-                                "expected a version requirement in quotes, found the number {number}; quote it: `{name}: \"{number}\"`"
-                            ),
-                        ));
-                    }
-                    other => self.string(other, &plugin_at)?,
-                };
-                let requirement = semver::VersionReq::parse(&text).map_err(|error| {
-                    self.invalid(
-                        &plugin_at,
-                        format!(
-                            "`{text}` is not a semver version requirement ({error}); write e.g. `>=1.2, <2` or `~1.2`"
-                        ),
-                    )
-                })?;
+                let (_, requirement) =
+                    self.requirement(value, &plugin_at, &name, "`>=1.2, <2` or `~1.2`")?;
                 updates.plugins.push((name, requirement));
             }
         }
@@ -1145,25 +1128,12 @@ impl Reader<'_> {
                         "missing field `version`; a marketplace plugin needs a version requirement, e.g. `version: \"1.2.0\"`",
                     ));
                 };
-                let version = match version {
-                    Value::Number(number) => {
-                        return Err(self.invalid(
-                            &version_at,
-                            format!(
-                                "expected a version requirement in quotes, found the number {number}; quote it: `version: \"{number}\"`"
-                            ),
-                        ));
-                    }
-                    other => self.string(other, &version_at)?,
-                };
-                let requirement = semver::VersionReq::parse(&version).map_err(|error| {
-                    self.invalid(
-                        &version_at,
-                        format!(
-                            "`{version}` is not a semver version requirement ({error}); write e.g. `1.2.0`, `=1.2.0` or `>=1.2, <2`"
-                        ),
-                    )
-                })?;
+                let (version, requirement) = self.requirement(
+                    version,
+                    &version_at,
+                    "version",
+                    "`1.2.0`, `=1.2.0` or `>=1.2, <2`",
+                )?;
                 PluginKind::Marketplace {
                     version,
                     requirement,
@@ -1324,6 +1294,39 @@ impl Reader<'_> {
             Value::String(text) => Ok(self.substitute(text, at)?.0),
             other => Err(self.wrong_type(other, at, "a string")),
         }
+    }
+
+    /// A semver requirement field: a string (`${VAR}` substituted, so a
+    /// bare number is refused with the quoting hint for `key`) that parses
+    /// as a requirement; `examples` ends the message when it does not.
+    /// Returns the text and the requirement.
+    fn requirement(
+        &self,
+        value: &Value,
+        at: &FieldPath,
+        key: &str,
+        examples: &str,
+    ) -> Result<(String, semver::VersionReq), ConfigError> {
+        let text = match value {
+            Value::Number(number) => {
+                return Err(self.invalid(
+                    at,
+                    format!(
+                        "expected a version requirement in quotes, found the number {number}; quote it: `{key}: \"{number}\"`"
+                    ),
+                ));
+            }
+            other => self.string(other, at)?,
+        };
+        let requirement = semver::VersionReq::parse(&text).map_err(|error| {
+            self.invalid(
+                at,
+                format!(
+                    "`{text}` is not a semver version requirement ({error}); write e.g. {examples}"
+                ),
+            )
+        })?;
+        Ok((text, requirement))
     }
 
     /// A non-empty path field, with `${VAR}` substituted.
