@@ -185,3 +185,72 @@ pub fn start_command(mut command: Command, prefix: &'static str) -> Server {
         stderr,
     }
 }
+
+/// `text` with the first `from` replaced by `to`; `from` must occur in it:
+/// a changed example fails here, loudly, rather than building the wrong
+/// fixture.
+pub fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the weather example no longer contains {from:?}"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// A copy of `examples/weather-plugin` in `dir` as package version
+/// `version` (in `Cargo.toml`, `Cargo.lock` and the plugin's `version()`),
+/// with the SDK by absolute path, the library named `lib_name` when given
+/// (so variants built into one target directory never overwrite each
+/// other), and `edit_source` applied to `src/lib.rs`. A file already
+/// holding its text is not rewritten, so cargo rebuilds nothing on later
+/// runs. Returns `dir`.
+pub fn weather_copy(
+    dir: &Path,
+    version: &str,
+    lib_name: Option<&str>,
+    edit_source: impl FnOnce(String) -> String,
+) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host lives in the workspace");
+    let example = workspace.join("examples/weather-plugin");
+    let read = |file: &str| std::fs::read_to_string(example.join(file)).unwrap();
+    let mut manifest = edit(
+        &edit(
+            &read("Cargo.toml"),
+            "version = \"1.0.0\"",
+            &format!("version = \"{version}\""),
+        ),
+        "path = \"../../sdk\"",
+        &format!("path = {:?}", workspace.join("sdk")),
+    );
+    if let Some(lib_name) = lib_name {
+        manifest = edit(
+            &manifest,
+            "[lib]\n",
+            &format!("[lib]\nname = \"{lib_name}\"\n"),
+        );
+    }
+    let lock = edit(
+        &read("Cargo.lock"),
+        "name = \"weather\"\nversion = \"1.0.0\"",
+        &format!("name = \"weather\"\nversion = \"{version}\""),
+    );
+    let source = edit_source(edit(
+        &read("src/lib.rs"),
+        "fn version(&self) -> &str { \"1.0.0\" }",
+        &format!("fn version(&self) -> &str {{ \"{version}\" }}"),
+    ));
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    for (file, text) in [
+        ("Cargo.toml", manifest),
+        ("Cargo.lock", lock),
+        ("src/lib.rs", source),
+    ] {
+        let path = dir.join(file);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).unwrap();
+        }
+    }
+    dir.to_owned()
+}

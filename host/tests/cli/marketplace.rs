@@ -28,46 +28,10 @@ fn weather_v101() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let workspace = support::workspace();
-            let source = workspace.join("examples/weather-plugin");
-            let copy = workspace.join("target/fixture-sources/weather-1.0.1");
-            std::fs::create_dir_all(copy.join("src")).unwrap();
-            let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
-            let sdk = workspace.join("sdk");
-            let files = [
-                (
-                    "Cargo.toml",
-                    read("Cargo.toml")
-                        .replacen("version = \"1.0.0\"", "version = \"1.0.1\"", 1)
-                        .replace(
-                            "path = \"../../sdk\"",
-                            &format!("path = {:?}", sdk.to_str().unwrap()),
-                        )
-                        .replace("[lib]\n", "[lib]\nname = \"weather_v101\"\n"),
-                ),
-                (
-                    "Cargo.lock",
-                    read("Cargo.lock").replace(
-                        "name = \"weather\"\nversion = \"1.0.0\"",
-                        "name = \"weather\"\nversion = \"1.0.1\"",
-                    ),
-                ),
-                (
-                    "src/lib.rs",
-                    read("src/lib.rs")
-                        .replace("\"1.0.0\"", "\"1.0.1\"")
-                        .replace("\"temperature\": 25", "\"temperature\": 26"),
-                ),
-            ];
-            for (file, text) in files {
-                assert_ne!(text, read(file), "{file} of the copy must differ");
-                let path = copy.join(file);
-                // Unchanged files keep their time stamps: cargo rebuilds
-                // nothing on the next run.
-                if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-                    std::fs::write(&path, text).unwrap();
-                }
-            }
+            let copy = support::workspace().join("target/fixture-sources/weather-1.0.1");
+            harness::weather_copy(&copy, "1.0.1", Some("weather_v101"), |source| {
+                harness::edit(&source, "\"temperature\": 25", "\"temperature\": 26")
+            });
             support::cargo_build(&copy, None)
         })
         .clone()

@@ -76,46 +76,18 @@ fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
 /// copy of `examples/weather-plugin` under `root` with the version and the
 /// answer changed.
 fn weather_package(root: &Path, version: &str, temperature: u32) -> PathBuf {
-    let source = support::workspace().join("examples/weather-plugin");
-    let copy = root.join(format!("weather-{version}"));
-    std::fs::create_dir_all(copy.join("src")).unwrap();
-    let read = |file: &str| std::fs::read_to_string(source.join(file)).unwrap();
-    let sdk = support::workspace().join("sdk");
-    let files = [
-        (
-            "Cargo.toml",
-            read("Cargo.toml")
-                .replacen(
-                    "version = \"1.0.0\"",
-                    &format!("version = \"{version}\""),
-                    1,
-                )
-                .replace(
-                    "path = \"../../sdk\"",
-                    &format!("path = {:?}", sdk.to_str().unwrap()),
-                ),
-        ),
-        (
-            "Cargo.lock",
-            read("Cargo.lock").replace(
-                "name = \"weather\"\nversion = \"1.0.0\"",
-                &format!("name = \"weather\"\nversion = \"{version}\""),
-            ),
-        ),
-        (
-            "src/lib.rs",
-            read("src/lib.rs")
-                .replace("\"1.0.0\"", &format!("\"{version}\""))
-                .replace(
-                    "\"temperature\": 25",
-                    &format!("\"temperature\": {temperature}"),
-                ),
-        ),
-    ];
-    for (file, text) in files {
-        std::fs::write(copy.join(file), text).unwrap();
-    }
-    copy
+    harness::weather_copy(
+        &root.join(format!("weather-{version}")),
+        version,
+        None,
+        |source| {
+            harness::edit(
+                &source,
+                "\"temperature\": 25",
+                &format!("\"temperature\": {temperature}"),
+            )
+        },
+    )
 }
 
 /// Builds (release, this host's target) and signs the package at `package`

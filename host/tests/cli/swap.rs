@@ -23,7 +23,7 @@ use backworks_host::swap::{Pin, SwapError};
 use backworks_plugin_sdk::signature;
 use serde_json::{Value, json};
 
-use crate::harness::{Keys, Server, config, external_plugins, start_with};
+use crate::harness::{self, Keys, Server, config, edit, external_plugins, start_with};
 use crate::support;
 
 /// How long any one wait of these tests may take.
@@ -32,24 +32,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The answer of a variant built by [`weather_variant`].
 fn answer_of(version: &str) -> Value {
     json!({"humidity": 60, "temperature": 25, "version": version})
-}
-
-/// `text` with `from` replaced by `to`, which must occur in it: a changed
-/// example fails here, loudly, rather than building the wrong fixture.
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "the weather example no longer contains {from:?}"
-    );
-    text.replacen(from, to, 1)
-}
-
-/// Writes `text` unless the file already holds it (cargo then rebuilds
-/// nothing on later runs).
-fn write_if_changed(path: &Path, text: &str) {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
-        std::fs::write(path, text).unwrap();
-    }
 }
 
 /// The weather example as version `version`, answering
@@ -63,54 +45,31 @@ fn weather_variant(version: &str, initialize_fails: bool) -> PathBuf {
     if let Some(path) = built.get(version) {
         return path.clone();
     }
-    let example = support::workspace().join("examples/weather-plugin");
     let crate_dir = support::fixture_target_dir()
         .join("swap-src")
         .join(format!("weather-{version}"));
-    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
-    let read = |file: &str| std::fs::read_to_string(example.join(file)).unwrap();
     let lib_name = format!("weather_{}", version.replace('.', "_"));
-    let manifest = edit(
-        &edit(
+    harness::weather_copy(&crate_dir, version, Some(&lib_name), |source| {
+        let mut source = edit(
             &edit(
-                &read("Cargo.toml"),
-                "version = \"1.0.0\"",
-                &format!("version = \"{version}\""),
+                &source,
+                "json!({\"temperature\": 25, \"humidity\": 60})",
+                &format!(
+                    "json!({{\"temperature\": 25, \"humidity\": 60, \"version\": \"{version}\"}})"
+                ),
             ),
-            "path = \"../../sdk\"",
-            &format!("path = {:?}", support::workspace().join("sdk")),
-        ),
-        "[lib]\n",
-        &format!("[lib]\nname = \"{lib_name}\"\n"),
-    );
-    let lock = edit(
-        &read("Cargo.lock"),
-        "name = \"weather\"\nversion = \"1.0.0\"",
-        &format!("name = \"weather\"\nversion = \"{version}\""),
-    );
-    let mut source = edit(
-        &edit(
-            &edit(
-                &read("src/lib.rs"),
-                "fn version(&self) -> &str { \"1.0.0\" }",
-                &format!("fn version(&self) -> &str {{ \"{version}\" }}"),
-            ),
-            "json!({\"temperature\": 25, \"humidity\": 60})",
+            "endpoint == \"/weather\"",
+            &format!("endpoint == \"/weather/{version}\""),
+        );
+        // `before_request` routes `/weather` to this version's own endpoint,
+        // and takes its time: a request whose hooks ran on two versions gets
+        // a 404, and requests are in flight on the old version when it is
+        // replaced.
+        source = edit(
+            &source,
+            "    async fn process_endpoint_data",
             &format!(
-                "json!({{\"temperature\": 25, \"humidity\": 60, \"version\": \"{version}\"}})"
-            ),
-        ),
-        "endpoint == \"/weather\"",
-        &format!("endpoint == \"/weather/{version}\""),
-    );
-    // `before_request` routes `/weather` to this version's own endpoint, and
-    // takes its time: a request whose hooks ran on two versions gets a 404,
-    // and requests are in flight on the old version when it is replaced.
-    source = edit(
-        &source,
-        "    async fn process_endpoint_data",
-        &format!(
-            "    async fn before_request(&self, request: &HttpRequest) -> BackworksResult<RequestAction> {{
+                "    async fn before_request(&self, request: &HttpRequest) -> BackworksResult<RequestAction> {{
         if request.path != \"/weather\" {{
             return Ok(RequestAction::Continue);
         }}
@@ -121,18 +80,19 @@ fn weather_variant(version: &str, initialize_fails: bool) -> PathBuf {
     }}
 
     async fn process_endpoint_data"
-        ),
-    );
-    if initialize_fails {
-        source = edit(
-            &source,
-            "// Initialize with API key from config\n        Ok(())",
-            &format!("Err(BackworksError::Config(\"version {version} refuses to start\".into()))"),
+            ),
         );
-    }
-    write_if_changed(&crate_dir.join("Cargo.toml"), &manifest);
-    write_if_changed(&crate_dir.join("Cargo.lock"), &lock);
-    write_if_changed(&crate_dir.join("src/lib.rs"), &source);
+        if initialize_fails {
+            source = edit(
+                &source,
+                "// Initialize with API key from config\n        Ok(())",
+                &format!(
+                    "Err(BackworksError::Config(\"version {version} refuses to start\".into()))"
+                ),
+            );
+        }
+        source
+    });
     let library = support::cargo_build(&crate_dir, None);
     built.insert(version.to_owned(), library.clone());
     library
