@@ -11,12 +11,15 @@
 //!    not expired (freeze); the accepted serial is recorded atomically in
 //!    `<cache_dir>/registry-state.json`, keyed by the registry key's id.
 //! 2. A release file must have the size and sha256 the index gives it.
-//! 3. The artifact is streamed into a staging directory inside the cache,
-//!    never more bytes than the release announces nor than `max_download`,
-//!    hashed on the way; its sha256 must be the release's.
-//! 4. Its `.minisig` must verify with a key of `trusted_keys`, and its
-//!    trusted comment must name exactly the plugin, version and this host's
-//!    target ([`TARGET`]).
+//! 3. The artifact's `.minisig` is fetched first: one signed by a key that
+//!    `trusted_keys` does not list is refused before any download.
+//! 4. The artifact is streamed into a staging directory inside the cache,
+//!    never more bytes than the release announces nor than `max_download`;
+//!    each chunk is hashed as it arrives ([`StreamVerifier`]: sha256 on the
+//!    receiving task, BLAKE2b on a thread of its own) and written by
+//!    another thread, so little is left to do once the last byte is in. Its sha256 must be the release's, its signature
+//!    must verify, and its trusted comment must name exactly the plugin,
+//!    version and this host's target ([`TARGET`]).
 //! 5. Only then is the staging directory (library and signature) renamed
 //!    into `<cache_dir>/<name>/<version>/<target>/`: a download interrupted
 //!    at any point leaves nothing at that path. Staging directories left by
@@ -30,18 +33,23 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use backworks_plugin_sdk::TARGET;
+use backworks_plugin_sdk::inspect;
 use backworks_plugin_sdk::registry::{
     self, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
 };
-use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, VerifyError};
+use backworks_plugin_sdk::signature::{
+    self, Chunk, Hashed, KeyId, PublicKey, StreamVerifier, Verified, VerifyError,
+};
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt as _;
 
 use crate::config::{
@@ -524,6 +532,24 @@ struct Held {
     _file: File,
 }
 
+/// The recording of an accepted index's serial in the state file, running
+/// on a blocking thread (see [`PluginMarketplace::accept_index`]).
+#[must_use = "wait for the recording before pinning anything"]
+struct Recording(Option<tokio::task::JoinHandle<Result<(), MarketplaceError>>>);
+
+impl Recording {
+    /// Waits until the serial is recorded (at once when there was nothing
+    /// new to record).
+    async fn wait(self) -> Result<(), MarketplaceError> {
+        match self.0 {
+            None => Ok(()),
+            Some(recording) => recording.await.map_err(|e| {
+                MarketplaceError::Client(format!("the registry state could not be recorded: {e}"))
+            })?,
+        }
+    }
+}
+
 /// The marketplace client of one `backworks.yaml`: its registry, cache,
 /// trusted keys, lock file and update policy.
 pub struct PluginMarketplace {
@@ -652,8 +678,28 @@ impl PluginMarketplace {
         requirement: &VersionReq,
     ) -> Result<Installed, MarketplaceError> {
         let locked = self.lock()?.get(name, TARGET).cloned();
-        let index = self.fetch_index().await?;
-        let version = self.choose(&index, name, requirement)?;
+        let (index, recording) = self.accept_index().await?;
+        // The download runs while the index's serial is recorded; both end
+        // before the lock pins anything.
+        let (installed, recorded) = tokio::join!(
+            self.install_from(&index, name, requirement, locked.as_ref()),
+            recording.wait()
+        );
+        recorded?;
+        let installed = installed?;
+        self.record(&installed.plugin)?;
+        Ok(installed)
+    }
+
+    /// [`Self::install`]'s choice and download, from an accepted `index`.
+    async fn install_from(
+        &self,
+        index: &Index,
+        name: &str,
+        requirement: &VersionReq,
+        locked: Option<&LockedPlugin>,
+    ) -> Result<Installed, MarketplaceError> {
+        let version = self.choose(index, name, requirement)?;
         if let Some(locked) = &locked
             && version < locked.version
         {
@@ -665,18 +711,15 @@ impl PluginMarketplace {
         }
         // The locked version again (e.g. after the cache was cleared) must be
         // the very bytes the lock pins.
-        let same = locked.as_ref().filter(|l| l.version == version);
-        let installed = self
-            .fetch(
-                &index,
-                name,
-                &version,
-                locked.as_ref().map(|l| l.key_id.as_str()),
-                same.map(|l| l.sha256.as_str()),
-            )
-            .await?;
-        self.record(&installed.plugin)?;
-        Ok(installed)
+        let same = locked.filter(|l| l.version == version);
+        self.fetch(
+            index,
+            name,
+            &version,
+            locked.map(|l| l.key_id.as_str()),
+            same.map(|l| l.sha256.as_str()),
+        )
+        .await
     }
 
     /// Updates `name`, or every plugin the lock pins for this target, to
@@ -736,14 +779,19 @@ impl PluginMarketplace {
                 lock: self.lock_path.clone(),
             }
         })?;
-        let index = self.fetch_index().await?;
-        match self.newer(&index, &entry)? {
-            Some(version) => Ok(Some(
-                self.fetch(&index, name, &version, Some(&entry.key_id), None)
-                    .await?,
-            )),
-            None => Ok(None),
-        }
+        let (index, recording) = self.accept_index().await?;
+        let download = async {
+            match self.newer(&index, &entry)? {
+                Some(version) => Ok(Some(
+                    self.fetch(&index, name, &version, Some(&entry.key_id), None)
+                        .await?,
+                )),
+                None => Ok(None),
+            }
+        };
+        let (downloaded, recorded) = tokio::join!(download, recording.wait());
+        recorded?;
+        downloaded
     }
 
     /// Pins `plugin` in the lock file (replacing its entry for the same
@@ -981,14 +1029,24 @@ impl PluginMarketplace {
         }
     }
 
-    /// Fetches, verifies and accepts the index: signed by the registry key,
-    /// not older than the newest accepted before, not expired. The serial
-    /// is recorded in the state file before the index is used.
+    /// Fetches, verifies and accepts the index (see [`Self::accept_index`]),
+    /// its serial recorded in the state file before it is used.
     async fn fetch_index(&self) -> Result<Index, MarketplaceError> {
+        let (index, recording) = self.accept_index().await?;
+        recording.wait().await?;
+        Ok(index)
+    }
+
+    /// Fetches, verifies and accepts the index: signed by the registry key,
+    /// not older than the newest accepted before, not expired. Its serial
+    /// is recorded in the state file (flushed to disk) on a blocking
+    /// thread while the caller goes on; the caller waits for the
+    /// [`Recording`] before it pins anything.
+    async fn accept_index(&self) -> Result<(Index, Recording), MarketplaceError> {
         let url = self.location(INDEX_PATH);
         let bytes = self.fetch_small(INDEX_PATH, self.max_download).await?;
         create_dir(&self.cache_dir)?;
-        let _held = self.hold(STATE_LOCK, true)?;
+        let held = self.hold(STATE_LOCK, true)?;
         let state_path = self.cache_dir.join(STATE_FILE);
         let mut state = read_state(&state_path)?;
         let key = KeyId::of_public_key(&self.registry_key).to_string();
@@ -1014,30 +1072,32 @@ impl PluginMarketplace {
                 other => MarketplaceError::Index(other),
             },
         )?;
-        if last_serial.is_none_or(|last| index.serial > last) {
-            state.format = 1;
-            state.registries.insert(
-                key,
-                SeenIndex {
-                    serial: index.serial,
-                    expires: index.expires,
-                    registry: self.registry.to_string(),
-                },
-            );
-            let mut text =
-                serde_json::to_vec_pretty(&state).map_err(|e| MarketplaceError::State {
-                    path: state_path.clone(),
-                    reason: e.to_string(),
-                })?;
-            text.push(b'\n');
-            registry::write_atomically(&state_path, &text).map_err(|e| {
-                MarketplaceError::State {
-                    path: state_path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        if last_serial.is_some_and(|last| index.serial <= last) {
+            return Ok((index, Recording(None)));
         }
-        Ok(index)
+        state.format = 1;
+        state.registries.insert(
+            key,
+            SeenIndex {
+                serial: index.serial,
+                expires: index.expires,
+                registry: self.registry.to_string(),
+            },
+        );
+        let mut text = serde_json::to_vec_pretty(&state).map_err(|e| MarketplaceError::State {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?;
+        text.push(b'\n');
+        let recording = tokio::task::spawn_blocking(move || {
+            // Held until the new state is in place.
+            let _held = held;
+            registry::write_atomically(&state_path, &text).map_err(|e| MarketplaceError::State {
+                path: state_path.clone(),
+                reason: e.to_string(),
+            })
+        });
+        Ok((index, Recording(Some(recording))))
     }
 
     /// Installs `name` `version` for this host's target into the cache (or
@@ -1131,12 +1191,11 @@ impl PluginMarketplace {
         if let Ok(bytes) = std::fs::read(&final_file)
             && registry::sha256_hex(&bytes) == artifact.sha256
             && let Ok(text) = std::fs::read_to_string(loader_signature_path(&final_file))
-            && let Ok(key_id) = self.verify(
+            && let Ok(key_id) = self.accept(
                 name,
                 version,
                 &final_file.display().to_string(),
-                &bytes,
-                &text,
+                signature::verify(&bytes, &text, &self.trusted_keys),
                 key,
             )
         {
@@ -1153,15 +1212,25 @@ impl PluginMarketplace {
             .map_err(io_error("create a staging directory in", &self.cache_dir))?;
         let staged = staging.path().join(&file_name);
         let url = self.location(&artifact.path);
-        let bytes = self
-            .download(name, &version_text, artifact, &url, &staged)
-            .await?;
+        // The signature first: one by a key that is not trusted is refused
+        // before the download.
         let signature_url = self.location(&artifact.signature);
         let signature = self
             .fetch_small(&artifact.signature, SIGNATURE_LIMIT)
             .await?;
         let signature = String::from_utf8_lossy(&signature).into_owned();
-        let key_id = self.verify(name, version, &signature_url, &bytes, &signature, key)?;
+        let verifier = StreamVerifier::new(&signature, &self.trusted_keys)
+            .map_err(|source| self.refusal(name, version, &signature_url, source))?;
+        let hashed = self
+            .download(name, &version_text, artifact, &url, &staged, verifier)
+            .await?;
+        // The bytes are on disk only: the metadata record is read back from
+        // the staged file (a few pages of it).
+        let verified = match File::open(&staged) {
+            Ok(file) => hashed.conclude(|| inspect::find_metadata_in_file(&file)),
+            Err(e) => return Err(io_error("read back", &staged)(e)),
+        };
+        let key_id = self.accept(name, version, &signature_url, verified, key)?;
         let staged_signature = loader_signature_path(&staged);
         write_cached(&staged_signature, signature.as_bytes())?;
         // Commit: the staging directory becomes the version's directory.
@@ -1191,16 +1260,57 @@ impl PluginMarketplace {
         })
     }
 
-    /// Verifies the artifact's signature with the trusted keys, and that
-    /// its trusted comment names exactly `name`, `version` and this host's
-    /// target, and (when given) that `key` signed it. Returns the key id.
-    fn verify(
+    /// The refusal for a signature of `name` `version` (at `url`) that does
+    /// not verify.
+    fn refusal(
         &self,
         name: &str,
         version: &Version,
         url: &str,
-        bytes: &[u8],
-        signature_text: &str,
+        source: VerifyError,
+    ) -> MarketplaceError {
+        let version_text = version.to_string();
+        match source {
+            VerifyError::UntrustedKey { signed_by, trusted } => MarketplaceError::UntrustedKey {
+                subject: Subject::new(name, &version_text, url),
+                signed_by,
+                trusted: if trusted.is_empty() {
+                    String::from("none")
+                } else {
+                    trusted
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            },
+            VerifyError::ClaimsMismatch {
+                field: field @ ("name" | "version" | "target"),
+                signed,
+                actual,
+            } => MarketplaceError::WrongComment {
+                subject: Subject::new(name, &version_text, url),
+                field,
+                signed,
+                expected: actual,
+            },
+            source => MarketplaceError::Signature {
+                subject: Subject::new(name, &version_text, url),
+                source,
+            },
+        }
+    }
+
+    /// Accepts the outcome of the signature check of `name` `version` (at
+    /// `url`): it verified with a trusted key, its trusted comment names
+    /// exactly `name`, `version` and this host's target, and (when given)
+    /// `key` signed it. Returns the key id.
+    fn accept(
+        &self,
+        name: &str,
+        version: &Version,
+        url: &str,
+        verified: Result<Verified, VerifyError>,
         key: Option<&str>,
     ) -> Result<KeyId, MarketplaceError> {
         let version_text = version.to_string();
@@ -1212,35 +1322,7 @@ impl PluginMarketplace {
                 expected,
             }
         };
-        let verified =
-            signature::verify(bytes, signature_text, &self.trusted_keys).map_err(|source| {
-                match source {
-                    VerifyError::UntrustedKey { signed_by, trusted } => {
-                        MarketplaceError::UntrustedKey {
-                            subject: Subject::new(name, &version_text, url),
-                            signed_by,
-                            trusted: if trusted.is_empty() {
-                                String::from("none")
-                            } else {
-                                trusted
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            },
-                        }
-                    }
-                    VerifyError::ClaimsMismatch {
-                        field: field @ ("name" | "version" | "target"),
-                        signed,
-                        actual,
-                    } => wrong_comment(field, signed, actual),
-                    source => MarketplaceError::Signature {
-                        subject: Subject::new(name, &version_text, url),
-                        source,
-                    },
-                }
-            })?;
+        let verified = verified.map_err(|source| self.refusal(name, version, url, source))?;
         let claims = &verified.claims;
         for (field, signed, expected) in [
             ("name", &claims.name, name),
@@ -1264,10 +1346,10 @@ impl PluginMarketplace {
         Ok(verified.key_id)
     }
 
-    /// Streams the artifact into memory, never more than its announced size
-    /// nor `max_download`, hashing it on the way; its sha256 must be the
-    /// release's. Then writes it to `to` (flushed to disk) and returns the
-    /// bytes, which the signature check reads without reading the file back.
+    /// Streams the artifact into the file `to`, never more than its
+    /// announced size nor `max_download`, through `verifier`; its sha256
+    /// must be the release's. The file is written on a thread of its own,
+    /// as the chunks come, and complete when this returns.
     async fn download(
         &self,
         name: &str,
@@ -1275,7 +1357,8 @@ impl PluginMarketplace {
         artifact: &Artifact,
         url: &str,
         to: &Path,
-    ) -> Result<Vec<u8>, MarketplaceError> {
+        mut verifier: StreamVerifier,
+    ) -> Result<Hashed, MarketplaceError> {
         let too_large = |size: u64| MarketplaceError::TooLarge {
             subject: Subject::new(name, version, url),
             size,
@@ -1291,10 +1374,6 @@ impl PluginMarketplace {
             return Err(too_large(artifact.size));
         }
         let bar = self.progress_bar(name, version, artifact.size);
-        let mut hasher = Sha256::new();
-        // The announced size is at most `max_download` (checked above), and
-        // no more is ever received.
-        let mut bytes = Vec::with_capacity(usize::try_from(artifact.size).unwrap_or(0));
         let mut body = self.open(&artifact.path, url).await?;
         if let Body::Http(response) = &body
             && let Some(length) = response.content_length()
@@ -1302,23 +1381,34 @@ impl PluginMarketplace {
         {
             return Err(wrong_size(length, true));
         }
+        let file = StagedFile::create(to)?;
+        let mut received = 0u64;
         while let Some(chunk) = body.next_chunk(url).await? {
-            let received = (bytes.len() + chunk.len()) as u64;
+            received += (*chunk).as_ref().len() as u64;
             if received > artifact.size {
                 return Err(wrong_size(received, true));
             }
             if received > self.max_download {
                 return Err(too_large(received));
             }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
+            verifier.update(&chunk);
+            file.write(chunk);
             bar.set_position(received);
         }
         bar.finish_and_clear();
-        if bytes.len() as u64 != artifact.size {
-            return Err(wrong_size(bytes.len() as u64, false));
+        if received != artifact.size {
+            return Err(wrong_size(received, false));
         }
-        let actual = hex::encode(hasher.finalize());
+        // Waits for the hashing and writing threads, off the async workers.
+        let (hashed, written) =
+            tokio::task::spawn_blocking(move || (verifier.finish(), file.finish()))
+                .await
+                .map_err(|e| MarketplaceError::Fetch {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        written?;
+        let actual = hex::encode(hashed.sha256());
         if actual != artifact.sha256 {
             return Err(MarketplaceError::Tampered {
                 subject: Subject::new(name, version, url),
@@ -1326,17 +1416,7 @@ impl PluginMarketplace {
                 actual,
             });
         }
-        // One write, off the async workers.
-        let (path, written) = (to.to_owned(), bytes);
-        tokio::task::spawn_blocking(move || {
-            let result = write_cached(&path, &written);
-            result.map(|()| written)
-        })
-        .await
-        .map_err(|e| MarketplaceError::Fetch {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?
+        Ok(hashed)
     }
 
     fn progress_bar(&self, name: &str, version: &str, size: u64) -> indicatif::ProgressBar {
@@ -1398,13 +1478,14 @@ impl PluginMarketplace {
         let mut body = self.open(tree_path, &url).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next_chunk(&url).await? {
+            let chunk = (*chunk).as_ref();
             if (bytes.len() + chunk.len()) as u64 > limit {
                 return Err(MarketplaceError::Fetch {
                     url,
                     reason: format!("it is larger than {limit} bytes, more than expected"),
                 });
             }
-            bytes.extend_from_slice(&chunk);
+            bytes.extend_from_slice(chunk);
         }
         Ok(bytes)
     }
@@ -1474,12 +1555,13 @@ enum Body {
 }
 
 impl Body {
-    async fn next_chunk(&mut self, url: &str) -> Result<Option<Vec<u8>>, MarketplaceError> {
+    /// The next chunk, as received (never copied).
+    async fn next_chunk(&mut self, url: &str) -> Result<Option<Chunk>, MarketplaceError> {
         match self {
             Self::Http(response) => response
                 .chunk()
                 .await
-                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
+                .map(|chunk| chunk.map(|bytes| -> Chunk { Arc::new(bytes) }))
                 .map_err(|e| fetch_error(url, &e)),
             Self::File(file) => {
                 let mut buffer = vec![0; 256 * 1024];
@@ -1494,10 +1576,56 @@ impl Body {
                     Ok(None)
                 } else {
                     buffer.truncate(read);
-                    Ok(Some(buffer))
+                    Ok(Some(Arc::new(buffer)))
                 }
             }
         }
+    }
+}
+
+/// A download's file in its staging directory, written on a thread of its
+/// own as the chunks arrive, so that writing overlaps receiving and hashing.
+/// Not flushed to disk (see [`write_cached`]). Dropped before
+/// [`StagedFile::finish`], the thread writes what it was given and ends.
+struct StagedFile {
+    path: PathBuf,
+    chunks: Sender<Chunk>,
+    thread: JoinHandle<std::io::Result<()>>,
+}
+
+impl StagedFile {
+    fn create(path: &Path) -> Result<Self, MarketplaceError> {
+        let mut file = File::create(path).map_err(io_error("create", path))?;
+        let (chunks, received) = mpsc::channel::<Chunk>();
+        let thread = std::thread::Builder::new()
+            .name(String::from("backworks-download"))
+            .spawn(move || {
+                for chunk in received {
+                    file.write_all((*chunk).as_ref())?;
+                }
+                Ok(())
+            })
+            .map_err(io_error("start a thread to write", path))?;
+        Ok(Self {
+            path: path.to_owned(),
+            chunks,
+            thread,
+        })
+    }
+
+    /// Queues the next chunk; never blocks. A write that failed is reported
+    /// by `finish`.
+    fn write(&self, chunk: Chunk) {
+        let _ = self.chunks.send(chunk);
+    }
+
+    /// Waits until every chunk is written.
+    fn finish(self) -> Result<(), MarketplaceError> {
+        drop(self.chunks);
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(io_error("write", &self.path))
     }
 }
 
@@ -1581,13 +1709,14 @@ async fn read_response(
     let mut body = Body::Http(response);
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next_chunk(url).await? {
+        let chunk = (*chunk).as_ref();
         if (bytes.len() + chunk.len()) as u64 > limit {
             return Err(MarketplaceError::Fetch {
                 url: url.to_owned(),
                 reason: format!("the answer is larger than {limit} bytes"),
             });
         }
-        bytes.extend_from_slice(&chunk);
+        bytes.extend_from_slice(chunk);
     }
     Ok(bytes)
 }

@@ -6,8 +6,11 @@
 //! This is the one reader the host's discovery and `cargo backworks check`
 //! share.
 
+use std::fs::File;
+
+use object::read::ReadCache;
 use object::read::macho::{MachHeader, MachOFile};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, ReadRef};
 
 use crate::abi::{
     METADATA_MAGIC, METADATA_RECORD_SIZE, METADATA_SECTION, METADATA_SECTION_MACHO, METADATA_SYMBOL,
@@ -58,7 +61,22 @@ pub enum InspectError {
 ///
 /// Never panics and reads only within `file`, whatever its contents.
 pub fn find_metadata(file: &[u8]) -> Result<PluginMetadata, InspectError> {
-    let object = object::File::parse(file).map_err(InspectError::NotObject)?;
+    find_metadata_in(file)
+}
+
+/// The metadata record of the library in the open `file`, read in place:
+/// only the parts the lookup needs (headers, the record's section or the
+/// export table) are read, never the whole file. For a file just written
+/// whose bytes are no longer in memory (a download).
+///
+/// Never panics and reads only within `file`, whatever its contents; an I/O
+/// error reads as bytes that are missing.
+pub fn find_metadata_in_file(file: &File) -> Result<PluginMetadata, InspectError> {
+    find_metadata_in(&ReadCache::new(file))
+}
+
+fn find_metadata_in<'data, R: ReadRef<'data>>(data: R) -> Result<PluginMetadata, InspectError> {
+    let object = object::File::parse(data).map_err(InspectError::NotObject)?;
     let located = locate_record(&object)?;
     metadata::parse(located.bytes).map_err(|source| InspectError::Metadata {
         place: located.place,
@@ -91,8 +109,8 @@ pub struct LocatedRecord<'data> {
 /// [`metadata::parse`] or [`metadata::parse_header`]). Never panics; the
 /// full static symbol table is read only when neither the section nor an
 /// export is found.
-pub fn locate_record<'data>(
-    object: &object::File<'data>,
+pub fn locate_record<'data, R: ReadRef<'data>>(
+    object: &object::File<'data, R>,
 ) -> Result<LocatedRecord<'data>, InspectError> {
     if let Some((place, bytes)) = record_section(object)? {
         return Ok(LocatedRecord {
@@ -109,7 +127,10 @@ pub fn locate_record<'data>(
     })
 }
 
-fn is_metadata_section(object: &object::File<'_>, section: &object::Section<'_, '_>) -> bool {
+fn is_metadata_section<'data, R: ReadRef<'data>>(
+    object: &object::File<'data, R>,
+    section: &object::Section<'data, '_, R>,
+) -> bool {
     let Ok(name) = section.name() else {
         return false;
     };
@@ -122,8 +143,8 @@ fn is_metadata_section(object: &object::File<'_>, section: &object::Section<'_, 
     }
 }
 
-fn record_section<'data>(
-    object: &object::File<'data>,
+fn record_section<'data, R: ReadRef<'data>>(
+    object: &object::File<'data, R>,
 ) -> Result<Option<(String, &'data [u8])>, InspectError> {
     let Some(section) = object.sections().find(|s| is_metadata_section(object, s)) else {
         return Ok(None);
@@ -140,8 +161,8 @@ fn record_section<'data>(
     Ok(Some((place, bytes)))
 }
 
-fn record_symbol<'data>(
-    object: &object::File<'data>,
+fn record_symbol<'data, R: ReadRef<'data>>(
+    object: &object::File<'data, R>,
 ) -> Result<Option<(String, &'data [u8])>, InspectError> {
     let wanted = |name: &[u8]| {
         name == METADATA_SYMBOL.as_bytes()
@@ -220,8 +241,8 @@ pub struct ExportedSymbol<'a> {
 /// edges point back into it (a cycle, or a node shared by several edges,
 /// which could otherwise take exponential time) is an error rather than a
 /// hang.
-pub fn for_each_export<'data>(
-    object: &object::File<'data>,
+pub fn for_each_export<'data, R: ReadRef<'data>>(
+    object: &object::File<'data, R>,
     mut visit: impl FnMut(ExportedSymbol<'_>),
 ) -> Result<usize, InspectError> {
     let trie = match object {
@@ -259,10 +280,14 @@ pub fn for_each_export<'data>(
 /// The bytes of a Mach-O file's export trie (`LC_DYLD_EXPORTS_TRIE`, or the
 /// export part of `LC_DYLD_INFO[_ONLY]`) and the image base its addresses are
 /// relative to; `None` when the file has no trie.
-fn macho_export_trie<'data, Mach: MachHeader<Endian = object::Endianness>>(
-    object: &object::File<'data>,
-    file: &MachOFile<'data, Mach>,
-) -> Result<Option<(&'data [u8], u64)>, InspectError> {
+fn macho_export_trie<'data, Mach, R>(
+    object: &object::File<'data, R>,
+    file: &MachOFile<'data, Mach, R>,
+) -> Result<Option<(&'data [u8], u64)>, InspectError>
+where
+    Mach: MachHeader<Endian = object::Endianness>,
+    R: ReadRef<'data>,
+{
     let corrupt = |e: object::Error| InspectError::ExportTable(e.to_string());
     let endian = file.endian();
     let mut range = None;
@@ -280,11 +305,10 @@ fn macho_export_trie<'data, Mach: MachHeader<Endian = object::Endianness>>(
     let Some((offset, size)) = range else {
         return Ok(None);
     };
-    let bytes = usize::try_from(offset)
-        .ok()
-        .zip(usize::try_from(size).ok())
-        .and_then(|(offset, size)| file.data().get(offset..offset.checked_add(size)?))
-        .ok_or_else(|| {
+    let bytes = file
+        .data()
+        .read_bytes_at(offset.into(), size.into())
+        .map_err(|()| {
             InspectError::ExportTable(format!(
                 "the export trie ({size} bytes at file offset {offset:#x}) lies outside the file"
             ))

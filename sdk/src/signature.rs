@@ -29,6 +29,11 @@ pub use minisign::{PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
 
 use crate::inspect::{self, InspectError};
+use crate::metadata::PluginMetadata;
+
+mod stream;
+
+pub use stream::{Chunk, Hashed, StreamVerifier};
 
 /// The first item of every backworks trusted comment, naming the format and
 /// its version: `backworks-plugin:1`.
@@ -578,106 +583,157 @@ pub fn verify(
     signature_text: &str,
     trusted_keys: &[PublicKey],
 ) -> Result<Verified, VerifyError> {
-    let signature = parse_signature(signature_text)?;
-    let signed_by = KeyId::from_keynum(signature.keynum());
-    let Some(key) = trusted_keys
-        .iter()
-        .find(|key| key.keynum() == signature.keynum())
-    else {
-        return Err(VerifyError::UntrustedKey {
-            signed_by,
-            trusted: trusted_keys.iter().map(KeyId::of_public_key).collect(),
-        });
-    };
-    let comment_text = signature
-        .trusted_comment()
-        .map_err(|e| VerifyError::Malformed {
-            reason: e.to_string(),
-        })?;
-    let comment = TrustedComment::parse(&comment_text);
-    let actual_sha256 = sha256(bytes);
-    let failure = match minisign::verify(key, &signature, Cursor::new(bytes), true, false, false) {
-        Ok(()) => None,
-        Err(e) => Some(match e.to_string().as_str() {
-            DATA_SIGNATURE_FAILED => Failed::Data,
-            COMMENT_SIGNATURE_FAILED => Failed::Comment,
-            // A later crate may word its errors differently: tell the two
-            // apart by the signed sha256 then (exact unless the sha256 in
-            // the comment was edited).
-            _ => match &comment {
-                Ok(comment) if comment.claims.sha256 == actual_sha256 => Failed::Comment,
-                _ => Failed::Data,
-            },
-        }),
-    };
-    match failure {
-        None => {}
-        Some(Failed::Comment) => {
-            return Err(VerifyError::CommentAltered {
-                comment: comment_text,
+    let pending = Pending::new(signature_text, trusted_keys)?;
+    let sha256 = sha256(bytes);
+    let data = minisign::verify(
+        &pending.key,
+        &pending.signature,
+        Cursor::new(bytes),
+        true,
+        false,
+        false,
+    );
+    pending.conclude(sha256, data, || inspect::find_metadata(bytes))
+}
+
+/// A signature whose form and key are checked, waiting for the hashes of
+/// the bytes it signs: what [`verify`] and [`StreamVerifier`] share.
+struct Pending {
+    signature: minisign::SignatureBox,
+    /// The trusted key the signature names.
+    key: PublicKey,
+    signed_by: KeyId,
+    comment_text: String,
+    comment: Result<TrustedComment, CommentError>,
+}
+
+impl Pending {
+    /// Checks the signature's form and that a trusted key made it.
+    fn new(signature_text: &str, trusted_keys: &[PublicKey]) -> Result<Self, VerifyError> {
+        let signature = parse_signature(signature_text)?;
+        let signed_by = KeyId::from_keynum(signature.keynum());
+        let Some(key) = trusted_keys
+            .iter()
+            .find(|key| key.keynum() == signature.keynum())
+        else {
+            return Err(VerifyError::UntrustedKey {
+                signed_by,
+                trusted: trusted_keys.iter().map(KeyId::of_public_key).collect(),
             });
-        }
-        Some(Failed::Data) => {
-            let signed = comment.ok().map(|comment| comment.claims);
-            if let Some(signed) = &signed {
-                if signed.sha256 == actual_sha256 {
-                    return Err(VerifyError::SignatureAltered {
-                        sha256: hex::encode(actual_sha256),
-                    });
-                }
-                if let Ok(metadata) = inspect::find_metadata(bytes) {
-                    let actual = PluginId {
-                        name: metadata.name,
-                        version: metadata.version,
-                        target: metadata.target,
-                    };
-                    if signed.plugin() != actual {
-                        return Err(VerifyError::OtherPlugin {
-                            signed: Box::new(signed.plugin()),
-                            actual: Box::new(actual),
+        };
+        let comment_text = signature
+            .trusted_comment()
+            .map_err(|e| VerifyError::Malformed {
+                reason: e.to_string(),
+            })?;
+        let comment = TrustedComment::parse(&comment_text);
+        Ok(Self {
+            key: key.clone(),
+            signature,
+            signed_by,
+            comment_text,
+            comment,
+        })
+    }
+
+    /// Concludes from the bytes' sha256 and what `minisign::verify` said of
+    /// them; `metadata` reads the bytes' metadata record, called at most
+    /// once.
+    fn conclude(
+        self,
+        actual_sha256: [u8; 32],
+        data: Result<(), minisign::PError>,
+        metadata: impl FnOnce() -> Result<PluginMetadata, InspectError>,
+    ) -> Result<Verified, VerifyError> {
+        let Self {
+            signed_by,
+            comment_text,
+            comment,
+            ..
+        } = self;
+        let failure = match data {
+            Ok(()) => None,
+            Err(e) => Some(match e.to_string().as_str() {
+                DATA_SIGNATURE_FAILED => Failed::Data,
+                COMMENT_SIGNATURE_FAILED => Failed::Comment,
+                // A later crate may word its errors differently: tell the
+                // two apart by the signed sha256 then (exact unless the
+                // sha256 in the comment was edited).
+                _ => match &comment {
+                    Ok(comment) if comment.claims.sha256 == actual_sha256 => Failed::Comment,
+                    _ => Failed::Data,
+                },
+            }),
+        };
+        match failure {
+            None => {}
+            Some(Failed::Comment) => {
+                return Err(VerifyError::CommentAltered {
+                    comment: comment_text,
+                });
+            }
+            Some(Failed::Data) => {
+                let signed = comment.ok().map(|comment| comment.claims);
+                if let Some(signed) = &signed {
+                    if signed.sha256 == actual_sha256 {
+                        return Err(VerifyError::SignatureAltered {
+                            sha256: hex::encode(actual_sha256),
                         });
                     }
+                    if let Ok(metadata) = metadata() {
+                        let actual = PluginId {
+                            name: metadata.name,
+                            version: metadata.version,
+                            target: metadata.target,
+                        };
+                        if signed.plugin() != actual {
+                            return Err(VerifyError::OtherPlugin {
+                                signed: Box::new(signed.plugin()),
+                                actual: Box::new(actual),
+                            });
+                        }
+                    }
                 }
+                return Err(VerifyError::Modified {
+                    actual_sha256: hex::encode(actual_sha256),
+                    signed_sha256: signed.map(|claims| claims.sha256_hex()),
+                });
             }
-            return Err(VerifyError::Modified {
-                actual_sha256: hex::encode(actual_sha256),
-                signed_sha256: signed.map(|claims| claims.sha256_hex()),
+        }
+        let comment = comment.map_err(VerifyError::NotBackworks)?;
+        let metadata = metadata().map_err(VerifyError::NotAPlugin)?;
+        let actual = Claims {
+            name: metadata.name,
+            version: metadata.version,
+            target: metadata.target,
+            abi_version: metadata.header.abi_version,
+            sha256: actual_sha256,
+        };
+        let signed = &comment.claims;
+        let differences = [
+            ("name", signed.name.clone(), actual.name.clone()),
+            ("version", signed.version.clone(), actual.version.clone()),
+            ("target", signed.target.clone(), actual.target.clone()),
+            (
+                "abi",
+                signed.abi_version.to_string(),
+                actual.abi_version.to_string(),
+            ),
+            ("sha256", signed.sha256_hex(), actual.sha256_hex()),
+        ];
+        if let Some((field, signed, actual)) = differences.into_iter().find(|(_, s, a)| s != a) {
+            return Err(VerifyError::ClaimsMismatch {
+                field,
+                signed,
+                actual,
             });
         }
+        Ok(Verified {
+            claims: actual,
+            timestamp: comment.timestamp,
+            key_id: signed_by,
+        })
     }
-    let comment = comment.map_err(VerifyError::NotBackworks)?;
-    let metadata = inspect::find_metadata(bytes).map_err(VerifyError::NotAPlugin)?;
-    let actual = Claims {
-        name: metadata.name,
-        version: metadata.version,
-        target: metadata.target,
-        abi_version: metadata.header.abi_version,
-        sha256: actual_sha256,
-    };
-    let signed = &comment.claims;
-    let differences = [
-        ("name", signed.name.clone(), actual.name.clone()),
-        ("version", signed.version.clone(), actual.version.clone()),
-        ("target", signed.target.clone(), actual.target.clone()),
-        (
-            "abi",
-            signed.abi_version.to_string(),
-            actual.abi_version.to_string(),
-        ),
-        ("sha256", signed.sha256_hex(), actual.sha256_hex()),
-    ];
-    if let Some((field, signed, actual)) = differences.into_iter().find(|(_, s, a)| s != a) {
-        return Err(VerifyError::ClaimsMismatch {
-            field,
-            signed,
-            actual,
-        });
-    }
-    Ok(Verified {
-        claims: actual,
-        timestamp: comment.timestamp,
-        key_id: signed_by,
-    })
 }
 
 /// Why a public key cannot be read.
@@ -1318,6 +1374,102 @@ mod tests {
             KeyId(0xCAB7_8193_ADCA_B890)
         );
         assert_eq!(KeyId(1).to_string(), "0000000000000001");
+    }
+
+    /// Streams `bytes` through a [`StreamVerifier`] in chunks of
+    /// `chunk_size`, written to a file as a download is, and concludes
+    /// with the file's metadata read back from it.
+    fn verify_streamed(
+        bytes: &[u8],
+        signature_text: &str,
+        trusted_keys: &[PublicKey],
+        chunk_size: usize,
+    ) -> Result<Verified, VerifyError> {
+        use std::io::Write;
+        let mut verifier = StreamVerifier::new(signature_text, trusted_keys)?;
+        let mut file = tempfile::tempfile().unwrap();
+        for piece in bytes.chunks(chunk_size) {
+            let chunk: Chunk = std::sync::Arc::new(piece.to_vec());
+            verifier.update(&chunk);
+            file.write_all(piece).unwrap();
+        }
+        let hashed = verifier.finish();
+        assert_eq!(hashed.sha256(), sha256(bytes));
+        hashed.conclude(|| inspect::find_metadata_in_file(&file))
+    }
+
+    #[test]
+    fn a_streamed_check_concludes_as_verify_does() {
+        let (keys, other) = (keys(), keys());
+        let bytes = weather();
+        let signed = sign(&bytes, &keys.sk, Some(&keys.pk)).unwrap().minisig;
+        let mut modified = bytes.clone();
+        *modified.last_mut().unwrap() ^= 1;
+        let forecast = plugin("forecast", "1.0.0", b"the weather plugin's code");
+        let of_forecast = sign(&forecast, &keys.sk, Some(&keys.pk)).unwrap().minisig;
+        let altered = with_comment(&signed, |comment| comment.replace("weather", "weathex"));
+        let named_wrong = raw_signature(
+            &bytes,
+            &keys,
+            &Claims::of(&forecast)
+                .unwrap()
+                .to_trusted_comment(0)
+                .unwrap()
+                .replace(
+                    &hex::encode(sha256(&forecast)),
+                    &hex::encode(sha256(&bytes)),
+                ),
+        );
+        let not_backworks = raw_signature(&bytes, &keys, "timestamp:1 file:weather.so");
+        let not_a_plugin = b"not a library".to_vec();
+        let of_not_a_plugin = raw_signature(
+            &not_a_plugin,
+            &keys,
+            &Claims::of(&bytes)
+                .unwrap()
+                .to_trusted_comment(0)
+                .unwrap()
+                .replace(
+                    &hex::encode(sha256(&bytes)),
+                    &hex::encode(sha256(&not_a_plugin)),
+                ),
+        );
+        let trusted = std::slice::from_ref(&keys.pk);
+        let cases: [(&str, &[u8], &str, &[PublicKey]); 10] = [
+            ("valid", &bytes, &signed, trusted),
+            ("modified", &modified, &signed, trusted),
+            ("other plugin", &bytes, &of_forecast, trusted),
+            ("altered comment", &bytes, &altered, trusted),
+            ("claims of another", &bytes, &named_wrong, trusted),
+            ("not a backworks comment", &bytes, &not_backworks, trusted),
+            ("not a plugin", &not_a_plugin, &of_not_a_plugin, trusted),
+            ("empty file", b"", &signed, trusted),
+            (
+                "untrusted",
+                &bytes,
+                &signed,
+                std::slice::from_ref(&other.pk),
+            ),
+            ("malformed", &bytes, "not a signature", trusted),
+        ];
+        let mut kinds = std::collections::BTreeSet::new();
+        for (case, bytes, signature_text, keys) in cases {
+            let expected = format!("{:?}", verify(bytes, signature_text, keys));
+            kinds.insert(expected.split(['(', ' ', '{']).nth(1).map(str::to_owned));
+            for chunk_size in [1, 7, 64, 4096, bytes.len().max(1)] {
+                assert_eq!(
+                    format!(
+                        "{:?}",
+                        verify_streamed(bytes, signature_text, keys, chunk_size)
+                    ),
+                    expected,
+                    "{case}, chunks of {chunk_size}"
+                );
+            }
+        }
+        // Each case is a different outcome of `verify` (the empty file is
+        // `Modified` again).
+        assert_eq!(kinds.len(), 9, "{kinds:?}");
     }
 
     #[test]
