@@ -220,6 +220,16 @@ pub enum PublishError {
         /// The plugin packages.
         available: String,
     },
+    /// The package's `description` or `keywords` break the registry's
+    /// limits.
+    #[error("cannot publish {}: in its `[package]`, {source}", manifest.display())]
+    Listing {
+        /// The package's `Cargo.toml`.
+        manifest: PathBuf,
+        /// Which limit.
+        #[source]
+        source: Box<RegistryError>,
+    },
     /// No artifact of the package's version in the dist directory.
     #[error(
         "no artifact of {name} {version} in {}: build it with `cargo backworks build --release` (and sign it with `cargo backworks sign`), or point --dist-dir at the dist directory",
@@ -551,6 +561,14 @@ fn current_package(
                     .join(", "),
             })?,
     };
+    // What the registry would refuse after the upload is refused here,
+    // before it.
+    registry::check_listing(chosen.description.as_deref(), &chosen.keywords).map_err(|source| {
+        PublishError::Listing {
+            manifest: chosen.manifest_path.clone().into_std_path_buf(),
+            source: Box::new(source),
+        }
+    })?;
     Ok(Package {
         name: chosen.name.to_string(),
         version: chosen.version.to_string(),

@@ -13,6 +13,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry_server;
+pub mod report;
 pub mod server;
 pub mod swap;
 pub mod telemetry;

@@ -4,13 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use backworks_host::marketplace::{self, PluginMarketplace, ServeMode};
-use backworks_host::registry_server::{self, ServeOptions};
-use backworks_host::{
-    config, discovery, inspect, loader, metrics, server, telemetry, updater, watch,
-};
+use backworks_host::registry_server;
+use backworks_host::{config, discovery, inspect, loader, report, server, telemetry};
 use clap::{Parser, Subcommand};
 
 // Requests move between tokio workers and hook threads, so most allocations
@@ -104,6 +101,11 @@ enum MarketplaceCommand {
         /// Largest publish request (B, KiB, MiB, GiB, KB, MB, GB).
         #[arg(long, default_value = "64MiB", value_parser = config::parse_size)]
         max_upload: u64,
+        /// How many publish requests are read at once (each may hold up to
+        /// --max-upload in memory); more are answered 503 Service
+        /// Unavailable with Retry-After.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        max_concurrent_uploads: u16,
         /// How long each signed index is valid (s, m, h, d); the server
         /// re-signs it when half of that is left.
         #[arg(long, default_value = "30d", value_parser = registry_server::parse_lifetime)]
@@ -246,6 +248,7 @@ fn main() -> ExitCode {
             publisher_keys,
             listen,
             max_upload,
+            max_concurrent_uploads,
             index_lifetime,
             token_file,
         }) => {
@@ -253,13 +256,14 @@ fn main() -> ExitCode {
                 return fail(&error, 2);
             }
             let options = registry_server::load_registry_key(&key).and_then(|key| {
-                Ok(ServeOptions {
+                Ok(registry_server::ServeOptions {
                     key,
                     publisher_keys: registry_server::load_publisher_keys(&publisher_keys)?,
                     token: registry_server::load_token(token_file.as_deref())?,
                     dir,
                     listen,
                     max_upload,
+                    max_concurrent_uploads: usize::from(max_concurrent_uploads),
                     index_lifetime,
                 })
             });
@@ -277,14 +281,7 @@ fn main() -> ExitCode {
                 .and_then(|key| registry_server::resign(&dir, key, index_lifetime));
             match resigned {
                 Ok(index) => {
-                    let plugins = index.plugins.len();
-                    println!(
-                        "re-signed the index of {}: serial {}, expires at {} (unix seconds), {plugins} plugin{}",
-                        dir.display(),
-                        index.serial,
-                        index.expires,
-                        if plugins == 1 { "" } else { "s" }
-                    );
+                    print!("{}", report::resigned(&dir, &index));
                     ExitCode::SUCCESS
                 }
                 Err(error) => fail(&error, 2),
@@ -293,7 +290,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn marketplace_serve(options: ServeOptions) -> ExitCode {
+fn marketplace_serve(options: registry_server::ServeOptions) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -347,70 +344,26 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
         Err(error) => return fail(&error, 2),
     };
     let result = runtime.block_on(async {
-        match command {
-            Market::Search { query, json } => {
+        let lock = client.lock_path();
+        let text = match command {
+            Market::Search { query, json: true } => {
                 let page = client.search(&query).await?;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&page).unwrap_or_default()
-                    );
-                } else if page.hits.is_empty() {
-                    println!("no plugin matches `{query}`");
-                } else {
-                    for hit in &page.hits {
-                        println!("{} {}  {}", hit.name, hit.version, hit.description);
-                    }
-                    if page.total > page.hits.len() {
-                        println!("... and {} more", page.total - page.hits.len());
-                    }
-                }
+                serde_json::to_string_pretty(&page).unwrap_or_default() + "\n"
+            }
+            Market::Search { query, json: false } => {
+                report::search(&query, &client.search(&query).await?)
             }
             Market::Install { plugin } => {
                 let (name, requirement) = marketplace::parse_spec(&plugin)?;
-                let installed = client.install(&name, &requirement).await?;
-                println!(
-                    "installed {}\n  into {}\n  pinned in {}",
-                    installed.plugin,
-                    installed.path.display(),
-                    client.lock_path().display()
-                );
+                report::installed(&client.install(&name, &requirement).await?, lock)
             }
             Market::Update { plugin } => {
                 let outcomes = client.update(plugin.as_deref()).await?;
-                if outcomes.is_empty() {
-                    println!(
-                        "nothing to update: {} pins no plugin for this host",
-                        client.lock_path().display()
-                    );
-                }
-                for outcome in outcomes {
-                    match outcome.to {
-                        Some(installed) => println!(
-                            "updated {} {} -> {}\n  into {}",
-                            outcome.name,
-                            outcome.from,
-                            installed.plugin.version,
-                            installed.path.display()
-                        ),
-                        None => println!(
-                            "{} {} is up to date (updates allowed: {})",
-                            outcome.name,
-                            outcome.from,
-                            config.updates.requirement(&outcome.name).map_or_else(
-                                || config.updates.allow.to_string(),
-                                ToString::to_string
-                            )
-                        ),
-                    }
-                }
+                report::updated(&outcomes, lock, &config.updates)
             }
-            Market::Remove { plugin } => {
-                for removed in client.remove(&plugin).await? {
-                    println!("removed {removed}");
-                }
-            }
-        }
+            Market::Remove { plugin } => report::removed(&client.remove(&plugin).await?),
+        };
+        print!("{text}");
         Ok::<(), marketplace::MarketplaceError>(())
     });
     match result {
@@ -442,20 +395,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
         let list: Vec<_> = found.iter().map(discovery::Discovered::to_json).collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
-        for plugin in &found {
-            let identity = plugin.metadata.as_ref().map_or_else(
-                || String::from("(not a plugin)"),
-                |m| format!("{} {} ({})", m.name, m.version, m.target),
-            );
-            let status = match &plugin.status {
-                Ok(s) => s.clone(),
-                Err(s) => format!("refused: {s}"),
-            };
-            println!("{}\n  {identity}\n  {status}", plugin.path.display());
-        }
-        if found.is_empty() {
-            println!("no plugin libraries in {:?}", config.plugin_dirs);
-        }
+        print!("{}", report::plugin_list(&found, &config.plugin_dirs));
     }
     ExitCode::SUCCESS
 }
@@ -482,41 +422,22 @@ fn serve(
         Ok(runtime) => runtime,
         Err(error) => return fail(&error, 2),
     };
-    let result = runtime.block_on(async {
-        let needs_marketplace = config
-            .plugins
-            .iter()
-            .any(|p| matches!(p.kind, config::PluginKind::Marketplace { .. }));
-        let resolved = if needs_marketplace {
-            let client =
-                PluginMarketplace::from_config(&config).map_err(server::ServeError::from)?;
-            client.prepare(&config.plugins, mode).await?
-        } else {
-            Vec::new()
-        };
-        let plugins = server::load_plugins(&config, &resolved)?;
-        server::start_plugins(&config, &plugins, config.hook_timeout).await?;
-        let metrics = Arc::new(metrics::Metrics::new());
-        let mut server =
-            server::Server::bind(&config, listen.unwrap_or(config.listen), plugins, metrics)
-                .await?;
-        if watch_files {
-            server = server.watch_files(watch::POLL_INTERVAL);
-        }
-        if let Some(updater) = updater::Updater::for_serve(&config, mode, server.swapper())
-            .map_err(server::ServeError::from)?
-        {
-            server = server.update_plugins(updater);
-        }
-        let addr = server.local_addr()?;
-        {
+    let options = server::ServeOptions {
+        listen,
+        mode,
+        watch: watch_files,
+    };
+    let result = runtime.block_on(server::serve(
+        &config,
+        options,
+        |addr| {
             use std::io::Write;
             println!("backworks listening on http://{addr}");
             let _ = std::io::stdout().flush();
-        }
-        tracing::info!(%addr, "listening");
-        server.run(server::shutdown_signal()).await
-    });
+            tracing::info!(%addr, "listening");
+        },
+        server::shutdown_signal(),
+    ));
     // Hung hooks may hold blocking threads forever: do not wait for them.
     runtime.shutdown_background();
     match result {

@@ -1187,15 +1187,17 @@ impl PluginMarketplace {
             sha256: artifact.sha256.clone(),
             key_id: key_id.to_string(),
         };
-        // Already in the cache: verified again, never trusted as it is.
+        // Already in the cache: verified again, never trusted as it is (the
+        // verified claims' sha256 is the file's own).
         if let Ok(bytes) = std::fs::read(&final_file)
-            && registry::sha256_hex(&bytes) == artifact.sha256
             && let Ok(text) = std::fs::read_to_string(loader_signature_path(&final_file))
+            && let Ok(verified) = signature::verify(&bytes, &text, &self.trusted_keys)
+            && verified.claims.sha256_hex() == artifact.sha256
             && let Ok(key_id) = self.accept(
                 name,
                 version,
                 &final_file.display().to_string(),
-                signature::verify(&bytes, &text, &self.trusted_keys),
+                Ok(verified),
                 key,
             )
         {

@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 /// The size of each read when streaming a file of the tree.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -74,6 +75,9 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The largest publish request body, in bytes.
     pub max_upload: u64,
+    /// How many publish requests are read at once (each may hold up to
+    /// `max_upload` bytes in memory); more are answered 503.
+    pub max_concurrent_uploads: usize,
     /// How long each signed index stays valid, in seconds.
     pub index_lifetime: u64,
     /// The publish token; `None` disables publishing.
@@ -333,6 +337,8 @@ struct AppState {
     publishers: Arc<[PublicKey]>,
     token: Option<Token>,
     max_upload: u64,
+    /// One permit per upload being read (`max_concurrent_uploads`).
+    uploads: Arc<Semaphore>,
 }
 
 /// Runs the marketplace server until `shutdown` resolves: binds
@@ -376,6 +382,7 @@ pub async fn serve(
         publishers: options.publisher_keys.into(),
         token: options.token,
         max_upload: options.max_upload,
+        uploads: Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1))),
     };
     let app = Router::new()
         .route("/api/v1/search", get(search))
@@ -665,6 +672,7 @@ impl From<RegistryError> for Refusal {
             | RegistryError::Signature { .. }
             | RegistryError::Inconsistent { .. }
             | RegistryError::InvalidName { .. }
+            | RegistryError::InvalidListing { .. }
             | RegistryError::InvalidVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -683,6 +691,11 @@ async fn publish(State(state): State<AppState>, request: Request) -> Response {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             if refusal.status.is_server_error() {
                 tracing::error!("publish failed: {}", refusal.message);
@@ -776,6 +789,16 @@ async fn publish_upload(state: &AppState, request: Request) -> Result<Release, R
         }
         return Err(too_large(limit));
     }
+    // Held until the upload is published or refused: bounds the memory
+    // uploads hold to `max_concurrent_uploads` times `max_upload`.
+    let Ok(_slot) = Arc::clone(&state.uploads).try_acquire_owned() else {
+        // Drained (not kept) so the client reads the reason.
+        drain(&mut body.into_data_stream(), limit).await;
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the registry is reading as many uploads as it allows at once (--max-concurrent-uploads); publish again in a few seconds",
+        ));
+    };
     let too_large_seen = Arc::new(AtomicBool::new(false));
     let body = Body::from_stream(limited(body, limit, Arc::clone(&too_large_seen)));
     let mut multipart = Multipart::from_request(Request::from_parts(parts, body), &())

@@ -25,11 +25,12 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, PluginConfig, PluginKind};
 use crate::loader::{self, LoadError, LoadPolicy};
-use crate::marketplace::{MarketplaceError, Resolved};
+use crate::marketplace::{MarketplaceError, PluginMarketplace, Resolved, ServeMode};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl, bounded};
 use crate::swap::Swapper;
 use crate::updater::Updater;
+use crate::watch;
 
 /// Largest request body the host reads.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -571,6 +572,60 @@ async fn stop_plugins(plugins: &[HostPlugin], deadline: Instant) {
             }
         }
     }
+}
+
+/// How `backworks serve` runs: [`serve`]'s options beside the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Listen here instead of the configured address.
+    pub listen: Option<SocketAddr>,
+    /// `--locked` / `--offline`.
+    pub mode: ServeMode,
+    /// `--watch`: swap in rebuilt `external` plugins (polled every
+    /// [`watch::POLL_INTERVAL`]).
+    pub watch: bool,
+}
+
+/// `backworks serve`, start to end: installs or finds the `type:
+/// marketplace` plugins (as `options.mode` allows), verifies, loads and
+/// starts every plugin, binds, calls `on_listening` with the bound address,
+/// runs the `--watch` poller and the automatic updater when enabled, and
+/// serves until `shutdown` resolves.
+pub async fn serve(
+    config: &Config,
+    options: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let needs_marketplace = config
+        .plugins
+        .iter()
+        .any(|p| matches!(p.kind, PluginKind::Marketplace { .. }));
+    let resolved = if needs_marketplace {
+        PluginMarketplace::from_config(config)?
+            .prepare(&config.plugins, options.mode)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let plugins = load_plugins(config, &resolved)?;
+    start_plugins(config, &plugins, config.hook_timeout).await?;
+    let metrics = Arc::new(Metrics::new());
+    let mut server = Server::bind(
+        config,
+        options.listen.unwrap_or(config.listen),
+        plugins,
+        metrics,
+    )
+    .await?;
+    if options.watch {
+        server = server.watch_files(watch::POLL_INTERVAL);
+    }
+    if let Some(updater) = Updater::for_serve(config, options.mode, server.swapper())? {
+        server = server.update_plugins(updater);
+    }
+    on_listening(server.local_addr()?);
+    server.run(shutdown).await
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

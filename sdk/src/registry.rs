@@ -56,6 +56,9 @@ pub const DEFAULT_INDEX_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
 /// The lock file that serialises writers of one tree (never served).
 const LOCK_PATH: &str = ".lock";
+/// Prefix of the directories a release is written into before it is
+/// renamed into place.
+const STAGING_PREFIX: &str = ".staging-";
 
 /// `index.json`: the index as a string, and the registry key's signature of
 /// that string's UTF-8 bytes. One file, so replacing it is one rename.
@@ -284,6 +287,15 @@ pub enum RegistryError {
         /// The error findings, joined.
         findings: String,
     },
+    /// The release's description or keywords break the limits of
+    /// [`check_listing`].
+    #[error("`{field}` {reason}")]
+    InvalidListing {
+        /// `description` or `keywords`.
+        field: &'static str,
+        /// What is wrong, and the rule.
+        reason: String,
+    },
     /// An artifact's file name cannot be stored.
     #[error(
         "artifact file name {file:?} is not allowed: use the dist layout's `<name>-<version>-<target>.<so|dll|dylib>`, without path separators"
@@ -377,6 +389,75 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The most keywords a release may have (crates.io's limit, so the
+/// `keywords` of a `Cargo.toml` that crates.io accepts are accepted here).
+pub const MAX_KEYWORDS: usize = 5;
+
+/// The longest keyword, in characters (crates.io's limit).
+pub const MAX_KEYWORD_CHARS: usize = 20;
+
+/// The longest description, in characters. Every client downloads every
+/// description with the index, so it stays a summary.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+/// Checks what a release lists for search: at most [`MAX_KEYWORDS`]
+/// keywords, each 1 to [`MAX_KEYWORD_CHARS`] ASCII letters, digits, `-`,
+/// `_` or `+` starting with a letter or digit (crates.io's rule), no
+/// keyword twice; a description of at most [`MAX_DESCRIPTION_CHARS`]
+/// characters without control characters other than line breaks and tabs.
+/// The registry checks an upload with it before anything is written;
+/// `cargo backworks publish` checks `Cargo.toml` with it before uploading.
+pub fn check_listing(description: Option<&str>, keywords: &[String]) -> Result<(), RegistryError> {
+    let keywords_error = |reason: String| RegistryError::InvalidListing {
+        field: "keywords",
+        reason,
+    };
+    if keywords.len() > MAX_KEYWORDS {
+        return Err(keywords_error(format!(
+            "has {} entries, at most {MAX_KEYWORDS} are allowed; keep the {MAX_KEYWORDS} that describe the plugin best",
+            keywords.len()
+        )));
+    }
+    for (i, keyword) in keywords.iter().enumerate() {
+        let valid = (1..=MAX_KEYWORD_CHARS).contains(&keyword.chars().count())
+            && keyword.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && keyword
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+'));
+        if !valid {
+            return Err(keywords_error(format!(
+                "entry {keyword:?} is not a keyword: use 1 to {MAX_KEYWORD_CHARS} ASCII letters, digits, `-`, `_` or `+`, starting with a letter or digit"
+            )));
+        }
+        if keywords[..i].contains(keyword) {
+            return Err(keywords_error(format!(
+                "lists {keyword:?} twice; list each keyword once"
+            )));
+        }
+    }
+    if let Some(description) = description {
+        let chars = description.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            return Err(RegistryError::InvalidListing {
+                field: "description",
+                reason: format!(
+                    "is {chars} characters long, at most {MAX_DESCRIPTION_CHARS} are allowed; keep it to a summary (the README is the place for more)"
+                ),
+            });
+        }
+        if let Some(c) = description
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(RegistryError::InvalidListing {
+                field: "description",
+                reason: format!("holds the control character {c:?}; use plain text"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Signs `index` with the registry key: the [`Envelope`] bytes to store as
@@ -693,7 +774,8 @@ impl ValidatedUpload {
 /// `cargo backworks check` with no error, be signed by one of `publishers`
 /// with claims matching its bytes (`docs/signing.md`), and all artifacts
 /// must be one version (semver) of one validly named plugin, one per target,
-/// signed by one key.
+/// signed by one key; its description and keywords must pass
+/// [`check_listing`].
 pub fn validate_upload(
     upload: Upload,
     publishers: &[PublicKey],
@@ -701,6 +783,7 @@ pub fn validate_upload(
     if upload.artifacts.is_empty() {
         return Err(RegistryError::NoArtifacts);
     }
+    check_listing(upload.description.as_deref(), &upload.keywords)?;
     let mut release: Option<Release> = None;
     let mut files = Vec::new();
     for artifact in upload.artifacts {
@@ -865,6 +948,26 @@ impl Tree {
         Ok(index)
     }
 
+    /// Removes the staging directories in the root. Only a writer holding
+    /// the lock has one, so under the lock every one found was left by a
+    /// writer killed before its commit (never referred to by the index).
+    /// Best effort: one that cannot be removed is tried again next time.
+    fn remove_stale_staging(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Takes the tree's writer lock (released when the guard drops).
     fn lock(&self) -> Result<fs::File, RegistryError> {
         let path = self.root.join(LOCK_PATH);
@@ -889,9 +992,11 @@ impl Tree {
     /// Publishes a validated upload: refused when the version exists;
     /// otherwise the release directory is staged and renamed into place, and
     /// the new index (serial + 1) replaces the old one by a rename. Writers
-    /// of one tree are serialised by a lock file.
+    /// of one tree are serialised by a lock file. Staging directories left
+    /// by a writer killed before its commit are removed first.
     pub fn publish(&self, upload: ValidatedUpload) -> Result<Release, RegistryError> {
         let _lock = self.lock()?;
+        self.remove_stale_staging();
         let mut index = self.index()?;
         let release = upload.release;
         if index.release_ref(&release.name, &release.version).is_some() {
@@ -901,7 +1006,7 @@ impl Tree {
             });
         }
         let staging = tempfile::Builder::new()
-            .prefix(".staging-")
+            .prefix(STAGING_PREFIX)
             .tempdir_in(&self.root)
             .map_err(io_error("create a staging directory in", &self.root))?;
         let prefix = format!("plugins/{}/{}/", release.name, release.version);

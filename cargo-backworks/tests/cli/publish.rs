@@ -432,6 +432,36 @@ fn refusals_before_anything_is_sent_or_written() {
     );
     insta::assert_snapshot!("no_artifacts", redact.apply(&stderr));
 
+    // Keywords the registry would refuse: refused before the upload, with
+    // the manifest named.
+    let listed = tmp.path().join("listed");
+    fs::create_dir_all(listed.join("src")).unwrap();
+    let toml_listed = toml.replacen(
+        "keywords = [\"weather\", \"forecast\"]",
+        "keywords = [\"weather\", \"forecast\", \"api\", \"http\", \"json\", \"cli\"]",
+        1,
+    );
+    assert_ne!(toml, toml_listed, "the fixture's keywords line");
+    fs::write(listed.join("Cargo.toml"), toml_listed).unwrap();
+    fs::copy(f.plugin.join("src/lib.rs"), listed.join("src/lib.rs")).unwrap();
+    let stderr = publish_fails(
+        &listed,
+        &[
+            "--registry",
+            &peer.url,
+            "--dist-dir",
+            path(&f.dist),
+            "--quiet",
+        ],
+        Some(TOKEN),
+        2,
+    );
+    assert!(
+        stderr.contains(&format!("{}", listed.join("Cargo.toml").display())),
+        "{stderr}"
+    );
+    insta::assert_snapshot!("too_many_keywords", redact.apply(&stderr));
+
     assert_eq!(
         peer.requests().len(),
         0,

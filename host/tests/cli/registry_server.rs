@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backworks_plugin_sdk::registry::{self, Freshness, Index};
@@ -379,6 +379,26 @@ fn published_plugins_are_served_verified_and_searchable() {
         422,
         "has no signature",
     );
+    let listed = Form::new()
+        .part(
+            "metadata",
+            Part::text(
+                json!({"description": "x", "keywords": ["a", "b", "c", "d", "e", "f"]}).to_string(),
+            ),
+        )
+        .part(
+            "artifact",
+            Part::bytes(bytes.clone()).file_name(file.clone()),
+        )
+        .part(
+            "signature",
+            Part::text(minisig.clone()).file_name(format!("{file}.minisig")),
+        );
+    assert_refused(
+        publish(&server, Some(TOKEN), listed),
+        422,
+        "`keywords` has 6 entries, at most 5 are allowed",
+    );
     let stray = Form::new().part("extra", Part::text("x"));
     assert_refused(
         publish(&server, Some(TOKEN), stray),
@@ -607,6 +627,107 @@ fn a_server_killed_mid_upload_writes_nothing_and_the_version_can_be_published_af
     let (status, body) = publish(&server, Some(TOKEN), form(&file, bytes, &minisig));
     assert_eq!(status, 201, "{body}");
     assert_eq!(registry.index_on_disk().serial, 2);
+}
+
+/// A body that hands out all of `bytes` but its last `held` bytes at once,
+/// then waits for `release` before handing those out.
+struct GatedReader {
+    bytes: std::io::Cursor<Vec<u8>>,
+    held: u64,
+    sent: Arc<AtomicU64>,
+    release: Arc<AtomicBool>,
+}
+
+impl Read for GatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let total = self.bytes.get_ref().len() as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.bytes.position() >= total - self.held && !self.release.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("never released"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = self.bytes.read(buf)?;
+        self.sent.fetch_add(n as u64, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+#[test]
+fn uploads_beyond_the_concurrent_limit_are_told_to_retry() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &["--max-concurrent-uploads", "1"]);
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    let total = bytes.len() as u64;
+    let (sent, release) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let gated = Form::new()
+        .part(
+            "artifact",
+            Part::reader_with_length(
+                GatedReader {
+                    bytes: std::io::Cursor::new(bytes.clone()),
+                    held: 4096,
+                    sent: Arc::clone(&sent),
+                    release: Arc::clone(&release),
+                },
+                total,
+            )
+            .file_name(file.clone()),
+        )
+        .part(
+            "signature",
+            Part::text(minisig.clone()).file_name(format!("{file}.minisig")),
+        );
+    let url = format!("{}/api/v1/publish", server.base);
+    let first = std::thread::spawn(move || {
+        let response = client()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .multipart(gated)
+            .send()
+            .unwrap();
+        json_answer(response)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < total - 4096 {
+        assert!(Instant::now() < deadline, "the first upload did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The first upload holds the only slot: the second is told to retry,
+    // and nothing of it is written.
+    let response = client()
+        .post(format!("{}/api/v1/publish", server.base))
+        .bearer_auth(TOKEN)
+        .multipart(form(&file, bytes.clone(), &minisig))
+        .send()
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert_refused(
+        json_answer(response),
+        503,
+        "as many uploads as it allows at once (--max-concurrent-uploads); publish again",
+    );
+    assert_eq!(registry.index_on_disk().serial, 1);
+    // Once the first is read in full, it publishes, and its slot is free.
+    release.store(true, Ordering::SeqCst);
+    let (status, body) = first.join().unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(registry.index_on_disk().serial, 2);
+    assert_refused(
+        publish(&server, Some(TOKEN), form(&file, bytes, &minisig)),
+        409,
+        "already published",
+    );
 }
 
 #[test]

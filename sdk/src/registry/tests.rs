@@ -390,6 +390,64 @@ fn a_tree_without_an_index_reads_as_empty_and_resign_starts_at_serial_one() {
 }
 
 #[test]
+fn publishing_removes_staging_directories_left_by_a_killed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sk) = keys();
+    let root = dir.path().join("registry");
+    let tree = Tree::open(&root, sk, 60).unwrap();
+    let left = root.join(".staging-killed/linux");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("half.so"), b"half").unwrap();
+    // Validation is tested above and end to end: this release's bytes need
+    // not be a plugin.
+    let target = "x86_64-unknown-linux-gnu";
+    let dir_path = format!("plugins/demo/1.0.0/{target}");
+    let upload = ValidatedUpload {
+        release: Release {
+            format: FORMAT,
+            name: String::from("demo"),
+            version: String::from("1.0.0"),
+            description: String::from("a demo"),
+            keywords: Vec::new(),
+            abi: 1,
+            publisher: String::from("CAB78193ADCAB890"),
+            published: now(),
+            targets: BTreeMap::from([(
+                target.to_owned(),
+                Artifact {
+                    path: format!("{dir_path}/demo.so"),
+                    signature: format!("{dir_path}/demo.so.minisig"),
+                    sha256: sha256_hex(b"library"),
+                    size: 7,
+                },
+            )]),
+        },
+        files: vec![(
+            dir_path.clone(),
+            UploadArtifact {
+                file_name: String::from("demo.so"),
+                bytes: b"library".to_vec(),
+                signature: String::from("signature"),
+            },
+        )],
+    };
+    tree.publish(upload).unwrap();
+    assert!(!root.join(".staging-killed").exists());
+    assert_eq!(
+        std::fs::read(root.join(&dir_path).join("demo.so")).unwrap(),
+        b"library"
+    );
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(STAGING_PREFIX)),
+        "{names:?}"
+    );
+}
+
+#[test]
 fn an_upload_without_artifacts_or_with_a_bad_file_name_is_refused() {
     let (pk, _) = keys();
     assert!(matches!(
@@ -426,6 +484,80 @@ fn an_upload_without_artifacts_or_with_a_bad_file_name_is_refused() {
         matches!(error, RegistryError::InvalidArtifact { .. }),
         "{error}"
     );
+}
+
+#[test]
+fn listings_keep_to_crates_io_keywords_and_a_summary_description() {
+    let words = |list: &[&str]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert!(check_listing(None, &[]).is_ok());
+    assert!(
+        check_listing(
+            Some("Weather forecasts.\n\tBy city."),
+            &words(&[
+                "weather",
+                "api-client",
+                "c++",
+                "x_1",
+                "a2345678901234567890"
+            ])
+        )
+        .is_ok()
+    );
+    let refused = |description: Option<&str>, keywords: &[&str]| {
+        check_listing(description, &words(keywords))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refused(None, &["a", "b", "c", "d", "e", "f"]),
+        "`keywords` has 6 entries, at most 5 are allowed; keep the 5 that describe the plugin best"
+    );
+    for bad in [
+        "",
+        "-lead",
+        "with space",
+        "émoji",
+        "a23456789012345678901",
+        "a/b",
+    ] {
+        assert_eq!(
+            refused(None, &[bad]),
+            format!(
+                "`keywords` entry {bad:?} is not a keyword: use 1 to 20 ASCII letters, digits, `-`, `_` or `+`, starting with a letter or digit"
+            )
+        );
+    }
+    assert_eq!(
+        refused(None, &["api", "api"]),
+        "`keywords` lists \"api\" twice; list each keyword once"
+    );
+    assert_eq!(
+        refused(Some(&"é".repeat(1001)), &[]),
+        "`description` is 1001 characters long, at most 1000 are allowed; keep it to a summary (the README is the place for more)"
+    );
+    assert!(check_listing(Some(&"é".repeat(1000)), &[]).is_ok());
+    assert_eq!(
+        refused(Some("bell\u{7}"), &[]),
+        "`description` holds the control character '\\u{7}'; use plain text"
+    );
+    // The registry refuses such an upload before looking at its artifacts.
+    let (pk, _) = keys();
+    let upload = Upload {
+        keywords: words(&["a", "b", "c", "d", "e", "f"]),
+        artifacts: vec![UploadArtifact {
+            file_name: "x-1.0.0-x86_64-unknown-linux-gnu.so".into(),
+            bytes: b"not a library".to_vec(),
+            signature: String::new(),
+        }],
+        ..Upload::default()
+    };
+    assert!(matches!(
+        validate_upload(upload, &[pk]),
+        Err(RegistryError::InvalidListing {
+            field: "keywords",
+            ..
+        })
+    ));
 }
 
 // Search ranking and paging over a larger sample.
