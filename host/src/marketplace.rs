@@ -968,7 +968,7 @@ impl PluginMarketplace {
             MarketplaceError::NoMatchingVersion {
                 name: name.to_owned(),
                 requirement: requirement.to_string(),
-                available: list_versions(&index.versions(name)),
+                available: list_or(index.versions(name), "no versions"),
             }
         })
     }
@@ -1122,7 +1122,7 @@ impl PluginMarketplace {
             MarketplaceError::NoMatchingVersion {
                 name: name.to_owned(),
                 requirement: format!("={version}"),
-                available: list_versions(&index.versions(name)),
+                available: list_or(index.versions(name), "no versions"),
             }
         })?;
         let expected_path = format!("plugins/{name}/{version}/release.json");
@@ -1146,16 +1146,7 @@ impl PluginMarketplace {
                 name: name.to_owned(),
                 version: version_text.clone(),
                 target: TARGET.to_owned(),
-                available: if release.targets.is_empty() {
-                    String::from("none")
-                } else {
-                    release
-                        .targets
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
+                available: list_or(release.targets.keys(), "none"),
             })?;
         let file_name = artifact_file_name(&release, artifact).map_err(refuse)?;
         if let Some(key) = key
@@ -1276,15 +1267,7 @@ impl PluginMarketplace {
             VerifyError::UntrustedKey { signed_by, trusted } => MarketplaceError::UntrustedKey {
                 subject: Subject::new(name, &version_text, url),
                 signed_by,
-                trusted: if trusted.is_empty() {
-                    String::from("none")
-                } else {
-                    trusted
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
+                trusted: list_or(trusted, "none"),
             },
             VerifyError::ClaimsMismatch {
                 field: field @ ("name" | "version" | "target"),
@@ -1662,15 +1645,16 @@ fn loader_signature_path(path: &Path) -> PathBuf {
     crate::loader::signature_path(path)
 }
 
-fn list_versions(versions: &[Version]) -> String {
-    if versions.is_empty() {
-        String::from("no versions")
+/// `items` joined with commas, or `empty` when there are none.
+fn list_or<T: fmt::Display>(items: impl IntoIterator<Item = T>, empty: &str) -> String {
+    let list = items
+        .into_iter()
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>();
+    if list.is_empty() {
+        empty.to_owned()
     } else {
-        versions
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        list.join(", ")
     }
 }
 

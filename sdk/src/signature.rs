@@ -1408,32 +1408,20 @@ mod tests {
         let forecast = plugin("forecast", "1.0.0", b"the weather plugin's code");
         let of_forecast = sign(&forecast, &keys.sk, Some(&keys.pk)).unwrap().minisig;
         let altered = with_comment(&signed, |comment| comment.replace("weather", "weathex"));
-        let named_wrong = raw_signature(
-            &bytes,
-            &keys,
-            &Claims::of(&forecast)
+        // A signature of `signed` whose trusted comment states the claims
+        // of `claimed`, but `signed`'s sha256.
+        let claiming = |signed: &[u8], claimed: &[u8]| {
+            let comment = Claims::of(claimed)
                 .unwrap()
                 .to_trusted_comment(0)
                 .unwrap()
-                .replace(
-                    &hex::encode(sha256(&forecast)),
-                    &hex::encode(sha256(&bytes)),
-                ),
-        );
+                .replace(&hex::encode(sha256(claimed)), &hex::encode(sha256(signed)));
+            raw_signature(signed, &keys, &comment)
+        };
+        let named_wrong = claiming(&bytes, &forecast);
         let not_backworks = raw_signature(&bytes, &keys, "timestamp:1 file:weather.so");
         let not_a_plugin = b"not a library".to_vec();
-        let of_not_a_plugin = raw_signature(
-            &not_a_plugin,
-            &keys,
-            &Claims::of(&bytes)
-                .unwrap()
-                .to_trusted_comment(0)
-                .unwrap()
-                .replace(
-                    &hex::encode(sha256(&bytes)),
-                    &hex::encode(sha256(&not_a_plugin)),
-                ),
-        );
+        let of_not_a_plugin = claiming(&not_a_plugin, &bytes);
         let trusted = std::slice::from_ref(&keys.pk);
         let cases: [(&str, &[u8], &str, &[PublicKey]); 10] = [
             ("valid", &bytes, &signed, trusted),

@@ -405,25 +405,31 @@ fn refusals_before_anything_is_sent_or_written() {
     assert!(stderr.contains("set BACKWORKS_REGISTRY_TOKEN"), "{stderr}");
     insta::assert_snapshot!("no_token", redact.apply(&stderr));
 
-    // Nothing built for the package's version.
-    let bumped = tmp.path().join("bumped");
-    fs::create_dir_all(bumped.join("src")).unwrap();
-    let toml = fs::read_to_string(f.plugin.join("Cargo.toml")).unwrap();
-    let toml_bumped = toml.replacen("\nversion = \"0.1.0\"\n", "\nversion = \"0.2.0\"\n", 1);
-    assert_ne!(toml, toml_bumped, "the template's version line");
-    fs::write(bumped.join("Cargo.toml"), toml_bumped).unwrap();
-    fs::copy(f.plugin.join("src/lib.rs"), bumped.join("src/lib.rs")).unwrap();
-    let stderr = publish_fails(
-        &bumped,
-        &[
+    // A copy of the plugin package in `tmp/<dir>` with one line of its
+    // Cargo.toml replaced, published from there to the peer (exit 2).
+    let edited = |dir: &str, line: &str, by: &str| {
+        let package = tmp.path().join(dir);
+        fs::create_dir_all(package.join("src")).unwrap();
+        let toml = fs::read_to_string(f.plugin.join("Cargo.toml")).unwrap();
+        let edited = toml.replacen(line, by, 1);
+        assert_ne!(toml, edited, "{line:?} is not in the fixture's Cargo.toml");
+        fs::write(package.join("Cargo.toml"), edited).unwrap();
+        fs::copy(f.plugin.join("src/lib.rs"), package.join("src/lib.rs")).unwrap();
+        let args = [
             "--registry",
             &peer.url,
             "--dist-dir",
             path(&f.dist),
             "--quiet",
-        ],
-        Some(TOKEN),
-        2,
+        ];
+        (publish_fails(&package, &args, Some(TOKEN), 2), package)
+    };
+
+    // Nothing built for the package's version.
+    let (stderr, _) = edited(
+        "bumped",
+        "\nversion = \"0.1.0\"\n",
+        "\nversion = \"0.2.0\"\n",
     );
     assert!(stderr.contains("no artifact of pubdemo 0.2.0"), "{stderr}");
     assert!(
@@ -434,27 +440,10 @@ fn refusals_before_anything_is_sent_or_written() {
 
     // Keywords the registry would refuse: refused before the upload, with
     // the manifest named.
-    let listed = tmp.path().join("listed");
-    fs::create_dir_all(listed.join("src")).unwrap();
-    let toml_listed = toml.replacen(
+    let (stderr, listed) = edited(
+        "listed",
         "keywords = [\"weather\", \"forecast\"]",
         "keywords = [\"weather\", \"forecast\", \"api\", \"http\", \"json\", \"cli\"]",
-        1,
-    );
-    assert_ne!(toml, toml_listed, "the fixture's keywords line");
-    fs::write(listed.join("Cargo.toml"), toml_listed).unwrap();
-    fs::copy(f.plugin.join("src/lib.rs"), listed.join("src/lib.rs")).unwrap();
-    let stderr = publish_fails(
-        &listed,
-        &[
-            "--registry",
-            &peer.url,
-            "--dist-dir",
-            path(&f.dist),
-            "--quiet",
-        ],
-        Some(TOKEN),
-        2,
     );
     assert!(
         stderr.contains(&format!("{}", listed.join("Cargo.toml").display())),
