@@ -535,7 +535,12 @@ struct Held {
 /// The recording of an accepted index's serial in the state file, running
 /// on a blocking thread (see [`PluginMarketplace::accept_index`]).
 #[must_use = "wait for the recording before pinning anything"]
-struct Recording(Option<tokio::task::JoinHandle<Result<(), MarketplaceError>>>);
+struct Recording(
+    Option<(
+        PathBuf,
+        tokio::task::JoinHandle<Result<(), MarketplaceError>>,
+    )>,
+);
 
 impl Recording {
     /// Waits until the serial is recorded (at once when there was nothing
@@ -543,8 +548,9 @@ impl Recording {
     async fn wait(self) -> Result<(), MarketplaceError> {
         match self.0 {
             None => Ok(()),
-            Some(recording) => recording.await.map_err(|e| {
-                MarketplaceError::Client(format!("the registry state could not be recorded: {e}"))
+            Some((path, recording)) => recording.await.map_err(|e| MarketplaceError::State {
+                path,
+                reason: format!("the thread writing it failed: {e}"),
             })?,
         }
     }
@@ -1089,6 +1095,7 @@ impl PluginMarketplace {
             reason: e.to_string(),
         })?;
         text.push(b'\n');
+        let path = state_path.clone();
         let recording = tokio::task::spawn_blocking(move || {
             // Held until the new state is in place.
             let _held = held;
@@ -1097,7 +1104,7 @@ impl PluginMarketplace {
                 reason: e.to_string(),
             })
         });
-        Ok((index, Recording(Some(recording))))
+        Ok((index, Recording(Some((path, recording)))))
     }
 
     /// Installs `name` `version` for this host's target into the cache (or
