@@ -508,7 +508,7 @@ impl Server {
 
     /// While serving, watch each `type: external` plugin's library and
     /// signature files, polling every `interval`, and swap in a rebuilt
-    /// library (see [`watch`](crate::watch)).
+    /// library (see [`watch`]).
     #[must_use]
     pub fn watch_files(mut self, interval: Duration) -> Self {
         self.watch = Some(interval);
