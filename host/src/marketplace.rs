@@ -17,9 +17,10 @@
 //!    never more bytes than the release announces nor than `max_download`;
 //!    each chunk is hashed as it arrives ([`StreamVerifier`]: sha256 on the
 //!    receiving task, BLAKE2b on a thread of its own) and written by
-//!    another thread, so little is left to do once the last byte is in. Its sha256 must be the release's, its signature
-//!    must verify, and its trusted comment must name exactly the plugin,
-//!    version and this host's target ([`TARGET`]).
+//!    another thread, so little is left to do once the last byte is in.
+//!    Its sha256 must be the release's, its signature must verify, and its
+//!    trusted comment must name exactly the plugin, version and this host's
+//!    target ([`TARGET`]).
 //! 5. Only then is the staging directory (library and signature) renamed
 //!    into `<cache_dir>/<name>/<version>/<target>/`: a download interrupted
 //!    at any point leaves nothing at that path. Staging directories left by
