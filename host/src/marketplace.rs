@@ -1287,6 +1287,12 @@ impl PluginMarketplace {
                 signed,
                 expected: actual,
             },
+            // Not a refusal: nothing could be checked.
+            VerifyError::Thread(source) => MarketplaceError::Io {
+                action: "start a thread to verify",
+                path: PathBuf::from(url),
+                source,
+            },
             source => MarketplaceError::Signature {
                 subject: Subject::new(name, &version_text, url),
                 source,

@@ -563,6 +563,10 @@ pub enum VerifyError {
     /// The signature verifies, but the file has no readable metadata record.
     #[error("the signature verifies but the file is not a backworks plugin: {0}")]
     NotAPlugin(#[source] InspectError),
+    /// [`StreamVerifier::new`] could not start its hashing thread (the
+    /// system is out of threads or memory): nothing was checked.
+    #[error("cannot start the thread that hashes the file: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Verifies that `signature_text` (a `.minisig` file's text) is a signature

@@ -54,15 +54,16 @@ struct Hasher<T> {
 }
 
 impl<T: Send + 'static> Hasher<T> {
-    fn spawn(name: &str, hash: impl FnOnce(Receiver<Chunk>) -> T + Send + 'static) -> Self {
+    fn spawn(
+        name: &str,
+        hash: impl FnOnce(Receiver<Chunk>) -> T + Send + 'static,
+    ) -> Result<Self, VerifyError> {
         let (chunks, receiver) = mpsc::channel();
         let thread = thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || hash(receiver))
-            // Without a thread the check cannot run at all; std's own
-            // `thread::spawn` panics the same way.
-            .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
-        Self { chunks, thread }
+            .map_err(VerifyError::Thread)?;
+        Ok(Self { chunks, thread })
     }
 
     /// Ends the input and waits for the hash. A panic in the thread (a bug:
@@ -79,7 +80,8 @@ impl StreamVerifier {
     /// Starts the check of `signature_text` (a `.minisig` file's text)
     /// against `trusted_keys`. Refuses at once what [`verify`](super::verify)
     /// refuses before it looks at the bytes: a malformed or legacy
-    /// signature, and a key that is not trusted.
+    /// signature, and a key that is not trusted; fails with
+    /// [`VerifyError::Thread`] when the hashing thread cannot start.
     pub fn new(signature_text: &str, trusted_keys: &[PublicKey]) -> Result<Self, VerifyError> {
         let pending = Pending::new(signature_text, trusted_keys)?;
         let sha256 = Sha256::new();
@@ -93,7 +95,7 @@ impl StreamVerifier {
                 false,
                 false,
             )
-        });
+        })?;
         Ok(Self {
             pending,
             sha256,
