@@ -7,9 +7,9 @@
 //! prehash, the slower of the two, runs on a thread of its own.
 //!
 //! The sha256 had a thread of its own at first: on two cores a 10 MB
-//! install was no faster that way (`cargo bench -p backworks-host --bench
-//! install`, median 24.5 against 23.6 ms), the threads queueing for the
-//! cores.
+//! install was no faster that way (20 installs from the registry of
+//! `cargo bench -p backworks-host --bench install`: median 24.5 against
+//! 23.6 ms), the threads queueing for the cores.
 //!
 //! The conclusion is [`verify`](super::verify)'s, step for step: the same
 //! checks in the same order, the same [`VerifyError`] for the same bytes.
