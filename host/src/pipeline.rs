@@ -705,6 +705,17 @@ mod tests {
         }
     }
 
+    /// A pipeline of plugin `p` version `1` on `runtime`.
+    fn pipeline_of_version_1(runtime: &tokio::runtime::Runtime) -> Pipeline {
+        Pipeline::new(
+            vec![plugin("1")],
+            Duration::from_secs(5),
+            Arc::new(Metrics::new()),
+            runtime.handle().clone(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_switch_reaches_new_requests_and_the_old_retires_after_its_last_snapshot() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -712,13 +723,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let pipeline = Pipeline::new(
-            vec![plugin("1")],
-            Duration::from_secs(5),
-            Arc::new(Metrics::new()),
-            runtime.handle().clone(),
-        )
-        .unwrap();
+        let pipeline = pipeline_of_version_1(&runtime);
         assert_eq!(runtime.block_on(pipeline.handle(request())).body, "1");
         // A request in flight: it holds the snapshot it started with.
         let in_flight = pipeline.snapshot();
@@ -745,13 +750,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let pipeline = Pipeline::new(
-            vec![plugin("1")],
-            Duration::from_secs(5),
-            Arc::new(Metrics::new()),
-            runtime.handle().clone(),
-        )
-        .unwrap();
+        let pipeline = pipeline_of_version_1(&runtime);
         let mut stranger = plugin("9");
         stranger.name = "q".to_owned();
         assert!(pipeline.route(stranger).is_none());

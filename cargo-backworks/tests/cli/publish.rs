@@ -121,6 +121,21 @@ impl Fixture {
         parse_public_key(&fs::read_to_string(&self.registry_pub).unwrap()).unwrap()
     }
 
+    /// `index.json`'s bytes, verified with the test registry's key (any
+    /// serial, not expired).
+    fn verified_index(&self, bytes: &[u8]) -> registry::Index {
+        registry::verify_index(
+            bytes,
+            &self.registry_public_key(),
+            Freshness {
+                last_serial: None,
+                now: registry::now(),
+            },
+            "the test registry",
+        )
+        .unwrap()
+    }
+
     fn file_name(&self) -> String {
         self.library
             .file_name()
@@ -265,16 +280,7 @@ fn publishes_into_a_directory_registry_once() {
     // file matches the index and lists the artifact with its hash and size.
     let index_path = registry_dir.join(registry::INDEX_PATH);
     let index_bytes = fs::read(&index_path).unwrap();
-    let index = registry::verify_index(
-        &index_bytes,
-        &f.registry_public_key(),
-        Freshness {
-            last_serial: None,
-            now: registry::now(),
-        },
-        "the test registry",
-    )
-    .unwrap();
+    let index = f.verified_index(&index_bytes);
     assert_eq!(index.serial, 1);
     let entry = &index.plugins["pubdemo"];
     assert_eq!(entry.description, DESCRIPTION);
@@ -341,16 +347,7 @@ fn publishes_into_a_file_url_registry_with_json_output() {
         None,
     );
     let printed: Release = serde_json::from_str(&stdout).unwrap();
-    let index = registry::verify_index(
-        &fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap(),
-        &f.registry_public_key(),
-        Freshness {
-            last_serial: None,
-            now: registry::now(),
-        },
-        "the test registry",
-    )
-    .unwrap();
+    let index = f.verified_index(&fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap());
     let reference = index.release_ref("pubdemo", "0.1.0").unwrap();
     let written: Release =
         serde_json::from_slice(&fs::read(registry_dir.join(&reference.path)).unwrap()).unwrap();

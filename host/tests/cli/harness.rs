@@ -106,6 +106,11 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The sha256 of the file at `path`, lower-case hex.
+pub fn sha256_of(path: &Path) -> String {
+    backworks_plugin_sdk::registry::sha256_hex(&std::fs::read(path).unwrap())
+}
+
 /// A builder of HTTP clients for the tests and benches. reqwest is built
 /// with rustls without a crypto provider (as the host is), so ring is
 /// installed first: every client of the tests must come from here.

@@ -4,6 +4,7 @@
 
 mod harness;
 mod inspect;
+mod load;
 mod marketplace;
 mod marketplace_flow;
 mod registry_server;

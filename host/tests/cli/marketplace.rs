@@ -16,7 +16,7 @@ use backworks_plugin_sdk::registry::{self, Tree, Upload, UploadArtifact};
 use backworks_plugin_sdk::{TARGET, signature};
 use serde_json::{Value, json};
 
-use crate::harness::{self, Keys};
+use crate::harness::{self, Keys, sha256_of};
 use crate::support;
 
 /// The weather example as version 1.0.1, answering 26 degrees instead of
@@ -264,10 +264,6 @@ fn get(server: &harness::Server, path: &str) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap_or(Value::Null))
-}
-
-fn sha256_of(path: &Path) -> String {
-    registry::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 fn key_id(keys: &Keys) -> String {

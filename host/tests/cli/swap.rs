@@ -14,16 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use backworks_host::swap::{Pin, SwapError};
 use backworks_plugin_sdk::signature;
 use serde_json::{Value, json};
 
-use crate::harness::{self, Keys, Server, config, edit, external_plugins, start_with};
+use crate::harness::{self, Keys, Server, config, edit, external_plugins, sha256_of, start_with};
+use crate::load::{Answer, Load, assert_no_failure};
 use crate::support;
 
 /// How long any one wait of these tests may take.
@@ -135,15 +134,6 @@ fn signature_of(library: &Path, keys: &Keys) -> String {
         .minisig
 }
 
-fn sha256_of(library: &Path) -> String {
-    use sha2::Digest;
-    hex_lower(&sha2::Sha256::digest(std::fs::read(library).unwrap()))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The server's log, read as it comes.
 struct Log {
     lines: Vec<String>,
@@ -193,123 +183,6 @@ fn get(client: &reqwest::blocking::Client, server: &Server, path: &str) -> (u16,
     )
 }
 
-fn client() -> reqwest::blocking::Client {
-    crate::harness::client_builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-/// What one request of the load got.
-#[derive(Debug, Clone)]
-enum Answer {
-    /// 200 with this body.
-    Body(Value),
-    /// Anything else: status or transport error, and the text.
-    Failed(String),
-}
-
-/// One request of the load: when it started, and its answer.
-type Sample = (Instant, Answer);
-
-/// A bounded load on `GET /weather`: `clients` threads, each with its own
-/// keep-alive client, one request after another until stopped, at most
-/// `per_client` requests or [`WAIT`] each.
-struct Load {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-    clients: Vec<JoinHandle<Vec<Sample>>>,
-}
-
-impl Load {
-    fn start(server: &Server, clients: usize, per_client: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        let url = format!("{}/weather", server.base);
-        let clients = (0..clients)
-            .map(|_| {
-                let (stop, done, url) = (Arc::clone(&stop), Arc::clone(&done), url.clone());
-                std::thread::spawn(move || {
-                    let client = client();
-                    let deadline = Instant::now() + WAIT;
-                    let mut samples = Vec::with_capacity(per_client);
-                    while samples.len() < per_client
-                        && !stop.load(Ordering::Relaxed)
-                        && Instant::now() < deadline
-                    {
-                        let started = Instant::now();
-                        let answer = match client.get(&url).send() {
-                            Ok(response) => {
-                                let status = response.status().as_u16();
-                                match response.text() {
-                                    Ok(text) if status == 200 => serde_json::from_str(&text)
-                                        .map_or_else(|_| Answer::Failed(text), Answer::Body),
-                                    Ok(text) => Answer::Failed(format!("{status}: {text}")),
-                                    Err(error) => Answer::Failed(error.to_string()),
-                                }
-                            }
-                            Err(error) => Answer::Failed(error.to_string()),
-                        };
-                        samples.push((started, answer));
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            done,
-            clients,
-        }
-    }
-
-    /// Requests answered so far.
-    fn done(&self) -> usize {
-        self.done.load(Ordering::Relaxed)
-    }
-
-    /// Waits (at most [`WAIT`]) until `count` requests are answered.
-    fn wait_for(&self, count: usize) {
-        let deadline = Instant::now() + WAIT;
-        while self.done() < count {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} requests answered within {WAIT:?}",
-                self.done()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops the clients; each one's samples, in order.
-    fn finish(self) -> Vec<Vec<Sample>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.clients
-            .into_iter()
-            .map(|client| client.join().unwrap())
-            .collect()
-    }
-}
-
-/// Every sample's answer, failures listed first in the panic message.
-fn assert_no_failure(samples: &[Vec<Sample>]) {
-    let failed: Vec<&String> = samples
-        .iter()
-        .flatten()
-        .filter_map(|(_, answer)| match answer {
-            Answer::Failed(why) => Some(why),
-            Answer::Body(_) => None,
-        })
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed requests, the first ones: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-}
-
 /// `GET /plugins`' entry for `name`.
 fn listed(client: &reqwest::blocking::Client, server: &Server, name: &str) -> Value {
     let (status, body) = get(client, server, "/plugins");
@@ -323,26 +196,33 @@ fn listed(client: &reqwest::blocking::Client, server: &Server, name: &str) -> Va
         .clone()
 }
 
+/// `library` signed by `keys` as `<dir>/libweather.so`, served as the
+/// `external` plugin `weather` by `backworks serve --watch`: the running
+/// file's path and the server.
+fn serve_watched(library: &Path, dir: &Path, keys: &Keys) -> (PathBuf, Server) {
+    let running = keys.signed_copy(library, dir, "libweather.so");
+    let config = config(
+        dir,
+        keys,
+        "5s",
+        &external_plugins(&[("weather".into(), running.clone())]),
+    );
+    (running, start_with(&config, "info", &["--watch"]))
+}
+
 #[test]
 fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request() {
     let (a, b) = (version_a(), version_b());
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let running = keys.signed_copy(&a, dir.path(), "libweather.so");
-    let config = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &external_plugins(&[("weather".into(), running.clone())]),
-    );
-    let server = start_with(&config, "info", &["--watch"]);
+    let (running, server) = serve_watched(&a, dir.path(), &keys);
     let mut log = Log::new();
-    let http = client();
+    let http = harness::http_client();
     assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
 
-    let load = Load::start(&server, 4, 20_000);
+    let load = Load::start(&server, 4, 20_000, WAIT);
     let load_started = Instant::now();
-    load.wait_for(1_000);
+    load.wait_for(1_000, WAIT);
     install(&b, &signature_of(&b, &keys), &running);
     // The first `/plugins` answer naming B: the switch happened before it.
     let deadline = Instant::now() + WAIT;
@@ -359,7 +239,7 @@ fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request() {
     };
     let (switched_at, entry) = switched;
     let at_switch = load.done();
-    load.wait_for(at_switch + 2_000);
+    load.wait_for(at_switch + 2_000, WAIT);
     let samples = load.finish();
     let load_time = load_started.elapsed();
 
@@ -436,18 +316,11 @@ fn refused_replacements_leave_the_running_version_serving() {
     let b = version_b();
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let running = keys.signed_copy(&a, dir.path(), "libweather.so");
-    let config = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &external_plugins(&[("weather".into(), running.clone())]),
-    );
-    let server = start_with(&config, "info", &["--watch"]);
+    let (running, server) = serve_watched(&a, dir.path(), &keys);
     let mut log = Log::new();
-    let http = client();
-    let load = Load::start(&server, 3, 50_000);
-    load.wait_for(300);
+    let http = harness::http_client();
+    let load = Load::start(&server, 3, 50_000, WAIT);
+    load.wait_for(300, WAIT);
 
     // B, signed by a key backworks.yaml does not trust.
     install(&b, &signature_of(&b, &Keys::new()), &running);
@@ -484,7 +357,7 @@ fn refused_replacements_leave_the_running_version_serving() {
     assert_eq!(entry["sha256"], sha256_of(&a));
 
     let at_last_refusal = load.done();
-    load.wait_for(at_last_refusal + 300);
+    load.wait_for(at_last_refusal + 300, WAIT);
     let samples = load.finish();
     assert_no_failure(&samples);
     for answers in &samples {
@@ -556,7 +429,12 @@ fn replace_is_serialised_and_reports_versions() {
         let answer = || {
             let url = format!("{base}/weather");
             tokio::task::spawn_blocking(move || {
-                let text = client().get(url).send().unwrap().text().unwrap();
+                let text = harness::http_client()
+                    .get(url)
+                    .send()
+                    .unwrap()
+                    .text()
+                    .unwrap();
                 serde_json::from_str::<Value>(&text).unwrap()
             })
         };
