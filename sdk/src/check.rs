@@ -159,7 +159,8 @@ pub enum FindingCode {
     StructSizeMismatch,
     /// The plugin was built with `panic = "abort"`; hosts refuse it.
     PanicAbort,
-    /// The record's target triple is not one this tool knows (warning).
+    /// The record's target triple is not one this tool knows (warning), or
+    /// is not shaped like a triple at all (error).
     UnknownTarget,
     /// The record's or file name's target does not match the file, or the
     /// two disagree.
@@ -1333,12 +1334,23 @@ impl Analysis<'_> {
             );
         }
         let triple = &metadata.target;
+        if !target::is_triple_shaped(triple) {
+            // Not a triple at all (a path, say): no target has that name,
+            // and a registry would use it as a directory name.
+            self.report.error_finding(
+                FindingCode::UnknownTarget,
+                format!(
+                    "the metadata record of `{name}` names target {triple:?}, which is not a target triple (2 to 4 `-`-separated parts of lower-case letters, digits, `_` and `.`); rebuild the plugin with `cargo backworks build --target <triple>`"
+                ),
+            );
+            return;
+        }
         let Some(target) = target::parse(triple) else {
             self.report.finding(
                 FindingCode::UnknownTarget,
                 Severity::Warning,
                 format!(
-                    "the metadata record of `{name}` names target `{triple}`, which this tool does not know; its format and architecture were not compared with the file's"
+                    "the metadata record of `{name}` names target `{triple}`, which this tool does not know; its format and architecture were not compared with the file's, and a registry refuses to publish it"
                 ),
             );
             return;

@@ -37,8 +37,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::check;
 use crate::signature::{self, KeyId, PublicKey, SecretKey, VerifyError};
+use crate::{check, target};
 
 /// The version of the registry format this module reads and writes.
 pub const FORMAT: u32 = 1;
@@ -276,6 +276,32 @@ pub enum RegistryError {
         /// The semver parser's message.
         reason: String,
     },
+    /// A target that is not a known target triple.
+    #[error(
+        "plugin `{name}` names `target` {target:?}, which is not a target triple backworks knows (such as x86_64-unknown-linux-gnu or aarch64-apple-darwin); the metadata record must name the target the library was built for: build it with `cargo backworks build --target <triple>`"
+    )]
+    InvalidTarget {
+        /// The plugin.
+        name: String,
+        /// The target text.
+        target: String,
+    },
+    /// A path component that is not exactly one plain name (a check that
+    /// stands behind the grammar checks: a writer never joins anything
+    /// else to a directory).
+    #[error(
+        "refusing to use {component:?} as a {field} under {}: it is not one plain path component",
+        dir.display()
+    )]
+    UnsafePath {
+        /// What the component is (`plugin name`, `version`, `target`,
+        /// `file name`).
+        field: &'static str,
+        /// The directory it was to be joined to.
+        dir: PathBuf,
+        /// The component.
+        component: String,
+    },
     /// An upload without artifacts.
     #[error("nothing to publish: the upload holds no plugin library")]
     NoArtifacts,
@@ -389,6 +415,115 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The longest version text the registry stores, in bytes (the metadata
+/// record's slot holds 63; a version is a path component and URL segment).
+pub const MAX_VERSION_LEN: usize = 63;
+
+/// The longest artifact file name the registry stores, in bytes.
+pub const MAX_FILE_NAME_LEN: usize = 200;
+
+/// Checks a plugin name ([`is_valid_name`]).
+pub fn check_name(name: &str) -> Result<(), RegistryError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Checks that `version` (of plugin `name`) is a semver version of at most
+/// [`MAX_VERSION_LEN`] bytes, written as semver writes it (so one version
+/// has one directory); returns it parsed.
+pub fn check_version(name: &str, version: &str) -> Result<semver::Version, RegistryError> {
+    let invalid = |reason: String| RegistryError::InvalidVersion {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        reason,
+    };
+    let parsed = semver::Version::parse(version).map_err(|e| invalid(e.to_string()))?;
+    if version.len() > MAX_VERSION_LEN {
+        return Err(invalid(format!(
+            "it is {} bytes long, at most {MAX_VERSION_LEN} are allowed",
+            version.len()
+        )));
+    }
+    if parsed.to_string() != version {
+        return Err(invalid(format!("semver writes it {parsed}")));
+    }
+    Ok(parsed)
+}
+
+/// Checks that `target` (of plugin `name`) is a target triple a plugin
+/// can be published for ([`target::is_known_plugin_target`]).
+pub fn check_target(name: &str, target: &str) -> Result<(), RegistryError> {
+    if target::is_known_plugin_target(target) {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidTarget {
+            name: name.to_owned(),
+            target: target.to_owned(),
+        })
+    }
+}
+
+/// Checks an artifact's file name: 1 to [`MAX_FILE_NAME_LEN`] bytes, not
+/// starting with `.`, without `/`, `\`, `:` or control characters.
+pub fn check_file_name(file: &str) -> Result<(), RegistryError> {
+    if file.is_empty()
+        || file.len() > MAX_FILE_NAME_LEN
+        || file.starts_with('.')
+        || file.contains(['/', '\\', ':'])
+        || file.chars().any(char::is_control)
+    {
+        return Err(RegistryError::InvalidFileName {
+            file: file.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks what names a release's place in a tree: the plugin `name`, its
+/// `version` and a `target` ([`check_name`], [`check_version`],
+/// [`check_target`]). Every writer of a tree (and a client building cache
+/// paths from a registry's data) runs it before using them as paths.
+pub fn check_coordinates(name: &str, version: &str, target: &str) -> Result<(), RegistryError> {
+    check_name(name)?;
+    check_version(name, version)?;
+    check_target(name, target)
+}
+
+/// `dir` joined with `component`, which must be exactly one plain path
+/// component (not empty, `.` or `..`, no separator, no root or prefix):
+/// the path stays directly inside `dir`. `field` names the component in
+/// the error. Callers check the grammar first ([`check_coordinates`],
+/// [`check_file_name`]); this refuses whatever would still escape.
+pub fn join_component(
+    dir: &Path,
+    field: &'static str,
+    component: &str,
+) -> Result<PathBuf, RegistryError> {
+    let unsafe_path = || RegistryError::UnsafePath {
+        field,
+        dir: dir.to_owned(),
+        component: component.to_owned(),
+    };
+    let mut components = Path::new(component).components();
+    let plain = matches!(
+        (components.next(), components.next()),
+        (Some(std::path::Component::Normal(part)), None) if part == component
+    );
+    if !plain || component.contains(['/', '\\', '\0']) {
+        return Err(unsafe_path());
+    }
+    let joined = dir.join(component);
+    if joined.parent() != Some(dir) {
+        return Err(unsafe_path());
+    }
+    Ok(joined)
 }
 
 /// The most keywords a release may have (crates.io's limit, so the
@@ -760,6 +895,7 @@ pub struct Upload {
 #[derive(Debug, Clone)]
 pub struct ValidatedUpload {
     release: Release,
+    /// Each artifact with its target.
     files: Vec<(String, UploadArtifact)>,
 }
 
@@ -788,13 +924,7 @@ pub fn validate_upload(
     let mut files = Vec::new();
     for artifact in upload.artifacts {
         let file = artifact.file_name.clone();
-        if file.is_empty()
-            || file.starts_with('.')
-            || file.contains(['/', '\\', '\0'])
-            || file.len() > 200
-        {
-            return Err(RegistryError::InvalidFileName { file });
-        }
+        check_file_name(&file)?;
         let report = check::check_bytes(Path::new(&file), &artifact.bytes);
         if !report.is_valid() {
             let findings = report
@@ -812,16 +942,9 @@ pub fn validate_upload(
                 source,
             })?;
         let claims = verified.claims;
-        if !is_valid_name(&claims.name) {
-            return Err(RegistryError::InvalidName { name: claims.name });
-        }
-        if let Err(e) = semver::Version::parse(&claims.version) {
-            return Err(RegistryError::InvalidVersion {
-                name: claims.name,
-                version: claims.version,
-                reason: e.to_string(),
-            });
-        }
+        // The record's name, version and target become directories of the
+        // tree: nothing but what their grammar allows.
+        check_coordinates(&claims.name, &claims.version, &claims.target)?;
         let dir = format!(
             "plugins/{}/{}/{}",
             claims.name, claims.version, claims.target
@@ -874,7 +997,7 @@ pub fn validate_upload(
             release.description.clone_from(&metadata.description);
         }
         release.targets.insert(claims.target.clone(), entry);
-        files.push((dir, artifact));
+        files.push((claims.target, artifact));
     }
     let mut release = release.ok_or(RegistryError::NoArtifacts)?;
     if let Some(description) = upload.description.filter(|d| !d.trim().is_empty()) {
@@ -1005,18 +1128,30 @@ impl Tree {
                 version: release.version,
             });
         }
+        // Checked again here: every path below is one of these, joined one
+        // plain component at a time.
+        for (target, artifact) in &upload.files {
+            check_coordinates(&release.name, &release.version, target)?;
+            check_file_name(&artifact.file_name)?;
+        }
         let staging = tempfile::Builder::new()
             .prefix(STAGING_PREFIX)
             .tempdir_in(&self.root)
             .map_err(io_error("create a staging directory in", &self.root))?;
         let prefix = format!("plugins/{}/{}/", release.name, release.version);
-        for (dir, artifact) in &upload.files {
-            let relative = dir.strip_prefix(&prefix).unwrap_or(dir);
-            let target_dir = staging.path().join(relative);
-            fs::create_dir_all(&target_dir).map_err(io_error("create", &target_dir))?;
-            write_synced(&target_dir.join(&artifact.file_name), &artifact.bytes)?;
+        for (target, artifact) in &upload.files {
+            let target_dir = join_component(staging.path(), "target", target)?;
+            fs::create_dir(&target_dir).map_err(io_error("create", &target_dir))?;
             write_synced(
-                &target_dir.join(format!("{}.minisig", artifact.file_name)),
+                &join_component(&target_dir, "file name", &artifact.file_name)?,
+                &artifact.bytes,
+            )?;
+            write_synced(
+                &join_component(
+                    &target_dir,
+                    "file name",
+                    &format!("{}.minisig", artifact.file_name),
+                )?,
                 artifact.signature.as_bytes(),
             )?;
         }
@@ -1024,10 +1159,8 @@ impl Tree {
             serde_json::to_vec_pretty(&release).map_err(|e| RegistryError::Sign(e.to_string()))?;
         release_bytes.push(b'\n');
         write_synced(&staging.path().join("release.json"), &release_bytes)?;
-        let version_dir = self.root.join(&prefix);
-        let plugin_dir = version_dir
-            .parent()
-            .map_or_else(|| self.root.clone(), Path::to_path_buf);
+        let plugin_dir = join_component(&self.root.join("plugins"), "plugin name", &release.name)?;
+        let version_dir = join_component(&plugin_dir, "version", &release.version)?;
         fs::create_dir_all(&plugin_dir).map_err(io_error("create", &plugin_dir))?;
         // A directory the index does not list is what a publisher killed
         // before its commit left behind: nobody refers to it.
@@ -1069,9 +1202,16 @@ impl Tree {
     }
 }
 
-/// Writes `bytes` to a new file at `path` and flushes it to disk.
+/// Writes `bytes` to a new file at `path` (refused if it exists) and
+/// flushes it to disk.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    let mut file = fs::File::create(path).map_err(io_error("create", path))?;
+    // A new file only: nothing that exists (or a link) is ever written
+    // through.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_error("create", path))?;
     file.write_all(bytes).map_err(io_error("write", path))?;
     file.sync_all().map_err(io_error("sync", path))
 }

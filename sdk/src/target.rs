@@ -187,6 +187,37 @@ pub fn parse(triple: &str) -> Option<TargetInfo> {
     })
 }
 
+/// The longest target triple a metadata record holds (its 64-byte slot
+/// with the terminating NUL).
+pub const MAX_TRIPLE_LEN: usize = 63;
+
+/// Whether `triple` is shaped like a target triple: 2 to 4 components
+/// separated by `-`, each of lower-case ASCII letters, digits, `_` and `.`
+/// starting with a letter or digit, at most [`MAX_TRIPLE_LEN`] bytes in
+/// all. Such a text is one safe path component and URL segment (no `/`,
+/// `\`, `..`, NUL or control character). Grammar only: whether the triple
+/// names a target is [`is_known_plugin_target`].
+pub fn is_triple_shaped(triple: &str) -> bool {
+    let components: Vec<&str> = triple.split('-').collect();
+    (1..=MAX_TRIPLE_LEN).contains(&triple.len())
+        && (2..=4).contains(&components.len())
+        && components.iter().all(|c| {
+            c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                })
+        })
+}
+
+/// Whether `triple` is a target a plugin can be built for and published
+/// for: shaped like a triple ([`is_triple_shaped`]) and known to [`parse`]
+/// as a target of native shared libraries (ELF, PE or Mach-O; not
+/// WebAssembly). The registry accepts only these.
+pub fn is_known_plugin_target(triple: &str) -> bool {
+    is_triple_shaped(triple)
+        && parse(triple).is_some_and(|info| info.format.dylib_extension().is_some())
+}
+
 /// The architecture, byte order and pointer width of a triple's first
 /// component (`rest` is the other components, for the x32 and ILP32 ABIs).
 fn architecture(arch: &str, rest: &[&str]) -> Option<(object::Architecture, Endianness, u8)> {
@@ -476,5 +507,50 @@ mod tests {
         );
         assert_eq!(split_dist_file_name("weather-1.0.0"), None);
         assert_eq!(split_dist_file_name("weather-1.0.0-sparkle-pony"), None);
+    }
+
+    #[test]
+    fn plugin_targets_are_known_triples_and_safe_path_components() {
+        for known in [
+            "x86_64-unknown-linux-gnu",
+            "aarch64-apple-darwin",
+            "x86_64-pc-windows-msvc",
+            "x86_64-pc-windows-gnu",
+            "aarch64-unknown-linux-musl",
+            "armv7-unknown-linux-gnueabihf",
+            "riscv64gc-unknown-linux-gnu",
+        ] {
+            assert!(is_triple_shaped(known), "{known}");
+            assert!(is_known_plugin_target(known), "{known}");
+        }
+        for hostile in [
+            "",
+            "..",
+            "../../../../srv/victim",
+            "x86_64-unknown-linux-gnu/../../other",
+            "../x86_64-unknown-linux-gnu",
+            "x86_64-unknown-linux-gnu\\..",
+            "x86_64-unknown-linux-gnu\0",
+            "x86_64-.-linux-gnu",
+            "x86_64-..-linux-gnu",
+            "x86_64--linux-gnu",
+            "-x86_64-linux-gnu",
+            "X86_64-unknown-linux-gnu",
+            "x86_64-unknown-linux-gnu\n",
+            "x86_64-unknown-linux-gnu ",
+            "x86_64-unknown-linux-gnu-extra-part",
+            "x86_64",
+        ] {
+            assert!(!is_triple_shaped(hostile), "{hostile:?}");
+            assert!(!is_known_plugin_target(hostile), "{hostile:?}");
+        }
+        let long = format!("x86_64-unknown-linux-{}", "g".repeat(MAX_TRIPLE_LEN));
+        assert!(!is_triple_shaped(&long));
+        // Well-formed, but no target this module knows, or not a native
+        // shared-library target.
+        for unknown in ["foo-bar-baz", "wasm32-unknown-unknown", "x86_64-unknown-none"] {
+            assert!(is_triple_shaped(unknown), "{unknown}");
+            assert!(!is_known_plugin_target(unknown), "{unknown}");
+        }
     }
 }

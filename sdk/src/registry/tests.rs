@@ -423,7 +423,7 @@ fn publishing_removes_staging_directories_left_by_a_killed_writer() {
             )]),
         },
         files: vec![(
-            dir_path.clone(),
+            target.to_owned(),
             UploadArtifact {
                 file_name: String::from("demo.so"),
                 bytes: b"library".to_vec(),
@@ -674,4 +674,127 @@ fn an_empty_query_lists_everything_by_name_with_the_newest_version() {
     assert_eq!(page.hits[1].version, "1.10.0");
     assert_eq!(page.hits[0].keywords, ["x"]);
     assert_eq!(page.hits[0].description, "A");
+}
+
+#[test]
+fn coordinates_keep_to_their_grammar() {
+    let target = "x86_64-unknown-linux-gnu";
+    for (name, version) in [
+        ("weather", "1.0.0"),
+        ("weather-alerts", "0.1.0-beta.2"),
+        ("a_1", "1.2.3+build.5"),
+    ] {
+        check_coordinates(name, version, target).unwrap();
+    }
+    for name in ["../weather", "Weather", "a/b", "", ".."] {
+        let error = check_coordinates(name, "1.0.0", target).unwrap_err();
+        assert!(matches!(error, RegistryError::InvalidName { .. }), "{error}");
+    }
+    for version in [
+        "../1.0.0",
+        "1.0.0/..",
+        "1.0",
+        "v1.0.0",
+        " 1.0.0",
+        "1.0.0\n",
+        "",
+        &format!("1.0.0-{}", "a".repeat(MAX_VERSION_LEN)),
+    ] {
+        let error = check_coordinates("weather", version, target).unwrap_err();
+        assert!(
+            matches!(error, RegistryError::InvalidVersion { .. }),
+            "{version:?}: {error}"
+        );
+    }
+    for hostile in [
+        "../../../../srv/victim",
+        "../weather/1.0.0/x86_64-unknown-linux-gnu",
+        "x86_64-unknown-linux-gnu/..",
+        "..",
+        "",
+        "x86_64-unknown-linux-gnu\u{1b}[2K",
+        "wasm32-unknown-unknown",
+        "foo-bar-baz",
+    ] {
+        let error = check_coordinates("weather", "1.0.0", hostile).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, RegistryError::InvalidTarget { .. }),
+            "{hostile:?}: {message}"
+        );
+        // The message names the field and the value as it is.
+        assert!(
+            message.contains(&format!("`target` {hostile:?}")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn join_component_refuses_anything_but_one_plain_component() {
+    let dir = Path::new("/registry/.staging-x");
+    assert_eq!(
+        join_component(dir, "target", "x86_64-unknown-linux-gnu").unwrap(),
+        dir.join("x86_64-unknown-linux-gnu")
+    );
+    for component in [
+        "", ".", "..", "../x", "a/b", "a/", "/abs", "./a", "a\\b", "a\0b",
+    ] {
+        let error = join_component(dir, "target", component).unwrap_err();
+        assert!(
+            matches!(error, RegistryError::UnsafePath { .. }),
+            "{component:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn publish_refuses_a_hostile_target_even_past_validation() {
+    // A `ValidatedUpload` can only come from `validate_upload`, which
+    // refuses these; `Tree::publish` checks again and writes nothing.
+    let (_, sk) = keys();
+    let outside = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    let tree = Tree::open(&root, sk, DEFAULT_INDEX_LIFETIME_SECS).unwrap();
+    let victim = outside.path().join("victim");
+    let depth = root.components().count() + 1;
+    let hostile = format!(
+        "{}{}",
+        "../".repeat(depth),
+        victim.strip_prefix("/").unwrap().display()
+    );
+    for target in [hostile.as_str(), "../plugins/other/1.0.0/x86_64-unknown-linux-gnu"] {
+        let release = Release {
+            format: FORMAT,
+            name: "weather".into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            keywords: Vec::new(),
+            abi: 1,
+            publisher: String::new(),
+            published: 0,
+            targets: BTreeMap::new(),
+        };
+        let upload = ValidatedUpload {
+            release,
+            files: vec![(
+                target.to_owned(),
+                UploadArtifact {
+                    file_name: "libweather.so".into(),
+                    bytes: b"bytes".to_vec(),
+                    signature: String::new(),
+                },
+            )],
+        };
+        let error = tree.publish(upload).unwrap_err();
+        assert!(
+            matches!(error, RegistryError::InvalidTarget { .. }),
+            "{target}: {error}"
+        );
+    }
+    assert!(!victim.exists());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(!root.join("plugins").exists());
+    assert_eq!(tree.index().unwrap().serial, 0, "nothing was committed");
 }
