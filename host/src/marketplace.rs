@@ -352,6 +352,21 @@ pub enum MarketplaceError {
         /// What is missing.
         reason: String,
     },
+    /// A name, version or file name from the registry (or the lock) is not
+    /// what its grammar allows, so it cannot become a path in the cache.
+    #[error("refusing to use registry data as a cache path: {0}; the registry serves data no registry writes")]
+    UnsafePath(#[source] RegistryError),
+    /// A version's cache directory holds more than one library: which one
+    /// the lock pins is not known without guessing.
+    #[error(
+        "the cache directory {} holds several plugin libraries ({files}), where installs put one; remove the directory (or run `backworks plugins remove` and install again)"
+    , dir.display())]
+    AmbiguousCache {
+        /// The version's cache directory.
+        dir: PathBuf,
+        /// The libraries in it.
+        files: String,
+    },
     /// The plugin is not in the lock file.
     #[error("`{name}` is not installed (not in {}); install it with `backworks plugins install {name}`", lock.display())]
     NotInstalled {
@@ -417,6 +432,7 @@ impl MarketplaceError {
                 | Self::KeyChanged { .. }
                 | Self::LockMismatch { .. }
                 | Self::PinMismatch { .. }
+                | Self::UnsafePath(_)
         )
     }
 }
@@ -929,23 +945,39 @@ impl PluginMarketplace {
         Ok(resolved)
     }
 
-    /// The library of `pin` in the cache, if its directory holds one.
+    /// The library of `pin` in the cache, if its directory holds one: the
+    /// one file there that is not a signature nor a dot-file. An install
+    /// writes exactly one; a directory holding several (a user's edit) is
+    /// an error naming them, never a choice in directory order.
     pub fn cached(&self, pin: &LockedPlugin) -> Result<Option<PathBuf>, MarketplaceError> {
-        let dir = self.version_dir(&pin.name, &pin.version, &pin.target);
+        let dir = self.version_dir(&pin.name, &pin.version, &pin.target)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read the cache directory", &dir)(e)),
         };
+        let mut libraries = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_error("read the cache directory", &dir))?;
             let file_name = entry.file_name();
             let file_name = file_name.to_string_lossy();
             if !file_name.starts_with('.') && !file_name.ends_with(".minisig") {
-                return Ok(Some(entry.path()));
+                libraries.push(entry.path());
             }
         }
-        Ok(None)
+        libraries.sort();
+        match libraries.len() {
+            0 | 1 => Ok(libraries.pop()),
+            _ => Err(MarketplaceError::AmbiguousCache {
+                files: libraries
+                    .iter()
+                    .filter_map(|path| path.file_name())
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dir,
+            }),
+        }
     }
 
     async fn index_once<'a>(
@@ -1018,12 +1050,22 @@ impl PluginMarketplace {
         }))
     }
 
-    /// `<cache_dir>/<name>/<version>/<target>`.
-    fn version_dir(&self, name: &str, version: &Version, target: &str) -> PathBuf {
-        self.cache_dir
-            .join(name)
-            .join(version.to_string())
-            .join(target)
+    /// `<cache_dir>/<name>/<version>/<target>`: the name must be a plugin
+    /// name and each part one plain path component, so the directory is
+    /// inside the cache whatever the registry or the lock says.
+    fn version_dir(
+        &self,
+        name: &str,
+        version: &Version,
+        target: &str,
+    ) -> Result<PathBuf, MarketplaceError> {
+        let version = version.to_string();
+        registry::check_name(name)
+            .and_then(|()| registry::check_version(name, &version))
+            .and_then(|_| registry::join_component(&self.cache_dir, "plugin name", name))
+            .and_then(|dir| registry::join_component(&dir, "version", &version))
+            .and_then(|dir| registry::join_component(&dir, "target", target))
+            .map_err(MarketplaceError::UnsafePath)
     }
 
     /// Where a tree path is, for messages: a URL or a path.
@@ -1177,8 +1219,9 @@ impl PluginMarketplace {
                 locked_sha256: sha256.to_owned(),
             });
         }
-        let final_dir = self.version_dir(name, version, TARGET);
-        let final_file = final_dir.join(&file_name);
+        let final_dir = self.version_dir(name, version, TARGET)?;
+        let final_file = registry::join_component(&final_dir, "file name", &file_name)
+            .map_err(MarketplaceError::UnsafePath)?;
         let plugin = |key_id: KeyId| LockedPlugin {
             name: name.to_owned(),
             version: version.clone(),
@@ -1211,7 +1254,8 @@ impl PluginMarketplace {
             .prefix(STAGING_PREFIX)
             .tempdir_in(&self.cache_dir)
             .map_err(io_error("create a staging directory in", &self.cache_dir))?;
-        let staged = staging.path().join(&file_name);
+        let staged = registry::join_component(staging.path(), "file name", &file_name)
+            .map_err(MarketplaceError::UnsafePath)?;
         let url = self.location(&artifact.path);
         // The signature first: one by a key that is not trusted is refused
         // before the download.
@@ -1636,9 +1680,7 @@ fn artifact_file_name(release: &Release, artifact: &Artifact) -> Result<String, 
     let file = artifact
         .path
         .strip_prefix(&dir)
-        .filter(|file| {
-            !file.is_empty() && !file.starts_with('.') && !file.contains(['/', '\\', '\0'])
-        })
+        .filter(|file| registry::check_file_name(file).is_ok())
         .ok_or_else(|| {
             format!(
                 "its artifact path {:?} is not a file in {dir}",

@@ -672,6 +672,8 @@ impl From<RegistryError> for Refusal {
             | RegistryError::Signature { .. }
             | RegistryError::Inconsistent { .. }
             | RegistryError::InvalidName { .. }
+            | RegistryError::InvalidTarget { .. }
+            | RegistryError::UnsafePath { .. }
             | RegistryError::InvalidListing { .. }
             | RegistryError::InvalidVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -488,6 +488,119 @@ fn refusals_before_anything_is_sent_or_written() {
     assert!(!registry_dir.exists(), "nothing is written");
 }
 
+/// `library`'s bytes with its metadata record's 64-byte `field` slot
+/// (`version` or `target`) set to `value`: what a publisher who edits the
+/// record before signing has. Every record in the file is changed.
+fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
+    use backworks_plugin_sdk::abi::METADATA_MAGIC;
+    let offset = match field {
+        "version" => 128,
+        "target" => 192,
+        _ => panic!("no slot {field}"),
+    };
+    assert!(value.len() < 64 && !value.contains('\0'), "{value:?}");
+    let mut bytes = library.to_vec();
+    let mut changed = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(METADATA_MAGIC.len())
+        .position(|w| w == METADATA_MAGIC)
+    {
+        let record = at + found;
+        let slot = &mut bytes[record + offset..record + offset + 64];
+        slot.fill(0);
+        slot[..value.len()].copy_from_slice(value.as_bytes());
+        changed += 1;
+        at = record + METADATA_MAGIC.len();
+    }
+    assert!(changed > 0, "no metadata record in the library");
+    bytes
+}
+
+#[test]
+fn a_record_whose_target_is_a_path_is_refused_by_a_directory_registry() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let registry_dir = tmp.path().join("registry");
+    let publish_from = |package: &Path, dist: &Path| {
+        publish(
+            package,
+            &[
+                "--registry",
+                path(&registry_dir),
+                "--registry-key",
+                path(&f.registry_key),
+                "--public-key",
+                path(&f.publisher_pub()),
+                "--dist-dir",
+                path(dist),
+                "--quiet",
+            ],
+            None,
+        )
+    };
+    // The honest 0.1.0 first: the tree then holds another version's files.
+    let output = publish_from(&f.plugin, &f.dist);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let published = registry_dir.join(format!("plugins/pubdemo/0.1.0/{TARGET}"));
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let published_files = listing(&published);
+    let index = fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap();
+
+    // Version 0.2.0 of the package, whose record names a path or an
+    // unknown triple as its target, signed with the publisher's real key
+    // (`cargo backworks sign`). The dist directory `evil` is no triple, so
+    // the file name says nothing against the record.
+    let package = tmp.path().join("pubdemo-0.2.0");
+    fs::create_dir_all(package.join("src")).unwrap();
+    let toml = fs::read_to_string(f.plugin.join("Cargo.toml")).unwrap();
+    let bumped = toml.replacen("\nversion = \"0.1.0\"\n", "\nversion = \"0.2.0\"\n", 1);
+    assert_ne!(bumped, toml);
+    fs::write(package.join("Cargo.toml"), bumped).unwrap();
+    fs::copy(f.plugin.join("src/lib.rs"), package.join("src/lib.rs")).unwrap();
+    let original = fs::read(&f.library).unwrap();
+    let other = format!("../plugins/pubdemo/0.1.0/{TARGET}");
+    for (hostile, reason) in [
+        // From the staging directory `registry/.staging-*`: `tmp/victim`.
+        ("../../victim", "is not a target triple"),
+        // Into the other version's directory.
+        (other.as_str(), "is not a target triple"),
+        (
+            "x86_64-unknown-none",
+            "which is not a target triple backworks knows",
+        ),
+    ] {
+        let dist = tmp.path().join("dist");
+        let _ = fs::remove_dir_all(&dist);
+        fs::create_dir_all(dist.join("evil")).unwrap();
+        let library = dist.join("evil/pubdemo-0.2.0-evil.so");
+        let edited = with_record(&with_record(&original, "version", "0.2.0"), "target", hostile);
+        fs::write(&library, edited).unwrap();
+        let signed = cargo_backworks(
+            &f.plugin,
+            &["sign", path(&library), "--key", "backworks.key"],
+        );
+        assert!(signed.status.success(), "{}", stderr(&signed));
+        let output = publish_from(&package, &dist);
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{hostile}: {message}");
+        assert!(message.contains(reason), "{hostile}: {message}");
+        assert!(message.contains("target"), "{message}");
+        assert!(message.contains(&format!("{hostile:?}")), "{message}");
+    }
+    assert!(!tmp.path().join("victim").exists(), "nothing outside the tree");
+    assert_eq!(listing(&published), published_files);
+    assert_eq!(listing(&registry_dir.join("plugins/pubdemo")), ["0.1.0"]);
+    assert_eq!(fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap(), index);
+}
+
 #[test]
 fn publishes_to_an_http_registry_in_one_multipart_request() {
     let f = fixture();

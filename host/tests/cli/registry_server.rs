@@ -846,3 +846,111 @@ fn marketplace_help() {
         insta::assert_snapshot!(name, String::from_utf8_lossy(&output.stdout));
     }
 }
+
+/// `library` with its metadata record's 64-byte `field` slot (`version`
+/// or `target`) set to `value`: what a publisher who edits the record
+/// before signing uploads. Every record in the file is changed (the
+/// section and the symbol name the same one).
+fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
+    use backworks_plugin_sdk::abi::METADATA_MAGIC;
+    let offset = match field {
+        "version" => 128,
+        "target" => 192,
+        _ => panic!("no slot {field}"),
+    };
+    assert!(value.len() < 64 && !value.contains('\0'), "{value:?}");
+    let mut bytes = library.to_vec();
+    let mut changed = 0;
+    let mut at = 0;
+    while let Some(found) = bytes[at..]
+        .windows(METADATA_MAGIC.len())
+        .position(|w| w == METADATA_MAGIC)
+    {
+        let record = at + found;
+        let slot = &mut bytes[record + offset..record + offset + 64];
+        slot.fill(0);
+        slot[..value.len()].copy_from_slice(value.as_bytes());
+        changed += 1;
+        at = record + METADATA_MAGIC.len();
+    }
+    assert!(changed > 0, "no metadata record in the library");
+    let claims = signature::Claims::of(&bytes).unwrap();
+    let read = if field == "version" {
+        claims.version
+    } else {
+        claims.target
+    };
+    assert_eq!(read, value, "the record reads back as edited");
+    bytes
+}
+
+#[test]
+fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &[]);
+    let target = backworks_plugin_sdk::TARGET;
+    // Another plugin's version, published honestly under a plain name.
+    let (_, bytes, minisig) = weather(&registry.publisher);
+    let (status, body) = publish(
+        &server,
+        Some(TOKEN),
+        form("libweather.so", bytes.clone(), &minisig),
+    );
+    assert_eq!(status, 201, "{body}");
+    let published = registry
+        .tree()
+        .join(format!("plugins/weather/1.0.0/{target}/libweather.so"));
+    assert_eq!(std::fs::read(&published).unwrap(), bytes);
+    let index = registry.index_on_disk();
+    let listing = tree_listing(&registry.tree());
+    let outside: Vec<_> = std::fs::read_dir(registry.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    // Records validly signed by the registered publisher whose target is a
+    // path: out of the tree (from the staging directory `tree/.staging-*`,
+    // `../../victim` is a sibling of the tree), into the other plugin's
+    // artifact, and a well-formed triple no target has.
+    let other = format!("../plugins/weather/1.0.0/{target}");
+    for (version, hostile, reason) in [
+        ("2.0.0", "../../victim", "is not a target triple"),
+        ("3.0.0", other.as_str(), "is not a target triple"),
+        (
+            "4.0.0",
+            "x86_64-unknown-none",
+            "which is not a target triple backworks knows",
+        ),
+    ] {
+        let edited = with_record(&with_record(&bytes, "version", version), "target", hostile);
+        let signed = signature::sign(&edited, &registry.publisher.sk, Some(&registry.publisher.pk))
+            .unwrap();
+        assert_eq!(signed.claims.target, hostile);
+        let (status, body) = publish(
+            &server,
+            Some(TOKEN),
+            form("libweather.so", edited, &signed.minisig),
+        );
+        assert_refused((status, body.clone()), 422, reason);
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("target"), "{message}");
+        assert!(message.contains(&format!("{hostile:?}")), "{message}");
+    }
+
+    // Nothing outside the tree, the other plugin's artifact untouched,
+    // nothing new in the tree, the index as it was.
+    assert!(!registry.dir.path().join("victim").exists());
+    let after: Vec<_> = std::fs::read_dir(registry.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(after, outside);
+    assert_eq!(std::fs::read(&published).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read_dir(published.parent().unwrap()).unwrap().count(),
+        2,
+        "the library and its signature only"
+    );
+    assert_eq!(tree_listing(&registry.tree()), listing);
+    assert_eq!(registry.index_on_disk(), index);
+}
