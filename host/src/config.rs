@@ -48,7 +48,14 @@ const SERVER_FIELDS: &[&str] = &["listen", "hook_timeout", "shutdown_timeout"];
 const KEY_FIELDS: &[&str] = &["file", "key"];
 const PLUGIN_FIELDS: &[&str] = &["type", "path", "version", "config"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
-const MARKETPLACE_FIELDS: &[&str] = &["registry", "key", "cache_dir", "max_download"];
+const MARKETPLACE_FIELDS: &[&str] = &[
+    "registry",
+    "key",
+    "cache_dir",
+    "max_download",
+    "transfer_timeout",
+    "min_transfer_rate",
+];
 const UPDATES_FIELDS: &[&str] = &["check_interval", "allow", "plugins"];
 const ALLOW_VALUES: &[&str] = &["patch", "minor", "major"];
 
@@ -57,6 +64,15 @@ const ALLOW_VALUES: &[&str] = &["patch", "minor", "major"];
 pub const DEFAULT_CACHE_DIR: &str = ".backworks/plugins";
 /// `marketplace.max_download` when it is not given: 256 MiB.
 pub const DEFAULT_MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
+/// `marketplace.transfer_timeout` when it is not given: 10 minutes, the
+/// whole of one file's transfer (256 MiB at 3.5 Mbit/s).
+pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// `marketplace.min_transfer_rate` when it is not given: 1 KiB per second,
+/// measured over every [`RATE_WINDOW`].
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1024;
+/// The time over which `marketplace.min_transfer_rate` is measured: a
+/// transfer slower than the rate over any such stretch is given up.
+pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// The host's configuration, read from `backworks.yaml`.
 #[derive(Debug, Clone)]
@@ -141,6 +157,14 @@ pub struct MarketplaceConfig {
     /// `max_download`: the largest artifact the client downloads, in bytes
     /// (default [`DEFAULT_MAX_DOWNLOAD`]).
     pub max_download: u64,
+    /// `transfer_timeout`: how long the transfer of one file from the
+    /// registry may take in all, request to last byte (default
+    /// [`DEFAULT_TRANSFER_TIMEOUT`]).
+    pub transfer_timeout: Duration,
+    /// `min_transfer_rate`: the fewest bytes per second a transfer must
+    /// average over every [`RATE_WINDOW`] (default
+    /// [`DEFAULT_MIN_TRANSFER_RATE`]).
+    pub min_transfer_rate: u64,
 }
 
 impl fmt::Debug for MarketplaceConfig {
@@ -154,6 +178,8 @@ impl fmt::Debug for MarketplaceConfig {
             .field("key_origin", &self.key_origin)
             .field("cache_dir", &self.cache_dir)
             .field("max_download", &self.max_download)
+            .field("transfer_timeout", &self.transfer_timeout)
+            .field("min_transfer_rate", &self.min_transfer_rate)
             .finish()
     }
 }
@@ -755,12 +781,23 @@ impl Reader<'_> {
             Some(value) => self.size(value, &at.key("max_download"))?,
             None => DEFAULT_MAX_DOWNLOAD,
         };
+        let transfer_timeout = match map.get("transfer_timeout") {
+            Some(value) => self.duration(value, &at.key("transfer_timeout"))?,
+            None => DEFAULT_TRANSFER_TIMEOUT,
+        };
+        // A size per second: `min_transfer_rate: 1KiB`.
+        let min_transfer_rate = match map.get("min_transfer_rate") {
+            Some(value) => self.size(value, &at.key("min_transfer_rate"))?,
+            None => DEFAULT_MIN_TRANSFER_RATE,
+        };
         Ok(Some(MarketplaceConfig {
             registry,
             key,
             key_origin,
             cache_dir,
             max_download,
+            transfer_timeout,
+            min_transfer_rate,
         }))
     }
 
@@ -2057,6 +2094,8 @@ mod tests {
             fixture.dir.path().join(".backworks/plugins")
         );
         assert_eq!(marketplace.max_download, DEFAULT_MAX_DOWNLOAD);
+        assert_eq!(marketplace.transfer_timeout, DEFAULT_TRANSFER_TIMEOUT);
+        assert_eq!(marketplace.min_transfer_rate, DEFAULT_MIN_TRANSFER_RATE);
         assert_eq!(config.updates.check_interval, None);
         assert_eq!(config.updates.allow, Allow::Minor);
         assert_eq!(
@@ -2486,6 +2525,8 @@ mod tests {
         marketplace_max_download_bad_unit: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 256mb\n";
         marketplace_max_download_zero: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 0MiB\n";
         marketplace_max_download_overflow: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  max_download: 99999999999GiB\n";
+        marketplace_transfer_timeout_number: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  transfer_timeout: 600\n";
+        marketplace_min_transfer_rate_zero: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  min_transfer_rate: 0B\n";
         marketplace_cache_dir_empty: "marketplace:\n  registry: ./registry\n  key: keys/release.pub\n  cache_dir: \"\"\n";
         updates_not_a_mapping: "updates: minor\n";
         updates_unknown_field: "updates:\n  check_interval: 30s\n  allowed: minor\n";
@@ -2511,6 +2552,8 @@ mod tests {
             "  key: keys/release.pub\n",
             "  cache_dir: ${DIR}/cache\n",
             "  max_download: 10MB\n",
+            "  transfer_timeout: 2m\n",
+            "  min_transfer_rate: 10KiB\n",
             "updates:\n",
             "  check_interval: 30s\n",
             "  allow: patch\n",
@@ -2540,6 +2583,8 @@ mod tests {
             fixture.dir.path().join("plugins/cache")
         );
         assert_eq!(marketplace.max_download, 10_000_000);
+        assert_eq!(marketplace.transfer_timeout, Duration::from_secs(120));
+        assert_eq!(marketplace.min_transfer_rate, 10 * 1024);
         assert_eq!(config.updates.check_interval, Some(Duration::from_secs(30)));
         assert_eq!(config.updates.allow, Allow::Patch);
         assert_eq!(

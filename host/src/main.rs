@@ -347,8 +347,7 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
         let lock = client.lock_path();
         let text = match command {
             Market::Search { query, json: true } => {
-                let page = client.search(&query).await?;
-                serde_json::to_string_pretty(&page).unwrap_or_default() + "\n"
+                report::json(&client.search(&query).await?)
             }
             Market::Search { query, json: false } => {
                 report::search(&query, &client.search(&query).await?)
@@ -368,7 +367,8 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&error, error.exit_code()),
+        // Refusals quote what the registry sent.
+        Err(error) => fail(&report::escape(&error.to_string()), error.exit_code()),
     }
 }
 

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backworks_plugin_sdk::TARGET;
 use backworks_plugin_sdk::inspect;
@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
 use crate::config::{
-    Config, ConfigError, PluginConfig, PluginKind, RegistryLocation, UpdatesConfig,
+    Config, ConfigError, PluginConfig, PluginKind, RATE_WINDOW, RegistryLocation, UpdatesConfig,
 };
 use crate::lockfile::{self, LockError, LockFile, LockedPlugin};
 
@@ -105,6 +105,34 @@ pub enum MarketplaceError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// A transfer from the registry took longer than
+    /// `marketplace.transfer_timeout`.
+    #[error(
+        "cannot fetch {url}: the transfer took longer than `marketplace.transfer_timeout` ({}); the registry stalls or the network is too slow; raise `marketplace.transfer_timeout` if the registry is sound but slow",
+        humane(*limit)
+    )]
+    TransferTimeout {
+        /// The URL or path.
+        url: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A transfer from the registry was slower than
+    /// `marketplace.min_transfer_rate` over a whole measuring window.
+    #[error(
+        "cannot fetch {url}: {received} bytes came in {}, less than `marketplace.min_transfer_rate` ({rate} bytes per second); the registry stalls or the network is too slow; lower `marketplace.min_transfer_rate` if the registry is sound but slow",
+        humane(*window)
+    )]
+    TransferTooSlow {
+        /// The URL or path.
+        url: String,
+        /// The bytes received in the window.
+        received: u64,
+        /// The window.
+        window: Duration,
+        /// The minimum rate, bytes per second.
+        rate: u64,
     },
     /// The registry answered with an HTTP error.
     #[error("{url} answered HTTP {status}; check the registry URL in `marketplace.registry`")]
@@ -581,6 +609,7 @@ pub struct PluginMarketplace {
     trusted_keys: Vec<PublicKey>,
     cache_dir: PathBuf,
     max_download: u64,
+    limits: TransferLimits,
     lock_path: PathBuf,
     updates: UpdatesConfig,
     /// The `type: marketplace` entries of `backworks.yaml`: name and
@@ -619,6 +648,11 @@ impl PluginMarketplace {
             trusted_keys: config.trusted_keys.iter().map(|k| k.key.clone()).collect(),
             cache_dir: marketplace.cache_dir.clone(),
             max_download: marketplace.max_download,
+            limits: TransferLimits {
+                timeout: marketplace.transfer_timeout,
+                min_rate: marketplace.min_transfer_rate,
+                window: RATE_WINDOW,
+            },
             lock_path: lockfile::path_for(&config.path),
             updates: config.updates.clone(),
             requirements: config
@@ -673,13 +707,18 @@ impl PluginMarketplace {
             url.query_pairs_mut()
                 .append_pair("q", query)
                 .append_pair("per_page", &SEARCH_PAGE.to_string());
-            let response = client
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| fetch_error(url.as_str(), &e))?;
+            let mut pace = self.limits.start(url.as_str());
+            let response = pace
+                .wait(async {
+                    client
+                        .get(url.clone())
+                        .send()
+                        .await
+                        .map_err(|e| fetch_error(url.as_str(), &e))
+                })
+                .await?;
             if response.status() != reqwest::StatusCode::NOT_FOUND {
-                let bytes = read_response(response, url.as_str(), SEARCH_LIMIT).await?;
+                let bytes = read_response(response, url.as_str(), SEARCH_LIMIT, &mut pace).await?;
                 return serde_json::from_slice(&bytes).map_err(|e| MarketplaceError::Fetch {
                     url: url.to_string(),
                     reason: format!("the answer is not a search result: {e}"),
@@ -1417,7 +1456,8 @@ impl PluginMarketplace {
             return Err(too_large(artifact.size));
         }
         let bar = self.progress_bar(name, version, artifact.size);
-        let mut body = self.open(&artifact.path, url).await?;
+        let mut pace = self.limits.start(url);
+        let mut body = self.open(&artifact.path, url, &mut pace).await?;
         if let Body::Http(response) = &body
             && let Some(length) = response.content_length()
             && length > artifact.size
@@ -1426,7 +1466,7 @@ impl PluginMarketplace {
         }
         let file = StagedFile::create(to)?;
         let mut received = 0u64;
-        while let Some(chunk) = body.next_chunk(url).await? {
+        while let Some(chunk) = body.next_chunk(url, &mut pace).await? {
             received += (*chunk).as_ref().len() as u64;
             if received > artifact.size {
                 return Err(wrong_size(received, true));
@@ -1476,19 +1516,29 @@ impl PluginMarketplace {
         bar
     }
 
-    /// Opens a file of the registry for streaming.
-    async fn open(&self, tree_path: &str, url: &str) -> Result<Body, MarketplaceError> {
+    /// Opens a file of the registry for streaming, within the limits of
+    /// `pace` (the answer's headers count as part of the transfer).
+    async fn open(
+        &self,
+        tree_path: &str,
+        url: &str,
+        pace: &mut Pace,
+    ) -> Result<Body, MarketplaceError> {
         match (&self.registry, &self.client) {
             (RegistryLocation::Http(base), Some(client)) => {
                 let full = base.join(tree_path).map_err(|e| MarketplaceError::Fetch {
                     url: url.to_owned(),
                     reason: e.to_string(),
                 })?;
-                let response = client
-                    .get(full)
-                    .send()
-                    .await
-                    .map_err(|e| fetch_error(url, &e))?;
+                let response = pace
+                    .wait(async {
+                        client
+                            .get(full)
+                            .send()
+                            .await
+                            .map_err(|e| fetch_error(url, &e))
+                    })
+                    .await?;
                 if !response.status().is_success() {
                     return Err(MarketplaceError::Status {
                         url: url.to_owned(),
@@ -1518,9 +1568,10 @@ impl PluginMarketplace {
     /// bytes.
     async fn fetch_small(&self, tree_path: &str, limit: u64) -> Result<Vec<u8>, MarketplaceError> {
         let url = self.location(tree_path);
-        let mut body = self.open(tree_path, &url).await?;
+        let mut pace = self.limits.start(&url);
+        let mut body = self.open(tree_path, &url, &mut pace).await?;
         let mut bytes = Vec::new();
-        while let Some(chunk) = body.next_chunk(&url).await? {
+        while let Some(chunk) = body.next_chunk(&url, &mut pace).await? {
             let chunk = (*chunk).as_ref();
             if (bytes.len() + chunk.len()) as u64 > limit {
                 return Err(MarketplaceError::Fetch {
@@ -1598,8 +1649,20 @@ enum Body {
 }
 
 impl Body {
-    /// The next chunk, as received (never copied).
-    async fn next_chunk(&mut self, url: &str) -> Result<Option<Chunk>, MarketplaceError> {
+    /// The next chunk, as received (never copied), within the limits of
+    /// `pace`.
+    async fn next_chunk(
+        &mut self,
+        url: &str,
+        pace: &mut Pace,
+    ) -> Result<Option<Chunk>, MarketplaceError> {
+        let chunk = pace.wait(self.read_chunk(url)).await?;
+        let size = chunk.as_ref().map_or(0, |chunk| (**chunk).as_ref().len());
+        pace.observe(Instant::now(), size as u64)?;
+        Ok(chunk)
+    }
+
+    async fn read_chunk(&mut self, url: &str) -> Result<Option<Chunk>, MarketplaceError> {
         match self {
             Self::Http(response) => response
                 .chunk()
@@ -1623,6 +1686,112 @@ impl Body {
                 }
             }
         }
+    }
+}
+
+/// The limits of every transfer from a registry: `marketplace.
+/// transfer_timeout` and `min_transfer_rate` (measured over `window`).
+#[derive(Debug, Clone, Copy)]
+struct TransferLimits {
+    timeout: Duration,
+    min_rate: u64,
+    window: Duration,
+}
+
+impl TransferLimits {
+    /// The pace of a transfer of `url` starting now.
+    fn start(&self, url: &str) -> Pace {
+        Pace::new(url, *self, Instant::now())
+    }
+}
+
+/// One transfer's progress against its [`TransferLimits`]: an overall
+/// deadline, and at least `min_rate` bytes per second over each window.
+/// Checked when bytes arrive and, while none do, when the deadline or the
+/// window's end comes ([`Pace::wait`]): a registry that drips a byte now
+/// and then, keeping every read under the per-read timeout, is given up.
+#[derive(Debug)]
+struct Pace {
+    url: String,
+    limits: TransferLimits,
+    deadline: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(url: &str, limits: TransferLimits, now: Instant) -> Self {
+        Self {
+            url: url.to_owned(),
+            limits,
+            deadline: now + limits.timeout,
+            window_start: now,
+            window_bytes: 0,
+        }
+    }
+
+    /// When the limits are next checked if nothing arrives.
+    fn next_check(&self) -> Instant {
+        self.deadline.min(self.window_start + self.limits.window)
+    }
+
+    /// Counts `bytes` received at `now` and checks the limits: an error
+    /// once the deadline has passed, or when a whole window went by with
+    /// fewer bytes than the minimum rate asks for; each window's count
+    /// starts afresh.
+    fn observe(&mut self, now: Instant, bytes: u64) -> Result<(), MarketplaceError> {
+        self.window_bytes = self.window_bytes.saturating_add(bytes);
+        if now >= self.deadline {
+            return Err(MarketplaceError::TransferTimeout {
+                url: self.url.clone(),
+                limit: self.limits.timeout,
+            });
+        }
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= self.limits.window {
+            let needed = u128::from(self.limits.min_rate) * elapsed.as_millis() / 1000;
+            if u128::from(self.window_bytes) < needed {
+                return Err(MarketplaceError::TransferTooSlow {
+                    url: self.url.clone(),
+                    received: self.window_bytes,
+                    window: elapsed,
+                    rate: self.limits.min_rate,
+                });
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Runs `future` (a request or one read) to its end, checking the
+    /// limits whenever the deadline or a window's end comes first. The
+    /// future is kept and polled on after each check, never cancelled
+    /// half-way, unless a limit is hit.
+    async fn wait<T>(
+        &mut self,
+        future: impl Future<Output = Result<T, MarketplaceError>>,
+    ) -> Result<T, MarketplaceError> {
+        let mut future = std::pin::pin!(future);
+        loop {
+            let check = tokio::time::Instant::from_std(self.next_check());
+            match tokio::time::timeout_at(check, future.as_mut()).await {
+                Ok(outcome) => return outcome,
+                Err(_) => self.observe(Instant::now(), 0)?,
+            }
+        }
+    }
+}
+
+/// A duration as a person writes it: `2s`, `1m 30s`, `750ms`.
+fn humane(duration: Duration) -> String {
+    let (secs, millis) = (duration.as_secs(), duration.subsec_millis());
+    match (secs, millis) {
+        (0, millis) => format!("{millis}ms"),
+        (secs, 0) if secs >= 60 && secs % 60 == 0 => format!("{}m", secs / 60),
+        (secs, 0) if secs >= 60 => format!("{}m {}s", secs / 60, secs % 60),
+        (secs, 0) => format!("{secs}s"),
+        (secs, millis) => format!("{secs}.{millis:03}s"),
     }
 }
 
@@ -1741,6 +1910,7 @@ async fn read_response(
     response: reqwest::Response,
     url: &str,
     limit: u64,
+    pace: &mut Pace,
 ) -> Result<Vec<u8>, MarketplaceError> {
     if !response.status().is_success() {
         return Err(MarketplaceError::Status {
@@ -1750,7 +1920,7 @@ async fn read_response(
     }
     let mut body = Body::Http(response);
     let mut bytes = Vec::new();
-    while let Some(chunk) = body.next_chunk(url).await? {
+    while let Some(chunk) = body.next_chunk(url, pace).await? {
         let chunk = (*chunk).as_ref();
         if (bytes.len() + chunk.len()) as u64 > limit {
             return Err(MarketplaceError::Fetch {
@@ -1883,6 +2053,53 @@ mod tests {
         send(&client.download_update("weather"));
         send(&client.remove("weather"));
         send(&client.prepare(&[], ServeMode::default()));
+    }
+
+    #[test]
+    fn a_transfer_is_given_up_at_its_deadline_or_below_the_minimum_rate() {
+        let limits = TransferLimits {
+            timeout: Duration::from_secs(100),
+            min_rate: 10,
+            window: Duration::from_secs(30),
+        };
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        // 10 bytes per second on average, in bursts: fine until the
+        // deadline, then given up whatever the rate.
+        let mut pace = Pace::new("http://registry/x", limits, start);
+        assert_eq!(pace.next_check(), at(30));
+        for secs in [10, 20, 30] {
+            pace.observe(at(secs), 100).unwrap();
+        }
+        assert_eq!(pace.next_check(), at(60), "a new window");
+        for secs in [40, 50, 60, 70, 80, 90] {
+            pace.observe(at(secs), 100).unwrap();
+        }
+        let error = pace.observe(at(100), 100).unwrap_err().to_string();
+        assert!(
+            error.contains("http://registry/x")
+                && error.contains("`marketplace.transfer_timeout` (1m 40s)"),
+            "{error}"
+        );
+        // A drip: a byte every 5 s is 6 bytes in 30 s, below 300.
+        let mut pace = Pace::new("http://registry/y", limits, start);
+        for secs in [5, 10, 15, 20, 25] {
+            pace.observe(at(secs), 1).unwrap();
+        }
+        let error = pace.observe(at(30), 1).unwrap_err().to_string();
+        assert!(
+            error.contains("http://registry/y")
+                && error.contains("6 bytes came in 30s")
+                && error.contains("`marketplace.min_transfer_rate` (10 bytes per second)"),
+            "{error}"
+        );
+        // Nothing at all: the check at the window's end gives up.
+        let mut pace = Pace::new("http://registry/z", limits, start);
+        assert!(pace.observe(at(29), 0).is_ok());
+        assert!(pace.observe(at(30), 0).is_err());
+        assert_eq!(humane(Duration::from_millis(750)), "750ms");
+        assert_eq!(humane(Duration::from_secs(2)), "2s");
+        assert_eq!(humane(Duration::from_secs(600)), "10m");
     }
 
     #[test]

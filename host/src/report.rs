@@ -2,7 +2,19 @@
 //! pure function per result (no I/O), so the formats are tested here and
 //! `main.rs` only dispatches. JSON output is the results' own
 //! serialisation, not built here.
+//!
+//! Text that comes from a registry (names, versions, descriptions, key ids,
+//! paths built from them; the search answer is not even signed) or from a
+//! plugin's metadata record goes through [`escape`] first: a registry must
+//! not be able to move the cursor, erase a line or reorder characters on
+//! the user's terminal, e.g. to forge a line "verified by key ...". JSON
+//! output keeps the data exact and needs little more: `serde_json` already
+//! writes every control character below U+0020 (ESC, CR, LF, ...) as a
+//! `\uXXXX` escape; [`json`] writes the rest that [`escape`] escapes (DEL,
+//! C1 controls, bidirectional controls) as `\uXXXX` escapes too, so the
+//! JSON decodes to the same strings and nothing reaches a terminal raw.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -13,15 +25,148 @@ use crate::discovery::Discovered;
 use crate::lockfile::LockedPlugin;
 use crate::marketplace::{Installed, UpdateOutcome};
 
+/// Whether `c` must not reach a terminal as it is: a control character
+/// (C0 such as ESC, CR, LF, BEL; DEL; C1 such as CSI U+009B), a Unicode
+/// bidirectional control (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066
+/// to U+2069), or a line or paragraph separator (U+2028, U+2029).
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` safe to print on a terminal: every character [`must_escape`]
+/// says is written as an escape (`\n`, `\r`, `\t`, else `\u{1b}`), so a
+/// registry's text stays on its line and shows what it holds. Other text
+/// is returned as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(must_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if must_escape(c) => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// `value` as pretty-printed JSON (two-space indent, like
+/// `serde_json::to_string_pretty`) and a line break, with every character
+/// [`must_escape`] names written as a `\uXXXX` escape: the same JSON
+/// value, safe on a terminal.
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    let mut bytes = Vec::new();
+    let mut serializer =
+        serde_json::Serializer::with_formatter(&mut bytes, TerminalSafe(Default::default()));
+    if value.serialize(&mut serializer).is_err() {
+        return String::from("null\n");
+    }
+    // The formatter writes only what serde_json gives it and ASCII escapes.
+    let mut text = String::from_utf8(bytes).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// serde_json's pretty formatter, escaping what [`must_escape`] names in
+/// strings (serde_json escapes C0 controls itself, before this sees them).
+struct TerminalSafe(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| must_escape(c)) {
+            writer.write_all(rest[..at].as_bytes())?;
+            // Every such character is in the Basic Multilingual Plane.
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
 /// `plugins search`: one line per hit (name, version, description), and how
-/// many more matched than the page holds.
+/// many more matched than the page holds. Everything the registry sent is
+/// [`escape`]d.
 pub fn search(query: &str, page: &SearchPage) -> String {
     if page.hits.is_empty() {
-        return format!("no plugin matches `{query}`\n");
+        return format!("no plugin matches `{}`\n", escape(query));
     }
     let mut text = String::new();
     for hit in &page.hits {
-        let _ = writeln!(text, "{} {}  {}", hit.name, hit.version, hit.description);
+        let _ = writeln!(
+            text,
+            "{} {}  {}",
+            escape(&hit.name),
+            escape(&hit.version),
+            escape(&hit.description)
+        );
     }
     if page.total > page.hits.len() {
         let _ = writeln!(text, "... and {} more", page.total - page.hits.len());
@@ -33,9 +178,9 @@ pub fn search(query: &str, page: &SearchPage) -> String {
 pub fn installed(installed: &Installed, lock: &Path) -> String {
     format!(
         "installed {}\n  into {}\n  pinned in {}\n",
-        installed.plugin,
-        installed.path.display(),
-        lock.display()
+        escape(&installed.plugin.to_string()),
+        escape(&installed.path.display().to_string()),
+        escape(&lock.display().to_string())
     )
 }
 
@@ -54,15 +199,15 @@ pub fn updated(outcomes: &[UpdateOutcome], lock: &Path, updates: &UpdatesConfig)
             Some(installed) => writeln!(
                 text,
                 "updated {} {} -> {}\n  into {}",
-                outcome.name,
+                escape(&outcome.name),
                 outcome.from,
                 installed.plugin.version,
-                installed.path.display()
+                escape(&installed.path.display().to_string())
             ),
             None => writeln!(
                 text,
                 "{} {} is up to date (updates allowed: {})",
-                outcome.name,
+                escape(&outcome.name),
                 outcome.from,
                 updates
                     .requirement(&outcome.name)
@@ -75,7 +220,10 @@ pub fn updated(outcomes: &[UpdateOutcome], lock: &Path, updates: &UpdatesConfig)
 
 /// `plugins remove`: one line per lock entry removed.
 pub fn removed(removed: &[LockedPlugin]) -> String {
-    removed.iter().map(|r| format!("removed {r}\n")).collect()
+    removed
+        .iter()
+        .map(|r| format!("removed {}\n", escape(&r.to_string())))
+        .collect()
 }
 
 /// `plugins list`: per file, its path, the plugin it holds and whether it
@@ -94,7 +242,13 @@ pub fn plugin_list(found: &[Discovered], plugin_dirs: &[PathBuf]) -> String {
             Ok(status) => status.clone(),
             Err(reason) => format!("refused: {reason}"),
         };
-        let _ = writeln!(text, "{}\n  {identity}\n  {status}", plugin.path.display());
+        let _ = writeln!(
+            text,
+            "{}\n  {}\n  {}",
+            escape(&plugin.path.display().to_string()),
+            escape(&identity),
+            escape(&status)
+        );
     }
     text
 }
@@ -156,6 +310,51 @@ mod tests {
         );
         page.total = 2;
         assert!(!search("we", &page).contains("more"));
+    }
+
+    #[test]
+    fn registry_text_cannot_drive_the_terminal() {
+        let mut forged = hit("weather");
+        forged.description =
+            String::from("ok\u{1b}[2K\rverified by key CAB78193ADCAB890\nsecond line");
+        forged.version = String::from("1.0.0\u{9b}31m");
+        forged.name = String::from("we\u{202e}rehtaew");
+        let page = SearchPage {
+            query: String::from("we"),
+            total: 1,
+            page: 1,
+            per_page: 20,
+            hits: vec![forged],
+        };
+        let text = search("we\u{7}", &page);
+        assert_eq!(
+            text,
+            "we\\u{202e}rehtaew 1.0.0\\u{9b}31m  ok\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line\n"
+        );
+        assert_eq!(text.lines().count(), 1);
+        assert!(!text.trim_end_matches('\n').chars().any(must_escape), "{text:?}");
+        let none = SearchPage {
+            hits: Vec::new(),
+            ..page
+        };
+        assert_eq!(search("we\u{7}", &none), "no plugin matches `we\\u{7}`\n");
+        for c in ['\u{1b}', '\r', '\u{7f}', '\u{85}', '\u{61c}', '\u{200f}', '\u{2066}', '\u{2029}'] {
+            assert!(must_escape(c), "{c:?}");
+        }
+        // JSON: the same strings once decoded, nothing raw on the terminal.
+        let mut hit = hit("weather");
+        hit.description = String::from("a\u{1b}[2K\r\nb\u{9b}c\u{7f}d\u{202e}e");
+        let printed = json(&hit);
+        assert!(printed.is_ascii(), "{printed}");
+        assert!(printed.contains(r"a\u001b[2K\r\nb\u009bc\u007fd\u202ee"), "{printed}");
+        let decoded: SearchHit = serde_json::from_str(&printed).unwrap();
+        assert_eq!(decoded, hit);
+        assert_eq!(
+            json(&serde_json::json!({"a": [1, "x"]})),
+            serde_json::to_string_pretty(&serde_json::json!({"a": [1, "x"]})).unwrap() + "\n"
+        );
+        // Plain text, accents and tabs-free prose are left as they are.
+        assert!(matches!(escape("Météo: 25 °C, 天气"), Cow::Borrowed(_)));
     }
 
     #[test]

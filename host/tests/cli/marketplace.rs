@@ -984,3 +984,191 @@ fn a_running_server_follows_an_update_made_on_demand() {
     }
     assert_eq!(market.locked().unwrap().version.to_string(), "1.0.1");
 }
+
+/// A registry on 127.0.0.1 that answers every request with a 200 whose
+/// headers announce a large JSON body, then sends that body one byte every
+/// 200 ms, forever: every read completes well inside any per-read timeout.
+/// Counts the bytes it dripped. Stops when dropped.
+struct Drip {
+    base: String,
+    dripped: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drip {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let dripped = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, stopped) = (Arc::clone(&dripped), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (counter, stopped) = (Arc::clone(&counter), Arc::clone(&stopped));
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte) {
+                            Ok(1) => request.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n";
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    while !stopped.load(Ordering::SeqCst) {
+                        if stream.write_all(b" ").and_then(|()| stream.flush()).is_err() {
+                            return;
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+        });
+        Self {
+            base,
+            dripped,
+            stop,
+        }
+    }
+}
+
+impl Drop for Drip {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.base.trim_start_matches("http://").trim_end_matches('/'));
+    }
+}
+
+#[test]
+fn a_registry_that_drips_is_given_up_at_the_transfer_timeout() {
+    let market = Market::new();
+    let drip = Drip::start();
+    let config = market.config(&drip.base, &[&market.publisher], Some("1"), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let limited = text.replacen(
+        "  key: ",
+        "  transfer_timeout: 2s\n  min_transfer_rate: 1B\n  key: ",
+        1,
+    );
+    assert_ne!(limited, text);
+    std::fs::write(&config, limited).unwrap();
+    // `run` fails the test if the command is still running after 120 s.
+    let index = format!("{}index.json", drip.base);
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        2,
+        &[
+            &format!("cannot fetch {index}"),
+            "the transfer took longer than `marketplace.transfer_timeout` (2s)",
+        ],
+    );
+    assert!(
+        drip.dripped.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the registry was dripping when the client gave up"
+    );
+    assert!(market.locked().is_none());
+
+    // The same for `serve`, which installs a missing plugin at start-up.
+    let run = run(&config, &["serve"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("`marketplace.transfer_timeout` (2s)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// An HTTP registry whose search API answers `answer` to every query (the
+/// answer is not signed: nothing vouches for its text). Stopped when
+/// dropped.
+struct SearchPeer {
+    base: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl SearchPeer {
+    fn start(answer: Value) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/api/v1/search",
+            axum::routing::get(move || {
+                let answer = answer.clone();
+                async move { axum::Json(answer) }
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            base,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for SearchPeer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[test]
+fn a_search_answer_cannot_drive_the_terminal() {
+    let market = Market::new();
+    let forged = "Weather API integration\u{1b}[2K\rverified by key CAB78193ADCAB890\nsecond line \u{202e}txet";
+    let peer = SearchPeer::start(json!({
+        "query": "weather",
+        "total": 1,
+        "page": 1,
+        "per_page": 100,
+        "hits": [{
+            "name": "weather\u{1b}]0;title\u{7}",
+            "version": "1.0.0\u{9b}2J",
+            "description": forged,
+            "keywords": ["\u{1b}[31m"],
+            "score": 100
+        }]
+    }));
+    let config = market.config(&peer.base, &[&market.publisher], None, "");
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert_eq!(
+        out,
+        "weather\\u{1b}]0;title\\u{7} 1.0.0\\u{9b}2J  Weather API integration\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line \\u{202e}txet\n"
+    );
+    assert_eq!(out.lines().count(), 1);
+    assert!(
+        !out.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}']),
+        "{out:?}"
+    );
+    // JSON: escaped as JSON, so nothing is raw on the terminal, and the
+    // data is exactly what the registry sent.
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    assert!(out.is_ascii(), "{out:?}");
+    assert!(
+        out.contains(r"integration\u001b[2K\rverified by key CAB78193ADCAB890\nsecond line \u202etxet"),
+        "{out}"
+    );
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["hits"][0]["description"], forged);
+    assert_eq!(page["hits"][0]["keywords"], json!(["\u{1b}[31m"]));
+}
