@@ -716,6 +716,34 @@ async fn publish(State(state): State<AppState>, request: Request) -> Response {
 /// How long a refused upload's body is read and discarded at most.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
 
+/// The most of an unauthenticated request's body read and discarded, after
+/// its answer went out (see [`refuse_unauthenticated`]).
+const UNAUTHENTICATED_DRAIN: u64 = 4 * 1024 * 1024;
+
+/// How many unauthenticated bodies are discarded at once, in the whole
+/// process; beyond that, their connections are closed at once.
+static UNAUTHENTICATED_DRAINS: Semaphore = Semaphore::const_new(8);
+
+/// Refuses a request that failed [`authorize`] without reading its body
+/// first and without an upload slot: the answer is sent at once. What the
+/// client sends meanwhile is discarded on a task of its own, at most
+/// [`UNAUTHENTICATED_DRAIN`] bytes (and none when the declared length is
+/// larger) for at most [`DRAIN_TIME`], a few such tasks at a time, so a
+/// client that writes its whole (small) body before it reads still gets
+/// the answer; any other connection is closed after the answer.
+fn refuse_unauthenticated(body: Body, declared: Option<u64>) {
+    if declared.is_some_and(|length| length > UNAUTHENTICATED_DRAIN) {
+        return;
+    }
+    let Ok(permit) = UNAUTHENTICATED_DRAINS.try_acquire() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        drain(&mut body.into_data_stream(), UNAUTHENTICATED_DRAIN).await;
+    });
+}
+
 /// Reads and discards what is left of a refused request's body, at most
 /// `bound` bytes and [`DRAIN_TIME`]: a client that sends its whole body
 /// before it reads the answer (as blocking HTTP clients do) then gets the
@@ -777,10 +805,7 @@ async fn publish_upload(state: &AppState, request: Request) -> Result<Release, R
         .and_then(|v| v.parse::<u64>().ok());
     let limit = state.max_upload;
     if let Err(refusal) = authorize(state.token.as_ref(), &parts.headers) {
-        // Drain a body the limit allows, so the client reads the reason.
-        if declared.is_none_or(|length| length <= limit) {
-            drain(&mut body.into_data_stream(), limit).await;
-        }
+        refuse_unauthenticated(body, declared);
         return Err(refusal);
     }
     if let Some(length) = declared

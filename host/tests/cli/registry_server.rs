@@ -954,3 +954,69 @@ fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
     assert_eq!(tree_listing(&registry.tree()), listing);
     assert_eq!(registry.index_on_disk(), index);
 }
+
+/// Sends the headers of a publish request announcing `length` bytes of
+/// body, with `token`, and no body; returns the answer's status line and
+/// JSON body, and the connection (still open on the client's side).
+fn headers_only_publish(server: &Server, token: Option<&str>, length: u64) -> (String, Value, TcpStream) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    // Only catches a hang: the answer needs no byte of the body.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let authorization = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("no answer before the body was sent: {e}"));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let content_length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; content_length];
+    stream.read_exact(&mut body).unwrap();
+    let status = head.lines().next().unwrap().to_owned();
+    (status, serde_json::from_slice(&body).unwrap(), stream)
+}
+
+#[test]
+fn an_unauthenticated_upload_is_answered_before_its_body_and_takes_no_slot() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &["--max-concurrent-uploads", "1"]);
+    // Clients that announce a body and send none: each is answered at
+    // once, and stays connected.
+    let mut held = Vec::new();
+    for (token, length, reason) in [
+        (None, 1024 * 1024, "missing publish token"),
+        (Some("wrong"), 1024 * 1024, "wrong publish token"),
+        (None, 1024 * 1024, "missing publish token"),
+        (Some("wrong"), 100 * 1024 * 1024, "wrong publish token"),
+    ] {
+        let (status, body, stream) = headers_only_publish(&server, token, length);
+        assert!(status.starts_with("HTTP/1.1 401 "), "{status}");
+        assert!(
+            body["error"].as_str().unwrap().contains(reason),
+            "{body}"
+        );
+        held.push(stream);
+    }
+    // The one upload slot is free: a publisher's upload goes through.
+    let (file, bytes, minisig) = weather(&registry.publisher);
+    let (status, body) = publish(&server, Some(TOKEN), form(&file, bytes, &minisig));
+    assert_eq!(status, 201, "{body}");
+    drop(held);
+}
