@@ -346,9 +346,7 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
     let result = runtime.block_on(async {
         let lock = client.lock_path();
         let text = match command {
-            Market::Search { query, json: true } => {
-                report::json(&client.search(&query).await?)
-            }
+            Market::Search { query, json: true } => report::json(&client.search(&query).await?),
             Market::Search { query, json: false } => {
                 report::search(&query, &client.search(&query).await?)
             }

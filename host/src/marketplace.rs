@@ -382,7 +382,9 @@ pub enum MarketplaceError {
     },
     /// A name, version or file name from the registry (or the lock) is not
     /// what its grammar allows, so it cannot become a path in the cache.
-    #[error("refusing to use registry data as a cache path: {0}; the registry serves data no registry writes")]
+    #[error(
+        "refusing to use registry data as a cache path: {0}; the registry serves data no registry writes"
+    )]
     UnsafePath(#[source] RegistryError),
     /// A version's cache directory holds more than one library: which one
     /// the lock pins is not known without guessing.
@@ -2053,6 +2055,54 @@ mod tests {
         send(&client.download_update("weather"));
         send(&client.remove("weather"));
         send(&client.prepare(&[], ServeMode::default()));
+    }
+
+    #[test]
+    fn the_cached_library_is_the_only_one_or_an_error_and_paths_stay_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = {
+            let mut bytes = b"Ed".to_vec();
+            bytes.extend([7; 40]);
+            PublicKey::from_bytes(&bytes).unwrap().to_base64()
+        };
+        let config = crate::config::parse(
+            &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
+            &dir.path().join("backworks.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        let client = PluginMarketplace::from_config(&config).unwrap();
+        let pin = |name: &str, target: &str| LockedPlugin {
+            name: name.to_owned(),
+            version: Version::new(1, 0, 0),
+            target: target.to_owned(),
+            sha256: String::new(),
+            key_id: String::new(),
+        };
+        let weather = pin("weather", TARGET);
+        assert_eq!(client.cached(&weather).unwrap(), None);
+        let version_dir = client.cache_dir().join(format!("weather/1.0.0/{TARGET}"));
+        std::fs::create_dir_all(&version_dir).unwrap();
+        for file in ["b.so", "b.so.minisig", ".staged"] {
+            std::fs::write(version_dir.join(file), b"x").unwrap();
+        }
+        assert_eq!(
+            client.cached(&weather).unwrap(),
+            Some(version_dir.join("b.so"))
+        );
+        // A second library: which one the lock pins is unknown, whatever
+        // the directory order.
+        std::fs::write(version_dir.join("a.so"), b"x").unwrap();
+        let error = client.cached(&weather).unwrap_err();
+        assert!(
+            matches!(&error, MarketplaceError::AmbiguousCache { files, .. } if files == "a.so, b.so"),
+            "{error}"
+        );
+        // A lock (or registry) naming paths: refused, never joined.
+        for hostile in [pin("../../etc", TARGET), pin("weather", "../../..")] {
+            let error = client.cached(&hostile).unwrap_err();
+            assert!(matches!(error, MarketplaceError::UnsafePath(_)), "{error}");
+        }
     }
 
     #[test]

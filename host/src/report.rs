@@ -29,7 +29,7 @@ use crate::marketplace::{Installed, UpdateOutcome};
 /// (C0 such as ESC, CR, LF, BEL; DEL; C1 such as CSI U+009B), a Unicode
 /// bidirectional control (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066
 /// to U+2069), or a line or paragraph separator (U+2028, U+2029).
-fn must_escape(c: char) -> bool {
+pub fn must_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -95,7 +95,7 @@ impl serde_json::ser::Formatter for TerminalSafe {
     ) -> std::io::Result<()> {
         let mut rest = fragment;
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| must_escape(c)) {
-            writer.write_all(rest[..at].as_bytes())?;
+            writer.write_all(&rest.as_bytes()[..at])?;
             // Every such character is in the Basic Multilingual Plane.
             write!(writer, "\\u{:04x}", u32::from(c))?;
             rest = &rest[at + c.len_utf8()..];
@@ -139,10 +139,7 @@ impl serde_json::ser::Formatter for TerminalSafe {
         self.0.begin_object_key(w, first)
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-    ) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.0.begin_object_value(w)
     }
 
@@ -332,13 +329,18 @@ mod tests {
             "we\\u{202e}rehtaew 1.0.0\\u{9b}31m  ok\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line\n"
         );
         assert_eq!(text.lines().count(), 1);
-        assert!(!text.trim_end_matches('\n').chars().any(must_escape), "{text:?}");
+        assert!(
+            !text.trim_end_matches('\n').chars().any(must_escape),
+            "{text:?}"
+        );
         let none = SearchPage {
             hits: Vec::new(),
             ..page
         };
         assert_eq!(search("we\u{7}", &none), "no plugin matches `we\\u{7}`\n");
-        for c in ['\u{1b}', '\r', '\u{7f}', '\u{85}', '\u{61c}', '\u{200f}', '\u{2066}', '\u{2029}'] {
+        for c in [
+            '\u{1b}', '\r', '\u{7f}', '\u{85}', '\u{61c}', '\u{200f}', '\u{2066}', '\u{2029}',
+        ] {
             assert!(must_escape(c), "{c:?}");
         }
         // JSON: the same strings once decoded, nothing raw on the terminal.
@@ -346,14 +348,17 @@ mod tests {
         hit.description = String::from("a\u{1b}[2K\r\nb\u{9b}c\u{7f}d\u{202e}e");
         let printed = json(&hit);
         assert!(printed.is_ascii(), "{printed}");
-        assert!(printed.contains(r"a\u001b[2K\r\nb\u009bc\u007fd\u202ee"), "{printed}");
+        assert!(
+            printed.contains(r"a\u001b[2K\r\nb\u009bc\u007fd\u202ee"),
+            "{printed}"
+        );
         let decoded: SearchHit = serde_json::from_str(&printed).unwrap();
         assert_eq!(decoded, hit);
         assert_eq!(
             json(&serde_json::json!({"a": [1, "x"]})),
             serde_json::to_string_pretty(&serde_json::json!({"a": [1, "x"]})).unwrap() + "\n"
         );
-        // Plain text, accents and tabs-free prose are left as they are.
+        // Plain text and accents are left as they are.
         assert!(matches!(escape("Météo: 25 °C, 天气"), Cow::Borrowed(_)));
     }
 

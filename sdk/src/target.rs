@@ -203,9 +203,8 @@ pub fn is_triple_shaped(triple: &str) -> bool {
         && (2..=4).contains(&components.len())
         && components.iter().all(|c| {
             c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-                && c.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
-                })
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
         })
 }
 
@@ -548,7 +547,11 @@ mod tests {
         assert!(!is_triple_shaped(&long));
         // Well-formed, but no target this module knows, or not a native
         // shared-library target.
-        for unknown in ["foo-bar-baz", "wasm32-unknown-unknown", "x86_64-unknown-none"] {
+        for unknown in [
+            "foo-bar-baz",
+            "wasm32-unknown-unknown",
+            "x86_64-unknown-none",
+        ] {
             assert!(is_triple_shaped(unknown), "{unknown}");
             assert!(!is_known_plugin_target(unknown), "{unknown}");
         }

@@ -581,7 +581,11 @@ fn a_record_whose_target_is_a_path_is_refused_by_a_directory_registry() {
         let _ = fs::remove_dir_all(&dist);
         fs::create_dir_all(dist.join("evil")).unwrap();
         let library = dist.join("evil/pubdemo-0.2.0-evil.so");
-        let edited = with_record(&with_record(&original, "version", "0.2.0"), "target", hostile);
+        let edited = with_record(
+            &with_record(&original, "version", "0.2.0"),
+            "target",
+            hostile,
+        );
         fs::write(&library, edited).unwrap();
         let signed = cargo_backworks(
             &f.plugin,
@@ -595,10 +599,16 @@ fn a_record_whose_target_is_a_path_is_refused_by_a_directory_registry() {
         assert!(message.contains("target"), "{message}");
         assert!(message.contains(&format!("{hostile:?}")), "{message}");
     }
-    assert!(!tmp.path().join("victim").exists(), "nothing outside the tree");
+    assert!(
+        !tmp.path().join("victim").exists(),
+        "nothing outside the tree"
+    );
     assert_eq!(listing(&published), published_files);
     assert_eq!(listing(&registry_dir.join("plugins/pubdemo")), ["0.1.0"]);
-    assert_eq!(fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap(), index);
+    assert_eq!(
+        fs::read(registry_dir.join(registry::INDEX_PATH)).unwrap(),
+        index
+    );
 }
 
 #[test]

@@ -1025,7 +1025,11 @@ impl Drip {
                         return;
                     }
                     while !stopped.load(Ordering::SeqCst) {
-                        if stream.write_all(b" ").and_then(|()| stream.flush()).is_err() {
+                        if stream
+                            .write_all(b" ")
+                            .and_then(|()| stream.flush())
+                            .is_err()
+                        {
                             return;
                         }
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -1046,7 +1050,11 @@ impl Drop for Drip {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         // Wakes the accepting thread so it sees the flag.
-        let _ = std::net::TcpStream::connect(self.base.trim_start_matches("http://").trim_end_matches('/'));
+        let _ = std::net::TcpStream::connect(
+            self.base
+                .trim_start_matches("http://")
+                .trim_end_matches('/'),
+        );
     }
 }
 
@@ -1165,7 +1173,9 @@ fn a_search_answer_cannot_drive_the_terminal() {
     let out = ok(&config, &["plugins", "search", "weather", "--json"]);
     assert!(out.is_ascii(), "{out:?}");
     assert!(
-        out.contains(r"integration\u001b[2K\rverified by key CAB78193ADCAB890\nsecond line \u202etxet"),
+        out.contains(
+            r"integration\u001b[2K\rverified by key CAB78193ADCAB890\nsecond line \u202etxet"
+        ),
         "{out}"
     );
     let page: Value = serde_json::from_str(&out).unwrap();

@@ -923,8 +923,12 @@ fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
         ),
     ] {
         let edited = with_record(&with_record(&bytes, "version", version), "target", hostile);
-        let signed = signature::sign(&edited, &registry.publisher.sk, Some(&registry.publisher.pk))
-            .unwrap();
+        let signed = signature::sign(
+            &edited,
+            &registry.publisher.sk,
+            Some(&registry.publisher.pk),
+        )
+        .unwrap();
         assert_eq!(signed.claims.target, hostile);
         let (status, body) = publish(
             &server,
@@ -947,7 +951,9 @@ fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
     assert_eq!(after, outside);
     assert_eq!(std::fs::read(&published).unwrap(), bytes);
     assert_eq!(
-        std::fs::read_dir(published.parent().unwrap()).unwrap().count(),
+        std::fs::read_dir(published.parent().unwrap())
+            .unwrap()
+            .count(),
         2,
         "the library and its signature only"
     );
@@ -958,14 +964,19 @@ fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
 /// Sends the headers of a publish request announcing `length` bytes of
 /// body, with `token`, and no body; returns the answer's status line and
 /// JSON body, and the connection (still open on the client's side).
-fn headers_only_publish(server: &Server, token: Option<&str>, length: u64) -> (String, Value, TcpStream) {
+fn headers_only_publish(
+    server: &Server,
+    token: Option<&str>,
+    length: u64,
+) -> (String, Value, TcpStream) {
     let addr = server.base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).unwrap();
     // Only catches a hang: the answer needs no byte of the body.
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let authorization = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
         "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {length}\r\n\r\n"
@@ -982,7 +993,11 @@ fn headers_only_publish(server: &Server, token: Option<&str>, length: u64) -> (S
     let head = String::from_utf8(head).unwrap();
     let content_length: usize = head
         .lines()
-        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
         .unwrap()
         .trim()
         .parse()
@@ -1008,10 +1023,7 @@ fn an_unauthenticated_upload_is_answered_before_its_body_and_takes_no_slot() {
     ] {
         let (status, body, stream) = headers_only_publish(&server, token, length);
         assert!(status.starts_with("HTTP/1.1 401 "), "{status}");
-        assert!(
-            body["error"].as_str().unwrap().contains(reason),
-            "{body}"
-        );
+        assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
         held.push(stream);
     }
     // The one upload slot is free: a publisher's upload goes through.

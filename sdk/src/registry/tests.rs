@@ -688,7 +688,10 @@ fn coordinates_keep_to_their_grammar() {
     }
     for name in ["../weather", "Weather", "a/b", "", ".."] {
         let error = check_coordinates(name, "1.0.0", target).unwrap_err();
-        assert!(matches!(error, RegistryError::InvalidName { .. }), "{error}");
+        assert!(
+            matches!(error, RegistryError::InvalidName { .. }),
+            "{error}"
+        );
     }
     for version in [
         "../1.0.0",
@@ -764,7 +767,10 @@ fn publish_refuses_a_hostile_target_even_past_validation() {
         "../".repeat(depth),
         victim.strip_prefix("/").unwrap().display()
     );
-    for target in [hostile.as_str(), "../plugins/other/1.0.0/x86_64-unknown-linux-gnu"] {
+    for target in [
+        hostile.as_str(),
+        "../plugins/other/1.0.0/x86_64-unknown-linux-gnu",
+    ] {
         let release = Release {
             format: FORMAT,
             name: "weather".into(),
