@@ -1237,7 +1237,14 @@ impl PluginMarketplace {
                 name: name.to_owned(),
                 version: version_text.clone(),
                 target: TARGET.to_owned(),
-                available: list_or(release.targets.keys(), "none"),
+                // The registry's text, quoted in an error message.
+                available: list_or(
+                    release
+                        .targets
+                        .keys()
+                        .map(|target| crate::report::escape(target)),
+                    "none",
+                ),
             })?;
         let file_name = artifact_file_name(&release, artifact).map_err(refuse)?;
         if let Some(key) = key

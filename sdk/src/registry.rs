@@ -751,7 +751,7 @@ pub fn verify_release(
         serde_json::from_slice(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
     if release.name != name || release.version != version {
         return Err(mismatch(format!(
-            "it is the release of {} {}, not {name} {version}",
+            "it is the release of {:?} {:?}, not {name} {version}",
             release.name, release.version
         )));
     }
