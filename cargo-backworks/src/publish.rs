@@ -483,12 +483,16 @@ pub fn publish(options: &PublishOptions, progress: &Progress) -> Result<Publishe
         (Registry::Directory(dir), Some(key)) => {
             let publisher = publisher.as_slice();
             let release = publish_to_directory(dir, key, publisher, &package, checked, progress)?;
-            // The release file as written (the index holds its hash).
-            let file = dir
-                .join("plugins")
-                .join(&release.name)
-                .join(&release.version)
-                .join("release.json");
+            // The release file as written (the index holds its hash); its
+            // name and version passed the registry's grammar checks, and
+            // are joined one plain component at a time all the same.
+            let file = registry::join_component(&dir.join("plugins"), "plugin name", &release.name)
+                .and_then(|d| registry::join_component(&d, "version", &release.version))
+                .map(|d| d.join("release.json"))
+                .map_err(|source| PublishError::Registry {
+                    registry: dir.clone(),
+                    source,
+                })?;
             let json = fs::read_to_string(&file).map_err(|source| PublishError::Io {
                 action: "read the published release",
                 path: file.clone(),
