@@ -383,7 +383,7 @@ pub enum MarketplaceError {
     /// A name, version or file name from the registry (or the lock) is not
     /// what its grammar allows, so it cannot become a path in the cache.
     #[error(
-        "refusing to use registry data as a cache path: {0}; the registry serves data no registry writes"
+        "refusing a path in the cache: {0}; backworks never writes such a registry index, release or lock file: the registry (or backworks.lock) was altered"
     )]
     UnsafePath(#[source] RegistryError),
     /// A version's cache directory holds more than one library: which one
