@@ -592,6 +592,13 @@ fn a_record_whose_target_is_a_path_is_refused_by_a_directory_registry() {
             &["sign", path(&library), "--key", "backworks.key"],
         );
         assert!(signed.status.success(), "{}", stderr(&signed));
+        // `check`: a path is no triple (an error); a well-formed triple it
+        // does not know is a warning, which the registry refuses below.
+        let checked = cargo_backworks(&f.plugin, &["check", path(&library)]);
+        let report = text(&checked.stdout);
+        assert!(report.contains("unknown-target"), "{report}");
+        let expected = if hostile.contains('/') { 1 } else { 0 };
+        assert_eq!(checked.status.code(), Some(expected), "{hostile}: {report}");
         let output = publish_from(&package, &dist);
         let message = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{hostile}: {message}");
