@@ -846,3 +846,12 @@ fn marketplace_help() {
         insta::assert_snapshot!(name, String::from_utf8_lossy(&output.stdout));
     }
 }
+
+/// Slowloris against `marketplace serve` with `--header-timeout 1s
+/// --max-connections 8` (see `serve::slowloris_is_cut_off`).
+#[test]
+fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
+    let registry = Registry::new();
+    let server = registry.serve(None, &["--header-timeout", "1s", "--max-connections", "8"]);
+    crate::serve::slowloris_is_cut_off(&server.base, server.child.id(), 8, "/index.json");
+}

@@ -1,0 +1,513 @@
+//! Accepts TCP connections and serves HTTP/1.1 on them with limits that a
+//! slow or hostile client cannot get around: shared by `backworks serve`
+//! and `backworks marketplace serve`.
+//!
+//! - **Header timeout**: a request head (request line and headers) must
+//!   arrive completely within [`ConnectionLimits::header_timeout`], counted
+//!   from the connection's accept for its first request and from the first
+//!   byte of the head for the next ones. A connection that sends half a head
+//!   and stalls ("slowloris") is closed then.
+//! - **Idle timeout**: a keep-alive connection that sends nothing after a
+//!   response for [`ConnectionLimits::idle_timeout`] is closed.
+//! - **Connection cap**: at most [`ConnectionLimits::max_connections`]
+//!   connections are open at once. At the cap the server stops accepting:
+//!   further connections wait in the kernel's listen backlog (no file
+//!   descriptor of ours) and are accepted, in order, as open ones close;
+//!   none is refused, so a legitimate client is served late rather than
+//!   failed while the timeouts clear stalled connections out.
+//!
+//! Both timeouts are hyper's header read timer, driven by a per-connection
+//! [`Timer`] that tells the idle wait from a head being sent by whether any
+//! byte arrived since hyper started waiting (counted by the connection's I/O
+//! wrapper). The per-request cost is hyper's own: one timer per head wait.
+//!
+//! Shutdown: stop accepting, tell every connection to finish its request
+//! in flight and close, wait up to a drain bound, then close the rest.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::rt::{Sleep, Timer};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// The default [`ConnectionLimits::header_timeout`]: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default [`ConnectionLimits::idle_timeout`]: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default [`ConnectionLimits::max_connections`]: 4096.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How long a client may take and how many connections may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a request head may take to arrive: from the accept for a
+    /// connection's first request, from the head's first byte for a
+    /// keep-alive connection's next ones.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait, sending nothing, for its
+    /// next request.
+    pub idle_timeout: Duration,
+    /// The most connections open at once (at least 1); more wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How [`serve`] treats its connections besides the limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServeSettings {
+    /// The limits.
+    pub(crate) limits: ConnectionLimits,
+    /// Set `TCP_NODELAY` on each connection.
+    pub(crate) nodelay: bool,
+    /// How long shutdown waits for open connections to finish before it
+    /// closes them.
+    pub(crate) drain: Duration,
+}
+
+/// Serves `app` on the connections of `listener` until `shutdown`
+/// resolves, then drains (see the module documentation). Errors of single
+/// connections are logged, never returned; running out of file descriptors
+/// is logged and retried after a second.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let limits = settings.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    let mut warned_full = false;
+    loop {
+        // A slot first: at the cap, nothing is accepted and new connections
+        // wait in the backlog.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !warned_full {
+                    warned_full = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait until open ones close"
+                    );
+                }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        // The semaphore is never closed.
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if !is_connection_error(&error) {
+                        // Most likely EMFILE: wait for descriptors to free.
+                        tracing::error!("cannot accept a connection: {error}; retrying in 1 s");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        if slots.available_permits() > 0 {
+            warned_full = false;
+        }
+        // Finished connections' results, so the set stays as small as the
+        // number of open connections.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(connection(
+            stream, peer, &http, &app, &graceful, settings, slot,
+        ));
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(open, "not accepting any more; waiting for open connections");
+    }
+    if tokio::time::timeout(settings.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            drain_ms = settings.drain.as_millis() as u64,
+            "connections still open after the drain time; closing them"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// One connection, served until it closes; holds `slot` until then.
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    http: &hyper::server::conn::http1::Builder,
+    app: &Router,
+    graceful: &GracefulShutdown,
+    settings: ServeSettings,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
+    if settings.nodelay
+        && let Err(error) = stream.set_nodelay(true)
+    {
+        tracing::debug!("cannot set TCP_NODELAY: {error}");
+    }
+    let received = Arc::new(Received::default());
+    let mut http = http.clone();
+    http.timer(HeadTimer {
+        received: Arc::clone(&received),
+        header: settings.limits.header_timeout,
+        idle: settings.limits.idle_timeout,
+    });
+    let io = TokioIo::new(Counted {
+        stream,
+        received: Arc::clone(&received),
+    });
+    let served = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
+    async move {
+        if let Err(error) = served.await {
+            if error.is_timeout() {
+                tracing::debug!(%peer, "connection closed: no complete request head in time");
+            } else {
+                tracing::debug!(%peer, "connection ended: {error}");
+            }
+        }
+        drop(slot);
+    }
+}
+
+/// Errors of one connection that `accept` reports: the next accept is
+/// fine.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// What a connection has received, shared by its I/O and its timer.
+#[derive(Debug, Default)]
+struct Received {
+    /// Bytes read from the connection so far.
+    bytes: AtomicU64,
+    /// Whether hyper has waited for a head on this connection before.
+    waited: AtomicBool,
+}
+
+/// A connection's stream, counting the bytes read.
+#[derive(Debug)]
+struct Counted {
+    stream: TcpStream,
+    received: Arc<Received>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            // One writer (this connection's task): a relaxed add is enough.
+            self.received
+                .bytes
+                .fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// hyper's timer for one connection. hyper uses it only for the header
+/// read timeout, which it arms whenever it starts waiting for a request
+/// head, with the deadline `now + header_timeout`: the first time (right
+/// after the accept) that deadline stands; later (after a response, the
+/// connection idle) the wait may last `idle` until a byte arrives, and
+/// `header` from then.
+#[derive(Debug)]
+struct HeadTimer {
+    received: Arc<Received>,
+    header: Duration,
+    idle: Duration,
+}
+
+impl Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        let first = !self.received.waited.swap(true, Ordering::Relaxed);
+        let (deadline, phase) = if first {
+            (deadline, Phase::Head)
+        } else {
+            let armed = deadline
+                .checked_sub(self.header)
+                .unwrap_or_else(Instant::now);
+            (
+                armed + self.idle,
+                Phase::Idle {
+                    bytes: self.received.bytes.load(Ordering::Relaxed),
+                },
+            )
+        };
+        Box::pin(HeadSleep {
+            sleep: tokio::time::sleep_until(deadline.into()),
+            received: Arc::clone(&self.received),
+            header: self.header,
+            phase,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into()
+    }
+}
+
+/// Where a wait for a request head is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Nothing received since the wait began (`bytes` read before it).
+    Idle { bytes: u64 },
+    /// The head is arriving: the header deadline runs.
+    Head,
+}
+
+pin_project_lite::pin_project! {
+    /// The wait for one request head (see [`HeadTimer`]).
+    #[derive(Debug)]
+    struct HeadSleep {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        received: Arc<Received>,
+        header: Duration,
+        phase: Phase,
+    }
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        // hyper polls this after each read that left the head incomplete,
+        // so the first byte is seen here when it arrives.
+        if let Phase::Idle { bytes } = *this.phase
+            && this.received.bytes.load(Ordering::Relaxed) != bytes
+        {
+            *this.phase = Phase::Head;
+            this.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.header);
+        }
+        this.sleep.poll(cx)
+    }
+}
+
+impl Sleep for HeadSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            app,
+            ServeSettings {
+                limits,
+                nodelay: true,
+                drain: Duration::from_secs(5),
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, stop)
+    }
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
+
+    /// Reads one response of a keep-alive connection (`hello`, 5 bytes).
+    async fn response(stream: &mut TcpStream) -> String {
+        let mut text = Vec::new();
+        let mut buf = [0; 1024];
+        while !text.ends_with(b"hello") {
+            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+                .await
+                .expect("no response within 30 s")
+                .unwrap();
+            assert!(n > 0, "closed before the response");
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Whether the server closed `stream` (EOF or reset); panics on a hang.
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut buf = [0; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+                .await
+                .expect("the server did not close the connection within 30 s")
+            {
+                Ok(0) | Err(_) => return true,
+                // hyper may answer 408 before closing.
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_may_idle_longer_than_the_header_timeout() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4,
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        // Well past the header timeout, well within the idle one.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stream.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_millis(300),
+            max_connections: 4,
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        assert!(closed(&mut stream).await);
+    }
+
+    #[tokio::test]
+    async fn a_head_started_after_an_idle_wait_gets_the_header_timeout() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4,
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        stream.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+        assert!(closed(&mut stream).await);
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_stalled_connections_within_the_drain_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Router::new(),
+            ServeSettings {
+                limits: ConnectionLimits {
+                    header_timeout: Duration::from_secs(3600),
+                    ..ConnectionLimits::default()
+                },
+                nodelay: false,
+                drain: Duration::from_millis(200),
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        // Accepted before the stop (the request line is read).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("serve did not return")
+            .unwrap();
+        assert!(closed(&mut stream).await);
+    }
+}
