@@ -8,7 +8,10 @@
 //!   byte of the head for the next ones. A connection that sends half a head
 //!   and stalls ("slowloris") is closed then.
 //! - **Idle timeout**: a keep-alive connection that sends nothing after a
-//!   response for [`ConnectionLimits::idle_timeout`] is closed.
+//!   response for [`ConnectionLimits::idle_timeout`] is closed; so is one
+//!   on which nothing moves for that long while the server waits on the
+//!   client (a request body that stops arriving, a response the client
+//!   stops reading).
 //! - **Connection cap**: at most [`ConnectionLimits::max_connections`]
 //!   connections are open at once. At the cap the server stops accepting:
 //!   further connections wait in the kernel's listen backlog (no file
@@ -16,10 +19,12 @@
 //!   none is refused, so a legitimate client is served late rather than
 //!   failed while the timeouts clear stalled connections out.
 //!
-//! Both timeouts are hyper's header read timer, driven by a per-connection
+//! The header and keep-alive timeouts are hyper's header read timer, driven by a per-connection
 //! [`Timer`] that tells the idle wait from a head being sent by whether any
 //! byte arrived since hyper started waiting (counted by the connection's I/O
 //! wrapper). The per-request cost is hyper's own: one timer per head wait.
+//! The stall watch is one sleep per connection, every quarter of the idle
+//! timeout, comparing the I/O wrapper's counters.
 //!
 //! Shutdown: stop accepting, tell every connection to finish its request
 //! in flight and close, wait up to a drain bound, then close the rest.
@@ -56,7 +61,9 @@ pub struct ConnectionLimits {
     /// keep-alive connection's next ones.
     pub header_timeout: Duration,
     /// How long a keep-alive connection may wait, sending nothing, for its
-    /// next request.
+    /// next request; and how long nothing may move while the server waits
+    /// on the client mid-request (a stalled body or a client that stops
+    /// reading the response).
     pub idle_timeout: Duration,
     /// The most connections open at once (at least 1); more wait in the
     /// listen backlog until one closes.
@@ -186,24 +193,30 @@ fn connection(
     {
         tracing::debug!("cannot set TCP_NODELAY: {error}");
     }
-    let received = Arc::new(Received::default());
+    let traffic = Arc::new(Traffic::default());
     let mut http = http.clone();
     http.timer(HeadTimer {
-        received: Arc::clone(&received),
+        traffic: Arc::clone(&traffic),
         header: settings.limits.header_timeout,
         idle: settings.limits.idle_timeout,
     });
     let io = TokioIo::new(Counted {
         stream,
-        received: Arc::clone(&received),
+        traffic: Arc::clone(&traffic),
     });
     let served = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
+    let stall_limit = settings.limits.idle_timeout;
     async move {
-        if let Err(error) = served.await {
-            if error.is_timeout() {
-                tracing::debug!(%peer, "connection closed: no complete request head in time");
-            } else {
-                tracing::debug!(%peer, "connection ended: {error}");
+        tokio::select! {
+            served = served => if let Err(error) = served {
+                if error.is_timeout() {
+                    tracing::debug!(%peer, "connection closed: no complete request head in time");
+                } else {
+                    tracing::debug!(%peer, "connection ended: {error}");
+                }
+            },
+            () = stalled(&traffic, stall_limit) => {
+                tracing::debug!(%peer, "connection closed: nothing moved while waiting on the client");
             }
         }
         drop(slot);
@@ -221,20 +234,67 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     )
 }
 
-/// What a connection has received, shared by its I/O and its timer.
+/// What moved on a connection, shared by its I/O, its timer and its stall
+/// watch. Only the connection's own task writes it.
 #[derive(Debug, Default)]
-struct Received {
+struct Traffic {
     /// Bytes read from the connection so far.
-    bytes: AtomicU64,
+    read: AtomicU64,
+    /// Bytes written to it so far.
+    written: AtomicU64,
+    /// Whether the last read or write found the peer not ready (the
+    /// server is waiting on the client).
+    blocked: AtomicBool,
     /// Whether hyper has waited for a head on this connection before.
     waited: AtomicBool,
 }
 
-/// A connection's stream, counting the bytes read.
+impl Traffic {
+    /// Records the outcome of one read or write (one writer, this
+    /// connection's task: relaxed operations are enough).
+    fn record<T>(&self, polled: &Poll<std::io::Result<T>>, counter: &AtomicU64, moved: usize) {
+        if moved > 0 {
+            counter.fetch_add(moved as u64, Ordering::Relaxed);
+        }
+        self.blocked.store(polled.is_pending(), Ordering::Relaxed);
+    }
+}
+
+/// Resolves once the connection has been waiting on its client, with no
+/// byte read or written, for about `limit` (checked every quarter of it):
+/// a request body that stops arriving, a response the client stops
+/// reading. Time a handler spends working is not counted: hyper does not
+/// wait on the socket then.
+async fn stalled(traffic: &Traffic, limit: Duration) {
+    let tick = (limit / 4).max(Duration::from_millis(10));
+    let moved = || {
+        (
+            traffic.read.load(Ordering::Relaxed),
+            traffic.written.load(Ordering::Relaxed),
+        )
+    };
+    let mut last = moved();
+    let mut still = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = moved();
+        if now == last && traffic.blocked.load(Ordering::Relaxed) {
+            still += tick;
+            if still >= limit {
+                return;
+            }
+        } else {
+            still = Duration::ZERO;
+        }
+        last = now;
+    }
+}
+
+/// A connection's stream, counting the bytes read and written.
 #[derive(Debug)]
 struct Counted {
     stream: TcpStream,
-    received: Arc<Received>,
+    traffic: Arc<Traffic>,
 }
 
 impl AsyncRead for Counted {
@@ -246,12 +306,7 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        if read > 0 {
-            // One writer (this connection's task): a relaxed add is enough.
-            self.received
-                .bytes
-                .fetch_add(read as u64, Ordering::Relaxed);
-        }
+        self.traffic.record(&polled, &self.traffic.read, read);
         polled
     }
 }
@@ -262,7 +317,13 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let written = match &polled {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.traffic.record(&polled, &self.traffic.written, written);
+        polled
     }
 
     fn poll_write_vectored(
@@ -270,7 +331,13 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let written = match &polled {
+            Poll::Ready(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.traffic.record(&polled, &self.traffic.written, written);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -294,7 +361,7 @@ impl AsyncWrite for Counted {
 /// `header` from then.
 #[derive(Debug)]
 struct HeadTimer {
-    received: Arc<Received>,
+    traffic: Arc<Traffic>,
     header: Duration,
     idle: Duration,
 }
@@ -305,7 +372,7 @@ impl Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        let first = !self.received.waited.swap(true, Ordering::Relaxed);
+        let first = !self.traffic.waited.swap(true, Ordering::Relaxed);
         let (deadline, phase) = if first {
             (deadline, Phase::Head)
         } else {
@@ -315,13 +382,13 @@ impl Timer for HeadTimer {
             (
                 armed + self.idle,
                 Phase::Idle {
-                    bytes: self.received.bytes.load(Ordering::Relaxed),
+                    bytes: self.traffic.read.load(Ordering::Relaxed),
                 },
             )
         };
         Box::pin(HeadSleep {
             sleep: tokio::time::sleep_until(deadline.into()),
-            received: Arc::clone(&self.received),
+            traffic: Arc::clone(&self.traffic),
             header: self.header,
             phase,
         })
@@ -347,7 +414,7 @@ pin_project_lite::pin_project! {
     struct HeadSleep {
         #[pin]
         sleep: tokio::time::Sleep,
-        received: Arc<Received>,
+        traffic: Arc<Traffic>,
         header: Duration,
         phase: Phase,
     }
@@ -361,7 +428,7 @@ impl Future for HeadSleep {
         // hyper polls this after each read that left the head incomplete,
         // so the first byte is seen here when it arrives.
         if let Phase::Idle { bytes } = *this.phase
-            && this.received.bytes.load(Ordering::Relaxed) != bytes
+            && this.traffic.read.load(Ordering::Relaxed) != bytes
         {
             *this.phase = Phase::Head;
             this.sleep
@@ -381,10 +448,26 @@ mod tests {
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// The body of `GET /big`: more than loopback's socket buffers hold.
+    const BIG: usize = 64 * 1024 * 1024;
+
     async fn start(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "hello" }));
+        let app = Router::new()
+            .route("/", get(|| async { "hello" }))
+            .route(
+                "/upload",
+                axum::routing::post(|body: String| async move { body }),
+            )
+            .route("/big", get(|| async { vec![b'x'; BIG] }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    "hello"
+                }),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(
             listener,
@@ -477,6 +560,49 @@ mod tests {
         assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
         stream.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
         assert!(closed(&mut stream).await);
+    }
+
+    /// A request body that stops arriving, and a response the client stops
+    /// reading, cost the connection after the idle timeout; a handler that
+    /// works longer than that does not (hyper is not waiting on the
+    /// client meanwhile).
+    #[tokio::test]
+    async fn a_connection_on_which_nothing_moves_is_closed_after_the_idle_timeout() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_millis(300),
+            max_connections: 4,
+        })
+        .await;
+        let mut body = TcpStream::connect(addr).await.unwrap();
+        body.write_all(b"POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 100\r\n\r\nhalf")
+            .await
+            .unwrap();
+        assert!(closed(&mut body).await);
+
+        let mut reader = TcpStream::connect(addr).await.unwrap();
+        reader
+            .write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // Not reading until the server has been stuck on the full socket
+        // buffers for well over the idle timeout.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut received = 0;
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
+                .await
+                .expect("the server did not close the connection within 30 s")
+            {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        assert!(
+            received < BIG,
+            "the whole response arrived: nothing was cut"
+        );
     }
 
     #[tokio::test]

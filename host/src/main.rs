@@ -120,8 +120,10 @@ enum MarketplaceCommand {
         /// closed (ms, s, m, h).
         #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
         header_timeout: std::time::Duration,
-        /// How long a keep-alive connection may stay idle between requests
-        /// before it is closed (ms, s, m, h).
+        /// How long a keep-alive connection may stay idle between requests,
+        /// or a connection may move no byte while the server waits on the
+        /// client (a stalled upload, a download not read), before it is
+        /// closed (ms, s, m, h).
         #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
         idle_timeout: std::time::Duration,
         /// The most connections open at once; more wait in the listen

@@ -839,3 +839,59 @@ fn auth_exemptions_cannot_be_borrowed_with_encoded_paths() {
         assert_eq!(status, 404, "{target}: {answer}");
     }
 }
+
+/// A complete head whose body stops arriving holds its connection for
+/// `server.idle_timeout` at most (before: forever, past every cap).
+#[test]
+fn a_stalled_request_body_is_cut_off_by_the_idle_timeout() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n",
+            weather.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "server:\n",
+        "server:\n  idle_timeout: 1s\n  max_connections: 4\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let server = crate::harness::start(&path, "info");
+    let addr = server.base.trim_start_matches("http://");
+    let mut stalled: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(
+                    b"POST /weather HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nhalf a bo",
+                )
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Over the cap: served once the stalled ones ahead of it are cut off.
+    let client = crate::harness::client_builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/weather", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut closed = 0;
+    for stream in &mut stalled {
+        if closed_by_server(stream, deadline) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, stalled.len());
+}
