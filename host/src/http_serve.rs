@@ -19,12 +19,17 @@
 //!   none is refused, so a legitimate client is served late rather than
 //!   failed while the timeouts clear stalled connections out.
 //!
-//! The header and keep-alive timeouts are hyper's header read timer, driven by a per-connection
-//! [`Timer`] that tells the idle wait from a head being sent by whether any
-//! byte arrived since hyper started waiting (counted by the connection's I/O
-//! wrapper). The per-request cost is hyper's own: one timer per head wait.
-//! The stall watch is one sleep per connection, every quarter of the idle
-//! timeout, comparing the I/O wrapper's counters.
+//! The header and keep-alive timeouts are hyper's header read timer,
+//! driven by a per-connection [`Timer`] that tells the idle wait from a head
+//! being sent by whether any byte arrived since hyper started waiting
+//! (counted by the connection's I/O wrapper). The per-request cost is
+//! hyper's own: one timer per head wait. The stall watch is one sleep per
+//! connection, every quarter of the idle timeout, comparing the I/O
+//! wrapper's byte counters; it counts only while hyper is blocked writing
+//! to the client, or reading a request body the handler is waiting for (a
+//! thin wrapper of the body records that), so a handler may work as long
+//! as it needs. Per request that is one reference count and a flag per
+//! body poll; per read or write, a counter and a flag.
 //!
 //! Shutdown: stop accepting, tell every connection to finish its request
 //! in flight and close, wait up to a drain bound, then close the rest.
@@ -41,7 +46,6 @@ use axum::Router;
 use hyper::rt::{Sleep, Timer};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -204,7 +208,11 @@ fn connection(
         stream,
         traffic: Arc::clone(&traffic),
     });
-    let served = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
+    let service = Watched {
+        app: app.clone(),
+        traffic: Arc::clone(&traffic),
+    };
+    let served = graceful.watch(http.serve_connection(io, service));
     let stall_limit = settings.limits.idle_timeout;
     async move {
         tokio::select! {
@@ -242,9 +250,14 @@ struct Traffic {
     read: AtomicU64,
     /// Bytes written to it so far.
     written: AtomicU64,
-    /// Whether the last read or write found the peer not ready (the
-    /// server is waiting on the client).
-    blocked: AtomicBool,
+    /// Whether the last read found nothing to read.
+    read_blocked: AtomicBool,
+    /// Whether the last write found the client's window full.
+    write_blocked: AtomicBool,
+    /// Whether the handler is waiting for more of the request body (hyper
+    /// also reads, to notice a closed connection, while a handler works:
+    /// that read alone is no stall).
+    awaiting_body: AtomicBool,
     /// Whether hyper has waited for a head on this connection before.
     waited: AtomicBool,
 }
@@ -252,19 +265,30 @@ struct Traffic {
 impl Traffic {
     /// Records the outcome of one read or write (one writer, this
     /// connection's task: relaxed operations are enough).
-    fn record<T>(&self, polled: &Poll<std::io::Result<T>>, counter: &AtomicU64, moved: usize) {
+    fn record<T>(
+        polled: &Poll<std::io::Result<T>>,
+        counter: &AtomicU64,
+        blocked: &AtomicBool,
+        moved: usize,
+    ) {
         if moved > 0 {
             counter.fetch_add(moved as u64, Ordering::Relaxed);
         }
-        self.blocked.store(polled.is_pending(), Ordering::Relaxed);
+        blocked.store(polled.is_pending(), Ordering::Relaxed);
+    }
+
+    /// Whether the server is waiting on the client: for request body bytes
+    /// the handler wants, or to write a response the client does not read.
+    fn waiting_on_client(&self) -> bool {
+        (self.read_blocked.load(Ordering::Relaxed) && self.awaiting_body.load(Ordering::Relaxed))
+            || self.write_blocked.load(Ordering::Relaxed)
     }
 }
 
 /// Resolves once the connection has been waiting on its client, with no
 /// byte read or written, for about `limit` (checked every quarter of it):
 /// a request body that stops arriving, a response the client stops
-/// reading. Time a handler spends working is not counted: hyper does not
-/// wait on the socket then.
+/// reading. Time a handler spends working is not counted.
 async fn stalled(traffic: &Traffic, limit: Duration) {
     let tick = (limit / 4).max(Duration::from_millis(10));
     let moved = || {
@@ -278,7 +302,7 @@ async fn stalled(traffic: &Traffic, limit: Duration) {
     loop {
         tokio::time::sleep(tick).await;
         let now = moved();
-        if now == last && traffic.blocked.load(Ordering::Relaxed) {
+        if now == last && traffic.waiting_on_client() {
             still += tick;
             if still >= limit {
                 return;
@@ -306,7 +330,12 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        self.traffic.record(&polled, &self.traffic.read, read);
+        Traffic::record(
+            &polled,
+            &self.traffic.read,
+            &self.traffic.read_blocked,
+            read,
+        );
         polled
     }
 }
@@ -322,7 +351,12 @@ impl AsyncWrite for Counted {
             Poll::Ready(Ok(n)) => *n,
             _ => 0,
         };
-        self.traffic.record(&polled, &self.traffic.written, written);
+        Traffic::record(
+            &polled,
+            &self.traffic.written,
+            &self.traffic.write_blocked,
+            written,
+        );
         polled
     }
 
@@ -336,7 +370,12 @@ impl AsyncWrite for Counted {
             Poll::Ready(Ok(n)) => *n,
             _ => 0,
         };
-        self.traffic.record(&polled, &self.traffic.written, written);
+        Traffic::record(
+            &polled,
+            &self.traffic.written,
+            &self.traffic.write_blocked,
+            written,
+        );
         polled
     }
 
@@ -350,6 +389,69 @@ impl AsyncWrite for Counted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The connection's service: `app`, with each request body watched for
+/// whether the handler waits on it.
+#[derive(Debug, Clone)]
+struct Watched {
+    app: Router,
+    traffic: Arc<Traffic>,
+}
+
+impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Watched {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        let traffic = Arc::clone(&self.traffic);
+        let request = request.map(|body| WatchedBody { body, traffic });
+        // A router is always ready: no `poll_ready` needed (axum's own
+        // `serve` clones it per request the same way).
+        tower_service::Service::call(&mut self.app.clone(), request)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records whether the handler waits on it.
+    #[derive(Debug)]
+    struct WatchedBody {
+        #[pin]
+        body: hyper::body::Incoming,
+        traffic: Arc<Traffic>,
+    }
+
+    impl PinnedDrop for WatchedBody {
+        fn drop(this: Pin<&mut Self>) {
+            this.traffic.awaiting_body.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = axum::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        this.traffic
+            .awaiting_body
+            .store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -466,6 +568,10 @@ mod tests {
                 get(|| async {
                     tokio::time::sleep(Duration::from_millis(1500)).await;
                     "hello"
+                })
+                .post(|body: String| async move {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    body
                 }),
             );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -603,6 +709,17 @@ mod tests {
             received < BIG,
             "the whole response arrived: nothing was cut"
         );
+
+        // Working past the limit, with or without a body read first.
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(response(&mut slow).await.starts_with("HTTP/1.1 200"));
+        slow.write_all(b"POST /slow HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        assert!(response(&mut slow).await.starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test]
