@@ -550,8 +550,29 @@ mod tests {
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// The body of `GET /big`: more than loopback's socket buffers hold.
+    /// The body of `GET /big`: more than loopback's socket buffers hold,
+    /// streamed in chunks of [`CHUNK`].
     const BIG: usize = 64 * 1024 * 1024;
+    static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    /// Set when the server drops the body of `GET /big` (sent or not).
+    static BIG_DROPPED: AtomicBool = AtomicBool::new(false);
+
+    /// The body of `GET /big`; sets [`BIG_DROPPED`] when dropped.
+    fn big_body() -> axum::body::Body {
+        struct Dropped;
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                BIG_DROPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Dropped;
+        axum::body::Body::from_stream(futures_util::stream::iter((0..BIG / CHUNK.len()).map(
+            move |_| {
+                let _owned = &dropped;
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(&CHUNK))
+            },
+        )))
+    }
 
     async fn start(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -562,7 +583,7 @@ mod tests {
                 "/upload",
                 axum::routing::post(|body: String| async move { body }),
             )
-            .route("/big", get(|| async { vec![b'x'; BIG] }))
+            .route("/big", get(|| async { big_body() }))
             .route(
                 "/slow",
                 get(|| async {
@@ -691,9 +712,16 @@ mod tests {
             .write_all(b"GET /big HTTP/1.1\r\nhost: test\r\n\r\n")
             .await
             .unwrap();
-        // Not reading until the server has been stuck on the full socket
-        // buffers for well over the idle timeout.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Not reading until the server gave up on this client and dropped
+        // the response (a hang is caught after 60 s).
+        let waited = Instant::now();
+        while !BIG_DROPPED.load(Ordering::SeqCst) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60),
+                "the server kept writing to a client that does not read"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let mut received = 0;
         let mut buf = vec![0; 1 << 16];
         loop {
