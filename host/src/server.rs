@@ -13,8 +13,8 @@
 //! can be replaced while serving through the server's [`Swapper`]. Shutdown
 //! (SIGTERM, Ctrl-C, or the future given to [`Server::run`]) stops
 //! accepting, lets in-flight requests finish (open connections get
-//! `shutdown_timeout`), then calls each plugin's `shutdown`, bounded by
-//! `shutdown_timeout`.
+//! `shutdown_timeout`, then are closed), then calls each plugin's
+//! `shutdown`, bounded by `shutdown_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -552,10 +552,11 @@ impl Server {
         self
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, lets
-    /// in-flight requests finish, waits for a swap in progress and for
-    /// replaced plugins to drain, and calls every plugin's `shutdown`, all
-    /// within `shutdown_timeout`.
+    /// Serves until `shutdown` completes; then stops accepting and lets
+    /// in-flight requests finish (connections still open after
+    /// `shutdown_timeout` are closed); then waits for a swap in progress
+    /// and for replaced plugins to drain, and calls every plugin's
+    /// `shutdown`, all within `shutdown_timeout` again.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
