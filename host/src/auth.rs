@@ -20,11 +20,15 @@
 //! | `jwt_secret` | HMAC secret (default algorithm HS256) |
 //! | `public_key`, `public_key_file` | RSA or EC public key in PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`), inline or in a file; default algorithm RS256, or ES256/ES384 by the key's curve |
 //! | `algorithms` | the accepted `alg` values, all of the key's family (e.g. `["HS256", "HS512"]`, `["RS256", "PS256"]`); default: the one above |
-//! | `exempt_paths` | paths served without a token: exact (`/healthz`), or a prefix with a trailing `*` (`/public/*` covers `/public/` and below, not `/public`; never a path with a `.` or `..` segment) |
+//! | `exempt_paths` | paths served without a token: exact (`/healthz`), or a prefix with a trailing `*` (`/public/*` covers `/public/` and below, not `/public`), matched against the percent-decoded path; never a path that could be read as another one (a `.` or `..` segment, `//`, an encoded `/`, a `\`, double encoding: see `exemption_path`) |
 //! | `issuer`, `audience` | a string or a list: the token's `iss` / `aud` must be present and one of them. Without `audience`, a token that carries `aud` is refused |
 //! | `leeway_seconds` | clock skew allowed on `exp` and `nbf`, 0 to 3600 |
 //!
 //! Exactly one of `jwt_secret`, `public_key` and `public_key_file` is given.
+//!
+//! The host's own endpoints (`/healthz`, `/plugins`, `/metrics`) pass
+//! through `before_request` too, so they need a token unless exempt here or
+//! listed in the host's `server.public`.
 //!
 //! A request on an exempt path passes without a token. Any other request
 //! needs `Authorization: Bearer <token>` with a token whose algorithm,
@@ -422,22 +426,56 @@ impl PathPattern {
         }
     }
 
-    /// Whether `path` is covered. A prefix never covers a path with a `.`
-    /// or `..` segment (plain or percent-encoded), so `/public/../admin`
-    /// cannot borrow `/public/*`'s exemption.
+    /// Whether `path`, a path as [`exemption_path`] gives it (decoded and
+    /// unambiguous), is covered.
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(exact) => path == exact,
-            Self::Prefix(prefix) => path.starts_with(prefix.as_str()) && !has_dot_segment(path),
+            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
         }
     }
 }
 
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+/// The request path that exemptions are decided on: `path` as the client
+/// sent it, percent-decoded once. `None`, so no exemption applies and a
+/// token is required, when a plugin, a proxy or the router could read the
+/// path as another one: a `.` or `..` segment, an empty segment (`//`), an
+/// encoded `/` (`%2F`), a `\`, a `%` left after decoding (double encoding),
+/// a control character, a bad `%` escape or bytes that are not UTF-8. So
+/// `/%70ublic/x` is exempt as `/public/x` is, and `/public/..%2Fadmin`,
+/// `/public/%2e%2e/admin` or `//public/x` are not.
+fn exemption_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let decoded = if path.contains('%') {
+        let bytes = path.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+                if value == b'/' {
+                    return None;
+                }
+                out.push(value);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        std::borrow::Cow::Owned(String::from_utf8(out).ok()?)
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    };
+    let ambiguous = !decoded.starts_with('/')
+        || decoded
+            .chars()
+            .any(|c| c == '%' || c == '\\' || c.is_control())
+        || decoded.contains("//")
+        || decoded
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
+    (!ambiguous).then_some(decoded)
 }
 
 /// What the key is, for `Debug` and messages: never the key itself.
@@ -562,7 +600,10 @@ impl Verifier {
 
     /// The decision for one request.
     fn check(&self, request: &HttpRequest) -> RequestAction {
-        if self.exempt.iter().any(|p| p.matches(&request.path)) {
+        let exempt = !self.exempt.is_empty()
+            && exemption_path(&request.path)
+                .is_some_and(|path| self.exempt.iter().any(|p| p.matches(&path)));
+        if exempt {
             return match without_forged_subject(request) {
                 Some(stripped) => RequestAction::Rewrite(stripped),
                 None => RequestAction::Continue,
@@ -1222,6 +1263,50 @@ mod tests {
         ] {
             assert_missing_token(run(&auth, &request(path, &[])).await);
         }
+    }
+
+    /// Exemptions are decided on the decoded path; a path that a plugin or
+    /// proxy could read as another one is never exempt.
+    #[tokio::test]
+    async fn exemptions_are_decided_on_the_decoded_unambiguous_path() {
+        let auth = hmac_plugin().await;
+        for path in [
+            "/%70ublic/x",
+            "/public/%61.css",
+            "/%68ealthz",
+            "/public/a%20b",
+        ] {
+            assert_eq!(
+                run(&auth, &request(path, &[])).await,
+                RequestAction::Continue,
+                "{path}"
+            );
+        }
+        for path in [
+            "/public/..%2fadmin",
+            "/public/..%2Fadmin",
+            "/public/%2e%2e%2fadmin",
+            "/public/%2e%2e/admin",
+            "/public/.%2e/admin",
+            "/public/..%5cadmin",
+            "/public/..\\admin",
+            "/public/%252e%252e/admin",
+            "/public//../admin",
+            "//public/x",
+            "/public//x",
+            "/public/%00",
+            "/public/%0a",
+            "/public/%zz",
+            "/public/%2",
+            "/public/%ff",
+            "/healthz%2f",
+            "/%2fhealthz",
+        ] {
+            assert_missing_token(run(&auth, &request(path, &[])).await);
+        }
+        assert_eq!(exemption_path("/a/b/"), Some("/a/b/".into()));
+        assert_eq!(exemption_path("/%41/b"), Some("/A/b".into()));
+        assert_eq!(exemption_path("/a/./b"), None);
     }
 
     #[tokio::test]

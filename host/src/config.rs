@@ -24,6 +24,8 @@ use backworks_plugin_sdk::signature::{self, KeyId, PublicKey};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml::{Mapping, Value};
 
+use crate::http_serve::ConnectionLimits;
+
 /// The built-in plugins this host has (compiled in), by name.
 pub const BUILTINS: &[&str] = &["auth"];
 
@@ -44,7 +46,18 @@ const TOP_FIELDS: &[&str] = &[
     "marketplace",
     "updates",
 ];
-const SERVER_FIELDS: &[&str] = &["listen", "hook_timeout", "shutdown_timeout"];
+const SERVER_FIELDS: &[&str] = &[
+    "listen",
+    "hook_timeout",
+    "shutdown_timeout",
+    "header_timeout",
+    "idle_timeout",
+    "max_connections",
+    "public",
+];
+
+/// The host's own endpoints: what `server.public` may list.
+pub const HOST_ENDPOINTS: &[&str] = &["/healthz", "/plugins", "/metrics"];
 const KEY_FIELDS: &[&str] = &["file", "key"];
 const PLUGIN_FIELDS: &[&str] = &["type", "path", "version", "config"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
@@ -87,6 +100,14 @@ pub struct Config {
     /// `server.shutdown_timeout`: how long shutdown waits for requests and
     /// plugins (default 10s).
     pub shutdown_timeout: Duration,
+    /// `server.header_timeout`, `server.idle_timeout` and
+    /// `server.max_connections`: how long a client may take to send a
+    /// request head or stay idle, and how many connections may be open.
+    pub limits: ConnectionLimits,
+    /// `server.public`: the host's endpoints (of [`HOST_ENDPOINTS`]) served
+    /// without the plugins' `before_request` (so without authentication);
+    /// a public `/healthz` only says that the server is up.
+    pub public: Vec<String>,
     /// `plugin_dirs`: directories searched for plugins, resolved against the
     /// configuration file's directory; each exists.
     pub plugin_dirs: Vec<PathBuf>,
@@ -663,6 +684,8 @@ impl Reader<'_> {
         let mut listen = DEFAULT_LISTEN;
         let mut hook_timeout = DEFAULT_HOOK_TIMEOUT;
         let mut shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
+        let mut limits = ConnectionLimits::default();
+        let mut public = Vec::new();
         let server = root.key("server");
         if let Some(map) = self.section(top.get("server"), &server)? {
             self.check_fields(map, &server, SERVER_FIELDS)?;
@@ -675,6 +698,17 @@ impl Reader<'_> {
             if let Some(value) = map.get("shutdown_timeout") {
                 shutdown_timeout = self.duration(value, &server.key("shutdown_timeout"))?;
             }
+            if let Some(value) = map.get("header_timeout") {
+                limits.header_timeout = self.duration(value, &server.key("header_timeout"))?;
+            }
+            if let Some(value) = map.get("idle_timeout") {
+                limits.idle_timeout = self.duration(value, &server.key("idle_timeout"))?;
+            }
+            if let Some(value) = map.get("max_connections") {
+                limits.max_connections =
+                    self.max_connections(value, &server.key("max_connections"))?;
+            }
+            public = self.public_endpoints(map.get("public"), &server.key("public"))?;
         }
 
         let plugin_dirs = self.plugin_dirs(top.get("plugin_dirs"), &root.key("plugin_dirs"))?;
@@ -705,6 +739,8 @@ impl Reader<'_> {
             listen,
             hook_timeout,
             shutdown_timeout,
+            limits,
+            public,
             plugin_dirs,
             trusted_keys,
             require_signatures,
@@ -1425,6 +1461,55 @@ impl Reader<'_> {
         })
     }
 
+    /// `server.max_connections`: a whole number from 1 to 1000000.
+    fn max_connections(&self, value: &Value, at: &FieldPath) -> Result<usize, ConfigError> {
+        const MAX: u64 = 1_000_000;
+        let number = match value {
+            Value::Number(number) => number.as_u64(),
+            Value::String(_) => self.string(value, at)?.trim().parse::<u64>().ok(),
+            other => return Err(self.wrong_type(other, at, "a whole number")),
+        };
+        match number {
+            Some(n @ 1..=MAX) => Ok(n as usize),
+            _ => Err(self.invalid(
+                at,
+                format!(
+                    "expected a whole number of connections from 1 to {MAX}, like `4096`; keep it below the open-file limit (`ulimit -n`)"
+                ),
+            )),
+        }
+    }
+
+    /// `server.public`: a list of the host's endpoints, each at most once.
+    fn public_endpoints(
+        &self,
+        value: Option<&Value>,
+        at: &FieldPath,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(items) = self.list(value, at, "public: [/healthz]")? else {
+            return Ok(Vec::new());
+        };
+        let mut public = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let field = at.index(i);
+            let endpoint = self.string(item, &field)?;
+            if !HOST_ENDPOINTS.contains(&endpoint.as_str()) {
+                return Err(self.invalid(
+                    &field,
+                    format!(
+                        "{endpoint:?} is not an endpoint of the host; expected one of {} (the plugins' own paths are made public with the auth plugin's `exempt_paths`)",
+                        list(HOST_ENDPOINTS)
+                    ),
+                ));
+            }
+            if public.contains(&endpoint) {
+                return Err(self.invalid(&field, format!("{endpoint} is listed twice")));
+            }
+            public.push(endpoint);
+        }
+        Ok(public)
+    }
+
     fn duration(&self, value: &Value, at: &FieldPath) -> Result<Duration, ConfigError> {
         if let Value::Number(number) = value {
             return Err(self.invalid(
@@ -1551,8 +1636,9 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// `<n>ms`, `<n>s` or `<n>m`, more than zero.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `<n>ms`, `<n>s`, `<n>m` or `<n>h`, more than zero: the durations of
+/// `backworks.yaml` and of `backworks marketplace serve`'s timeouts.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
             "{text:?} is not a duration; write a whole number and a unit, `ms`, `s`, `m` or `h`, like \"500ms\", \"5s\", \"1m\" or \"1h\""
@@ -2161,7 +2247,29 @@ mod tests {
             assert!(config.trusted_keys.is_empty());
             assert!(config.require_signatures);
             assert!(config.plugins.is_empty());
+            assert_eq!(config.limits, ConnectionLimits::default());
+            assert!(config.public.is_empty());
         }
+    }
+
+    #[test]
+    fn connection_limits_and_public_endpoints_are_read() {
+        let fixture = Fixture::new();
+        let config = fixture.config(
+            "server:\n  header_timeout: 2s\n  idle_timeout: 1m\n  max_connections: 8\n  public: [/healthz, /metrics]\n",
+        );
+        assert_eq!(
+            config.limits,
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 8,
+            }
+        );
+        assert_eq!(config.public, ["/healthz", "/metrics"]);
+        let config = fixture.config("server:\n  max_connections: \"${N:-16}\"\n  public: []\n");
+        assert_eq!(config.limits.max_connections, 16);
+        assert!(config.public.is_empty());
     }
 
     #[test]
@@ -2450,6 +2558,12 @@ mod tests {
         document_is_a_string: "plugins\n";
         unknown_top_level_field: "server: {}\nplugin_dir: [plugins]\n";
         unknown_server_field: "server:\n  listen: \"127.0.0.1:1\"\n  hook_timout: 5s\n";
+        max_connections_zero: "server:\n  max_connections: 0\n";
+        max_connections_text: "server:\n  max_connections: many\n";
+        header_timeout_without_unit: "server:\n  header_timeout: 10\n";
+        public_unknown_endpoint: "server:\n  public: [/weather]\n";
+        public_twice: "server:\n  public: [/healthz, /healthz]\n";
+        public_not_a_list: "server:\n  public: /healthz\n";
         unknown_plugin_field: "plugins:\n  auth:\n    type: builtin\n    settings: {}\n";
         unknown_trusted_key_field: "trusted_keys:\n  - file: keys/release.pub\n    comment: release\n";
         server_not_a_mapping: "server: 127.0.0.1:8080\n";

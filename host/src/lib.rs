@@ -6,6 +6,7 @@ pub mod config;
 pub mod discovery;
 pub mod dynamic;
 pub mod executor;
+pub mod http_serve;
 pub mod inspect;
 pub mod loader;
 pub mod lockfile;

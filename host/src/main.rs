@@ -114,6 +114,23 @@ enum MarketplaceCommand {
         /// BACKWORKS_REGISTRY_TOKEN.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// How long a client may take to send a request's head (request
+        /// line and headers): from the accept, or from the first byte of a
+        /// keep-alive connection's next request; slower connections are
+        /// closed (ms, s, m, h).
+        #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+        header_timeout: std::time::Duration,
+        /// How long a keep-alive connection may stay idle between requests,
+        /// or a connection may move no byte while the server waits on the
+        /// client (a stalled upload, a download not read), before it is
+        /// closed (ms, s, m, h).
+        #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
+        idle_timeout: std::time::Duration,
+        /// The most connections open at once; more wait in the listen
+        /// backlog until one closes. Keep it below the open-file limit
+        /// (`ulimit -n`).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
     /// Re-sign the registry's index with serial + 1 and a fresh expiry
     /// (run it, e.g. from cron, when no server keeps the index fresh).
@@ -251,6 +268,9 @@ fn main() -> ExitCode {
             max_concurrent_uploads,
             index_lifetime,
             token_file,
+            header_timeout,
+            idle_timeout,
+            max_connections,
         }) => {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
@@ -265,6 +285,11 @@ fn main() -> ExitCode {
                     max_upload,
                     max_concurrent_uploads: usize::from(max_concurrent_uploads),
                     index_lifetime,
+                    limits: backworks_host::http_serve::ConnectionLimits {
+                        header_timeout,
+                        idle_timeout,
+                        max_connections: max_connections as usize,
+                    },
                 })
             });
             match options {

@@ -425,6 +425,38 @@ impl Pipeline {
     /// Runs `request` through the plugins and returns the response: never
     /// fails, whatever the plugins do.
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        self.run(request, Snapshot::run_blocking, |response| response)
+            .await
+    }
+
+    /// Runs only the plugins' `before_request` hooks on `request`, for an
+    /// endpoint of the host itself (`/plugins`, `/metrics`, `/healthz`):
+    /// `Ok` when every plugin let it pass (a rewrite counts as passing; the
+    /// host's endpoint ignores it), otherwise the response that refused it
+    /// (a plugin's answer, such as the auth plugin's 401, or a hook's
+    /// failure or deadline). No job is queued when no plugin implements
+    /// `before_request`.
+    pub async fn admit(&self, request: HttpRequest) -> Result<(), HttpResponse> {
+        let anyone = self
+            .current
+            .load()
+            .plugins
+            .iter()
+            .any(|routed| routed.plugin.implements(abi::Hook::BeforeRequest));
+        if !anyone {
+            return Ok(());
+        }
+        self.run(request, Snapshot::admit_blocking, Err).await
+    }
+
+    /// Runs `job` over one snapshot as one job on the hook pool, under the
+    /// per-hook deadline; a deadline or pool failure becomes `failed(response)`.
+    async fn run<T: Send + 'static>(
+        &self,
+        request: HttpRequest,
+        job: fn(&Snapshot, HttpRequest, &Mutex<Option<Running>>) -> T,
+        failed: fn(HttpResponse) -> T,
+    ) -> T {
         let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
         // The one snapshot this request runs through, hooks and all.
         let snapshot = self.current.load_full();
@@ -434,7 +466,7 @@ impl Pipeline {
         let span = tracing::Span::current();
         let mut job = self.executor.spawn(move || {
             let _entered = span.enter();
-            snapshot.run_blocking(request, &progress)
+            job(&snapshot, request, &progress)
         });
         loop {
             let now = running
@@ -448,10 +480,10 @@ impl Pipeline {
             match tokio::time::timeout(wait, &mut job).await {
                 Ok(Ok(response)) => return response,
                 Ok(Err(_)) => {
-                    return error_response(
+                    return failed(error_response(
                         500,
                         json!({"error": "the request pipeline failed (a host bug: see the log)"}),
-                    );
+                    ));
                 }
                 Err(_) => {
                     let current = running
@@ -475,7 +507,7 @@ impl Pipeline {
                             );
                             // The blocking thread is left to finish (or not)
                             // on its own; its result is discarded.
-                            return error_response(
+                            return failed(error_response(
                                 504,
                                 json!({
                                     "error": format!(
@@ -485,7 +517,7 @@ impl Pipeline {
                                     "plugin": name,
                                     "hook": r.hook,
                                 }),
-                            );
+                            ));
                         }
                         // No hook thread took the request within a whole
                         // hook timeout: every one is busy or hung.
@@ -494,13 +526,13 @@ impl Pipeline {
                                 timeout_ms = self.hook_timeout.as_millis() as u64,
                                 "no hook thread was free for this request"
                             );
-                            return error_response(
+                            return failed(error_response(
                                 503,
                                 json!({"error": format!(
                                     "no hook thread was free within {} ms; try again",
                                     self.hook_timeout.as_millis()
                                 )}),
-                            );
+                            ));
                         }
                         // Another hook started since: wait for it.
                         Some(_) => continue,
@@ -578,6 +610,27 @@ impl Snapshot {
                 }),
             )
         })
+    }
+
+    /// Every plugin's `before_request` for a request to one of the host's
+    /// endpoints, on a blocking thread: `Err` with the response of the
+    /// first plugin that answers or fails.
+    fn admit_blocking(
+        &self,
+        mut request: HttpRequest,
+        running: &Mutex<Option<Running>>,
+    ) -> Result<(), HttpResponse> {
+        let handle = &self.recorder.handle;
+        for index in 0..self.plugins.len() {
+            match self.call(index, abi::Hook::BeforeRequest, running, |p| {
+                p.before_request(handle, &request)
+            })? {
+                None | Some(RequestAction::Continue) => {}
+                Some(RequestAction::Rewrite(rewritten)) => request = rewritten,
+                Some(RequestAction::Respond(response)) => return Err(response),
+            }
+        }
+        Ok(())
     }
 
     /// The whole pipeline for one request, on a blocking thread.

@@ -43,6 +43,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+use crate::http_serve::ConnectionLimits;
+
 /// The size of each read when streaming a file of the tree.
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -55,6 +57,10 @@ pub const KEY_PASSWORD_ENV: &str = "BACKWORKS_REGISTRY_KEY_PASSWORD";
 
 /// The default `--max-upload`: 64 MiB.
 pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024;
+
+/// How long shutdown lets open connections (a download, an upload) finish
+/// before closing them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Search results per page unless the query says otherwise.
 pub const DEFAULT_PER_PAGE: usize = 20;
@@ -82,6 +88,9 @@ pub struct ServeOptions {
     pub index_lifetime: u64,
     /// The publish token; `None` disables publishing.
     pub token: Option<Token>,
+    /// Header and idle timeouts and the connection cap
+    /// (`--header-timeout`, `--idle-timeout`, `--max-connections`).
+    pub limits: ConnectionLimits,
 }
 
 /// A publish token. Its `Debug` never shows it.
@@ -404,17 +413,15 @@ pub async fn serve(
     // No Nagle: a file's headers and its first body bytes are separate
     // writes, and the second waited for the client's delayed ACK (40 ms a
     // download on loopback, measured with `cargo bench --bench install`).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {error}");
-        }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let settings = crate::http_serve::ServeSettings {
+        limits: options.limits,
+        nodelay: true,
+        drain: DRAIN_TIMEOUT,
+    };
+    crate::http_serve::serve(listener, app, settings, shutdown).await;
     keeper.abort();
     tracing::info!("marketplace server stopped");
-    Ok(served?)
+    Ok(())
 }
 
 /// Runs `f` on the tree on a blocking thread (tree operations read, hash,

@@ -4,11 +4,17 @@
 //!
 //! Routes of the host itself: `GET /healthz` (each plugin's health, with
 //! the version running now), `GET /plugins` (what is loaded, versions, key
-//! ids, sha256), `GET /metrics` (Prometheus text). Every other request goes
-//! through the plugins. Plugins can be replaced while serving through the
-//! server's [`Swapper`]. Shutdown (SIGTERM, Ctrl-C, or the future given to
-//! [`Server::run`]) stops accepting, lets in-flight requests finish, then
-//! calls each plugin's `shutdown`, bounded by `shutdown_timeout`.
+//! ids, sha256), `GET /metrics` (Prometheus text). They reveal how the
+//! server is built, so each first passes every plugin's `before_request`
+//! (the auth plugin's token check) unless `server.public` lists it; a public
+//! `/healthz` is a bare liveness answer. Every other request goes through
+//! the plugins. Connections are accepted and bounded (header and idle
+//! timeouts, connection cap) by [`http_serve`](crate::http_serve). Plugins
+//! can be replaced while serving through the server's [`Swapper`]. Shutdown
+//! (SIGTERM, Ctrl-C, or the future given to [`Server::run`]) stops
+//! accepting, lets in-flight requests finish (open connections get
+//! `shutdown_timeout`, then are closed), then calls each plugin's
+//! `shutdown`, bounded by `shutdown_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,7 +108,7 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The server failed while running.
+    /// An I/O error before serving (the bound address cannot be read).
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -446,6 +452,26 @@ pub async fn start_plugins(
 struct AppState {
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
+    /// `server.public`: host endpoints served without `before_request`.
+    public: Arc<[String]>,
+}
+
+/// The host's own endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostEndpoint {
+    Healthz,
+    Plugins,
+    Metrics,
+}
+
+impl HostEndpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Healthz => "/healthz",
+            Self::Plugins => "/plugins",
+            Self::Metrics => "/metrics",
+        }
+    }
 }
 
 /// A server bound to its address with its plugins started, not serving
@@ -458,6 +484,8 @@ pub struct Server {
     swapper: Arc<Swapper>,
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
+    limits: crate::http_serve::ConnectionLimits,
+    public: Arc<[String]>,
     watch: Option<Duration>,
     updater: Option<Updater>,
 }
@@ -491,6 +519,8 @@ impl Server {
             swapper,
             metrics,
             shutdown_timeout: config.shutdown_timeout,
+            limits: config.limits,
+            public: config.public.clone().into(),
             watch: None,
             updater: None,
         })
@@ -522,10 +552,11 @@ impl Server {
         self
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, lets
-    /// in-flight requests finish, waits for a swap in progress and for
-    /// replaced plugins to drain, and calls every plugin's `shutdown`, all
-    /// within `shutdown_timeout`.
+    /// Serves until `shutdown` completes; then stops accepting and lets
+    /// in-flight requests finish (connections still open after
+    /// `shutdown_timeout` are closed); then waits for a swap in progress
+    /// and for replaced plugins to drain, and calls every plugin's
+    /// `shutdown`, all within `shutdown_timeout` again.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -533,24 +564,34 @@ impl Server {
         let state = AppState {
             pipeline: Arc::clone(&self.pipeline),
             metrics: self.metrics,
+            public: self.public,
+        };
+        let endpoint = |which: HostEndpoint| {
+            get(move |State(state): State<AppState>, request: Request| {
+                host_endpoint(state, which, request)
+            })
         };
         let app = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/plugins", get(list_plugins))
-            .route("/metrics", get(render_metrics))
+            .route("/healthz", endpoint(HostEndpoint::Healthz))
+            .route("/plugins", endpoint(HostEndpoint::Plugins))
+            .route("/metrics", endpoint(HostEndpoint::Metrics))
             .fallback(through_plugins)
             .with_state(state);
         let watcher = self
             .watch
             .map(|interval| tokio::spawn(crate::watch::watch(Arc::clone(&self.swapper), interval)));
         let updater = self.updater.map(|updater| tokio::spawn(updater.run()));
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Open connections get the shutdown timeout to finish; the plugins
+        // get it again for their `shutdown`.
+        let settings = crate::http_serve::ServeSettings {
+            limits: self.limits,
+            nodelay: false,
+            drain: self.shutdown_timeout,
+        };
+        crate::http_serve::serve(self.listener, app, settings, shutdown).await;
         for task in [watcher, updater].into_iter().flatten() {
             task.abort();
         }
-        served?;
         tracing::info!("stopped accepting requests; shutting plugins down");
         let deadline = Instant::now() + self.shutdown_timeout;
         self.swapper.close(deadline).await;
@@ -650,7 +691,34 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+/// One of the host's endpoints. Unless `server.public` lists it, the
+/// request first passes every plugin's `before_request` (so the auth
+/// plugin's token check): a plugin that answers (a 401) or fails answers
+/// for the endpoint. A public `/healthz` is a liveness probe: it says the
+/// server is up, and neither runs the plugins' health checks nor shows
+/// versions, hashes or keys.
+async fn host_endpoint(state: AppState, which: HostEndpoint, request: Request) -> Response {
+    let public = state.public.iter().any(|path| path == which.path());
+    if !public {
+        let request = match to_plugin_request(request).await {
+            Ok(request) => request,
+            Err(response) => return to_response(response),
+        };
+        if let Err(refused) = state.pipeline.admit(request).await {
+            return to_response(refused);
+        }
+    }
+    match which {
+        HostEndpoint::Healthz if public => {
+            to_response(HttpResponse::json(200, &json!({"status": "ok"})))
+        }
+        HostEndpoint::Healthz => healthz(&state).await,
+        HostEndpoint::Plugins => list_plugins(&state),
+        HostEndpoint::Metrics => render_metrics(&state),
+    }
+}
+
+async fn healthz(state: &AppState) -> Response {
     let timeout = state.pipeline.hook_timeout();
     let mut report = serde_json::Map::new();
     let mut healthy = true;
@@ -677,7 +745,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     ))
 }
 
-async fn list_plugins(State(state): State<AppState>) -> Response {
+fn list_plugins(state: &AppState) -> Response {
     let plugins: Vec<_> = state
         .pipeline
         .snapshot()
@@ -696,7 +764,7 @@ async fn list_plugins(State(state): State<AppState>) -> Response {
     to_response(HttpResponse::json(200, &json!({"plugins": plugins})))
 }
 
-async fn render_metrics(State(state): State<AppState>) -> Response {
+fn render_metrics(state: &AppState) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         state.metrics.render(),

@@ -1032,3 +1032,12 @@ fn an_unauthenticated_upload_is_answered_before_its_body_and_takes_no_slot() {
     assert_eq!(status, 201, "{body}");
     drop(held);
 }
+
+/// Slowloris against `marketplace serve` with `--header-timeout 1s
+/// --max-connections 8` (see `serve::slowloris_is_cut_off`).
+#[test]
+fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
+    let registry = Registry::new();
+    let server = registry.serve(None, &["--header-timeout", "1s", "--max-connections", "8"]);
+    crate::serve::slowloris_is_cut_off(&server.base, server.child.id(), 8, "/index.json");
+}

@@ -559,3 +559,339 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
         plugin.shutdown().await.unwrap();
     });
 }
+
+/// The open TCP sockets of process `pid` (Linux: `/proc/<pid>/fd`).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// A connection to `addr` that sends half a request head and stalls.
+fn stall(addr: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` (EOF or reset) before `deadline`.
+fn closed_by_server(stream: &mut std::net::TcpStream, deadline: Instant) -> bool {
+    use std::io::Read;
+    let mut buf = [0; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // hyper may answer 408 before it closes.
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Slowloris against a server on `base` (process `pid`) configured with a
+/// header timeout of 1 s and at most `cap` connections; `path` answers
+/// 200. Counts, and bounds time only to catch a hang:
+/// - with fewer stalled connections than the cap, a request is served;
+/// - with far more than the cap, the server never holds more than `cap`
+///   connections (the rest wait in the backlog), a request is served once
+///   the timeout has cleared the stalled ones ahead of it, and every
+///   stalled connection is closed by the server.
+pub(crate) fn slowloris_is_cut_off(base: &str, pid: u32, cap: usize, path: &str) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let client = || {
+        crate::harness::client_builder()
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let baseline = sockets(pid);
+    let mut stalled: Vec<std::net::TcpStream> = (0..cap - 1).map(|_| stall(&addr)).collect();
+    let response = client().get(format!("{base}{path}")).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "below the cap");
+
+    // Watch the server's sockets while far more than the cap stall.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = std::sync::Arc::clone(&watching);
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(sockets(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    stalled.extend((0..2 * cap + 1).map(|_| stall(&addr)));
+    let response = client().get(format!("{base}{path}")).send().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "over the cap");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut closed = 0;
+    for stream in &mut stalled {
+        if closed_by_server(stream, deadline) {
+            closed += 1;
+        }
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    assert_eq!(
+        closed,
+        stalled.len(),
+        "stalled connections closed by the server"
+    );
+    assert!(
+        most <= baseline + cap,
+        "the server held {} connections at once; the cap is {cap}",
+        most - baseline
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n",
+            weather.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "server:\n",
+        "server:\n  header_timeout: 1s\n  max_connections: 8\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let server = crate::harness::start(&path, "info");
+    slowloris_is_cut_off(&server.base, server.child.id(), 8, "/weather");
+}
+
+/// The status and body of `GET <target>` sent as raw bytes (no client
+/// normalises the path), with `headers` (`name: value\r\n` lines).
+fn raw_get(server: &Server, target: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    (status, answer)
+}
+
+fn hs256_token(secret: &[u8]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ops", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// With the auth plugin configured, `/plugins`, `/metrics` and `/healthz`
+/// need a token like any path (their content is not in the refusal);
+/// `server.public` serves the listed ones without, `/healthz` then as a
+/// bare liveness answer.
+#[test]
+fn host_endpoints_need_a_token_when_auth_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let plugins = format!(
+        "  auth:\n    type: builtin\n    config:\n      jwt_secret: \"test-secret\"\n  weather:\n    type: external\n    path: {}\n",
+        weather.display()
+    );
+    let path = config(dir.path(), &keys, "5s", &plugins);
+    let sha256 = crate::harness::sha256_of(&weather);
+    let key_id = signature::KeyId::of_public_key(&keys.pk).to_string();
+    let reveals = |body: &str| {
+        body.contains(&sha256)
+            || body.contains(&key_id)
+            || body.contains(&weather.display().to_string())
+            || body.contains("backworks_hook_calls_total")
+            || body.contains("\"plugins\"")
+    };
+    let token = hs256_token(b"test-secret");
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+
+    let server = crate::harness::start(&path, "info");
+    for endpoint in ["/plugins", "/metrics", "/healthz"] {
+        let (status, answer) = raw_get(&server, endpoint, "");
+        assert_eq!(status, 401, "{endpoint} without a token: {answer}");
+        assert!(!reveals(&answer), "{endpoint}: {answer}");
+        assert!(answer.contains("\"plugin\":\"auth\""), "{answer}");
+        let wrong = format!("Authorization: Bearer {}\r\n", hs256_token(b"another"));
+        assert_eq!(raw_get(&server, endpoint, &wrong).0, 401, "{endpoint}");
+        let (status, answer) = raw_get(&server, endpoint, &bearer);
+        assert_eq!(status, 200, "{endpoint} with a token: {answer}");
+    }
+    let (_, answer) = raw_get(&server, "/plugins", &bearer);
+    assert!(answer.contains(&sha256), "{answer}");
+    let (_, answer) = raw_get(&server, "/healthz", &bearer);
+    assert!(answer.contains("\"healthy\":true"), "{answer}");
+    drop(server);
+
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "server:\n",
+        "server:\n  public: [/healthz, /metrics]\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let server = crate::harness::start(&path, "info");
+    let (status, answer) = raw_get(&server, "/healthz", "");
+    assert_eq!(status, 200, "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"status": "ok"})
+    );
+    let (status, answer) = raw_get(&server, "/metrics", "");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = raw_get(&server, "/plugins", "");
+    assert_eq!(status, 401, "{answer}");
+    assert!(!reveals(&answer), "{answer}");
+}
+
+/// `exempt_paths` are decided on the decoded path: encodings of another
+/// path under an exempt prefix need a token (before: exempt, so through to
+/// the plugins), an encoded exempt path is exempt.
+#[test]
+fn auth_exemptions_cannot_be_borrowed_with_encoded_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  auth:\n    type: builtin\n    config:\n      jwt_secret: \"test-secret\"\n      exempt_paths: [\"/public/*\"]\n  weather:\n    type: external\n    path: {}\n",
+            weather.display()
+        ),
+    );
+    let server = crate::harness::start(&path, "info");
+    let mut refused = 0;
+    let attempts = [
+        "/public/..%2fweather",
+        "/public/..%2Fweather",
+        "/public/%2e%2e%2fweather",
+        "/public/%2e%2e/weather",
+        "/public/..%5cweather",
+        "/public/%252e%252e/weather",
+        "/public//../weather",
+        "//public/../weather",
+    ];
+    for target in attempts {
+        let (status, answer) = raw_get(&server, target, "");
+        assert!(
+            status == 401 || status == 400,
+            "{target} passed without a token: {answer}"
+        );
+        assert!(!answer.contains("temperature"), "{answer}");
+        refused += 1;
+    }
+    assert_eq!(refused, attempts.len());
+    // Exempt, decoded or not: through to the plugins (none answers: 404).
+    for target in ["/public/x", "/%70ublic/x"] {
+        let (status, answer) = raw_get(&server, target, "");
+        assert_eq!(status, 404, "{target}: {answer}");
+    }
+}
+
+/// A complete head whose body stops arriving holds its connection for
+/// `server.idle_timeout` at most (before: forever, past every cap).
+#[test]
+fn a_stalled_request_body_is_cut_off_by_the_idle_timeout() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n",
+            weather.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "server:\n",
+        "server:\n  idle_timeout: 1s\n  max_connections: 4\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let server = crate::harness::start(&path, "info");
+    let addr = server.base.trim_start_matches("http://");
+    let mut stalled: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(
+                    b"POST /weather HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nhalf a bo",
+                )
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Over the cap: served once the stalled ones ahead of it are cut off.
+    let client = crate::harness::client_builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/weather", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut closed = 0;
+    for stream in &mut stalled {
+        if closed_by_server(stream, deadline) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, stalled.len());
+}
