@@ -983,9 +983,49 @@ impl Reader<'_> {
                     }
                 }
             };
+            self.refuse_duplicate_key_id(&keys, &key, &item_at, at)?;
             keys.push(key);
         }
         Ok(keys)
+    }
+
+    /// Refuses `key` (entry `key_at` of `trusted_keys`) when an earlier entry
+    /// of `keys` has its key id: a signature names its key by id, so only the
+    /// first of the two would ever be tried, and every plugin signed with the
+    /// second would be refused as altered.
+    fn refuse_duplicate_key_id(
+        &self,
+        keys: &[TrustedKey],
+        key: &TrustedKey,
+        key_at: &FieldPath,
+        list_at: &FieldPath,
+    ) -> Result<(), ConfigError> {
+        let id = KeyId::of_public_key(&key.key);
+        let Some((index, first)) = keys
+            .iter()
+            .enumerate()
+            .find(|(_, earlier)| KeyId::of_public_key(&earlier.key) == id)
+        else {
+            return Ok(());
+        };
+        let first_at = list_at.index(index);
+        let first_line = self
+            .line_of(&first_at)
+            .map_or_else(String::new, |line| format!(", line {line}"));
+        let problem = if first.key.to_base64() == key.key.to_base64() {
+            String::from("the same key is listed twice; remove one of the two entries")
+        } else {
+            String::from(
+                "they are two different keys with the same id, and a signature names its key by id only, so plugins signed with the second would be refused as altered; keep the one your publisher signs with (compare with its .pub file) and remove the other",
+            )
+        };
+        Err(self.invalid(
+            key_at,
+            format!(
+                "key id {id} ({}) is also the key id of {first_at} ({}{first_line}): {problem}",
+                key.origin, first.origin
+            ),
+        ))
     }
 
     fn plugin(
@@ -1930,6 +1970,12 @@ mod tests {
             )
             .unwrap();
             fs::write(dir.path().join("keys/broken.pub"), "not a key\n").unwrap();
+            // Another key with release.pub's key id (02 02 .. 02).
+            fs::write(
+                dir.path().join("keys/same-id.pub"),
+                "untrusted comment: minisign public key 0202020202020202\nRWQCAgICAgICAgkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ\n",
+            )
+            .unwrap();
             let registry = test_key(3);
             fs::write(
                 dir.path().join("keys/registry.pub"),
@@ -2460,6 +2506,8 @@ mod tests {
         trusted_key_file_missing: "trusted_keys:\n  - file: keys/missing.pub\n";
         trusted_key_file_invalid: "trusted_keys:\n  - file: keys/release.pub\n  - file: ./keys/broken.pub\n";
         trusted_key_inline_invalid: "trusted_keys:\n  - key: RWQnotakey\n";
+        trusted_key_listed_twice: "trusted_keys:\n  - file: keys/release.pub\n  - key: RWQBAQEBAQEBAQMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMD\n  - key: RWQCAgICAgICAgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYG\n";
+        trusted_key_id_shared: "trusted_keys:\n  - file: keys/release.pub\n  - file: keys/same-id.pub\n";
         plugin_dir_missing: "plugin_dirs: [\"./plugins\", \"./more-plugins\"]\n";
         plugin_dir_is_a_file: "plugin_dirs:\n  - plugins/my-custom-plugin.so\n";
         plugin_dirs_a_string: "plugin_dirs: ./plugins\n";
