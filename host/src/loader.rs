@@ -150,6 +150,20 @@ pub enum LoadError {
         #[source]
         source: libloading::Error,
     },
+    /// The file's record names another plugin than the `backworks.yaml`
+    /// entry it was given for ([`VerifiedFile::check_name`]).
+    #[error(
+        "refusing {} as plugin `{expected}`: its metadata record names plugin `{found}`, not `{expected}`; each key of `plugins` in backworks.yaml is the plugin's name: point `{expected}` at a build of `{expected}`, or name the entry `{found}`",
+        path.display()
+    )]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name in `backworks.yaml` (the key of its entry).
+        expected: String,
+        /// The name in the file's metadata record.
+        found: String,
+    },
     /// The record in memory differs from the one checked in the file.
     #[error(
         "refusing {}: the metadata record in memory differs from the one in the verified bytes",
@@ -219,7 +233,22 @@ impl VerifiedFile {
     pub fn key_id(&self) -> Option<KeyId> {
         self.key_id
     }
-}
+
+    /// The identity rule, for start-up and every swap alike: a library may
+    /// serve the `backworks.yaml` entry `name` only when its metadata record
+    /// names that plugin. Otherwise a validly signed library of one plugin
+    /// would run as another, with the other's `config` (its secrets).
+    /// Checked before the bytes are loaded.
+    pub fn check_name(&self, name: &str) -> Result<(), LoadError> {
+        if self.metadata.name == name {
+            return Ok(());
+        }
+        Err(LoadError::NameMismatch {
+            path: self.path.clone(),
+            expected: name.to_owned(),
+            found: self.metadata.name.clone(),
+        })
+    }}
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and
 /// signature, and stage those bytes where they cannot change. Runs no plugin

@@ -131,9 +131,11 @@ impl ServeError {
 /// [`PluginMarketplace::prepare`](crate::marketplace::PluginMarketplace::prepare)),
 /// are read and verified on one thread per core (hashing and signature
 /// checks are the bulk of start-up), and loaded one by one in config order
-/// on this thread, each as soon as it is verified; a marketplace library
-/// must also be the bytes the lock pins. The first failure stops the
-/// loading (and the verifiers).
+/// on this thread, each as soon as it is verified; its metadata record must
+/// name the plugin of its entry ([`loader::VerifiedFile::check_name`]), and a
+/// marketplace library must also be the bytes the lock pins. The first
+/// failure stops the loading (and the verifiers) before that library is
+/// loaded and before any plugin is initialized.
 pub fn load_plugins(
     config: &Config,
     marketplace: &[Resolved],
@@ -308,6 +310,7 @@ fn load_one(
                     })
                 })?
                 .map_err(load_error)?;
+            file.check_name(&entry.name).map_err(load_error)?;
             if let Some(resolved) = pin {
                 check_pin(&entry.name, path, &file, &resolved.pin)?;
             }

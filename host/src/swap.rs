@@ -8,8 +8,9 @@
 //! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
 //!    signature under the configured policy, over bytes read once), then
 //!    `loader::load_verified` (those bytes, from a sealed memfd). The new
-//!    record must name the same plugin as the running one's; bytes equal to
-//!    the running ones are not loaded again;
+//!    record must name the entry's plugin, as at start-up
+//!    (`loader::VerifiedFile::check_name`); bytes equal to the running ones
+//!    are not loaded again;
 //! 2. **start**: `initialize` with the entry's `config`, then
 //!    `health_check`, each on its own blocking thread under `hook_timeout`.
 //!    An error, a panic (caught at the ABI) or a hang (the thread is left
@@ -145,23 +146,6 @@ pub enum SwapError {
         offered: Box<Pin>,
         /// What was pinned.
         pinned: Box<Pin>,
-        /// The version still serving.
-        running: String,
-    },
-    /// The file is another plugin.
-    #[error(
-        "refusing {} as plugin `{name}`: its metadata record names plugin `{found}`, not `{expected}`; use a build of `{expected}` (version {running} keeps serving)",
-        path.display()
-    )]
-    NameMismatch {
-        /// The plugin's name in `backworks.yaml`.
-        name: String,
-        /// The file offered.
-        path: PathBuf,
-        /// The name in the running plugin's record.
-        expected: String,
-        /// The name in the file's record.
-        found: String,
         /// The version still serving.
         running: String,
     },
@@ -435,9 +419,11 @@ impl Swapper {
         new_version: &mut Option<String>,
     ) -> Result<Replaced, SwapError> {
         let name = entry.name.as_str();
-        let expected = running.record_name().ok_or_else(|| SwapError::Builtin {
-            name: name.to_owned(),
-        })?;
+        if running.record_name().is_none() {
+            return Err(SwapError::Builtin {
+                name: name.to_owned(),
+            });
+        }
         let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
             name: name.to_owned(),
             detail: join.to_string(),
@@ -467,15 +453,8 @@ impl Swapper {
         .map_err(interrupted)?
         .map_err(refused)?;
         *new_version = Some(verified.metadata().version.clone());
-        if verified.metadata().name != expected {
-            return Err(SwapError::NameMismatch {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                expected: expected.to_owned(),
-                found: verified.metadata().name.clone(),
-                running: running.version.clone(),
-            });
-        }
+        // The rule start-up applies: the record names the entry's plugin.
+        verified.check_name(name).map_err(refused)?;
         if let Some(pin) = pin {
             let key_id = verified.key_id().map(|key| key.to_string());
             // Without signatures (local development) no key was checked,

@@ -559,3 +559,37 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
         plugin.shutdown().await.unwrap();
     });
 }
+
+/// Issue 13, defect 3: an `external` entry named `billing` pointing at a
+/// validly signed library whose record says `weather` is refused at
+/// start-up (as `--watch` refuses it), naming the entry, the file and the
+/// record's name, before the library is loaded and before `billing`'s
+/// config reaches any plugin.
+#[test]
+fn a_library_whose_record_names_another_plugin_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libbilling.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  billing:\n    type: external\n    path: {}\n    config:\n      api_key: \"billing-secret\"\n",
+            weather.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "plugin `billing`: refusing {} as plugin `billing`: its metadata record names plugin `weather`, not `billing`",
+        weather.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected `{expected}` in:\n{stderr}"
+    );
+    for step in ["plugin verified and loaded", "plugin ready"] {
+        assert!(!stderr.contains(step), "`{step}` in:\n{stderr}");
+    }
+}
