@@ -40,6 +40,7 @@ const TOP_FIELDS: &[&str] = &[
     "plugin_dirs",
     "trusted_keys",
     "require_signatures",
+    "max_plugin_size",
     "plugins",
     "marketplace",
     "updates",
@@ -80,6 +81,9 @@ pub struct Config {
     /// `require_signatures`: refuse plugins without a valid signature by a
     /// trusted key (default `true`).
     pub require_signatures: bool,
+    /// `max_plugin_size`: the largest plugin library read, in bytes (default
+    /// [`crate::loader::DEFAULT_MAX_PLUGIN_SIZE`], 256 MiB).
+    pub max_plugin_size: u64,
     /// `plugins`: the plugins to run, in file order.
     pub plugins: Vec<PluginConfig>,
     /// `marketplace`: the registry `type: marketplace` plugins come from;
@@ -657,6 +661,10 @@ impl Reader<'_> {
             Some(value) => self.boolean(value, &root.key("require_signatures"))?,
             None => true,
         };
+        let max_plugin_size = match top.get("max_plugin_size") {
+            Some(value) => self.size(value, &root.key("max_plugin_size"))?,
+            None => crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
+        };
 
         let plugins_at = root.key("plugins");
         let mut plugins = Vec::new();
@@ -682,6 +690,7 @@ impl Reader<'_> {
             plugin_dirs,
             trusted_keys,
             require_signatures,
+            max_plugin_size,
             plugins,
             marketplace,
             updates,
@@ -2167,8 +2176,11 @@ mod tests {
             assert!(config.plugin_dirs.is_empty());
             assert!(config.trusted_keys.is_empty());
             assert!(config.require_signatures);
+            assert_eq!(config.max_plugin_size, 256 * 1024 * 1024);
             assert!(config.plugins.is_empty());
         }
+        let config = fixture.config("max_plugin_size: 64KiB\n");
+        assert_eq!(config.max_plugin_size, 64 * 1024);
     }
 
     #[test]
@@ -2507,6 +2519,8 @@ mod tests {
         trusted_key_file_invalid: "trusted_keys:\n  - file: keys/release.pub\n  - file: ./keys/broken.pub\n";
         trusted_key_inline_invalid: "trusted_keys:\n  - key: RWQnotakey\n";
         trusted_key_listed_twice: "trusted_keys:\n  - file: keys/release.pub\n  - key: RWQBAQEBAQEBAQMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMD\n  - key: RWQCAgICAgICAgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYG\n";
+        max_plugin_size_number: "max_plugin_size: 1048576\n";
+        max_plugin_size_zero: "max_plugin_size: 0KiB\n";
         trusted_key_id_shared: "trusted_keys:\n  - file: keys/release.pub\n  - file: keys/same-id.pub\n";
         plugin_dir_missing: "plugin_dirs: [\"./plugins\", \"./more-plugins\"]\n";
         plugin_dir_is_a_file: "plugin_dirs:\n  - plugins/my-custom-plugin.so\n";

@@ -386,6 +386,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     let policy = loader::LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
+        max_plugin_size: config.max_plugin_size,
     };
     let found = match discovery::scan_for_plugins(&config.plugin_dirs, policy) {
         Ok(found) => found,

@@ -144,6 +144,7 @@ pub fn load_plugins(
     let policy = LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
+        max_plugin_size: config.max_plugin_size,
     };
     let resolved = |name: &str| marketplace.iter().find(|r| r.name == name);
     let paths: Vec<&std::path::Path> = config

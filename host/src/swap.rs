@@ -220,6 +220,7 @@ pub struct Swapper {
     entries: Vec<Entry>,
     trusted_keys: Arc<[PublicKey]>,
     require_signatures: bool,
+    max_plugin_size: u64,
     hook_timeout: Duration,
     shutdown_timeout: Duration,
     /// Set by [`Swapper::close`]: no swap starts after it.
@@ -252,6 +253,7 @@ impl Swapper {
             entries,
             trusted_keys: config.trusted_keys.iter().map(|k| k.key.clone()).collect(),
             require_signatures: config.require_signatures,
+            max_plugin_size: config.max_plugin_size,
             hook_timeout: config.hook_timeout,
             shutdown_timeout: config.shutdown_timeout,
             closed: AtomicBool::new(false),
@@ -435,9 +437,10 @@ impl Swapper {
         };
 
         // 1. Verify (no plugin code runs), then load.
-        let (keys, require_signatures, file) = (
+        let (keys, require_signatures, max_plugin_size, file) = (
             Arc::clone(&self.trusted_keys),
             self.require_signatures,
+            self.max_plugin_size,
             path.to_owned(),
         );
         let verified = tokio::task::spawn_blocking(move || {
@@ -446,6 +449,7 @@ impl Swapper {
                 LoadPolicy {
                     trusted_keys: &keys,
                     require_signatures,
+                    max_plugin_size,
                 },
             )
         })
