@@ -291,7 +291,7 @@ fn faulty_hooks_are_contained() {
         &keys,
         "500ms",
         &format!(
-            "  echo:\n    type: external\n    path: {}\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n",
             echo.display()
         ),
     );
@@ -299,7 +299,7 @@ fn faulty_hooks_are_contained() {
 
     let (status, body) = get(&server, "/error");
     assert_eq!(status, 500);
-    assert_eq!(body["plugin"], "echo");
+    assert_eq!(body["plugin"], "echo-plugin");
     assert!(
         body["error"].as_str().unwrap().contains("error requested"),
         "{body}"
@@ -367,14 +367,14 @@ fn a_plugin_failing_initialize_stops_start_up() {
         &keys,
         "5s",
         &format!(
-            "  echo:\n    type: external\n    path: {}\n    config:\n      fail: true\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n    config:\n      fail: true\n",
             echo.display()
         ),
     );
     let (code, stderr) = refuse(&config);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("plugin `echo` failed to start: initialize failed"),
+        stderr.contains("plugin `echo-plugin` failed to start: initialize failed"),
         "{stderr}"
     );
     assert!(stderr.contains("`fail` is true"), "{stderr}");
