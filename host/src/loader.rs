@@ -540,21 +540,99 @@ pub fn verify_bytes(
     Ok((metadata, Some(verified)))
 }
 
+/// A library whose loading (`dlopen`, which runs its initialisers) has not
+/// returned yet ([`load_in_flight`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadInFlight {
+    /// The plugin file whose bytes are being loaded.
+    pub path: PathBuf,
+    /// How long ago the loading started.
+    pub elapsed: std::time::Duration,
+}
+
+/// The loadings that have not returned, by start order: (id, file, start).
+static IN_FLIGHT: std::sync::Mutex<Vec<(u64, PathBuf, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<(u64, PathBuf, std::time::Instant)>> {
+    IN_FLIGHT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The oldest loading that has not returned, if any.
+///
+/// A library's initialisers (C constructors, `.init_array`) run inside
+/// `dlopen`, and glibc's dynamic loader holds its **process-wide** lock
+/// while they run: while one hangs, every other `dlopen` of the process
+/// waits (whatever library, whichever thread), and so does the process's
+/// `exit`, whose `_dl_fini` takes the same lock. Nothing in the process can
+/// interrupt it. Callers use this to refuse further loads at once instead
+/// of queueing behind the stuck one, and to leave the process without
+/// `exit` ([`exit_now`]).
+pub fn load_in_flight() -> Option<LoadInFlight> {
+    in_flight().first().map(|(_, path, started)| LoadInFlight {
+        path: path.clone(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Ends the process with `code` at once: flushes standard output and error,
+/// then `_exit`, which skips the `atexit` handlers and glibc's `_dl_fini`.
+/// For when [`load_in_flight`] says a library's loading never returned:
+/// `exit` would wait for the dynamic loader's lock forever.
+pub fn exit_now(code: u8) -> ! {
+    use std::io::Write;
+
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process without running any code of it;
+    // the standard streams were flushed above, and nothing else of this
+    // process needs to run at exit (the host keeps no state that needs
+    // flushing there).
+    unsafe {
+        libc::_exit(i32::from(code))
+    }
+    #[cfg(not(unix))]
+    std::process::exit(i32::from(code))
+}
+
+/// Registers one loading in [`IN_FLIGHT`] until dropped.
+struct Loading(u64);
+
+impl Loading {
+    fn start(path: &Path) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        in_flight().push((id, path.to_owned(), std::time::Instant::now()));
+        Self(id)
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        in_flight().retain(|(id, _, _)| *id != self.0);
+    }
+}
+
 /// Step 3: opens the staged copy of the verified bytes.
 fn open_staged(
     path: &Path,
     staged: &Path,
     keep_alive: KeepAlive,
 ) -> Result<&'static libloading::Library, LoadError> {
+    let loading = Loading::start(path);
     // SAFETY: loading runs the library's initialisers. The staged bytes are
     // the ones whose record and signature were checked, in a place where they
     // cannot change (sealed memfd or private copy); this is the documented
     // point where plugin code first runs.
-    let library =
-        unsafe { libloading::Library::new(staged) }.map_err(|source| LoadError::Dlopen {
-            path: path.to_owned(),
-            source,
-        })?;
+    let library = unsafe { libloading::Library::new(staged) }.map_err(|source| LoadError::Dlopen {
+        path: path.to_owned(),
+        source,
+    });
+    drop(loading);
+    let library = library?;
     // Kept for the life of the process, like the library: the dynamic loader
     // knows the library by its staged path (`/proc/self/fd/N`); were the
     // descriptor closed, the next plugin's memfd could get the same N, and

@@ -25,6 +25,17 @@
 //!    its `shutdown` is called, bounded by `shutdown_timeout`. Its library
 //!    stays mapped: libraries are never unloaded (see `loader`).
 //!
+//! A library's initialisers run inside `dlopen`, under glibc's process-wide
+//! loader lock, and cannot be interrupted: when they hang past
+//! `hook_timeout` the swap is refused (`load timed out`) but the loading
+//! thread stays stuck, holding that lock. Later swaps, of any plugin, are
+//! then refused at once (`SwapError::LoaderStuck`) rather than queued
+//! behind it, and `backworks serve` leaves through `_exit` (`exit` would
+//! wait for the lock). The process is degraded all the same: a thread's
+//! first use of a thread-local with a destructor also waits for that lock
+//! (ARCHITECTURE.md, invariants); restart the server. Only the process tier
+//! of issue 16 removes this.
+//!
 //! Swaps of one plugin are serialised (the second waits for the first);
 //! a swap runs to its end on its own task even when the caller stops
 //! waiting. Every refusal is logged (warn) with the plugin, the running
@@ -177,6 +188,26 @@ pub enum SwapError {
         /// `failed`, `panicked` or `timed out`, a colon and the plugin's (or
         /// the loader's) message.
         reason: String,
+        /// The version still serving.
+        running: String,
+    },
+    /// An earlier loading of a library (of any plugin) never returned: its
+    /// initialisers hang inside the dynamic loader, which holds a
+    /// process-wide lock, so no library can be loaded until they return
+    /// (`loader::load_in_flight`). Refused at once, before loading.
+    #[error(
+        "plugin `{name}`: not loading {}: the loading of {} started {} ms ago and has not returned (its initialisers hang while the dynamic loader holds its process-wide lock), so no library can be loaded by this process; restart the server (version {running} keeps serving)",
+        path.display(), stuck.display(), elapsed_ms
+    )]
+    LoaderStuck {
+        /// The plugin's name.
+        name: String,
+        /// The file offered.
+        path: PathBuf,
+        /// The library whose loading hangs.
+        stuck: PathBuf,
+        /// How long it has been loading.
+        elapsed_ms: u128,
         /// The version still serving.
         running: String,
     },
@@ -493,6 +524,20 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
+        // A loading that outlived its deadline holds the dynamic loader's
+        // process-wide lock: this one would only queue behind it (and leave
+        // one more thread stuck). Refuse at once instead.
+        if let Some(stuck) = loader::load_in_flight()
+            && stuck.elapsed >= self.hook_timeout
+        {
+            return Err(SwapError::LoaderStuck {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                stuck: stuck.path,
+                elapsed_ms: stuck.elapsed.as_millis(),
+                running: running.version.clone(),
+            });
+        }
         // `dlopen` runs the library's initialisers: bounded like a hook.
         let loading = tokio::task::spawn_blocking(move || loader::load_verified(verified));
         let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
@@ -511,7 +556,10 @@ impl Swapper {
                     &record_version,
                     "load",
                     "timed out",
-                    format!("no answer within {} ms", self.hook_timeout.as_millis()),
+                    format!(
+                        "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
+                        self.hook_timeout.as_millis()
+                    ),
                 ));
             }
         };

@@ -769,3 +769,64 @@ fn a_plugin_larger_than_max_plugin_size_is_refused() {
     let server = crate::harness::start(&config, "info");
     assert_eq!(get(&server, "/weather").0, 200);
 }
+
+/// A C file whose constructor never returns: a library built with it never
+/// finishes loading (its `dlopen` hangs, holding glibc's loader lock).
+pub(crate) const HANGING_CONSTRUCTOR: &str = "#define _POSIX_C_SOURCE 200809L\n#include <unistd.h>\n\n/* Runs inside dlopen, and never returns. */\n__attribute__((constructor)) static void never_returns(void) {\n    for (;;) {\n        pause();\n    }\n}\n";
+
+/// The C weather plugin (`weather-c`) compiled together with the C file
+/// `extra` into `lib<name>.so`, once per run.
+pub(crate) fn c_plugin_with(name: &str, extra: &str) -> PathBuf {
+    let dir = support::fixture_target_dir().join("c-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join(format!("{name}.c"));
+    if std::fs::read_to_string(&source).ok().as_deref() != Some(extra) {
+        std::fs::write(&source, extra).unwrap();
+    }
+    support::cc_build(
+        name,
+        &[
+            support::workspace().join("examples/c-plugin/weather.c"),
+            source,
+        ],
+        None,
+    )
+}
+
+/// Also looked at for issue 13: a signed library whose constructor hangs
+/// stops start-up after `hook_timeout` (`load timed out`, exit 1) instead
+/// of hanging `serve` forever, and the process ends although the dynamic
+/// loader's lock is never released (`exit` would wait for it).
+#[test]
+fn a_library_whose_constructor_hangs_stops_start_up_after_the_hook_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let hanging = keys.signed_copy(
+        &c_plugin_with("weather_c_hangs_at_start", HANGING_CONSTRUCTOR),
+        dir.path(),
+        "libweather_c.so",
+    );
+    let config = config(
+        dir.path(),
+        &keys,
+        "1s",
+        &format!(
+            "  weather-c:\n    type: external\n    path: {}\n",
+            hanging.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "plugin `weather-c` failed to start: load timed out: {} was not loaded within 1000 ms",
+        hanging.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected `{expected}` in:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("exiting without running exit handlers"),
+        "{stderr}"
+    );
+}
