@@ -37,6 +37,7 @@ fn main() {
         backworks_host::loader::LoadPolicy {
             trusted_keys: &trusted,
             require_signatures: true,
+            max_plugin_size: backworks_host::loader::DEFAULT_MAX_PLUGIN_SIZE,
         },
     )
     .unwrap()

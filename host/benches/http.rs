@@ -109,7 +109,8 @@ fn main() {
         "5s",
         &support::harness::external_plugins(&[
             ("weather".into(), weather),
-            ("trivial".into(), trivial),
+            // The entry's name is the one the library's record gives.
+            ("weather-c".into(), trivial),
         ]),
     );
     let server = support::harness::start(&config, "warn");

@@ -42,6 +42,7 @@ const TOP_FIELDS: &[&str] = &[
     "plugin_dirs",
     "trusted_keys",
     "require_signatures",
+    "max_plugin_size",
     "plugins",
     "marketplace",
     "updates",
@@ -117,6 +118,9 @@ pub struct Config {
     /// `require_signatures`: refuse plugins without a valid signature by a
     /// trusted key (default `true`).
     pub require_signatures: bool,
+    /// `max_plugin_size`: the largest plugin library read, in bytes (default
+    /// [`crate::loader::DEFAULT_MAX_PLUGIN_SIZE`], 256 MiB).
+    pub max_plugin_size: u64,
     /// `plugins`: the plugins to run, in file order.
     pub plugins: Vec<PluginConfig>,
     /// `marketplace`: the registry `type: marketplace` plugins come from;
@@ -717,6 +721,10 @@ impl Reader<'_> {
             Some(value) => self.boolean(value, &root.key("require_signatures"))?,
             None => true,
         };
+        let max_plugin_size = match top.get("max_plugin_size") {
+            Some(value) => self.size(value, &root.key("max_plugin_size"))?,
+            None => crate::loader::DEFAULT_MAX_PLUGIN_SIZE,
+        };
 
         let plugins_at = root.key("plugins");
         let mut plugins = Vec::new();
@@ -744,6 +752,7 @@ impl Reader<'_> {
             plugin_dirs,
             trusted_keys,
             require_signatures,
+            max_plugin_size,
             plugins,
             marketplace,
             updates,
@@ -1056,9 +1065,49 @@ impl Reader<'_> {
                     }
                 }
             };
+            self.refuse_duplicate_key_id(&keys, &key, &item_at, at)?;
             keys.push(key);
         }
         Ok(keys)
+    }
+
+    /// Refuses `key` (entry `key_at` of `trusted_keys`) when an earlier entry
+    /// of `keys` has its key id: a signature names its key by id, so only the
+    /// first of the two would ever be tried, and every plugin signed with the
+    /// second would be refused as altered.
+    fn refuse_duplicate_key_id(
+        &self,
+        keys: &[TrustedKey],
+        key: &TrustedKey,
+        key_at: &FieldPath,
+        list_at: &FieldPath,
+    ) -> Result<(), ConfigError> {
+        let id = KeyId::of_public_key(&key.key);
+        let Some((index, first)) = keys
+            .iter()
+            .enumerate()
+            .find(|(_, earlier)| KeyId::of_public_key(&earlier.key) == id)
+        else {
+            return Ok(());
+        };
+        let first_at = list_at.index(index);
+        let first_line = self
+            .line_of(&first_at)
+            .map_or_else(String::new, |line| format!(", line {line}"));
+        let problem = if first.key.to_base64() == key.key.to_base64() {
+            String::from("the same key is listed twice; remove one of the two entries")
+        } else {
+            String::from(
+                "they are two different keys with the same id, and a signature names its key by id only, so plugins signed with the second would be refused as altered; keep the one your publisher signs with (compare with its .pub file) and remove the other",
+            )
+        };
+        Err(self.invalid(
+            key_at,
+            format!(
+                "key id {id} ({}) is also the key id of {first_at} ({}{first_line}): {problem}",
+                key.origin, first.origin
+            ),
+        ))
     }
 
     fn plugin(
@@ -2053,6 +2102,12 @@ mod tests {
             )
             .unwrap();
             fs::write(dir.path().join("keys/broken.pub"), "not a key\n").unwrap();
+            // Another key with release.pub's key id (02 02 .. 02).
+            fs::write(
+                dir.path().join("keys/same-id.pub"),
+                "untrusted comment: minisign public key 0202020202020202\nRWQCAgICAgICAgkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJ\n",
+            )
+            .unwrap();
             let registry = test_key(3);
             fs::write(
                 dir.path().join("keys/registry.pub"),
@@ -2246,10 +2301,13 @@ mod tests {
             assert!(config.plugin_dirs.is_empty());
             assert!(config.trusted_keys.is_empty());
             assert!(config.require_signatures);
+            assert_eq!(config.max_plugin_size, 256 * 1024 * 1024);
             assert!(config.plugins.is_empty());
             assert_eq!(config.limits, ConnectionLimits::default());
             assert!(config.public.is_empty());
         }
+        let config = fixture.config("max_plugin_size: 64KiB\n");
+        assert_eq!(config.max_plugin_size, 64 * 1024);
     }
 
     #[test]
@@ -2613,6 +2671,10 @@ mod tests {
         trusted_key_file_missing: "trusted_keys:\n  - file: keys/missing.pub\n";
         trusted_key_file_invalid: "trusted_keys:\n  - file: keys/release.pub\n  - file: ./keys/broken.pub\n";
         trusted_key_inline_invalid: "trusted_keys:\n  - key: RWQnotakey\n";
+        trusted_key_listed_twice: "trusted_keys:\n  - file: keys/release.pub\n  - key: RWQBAQEBAQEBAQMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMD\n  - key: RWQCAgICAgICAgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYG\n";
+        max_plugin_size_number: "max_plugin_size: 1048576\n";
+        max_plugin_size_zero: "max_plugin_size: 0KiB\n";
+        trusted_key_id_shared: "trusted_keys:\n  - file: keys/release.pub\n  - file: keys/same-id.pub\n";
         plugin_dir_missing: "plugin_dirs: [\"./plugins\", \"./more-plugins\"]\n";
         plugin_dir_is_a_file: "plugin_dirs:\n  - plugins/my-custom-plugin.so\n";
         plugin_dirs_a_string: "plugin_dirs: ./plugins\n";

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::json;
 
-use crate::loader::{self, LoadError, LoadPolicy};
+use crate::loader::{self, LoadError, LoadPolicy, SizeLimit};
 
 /// What discovery says about one file.
 #[derive(Debug)]
@@ -76,13 +76,15 @@ pub fn scan_for_plugins(
 
 /// Describes one file: its record and whether the loader would accept it.
 pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
-    let bytes = match std::fs::read(path) {
+    // Held to `max_plugin_size`, regular files only: a FIFO or a device
+    // among the plugins is refused, not waited on or read forever.
+    let bytes = match loader::read_bounded(path, SizeLimit::Plugin(policy.max_plugin_size)) {
         Ok(bytes) => bytes,
         Err(e) => {
             return Discovered {
                 path: path.to_owned(),
                 metadata: None,
-                status: Err(format!("cannot read: {e}")),
+                status: Err(e.to_string()),
             };
         }
     };

@@ -8,6 +8,8 @@ use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::json;
 
+use crate::loader::{self, FileError, SizeLimit};
+
 /// Why a file could not be inspected.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectFileError {
@@ -20,6 +22,10 @@ pub enum InspectFileError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a regular file, or is larger than
+    /// [`loader::DEFAULT_MAX_PLUGIN_SIZE`] (see [`loader::open_bounded`]).
+    #[error(transparent)]
+    Refused(FileError),
     /// The file was read but holds no valid metadata record.
     #[error("{}: {source}", path.display())]
     NotPlugin {
@@ -33,11 +39,11 @@ pub enum InspectFileError {
 
 impl InspectFileError {
     /// The process exit code for this error: 2 for I/O, 1 for a file that
-    /// is not a valid plugin.
+    /// is not a valid plugin (not a regular file, too large, no record).
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Read { .. } => 2,
-            Self::NotPlugin { .. } => 1,
+            Self::Refused(_) | Self::NotPlugin { .. } => 1,
         }
     }
 }
@@ -53,12 +59,14 @@ pub struct Report {
     pub compatibility: Result<(), AbiError>,
 }
 
-/// Reads `path` and its metadata record.
+/// Reads `path` (a regular file of [`loader::DEFAULT_MAX_PLUGIN_SIZE`]
+/// bytes at most, see [`loader::open_bounded`]) and its metadata record.
 pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
-    let bytes = std::fs::read(path).map_err(|source| InspectFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = loader::read_bounded(path, SizeLimit::Plugin(loader::DEFAULT_MAX_PLUGIN_SIZE))
+        .map_err(|error| match error {
+            FileError::Io { path, source } => InspectFileError::Read { path, source },
+            refused => InspectFileError::Refused(refused),
+        })?;
     let metadata = find_metadata(&bytes).map_err(|source| InspectFileError::NotPlugin {
         path: path.to_owned(),
         source,

@@ -3,7 +3,10 @@
 //! [`load_plugin`] reads a plugin file **once** and works on those bytes
 //! only. On Linux the kernel copies the file into a memfd that is sealed
 //! (no write, grow or shrink, ever) *before* any check, and every check
-//! reads that sealed memfd; elsewhere the file is read into memory.
+//! reads that sealed memfd; elsewhere the file is read into memory. The
+//! plugin and its `.minisig` are read through [`open_bounded`]: regular
+//! files only (a FIFO or a device is refused, never waited on), a plugin of
+//! `max_plugin_size` bytes at most, a signature of [`MAX_SIGNATURE_SIZE`].
 //!
 //! 1. the metadata record is read from the bytes (no code runs) and checked
 //!    against this host's ABI, struct sizes, target and panic strategy;
@@ -38,7 +41,17 @@ pub struct LoadPolicy<'a> {
     /// Refuse files without a valid signature (off only for local
     /// development).
     pub require_signatures: bool,
+    /// The largest plugin file read (`max_plugin_size` in `backworks.yaml`,
+    /// [`DEFAULT_MAX_PLUGIN_SIZE`] when not set).
+    pub max_plugin_size: u64,
 }
+
+/// `max_plugin_size` when `backworks.yaml` does not set it: 256 MiB.
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
+
+/// The largest `.minisig` read: a minisign signature with a backworks
+/// trusted comment is under 1 KiB.
+pub const MAX_SIGNATURE_SIZE: u64 = 8 * 1024;
 
 /// A plugin whose signature and ABI were checked, loaded from the verified
 /// bytes.
@@ -62,10 +75,195 @@ impl LoadedPlugin {
     }
 }
 
+/// Which limit a file read through [`open_bounded`] is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeLimit {
+    /// A plugin library: `max_plugin_size` (bytes).
+    Plugin(u64),
+    /// A `.minisig`: [`MAX_SIGNATURE_SIZE`].
+    Signature,
+}
+
+impl SizeLimit {
+    /// The limit in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::Plugin(bytes) => bytes,
+            Self::Signature => MAX_SIGNATURE_SIZE,
+        }
+    }
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plugin(bytes) => write!(
+                f,
+                "the limit for a plugin file is {bytes} bytes (`max_plugin_size` in backworks.yaml, default 256MiB); raise `max_plugin_size` if the plugin is meant to be that large"
+            ),
+            Self::Signature => write!(
+                f,
+                "a signature file is at most {MAX_SIGNATURE_SIZE} bytes (minisign signatures are under 1 KiB), so this is not one: sign the plugin again"
+            ),
+        }
+    }
+}
+
+/// Why a plugin file or its `.minisig` was not read
+/// ([`open_bounded`], [`read_bounded`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// Opening or reading failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path (after symbolic links) is not a regular file.
+    #[error(
+        "refusing {}: not a regular file (it is {kind}); a plugin and its .minisig must be regular files",
+        path.display()
+    )]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is: `a FIFO`, `a character device`, ...
+        kind: &'static str,
+    },
+    /// The file is larger than its limit (or grew past it while read).
+    #[error("refusing {}: it is larger than {} bytes: {limit}", path.display(), limit.bytes())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit it exceeds.
+        limit: SizeLimit,
+    },
+}
+
+impl FileError {
+    /// True when the file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Opens `path` to read at most `limit` bytes of it: the one way the host
+/// reads a plugin library or a `.minisig` from disk.
+///
+/// Symbolic links are followed; what they lead to must be a **regular
+/// file**: the file is opened without blocking (`O_NONBLOCK`, so a FIFO
+/// with no writer does not hang the open) and refused unless `fstat` of the
+/// opened descriptor says regular file (a FIFO, a device such as
+/// `/dev/zero`, a socket or a directory is refused), so what is checked is
+/// what is read. A file whose size is over the limit is refused before a
+/// byte is read; the reader returned stops one byte past the limit, so a
+/// file that grows while it is read is caught by [`check_read_size`].
+pub fn open_bounded(
+    path: &Path,
+    limit: SizeLimit,
+) -> Result<std::io::Take<std::fs::File>, FileError> {
+    use std::io::Read;
+
+    let io = |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_owned(),
+            kind: kind_of(&metadata.file_type()),
+        });
+    }
+    check_read_size(path, metadata.len(), limit)?;
+    Ok(file.take(limit.bytes().saturating_add(1)))
+}
+
+/// Refuses `read` bytes of `path` when they are more than `limit` allows
+/// (after reading through [`open_bounded`]'s reader: one byte more than the
+/// limit means the file was, or grew, too large).
+pub fn check_read_size(path: &Path, read: u64, limit: SizeLimit) -> Result<(), FileError> {
+    if read > limit.bytes() {
+        return Err(FileError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The whole file at `path`, held to `limit` (see [`open_bounded`]).
+pub fn read_bounded(path: &Path, limit: SizeLimit) -> Result<Vec<u8>, FileError> {
+    use std::io::Read;
+
+    let mut reader = open_bounded(path, limit)?;
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|source| FileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    check_read_size(path, bytes.len() as u64, limit)?;
+    Ok(bytes)
+}
+
+/// The signature file `<path>.minisig` as text, held to
+/// [`MAX_SIGNATURE_SIZE`] (see [`open_bounded`]).
+pub fn read_signature(path: &Path) -> Result<String, FileError> {
+    let signature = signature_path(path);
+    let bytes = read_bounded(&signature, SizeLimit::Signature)?;
+    String::from_utf8(bytes).map_err(|_| FileError::Io {
+        path: signature,
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text, so not a minisign signature",
+        ),
+    })
+}
+
+/// What a file that is not regular is, for messages.
+fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Why a plugin was not loaded. Nothing of the plugin ran in any case.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
+    /// The plugin file or its `.minisig` is not a regular file, is too
+    /// large, or could not be read ([`open_bounded`]).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The file could not be read.
     #[error("cannot read plugin {}: {source}", path.display())]
     Read {
@@ -150,6 +348,20 @@ pub enum LoadError {
         #[source]
         source: libloading::Error,
     },
+    /// The file's record names another plugin than the `backworks.yaml`
+    /// entry it was given for ([`VerifiedFile::check_name`]).
+    #[error(
+        "refusing {} as plugin `{expected}`: its metadata record names plugin `{found}`, not `{expected}`; each key of `plugins` in backworks.yaml is the plugin's name: point `{expected}` at a build of `{expected}`, or name the entry `{found}`",
+        path.display()
+    )]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's name in `backworks.yaml` (the key of its entry).
+        expected: String,
+        /// The name in the file's metadata record.
+        found: String,
+    },
     /// The record in memory differs from the one checked in the file.
     #[error(
         "refusing {}: the metadata record in memory differs from the one in the verified bytes",
@@ -219,6 +431,22 @@ impl VerifiedFile {
     pub fn key_id(&self) -> Option<KeyId> {
         self.key_id
     }
+
+    /// The identity rule, for start-up and every swap alike: a library may
+    /// serve the `backworks.yaml` entry `name` only when its metadata record
+    /// names that plugin. Otherwise a validly signed library of one plugin
+    /// would run as another, with the other's `config` (its secrets).
+    /// Checked before the bytes are loaded.
+    pub fn check_name(&self, name: &str) -> Result<(), LoadError> {
+        if self.metadata.name == name {
+            return Ok(());
+        }
+        Err(LoadError::NameMismatch {
+            path: self.path.clone(),
+            expected: name.to_owned(),
+            found: self.metadata.name.clone(),
+        })
+    }
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and
@@ -230,7 +458,7 @@ impl VerifiedFile {
 /// mapping, and the dynamic loader opens that same memfd. Elsewhere the
 /// bytes are read into memory, checked, and written to a private copy.
 pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, LoadError> {
-    let staged = Staged::of_file(path)?;
+    let staged = Staged::of_file(path, SizeLimit::Plugin(policy.max_plugin_size))?;
     let bytes = staged.bytes();
     let (metadata, verified) = verify_bytes(path, bytes, policy)?;
     let sha256 = match &verified {
@@ -293,21 +521,15 @@ pub fn verify_bytes(
             path: path.to_owned(),
         });
     }
-    let signature_file = signature_path(path);
-    let text = match std::fs::read_to_string(&signature_file) {
+    let text = match read_signature(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Err(LoadError::Unsigned {
                 path: path.to_owned(),
-                signature: signature_file,
+                signature: signature_path(path),
             });
         }
-        Err(source) => {
-            return Err(LoadError::Read {
-                path: signature_file,
-                source,
-            });
-        }
+        Err(e) => return Err(e.into()),
     };
     let verified = signature::verify(bytes, &text, policy.trusted_keys).map_err(|source| {
         LoadError::Signature {
@@ -318,21 +540,99 @@ pub fn verify_bytes(
     Ok((metadata, Some(verified)))
 }
 
+/// A library whose loading (`dlopen`, which runs its initialisers) has not
+/// returned yet ([`load_in_flight`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadInFlight {
+    /// The plugin file whose bytes are being loaded.
+    pub path: PathBuf,
+    /// How long ago the loading started.
+    pub elapsed: std::time::Duration,
+}
+
+/// The loadings that have not returned, by start order: (id, file, start).
+static IN_FLIGHT: std::sync::Mutex<Vec<(u64, PathBuf, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<(u64, PathBuf, std::time::Instant)>> {
+    IN_FLIGHT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The oldest loading that has not returned, if any.
+///
+/// A library's initialisers (C constructors, `.init_array`) run inside
+/// `dlopen`, and glibc's dynamic loader holds its **process-wide** lock
+/// while they run: while one hangs, every other `dlopen` of the process
+/// waits (whatever library, whichever thread), and so does the process's
+/// `exit`, whose `_dl_fini` takes the same lock. Nothing in the process can
+/// interrupt it. Callers use this to refuse further loads at once instead
+/// of queueing behind the stuck one, and to leave the process without
+/// `exit` ([`exit_now`]).
+pub fn load_in_flight() -> Option<LoadInFlight> {
+    in_flight().first().map(|(_, path, started)| LoadInFlight {
+        path: path.clone(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Ends the process with `code` at once: flushes standard output and error,
+/// then `_exit`, which skips the `atexit` handlers and glibc's `_dl_fini`.
+/// For when [`load_in_flight`] says a library's loading never returned:
+/// `exit` would wait for the dynamic loader's lock forever.
+pub fn exit_now(code: u8) -> ! {
+    use std::io::Write;
+
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process without running any code of it;
+    // the standard streams were flushed above, and nothing else of this
+    // process needs to run at exit (the host keeps no state that needs
+    // flushing there).
+    unsafe {
+        libc::_exit(i32::from(code))
+    }
+    #[cfg(not(unix))]
+    std::process::exit(i32::from(code))
+}
+
+/// Registers one loading in [`IN_FLIGHT`] until dropped.
+struct Loading(u64);
+
+impl Loading {
+    fn start(path: &Path) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        in_flight().push((id, path.to_owned(), std::time::Instant::now()));
+        Self(id)
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        in_flight().retain(|(id, _, _)| *id != self.0);
+    }
+}
+
 /// Step 3: opens the staged copy of the verified bytes.
 fn open_staged(
     path: &Path,
     staged: &Path,
     keep_alive: KeepAlive,
 ) -> Result<&'static libloading::Library, LoadError> {
+    let loading = Loading::start(path);
     // SAFETY: loading runs the library's initialisers. The staged bytes are
     // the ones whose record and signature were checked, in a place where they
     // cannot change (sealed memfd or private copy); this is the documented
     // point where plugin code first runs.
-    let library =
-        unsafe { libloading::Library::new(staged) }.map_err(|source| LoadError::Dlopen {
-            path: path.to_owned(),
-            source,
-        })?;
+    let library = unsafe { libloading::Library::new(staged) }.map_err(|source| LoadError::Dlopen {
+        path: path.to_owned(),
+        source,
+    });
+    drop(loading);
+    let library = library?;
     // Kept for the life of the process, like the library: the dynamic loader
     // knows the library by its staged path (`/proc/self/fd/N`); were the
     // descriptor closed, the next plugin's memfd could get the same N, and
@@ -357,10 +657,11 @@ struct Staged {
 
 #[cfg(target_os = "linux")]
 impl Staged {
-    /// Copies the file at `path` into a new memfd (in the kernel:
+    /// Copies the file at `path` (a regular file of `limit` bytes at most,
+    /// see [`open_bounded`]) into a new memfd (in the kernel:
     /// `copy_file_range` or `sendfile`, no copy through this process), seals
     /// it against writing, growing and shrinking, and maps it read-only.
-    fn of_file(path: &Path) -> Result<Self, LoadError> {
+    fn of_file(path: &Path, limit: SizeLimit) -> Result<Self, LoadError> {
         use memfd::{FileSeal, MemfdOptions};
 
         let read_error = |source| LoadError::Read {
@@ -371,7 +672,7 @@ impl Staged {
             path: path.to_owned(),
             detail,
         };
-        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let mut file = open_bounded(path, limit)?;
         let name = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -381,6 +682,7 @@ impl Staged {
             .create(format!("backworks-plugin-{name}"))
             .map_err(|e| stage_error(format!("memfd_create failed: {e}")))?;
         let length = std::io::copy(&mut file, &mut memfd.as_file()).map_err(read_error)?;
+        check_read_size(path, length, limit)?;
         memfd
             .add_seals(&[
                 FileSeal::SealShrink,
@@ -431,12 +733,10 @@ struct Staged {
 
 #[cfg(not(target_os = "linux"))]
 impl Staged {
-    fn of_file(path: &Path) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self { bytes })
+    fn of_file(path: &Path, limit: SizeLimit) -> Result<Self, LoadError> {
+        Ok(Self {
+            bytes: read_bounded(path, limit)?,
+        })
     }
 
     fn bytes(&self) -> &[u8] {

@@ -409,6 +409,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     let policy = loader::LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
+        max_plugin_size: config.max_plugin_size,
     };
     let found = match discovery::scan_for_plugins(&config.plugin_dirs, policy) {
         Ok(found) => found,
@@ -463,11 +464,27 @@ fn serve(
     ));
     // Hung hooks may hold blocking threads forever: do not wait for them.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    // A library whose initialisers never returned holds glibc's loader lock,
+    // which `exit` takes, and so does the first use on a thread of a
+    // thread-local with a destructor (the log's per-thread buffer): write
+    // to stderr directly and leave without `exit`.
+    let stuck = loader::load_in_flight();
+    let code = match result {
+        Ok(()) => 0,
         Err(error) => {
-            tracing::error!("{error}");
-            fail(&error, error.exit_code())
+            if stuck.is_none() {
+                tracing::error!("{error}");
+            }
+            eprintln!("error: {error}");
+            error.exit_code()
         }
+    };
+    if let Some(stuck) = stuck {
+        eprintln!(
+            "warning: the loading of {} never returned (its initialisers hang while glibc's loader holds its process-wide lock); exiting without running exit handlers",
+            stuck.path.display()
+        );
+        loader::exit_now(code);
     }
+    ExitCode::from(code)
 }

@@ -1279,8 +1279,11 @@ impl PluginMarketplace {
         };
         // Already in the cache: verified again, never trusted as it is (the
         // verified claims' sha256 is the file's own).
-        if let Ok(bytes) = std::fs::read(&final_file)
-            && let Ok(text) = std::fs::read_to_string(loader_signature_path(&final_file))
+        // Read as the loader reads: regular files only, bounded sizes.
+        if let Ok(bytes) = crate::loader::read_bounded(
+            &final_file,
+            crate::loader::SizeLimit::Plugin(self.max_download),
+        ) && let Ok(text) = crate::loader::read_signature(&final_file)
             && let Ok(verified) = signature::verify(&bytes, &text, &self.trusted_keys)
             && verified.claims.sha256_hex() == artifact.sha256
             && let Ok(key_id) = self.accept(

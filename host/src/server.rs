@@ -87,12 +87,13 @@ pub enum ServeError {
     /// A `type: builtin` plugin this host does not have.
     #[error("plugin `{0}`: there is no built-in plugin of that name")]
     UnknownBuiltin(String),
-    /// `initialize` or the first `health_check` failed or timed out.
+    /// Loading (the library's initialisers), `initialize` or the first
+    /// `health_check` failed or timed out.
     #[error("plugin `{name}` failed to start: {hook} {what}: {message}")]
     Start {
         /// The plugin's name.
         name: String,
-        /// `initialize` or `health_check`.
+        /// `load`, `initialize` or `health_check`.
         hook: &'static str,
         /// `failed`, `panicked` or `timed out`.
         what: &'static str,
@@ -136,10 +137,13 @@ impl ServeError {
 /// marketplace plugins (`marketplace`, from
 /// [`PluginMarketplace::prepare`](crate::marketplace::PluginMarketplace::prepare)),
 /// are read and verified on one thread per core (hashing and signature
-/// checks are the bulk of start-up), and loaded one by one in config order
-/// on this thread, each as soon as it is verified; a marketplace library
-/// must also be the bytes the lock pins. The first failure stops the
-/// loading (and the verifiers).
+/// checks are the bulk of start-up); each record must name the plugin of
+/// its entry ([`loader::VerifiedFile::check_name`]) and a marketplace
+/// library must be the bytes the lock pins. The first failure stops the
+/// verifiers, and start-up, before any library is loaded. Then the
+/// libraries are loaded one by one in config order, each bounded by
+/// `hook_timeout` like a hook (a library whose initialisers hang stops
+/// start-up: `load timed out`).
 pub fn load_plugins(
     config: &Config,
     marketplace: &[Resolved],
@@ -148,6 +152,7 @@ pub fn load_plugins(
     let policy = LoadPolicy {
         trusted_keys: &keys,
         require_signatures: config.require_signatures,
+        max_plugin_size: config.max_plugin_size,
     };
     let resolved = |name: &str| marketplace.iter().find(|r| r.name == name);
     let paths: Vec<&std::path::Path> = config
@@ -164,7 +169,7 @@ pub fn load_plugins(
         .min(paths.len());
     let verified = Verified::new(paths.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
+    let checked = std::thread::scope(|scope| {
         // Verifiers take files in config order, so the loader below (this
         // thread) can dlopen each one as soon as it and those before it are
         // verified, while the others are still being hashed.
@@ -188,7 +193,7 @@ pub fn load_plugins(
             });
         }
         let mut files = 0;
-        let loaded: Result<Vec<HostPlugin>, ServeError> = config
+        let checked: Result<Vec<Checked>, ServeError> = config
             .plugins
             .iter()
             .map(|entry| {
@@ -202,15 +207,38 @@ pub fn load_plugins(
                     files += 1;
                     verified.take(files - 1)
                 });
-                load_one(entry, file, pin)
+                check_one(entry, file, pin)
             })
             .collect();
-        if loaded.is_err() {
-            // Nothing more will be loaded: the verifiers stop early.
+        if checked.is_err() {
+            // Nothing will be loaded: the verifiers stop early.
             verified.cancel();
         }
-        loaded
-    })
+        checked
+    })?;
+    // Loaded once every verifier thread has ended: a library whose
+    // initialisers hang holds glibc's loader lock, which a thread also
+    // takes when it sets up its thread-locals or exits, so no thread this
+    // function waits for may still be running then.
+    config
+        .plugins
+        .iter()
+        .zip(checked)
+        .map(|(entry, checked)| load_one(entry, checked, config.hook_timeout))
+        .collect()
+}
+
+/// A plugin of the configuration, checked and ready to load.
+enum Checked {
+    /// A built-in plugin (nothing to load).
+    Builtin(HostPlugin),
+    /// A library whose bytes, record, signature, name and pin were checked.
+    File {
+        /// `external` or `marketplace`.
+        kind: &'static str,
+        /// The verified bytes.
+        file: loader::VerifiedFile,
+    },
 }
 
 type VerifyResult = Result<loader::VerifiedFile, LoadError>;
@@ -267,18 +295,20 @@ impl Verified {
     }
 }
 
-fn load_one(
+/// Everything about `entry` that runs no plugin code: the built-in plugin,
+/// or the verified file, its record's name and its lock pin.
+fn check_one(
     entry: &PluginConfig,
     verified: Option<Result<loader::VerifiedFile, LoadError>>,
     pin: Option<&Resolved>,
-) -> Result<HostPlugin, ServeError> {
+) -> Result<Checked, ServeError> {
     match &entry.kind {
         PluginKind::Builtin => {
             let plugin: Arc<dyn backworks_plugin_sdk::BackworksPlugin> = match entry.name.as_str() {
                 "auth" => Arc::new(crate::auth::JwtAuth::default()),
                 other => return Err(ServeError::UnknownBuiltin(other.to_owned())),
             };
-            Ok(HostPlugin {
+            Ok(Checked::Builtin(HostPlugin {
                 name: entry.name.clone(),
                 version: plugin.version().to_owned(),
                 implementation: PluginImpl::Builtin(plugin),
@@ -286,7 +316,7 @@ fn load_one(
                 path: None,
                 key_id: None,
                 sha256: None,
-            })
+            }))
         }
         PluginKind::External { .. } | PluginKind::Marketplace { .. } => {
             let (kind, path) = match (&entry.kind, pin) {
@@ -314,20 +344,79 @@ fn load_one(
                     })
                 })?
                 .map_err(load_error)?;
+            file.check_name(&entry.name).map_err(load_error)?;
             if let Some(resolved) = pin {
                 check_pin(&entry.name, path, &file, &resolved.pin)?;
             }
-            let loaded = loader::load_verified(file).map_err(load_error)?;
-            tracing::info!(
-                plugin = %entry.name,
-                name = loaded.metadata().name,
-                version = loaded.metadata().version,
-                key = loaded.key_id.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
-                sha256 = loaded.sha256,
-                "plugin verified and loaded"
-            );
-            Ok(HostPlugin::from_loaded(&entry.name, kind, loaded))
+            Ok(Checked::File { kind, file })
         }
+    }
+}
+
+/// Loads a checked plugin (bounded by `timeout`, see [`load_within`]).
+fn load_one(
+    entry: &PluginConfig,
+    checked: Checked,
+    timeout: Duration,
+) -> Result<HostPlugin, ServeError> {
+    let (kind, file) = match checked {
+        Checked::Builtin(plugin) => return Ok(plugin),
+        Checked::File { kind, file } => (kind, file),
+    };
+    let loaded = load_within(&entry.name, file, timeout)?;
+    tracing::info!(
+        plugin = %entry.name,
+        name = loaded.metadata().name,
+        version = loaded.metadata().version,
+        key = loaded.key_id.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
+        sha256 = loaded.sha256,
+        "plugin verified and loaded"
+    );
+    Ok(HostPlugin::from_loaded(&entry.name, kind, loaded))
+}
+
+/// Loads `file` (`dlopen` runs the library's initialisers) on a thread of
+/// its own, waiting `timeout` at most, like a hook: a library whose
+/// initialisers hang stops start-up (`load timed out`) instead of hanging
+/// it. The thread stays stuck in the dynamic loader; the caller's process
+/// must then leave with [`loader::exit_now`] (see
+/// [`loader::load_in_flight`]).
+fn load_within(
+    name: &str,
+    file: loader::VerifiedFile,
+    timeout: Duration,
+) -> Result<loader::LoadedPlugin, ServeError> {
+    let stopped = |what, message: String| ServeError::Start {
+        name: name.to_owned(),
+        hook: "load",
+        what,
+        message,
+    };
+    let path = file.path().to_owned();
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(String::from("backworks-load"))
+        .spawn(move || {
+            let _ = done.send(loader::load_verified(file));
+        })
+        .map_err(|e| stopped("failed", format!("cannot start a loading thread: {e}")))?;
+    match result.recv_timeout(timeout) {
+        Ok(loaded) => loaded.map_err(|source| ServeError::Load {
+            name: name.to_owned(),
+            source,
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(stopped(
+            "timed out",
+            format!(
+                "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
+                path.display(),
+                timeout.as_millis()
+            ),
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(stopped(
+            "failed",
+            String::from("the loading thread stopped (a host bug: see the log)"),
+        )),
     }
 }
 

@@ -8,8 +8,9 @@
 //! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
 //!    signature under the configured policy, over bytes read once), then
 //!    `loader::load_verified` (those bytes, from a sealed memfd). The new
-//!    record must name the same plugin as the running one's; bytes equal to
-//!    the running ones are not loaded again;
+//!    record must name the entry's plugin, as at start-up
+//!    (`loader::VerifiedFile::check_name`); bytes equal to the running ones
+//!    are not loaded again;
 //! 2. **start**: `initialize` with the entry's `config`, then
 //!    `health_check`, each on its own blocking thread under `hook_timeout`.
 //!    An error, a panic (caught at the ABI) or a hang (the thread is left
@@ -23,6 +24,17 @@
 //!    (the requests, health checks and listings using it have finished),
 //!    its `shutdown` is called, bounded by `shutdown_timeout`. Its library
 //!    stays mapped: libraries are never unloaded (see `loader`).
+//!
+//! A library's initialisers run inside `dlopen`, under glibc's process-wide
+//! loader lock, and cannot be interrupted: when they hang past
+//! `hook_timeout` the swap is refused (`load timed out`) but the loading
+//! thread stays stuck, holding that lock. Later swaps, of any plugin, are
+//! then refused at once (`SwapError::LoaderStuck`) rather than queued
+//! behind it, and `backworks serve` leaves through `_exit` (`exit` would
+//! wait for the lock). The process is degraded all the same: a thread's
+//! first use of a thread-local with a destructor also waits for that lock
+//! (ARCHITECTURE.md, invariants); restart the server. Only the process tier
+//! of issue 16 removes this.
 //!
 //! Swaps of one plugin are serialised (the second waits for the first);
 //! a swap runs to its end on its own task even when the caller stops
@@ -148,23 +160,6 @@ pub enum SwapError {
         /// The version still serving.
         running: String,
     },
-    /// The file is another plugin.
-    #[error(
-        "refusing {} as plugin `{name}`: its metadata record names plugin `{found}`, not `{expected}`; use a build of `{expected}` (version {running} keeps serving)",
-        path.display()
-    )]
-    NameMismatch {
-        /// The plugin's name in `backworks.yaml`.
-        name: String,
-        /// The file offered.
-        path: PathBuf,
-        /// The name in the running plugin's record.
-        expected: String,
-        /// The name in the file's record.
-        found: String,
-        /// The version still serving.
-        running: String,
-    },
     /// The file holds the bytes already running.
     #[error(
         "{} holds the bytes plugin `{name}` already runs (sha256 {sha256}); nothing to replace",
@@ -193,6 +188,26 @@ pub enum SwapError {
         /// `failed`, `panicked` or `timed out`, a colon and the plugin's (or
         /// the loader's) message.
         reason: String,
+        /// The version still serving.
+        running: String,
+    },
+    /// An earlier loading of a library (of any plugin) never returned: its
+    /// initialisers hang inside the dynamic loader, which holds a
+    /// process-wide lock, so no library can be loaded until they return
+    /// (`loader::load_in_flight`). Refused at once, before loading.
+    #[error(
+        "plugin `{name}`: not loading {}: the loading of {} started {} ms ago and has not returned (its initialisers hang while the dynamic loader holds its process-wide lock), so no library can be loaded by this process; restart the server (version {running} keeps serving)",
+        path.display(), stuck.display(), elapsed_ms
+    )]
+    LoaderStuck {
+        /// The plugin's name.
+        name: String,
+        /// The file offered.
+        path: PathBuf,
+        /// The library whose loading hangs.
+        stuck: PathBuf,
+        /// How long it has been loading.
+        elapsed_ms: u128,
         /// The version still serving.
         running: String,
     },
@@ -236,6 +251,7 @@ pub struct Swapper {
     entries: Vec<Entry>,
     trusted_keys: Arc<[PublicKey]>,
     require_signatures: bool,
+    max_plugin_size: u64,
     hook_timeout: Duration,
     shutdown_timeout: Duration,
     /// Set by [`Swapper::close`]: no swap starts after it.
@@ -268,6 +284,7 @@ impl Swapper {
             entries,
             trusted_keys: config.trusted_keys.iter().map(|k| k.key.clone()).collect(),
             require_signatures: config.require_signatures,
+            max_plugin_size: config.max_plugin_size,
             hook_timeout: config.hook_timeout,
             shutdown_timeout: config.shutdown_timeout,
             closed: AtomicBool::new(false),
@@ -435,9 +452,11 @@ impl Swapper {
         new_version: &mut Option<String>,
     ) -> Result<Replaced, SwapError> {
         let name = entry.name.as_str();
-        let expected = running.record_name().ok_or_else(|| SwapError::Builtin {
-            name: name.to_owned(),
-        })?;
+        if running.record_name().is_none() {
+            return Err(SwapError::Builtin {
+                name: name.to_owned(),
+            });
+        }
         let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
             name: name.to_owned(),
             detail: join.to_string(),
@@ -449,9 +468,10 @@ impl Swapper {
         };
 
         // 1. Verify (no plugin code runs), then load.
-        let (keys, require_signatures, file) = (
+        let (keys, require_signatures, max_plugin_size, file) = (
             Arc::clone(&self.trusted_keys),
             self.require_signatures,
+            self.max_plugin_size,
             path.to_owned(),
         );
         let verified = tokio::task::spawn_blocking(move || {
@@ -460,6 +480,7 @@ impl Swapper {
                 LoadPolicy {
                     trusted_keys: &keys,
                     require_signatures,
+                    max_plugin_size,
                 },
             )
         })
@@ -467,15 +488,8 @@ impl Swapper {
         .map_err(interrupted)?
         .map_err(refused)?;
         *new_version = Some(verified.metadata().version.clone());
-        if verified.metadata().name != expected {
-            return Err(SwapError::NameMismatch {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                expected: expected.to_owned(),
-                found: verified.metadata().name.clone(),
-                running: running.version.clone(),
-            });
-        }
+        // The rule start-up applies: the record names the entry's plugin.
+        verified.check_name(name).map_err(refused)?;
         if let Some(pin) = pin {
             let key_id = verified.key_id().map(|key| key.to_string());
             // Without signatures (local development) no key was checked,
@@ -510,6 +524,20 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
+        // A loading that outlived its deadline holds the dynamic loader's
+        // process-wide lock: this one would only queue behind it (and leave
+        // one more thread stuck). Refuse at once instead.
+        if let Some(stuck) = loader::load_in_flight()
+            && stuck.elapsed >= self.hook_timeout
+        {
+            return Err(SwapError::LoaderStuck {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                stuck: stuck.path,
+                elapsed_ms: stuck.elapsed.as_millis(),
+                running: running.version.clone(),
+            });
+        }
         // `dlopen` runs the library's initialisers: bounded like a hook.
         let loading = tokio::task::spawn_blocking(move || loader::load_verified(verified));
         let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
@@ -528,7 +556,10 @@ impl Swapper {
                     &record_version,
                     "load",
                     "timed out",
-                    format!("no answer within {} ms", self.hook_timeout.as_millis()),
+                    format!(
+                        "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
+                        self.hook_timeout.as_millis()
+                    ),
                 ));
             }
         };

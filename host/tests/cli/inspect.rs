@@ -111,3 +111,29 @@ fn inspect_of_a_missing_file_is_an_io_error() {
     assert_eq!(output.status.code(), Some(2));
     insta::assert_snapshot!("missing_file", text(&output.stderr));
 }
+
+/// Issue 13, defect 6: `plugins inspect` of a FIFO (which blocked forever)
+/// or of a device (read until memory ran out) exits 1 at once, naming the
+/// file and that it is not a regular file.
+#[test]
+fn inspecting_a_fifo_or_a_device_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("libfifo.so");
+    crate::serve::mkfifo(&fifo);
+    let zero = dir.path().join("libzero.so");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for (file, kind) in [(&fifo, "a FIFO"), (&zero, "a character device")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_backworks"));
+        command.args(["plugins", "inspect"]).arg(file);
+        let (code, _, stderr) = crate::serve::run_bounded(command);
+        assert_eq!(code, 1, "{stderr}");
+        let expected = format!(
+            "error: refusing {}: not a regular file (it is {kind})",
+            file.display()
+        );
+        assert!(
+            stderr.contains(&expected),
+            "expected `{expected}` in:\n{stderr}"
+        );
+    }
+}

@@ -291,7 +291,7 @@ fn faulty_hooks_are_contained() {
         &keys,
         "500ms",
         &format!(
-            "  echo:\n    type: external\n    path: {}\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n",
             echo.display()
         ),
     );
@@ -299,7 +299,7 @@ fn faulty_hooks_are_contained() {
 
     let (status, body) = get(&server, "/error");
     assert_eq!(status, 500);
-    assert_eq!(body["plugin"], "echo");
+    assert_eq!(body["plugin"], "echo-plugin");
     assert!(
         body["error"].as_str().unwrap().contains("error requested"),
         "{body}"
@@ -367,14 +367,14 @@ fn a_plugin_failing_initialize_stops_start_up() {
         &keys,
         "5s",
         &format!(
-            "  echo:\n    type: external\n    path: {}\n    config:\n      fail: true\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n    config:\n      fail: true\n",
             echo.display()
         ),
     );
     let (code, stderr) = refuse(&config);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("plugin `echo` failed to start: initialize failed"),
+        stderr.contains("plugin `echo-plugin` failed to start: initialize failed"),
         "{stderr}"
     );
     assert!(stderr.contains("`fail` is true"), "{stderr}");
@@ -494,6 +494,7 @@ fn swapping_the_file_during_loading_never_loads_unverified_bytes() {
     let policy = backworks_host::loader::LoadPolicy {
         trusted_keys: &trusted,
         require_signatures: true,
+        max_plugin_size: backworks_host::loader::DEFAULT_MAX_PLUGIN_SIZE,
     };
     let (mut loaded, mut refused) = (0, 0);
     for _ in 0..20 {
@@ -532,6 +533,7 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
         backworks_host::loader::LoadPolicy {
             trusted_keys: &trusted,
             require_signatures: true,
+            max_plugin_size: backworks_host::loader::DEFAULT_MAX_PLUGIN_SIZE,
         },
     )
     .unwrap();
@@ -894,4 +896,273 @@ fn a_stalled_request_body_is_cut_off_by_the_idle_timeout() {
         }
     }
     assert_eq!(closed, stalled.len());
+}
+
+/// Issue 13, defect 3: an `external` entry named `billing` pointing at a
+/// validly signed library whose record says `weather` is refused at
+/// start-up (as `--watch` refuses it), naming the entry, the file and the
+/// record's name, before the library is loaded and before `billing`'s
+/// config reaches any plugin.
+#[test]
+fn a_library_whose_record_names_another_plugin_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libbilling.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  billing:\n    type: external\n    path: {}\n    config:\n      api_key: \"billing-secret\"\n",
+            weather.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "plugin `billing`: refusing {} as plugin `billing`: its metadata record names plugin `weather`, not `billing`",
+        weather.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected `{expected}` in:\n{stderr}"
+    );
+    for step in ["plugin verified and loaded", "plugin ready"] {
+        assert!(!stderr.contains(step), "`{step}` in:\n{stderr}");
+    }
+}
+
+/// Runs `command` to its end and returns (exit code, stdout, stderr); a
+/// command still running after 60 s is killed and the test fails (the
+/// deadline only catches a hang: every command here takes well under a
+/// second).
+pub(crate) fn run_bounded(mut command: Command) -> (i32, String, String) {
+    use std::io::Read;
+
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = from.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} hung (killed after 60 s):\n{}",
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        stdout.join().unwrap(),
+        stderr.join().unwrap(),
+    )
+}
+
+/// Makes a FIFO at `path` with the system's `mkfifo`.
+pub(crate) fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// `backworks plugins list` for `config`: (exit code, stdout, stderr).
+fn list(config: &Path) -> (i32, String, String) {
+    let mut command = backworks();
+    command.args(["plugins", "list", "--config"]).arg(config);
+    run_bounded(command)
+}
+
+/// Issue 13, defect 6: a `.minisig` that is a FIFO (which blocked `serve`
+/// and `plugins list` forever), a symbolic link to `/dev/zero` (read until
+/// memory ran out) or a regular file over the 8 KiB a signature may be is
+/// refused, quickly, naming the file and the reason; nothing loads.
+#[test]
+fn a_signature_that_is_not_a_small_regular_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let case = |name: &str, make: &dyn Fn(&Path), expected: &str| {
+        let case_dir = dir.path().join(name);
+        std::fs::create_dir_all(&case_dir).unwrap();
+        let library = keys.signed_copy(&support::weather_plugin(), &case_dir, "libweather.so");
+        let signature = case_dir.join("libweather.so.minisig");
+        std::fs::remove_file(&signature).unwrap();
+        make(&signature);
+        let config = config(
+            &case_dir,
+            &keys,
+            "5s",
+            &format!(
+                "  weather:\n    type: external\n    path: {}\n",
+                library.display()
+            ),
+        );
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            format!("{text}plugin_dirs: [\"{}\"]\n", case_dir.display()),
+        )
+        .unwrap();
+        let named = format!("refusing {}: {expected}", signature.display());
+
+        let (code, stderr) = refuse(&config);
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&named),
+            "{name}: expected `{named}` in:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("plugin verified and loaded"),
+            "{name}: {stderr}"
+        );
+
+        // `plugins list` lists the library as refused, for that reason.
+        let (code, stdout, stderr) = list(&config);
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert!(
+            stdout.contains(&named),
+            "{name}: expected `{named}` in:\n{stdout}"
+        );
+    };
+    case(
+        "fifo",
+        &|signature| mkfifo(signature),
+        "not a regular file (it is a FIFO)",
+    );
+    case(
+        "dev-zero",
+        &|signature| std::os::unix::fs::symlink("/dev/zero", signature).unwrap(),
+        "not a regular file (it is a character device)",
+    );
+    case(
+        "too-large",
+        &|signature| std::fs::write(signature, vec![b'#'; 8 * 1024 + 1]).unwrap(),
+        "it is larger than 8192 bytes: a signature file is at most 8192 bytes",
+    );
+}
+
+/// Issue 13, defect 6: a plugin over `max_plugin_size` is refused before it
+/// is read, naming the limit and the setting, by `serve` and by
+/// `plugins list`; the same library under the default limit is served.
+#[test]
+fn a_plugin_larger_than_max_plugin_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let library = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n",
+            library.display()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}plugin_dirs: [\"{}\"]\nmax_plugin_size: 64KiB\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::metadata(&library).unwrap().len() > 64 * 1024);
+    let named = format!(
+        "refusing {}: it is larger than 65536 bytes: the limit for a plugin file is 65536 bytes (`max_plugin_size` in backworks.yaml",
+        library.display()
+    );
+
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&named), "expected `{named}` in:\n{stderr}");
+    let (code, stdout, stderr) = list(&config);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&named), "expected `{named}` in:\n{stdout}");
+
+    // Without the setting (256 MiB), the same files are served.
+    std::fs::write(
+        &config,
+        format!("{text}plugin_dirs: [\"{}\"]\n", dir.path().display()),
+    )
+    .unwrap();
+    let server = crate::harness::start(&config, "info");
+    assert_eq!(get(&server, "/weather").0, 200);
+}
+
+/// A C file whose constructor never returns: a library built with it never
+/// finishes loading (its `dlopen` hangs, holding glibc's loader lock).
+pub(crate) const HANGING_CONSTRUCTOR: &str = "#define _POSIX_C_SOURCE 200809L\n#include <unistd.h>\n\n/* Runs inside dlopen, and never returns. */\n__attribute__((constructor)) static void never_returns(void) {\n    for (;;) {\n        pause();\n    }\n}\n";
+
+/// The C weather plugin (`weather-c`) compiled together with the C file
+/// `extra` into `lib<name>.so`, once per run.
+pub(crate) fn c_plugin_with(name: &str, extra: &str) -> PathBuf {
+    let dir = support::fixture_target_dir().join("c-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join(format!("{name}.c"));
+    if std::fs::read_to_string(&source).ok().as_deref() != Some(extra) {
+        std::fs::write(&source, extra).unwrap();
+    }
+    support::cc_build(
+        name,
+        &[
+            support::workspace().join("examples/c-plugin/weather.c"),
+            source,
+        ],
+        None,
+    )
+}
+
+/// Also looked at for issue 13: a signed library whose constructor hangs
+/// stops start-up after `hook_timeout` (`load timed out`, exit 1) instead
+/// of hanging `serve` forever, and the process ends although the dynamic
+/// loader's lock is never released (`exit` would wait for it).
+#[test]
+fn a_library_whose_constructor_hangs_stops_start_up_after_the_hook_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let hanging = keys.signed_copy(
+        &c_plugin_with("weather_c_hangs_at_start", HANGING_CONSTRUCTOR),
+        dir.path(),
+        "libweather_c.so",
+    );
+    let config = config(
+        dir.path(),
+        &keys,
+        "1s",
+        &format!(
+            "  weather-c:\n    type: external\n    path: {}\n",
+            hanging.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "plugin `weather-c` failed to start: load timed out: {} was not loaded within 1000 ms",
+        hanging.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "expected `{expected}` in:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("exiting without running exit handlers"),
+        "{stderr}"
+    );
 }
