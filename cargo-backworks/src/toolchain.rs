@@ -412,8 +412,8 @@ fn is_executable(path: &Path) -> bool {
 /// cargo-zigbuild and the zig it will use, both found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Zig {
-    /// The `cargo-zigbuild` program to run, an absolute path when it came
-    /// from Python's user scripts directory rather than `PATH`.
+    /// The `cargo-zigbuild` program to run: the path it was found at, on
+    /// `PATH` or in Python's user scripts directory.
     pub(crate) cargo_zigbuild: PathBuf,
     /// `zig version`.
     pub(crate) version: String,
@@ -437,10 +437,10 @@ pub(crate) struct ZigSearch {
 
 /// Asks Python for the directory `pip install --user` puts scripts in:
 /// the `scripts` path of the user scheme pip uses (`~/.local/bin` on
-/// Linux, `~/Library/Python/X.Y/bin` on macOS, `%APPDATA%\Python\PythonXY\
-/// Scripts` on Windows, under `$PYTHONUSERBASE` when set). Python 3.10
-/// and later name the scheme (`get_preferred_scheme`), older ones use
-/// `<os.name>_user`.
+/// Linux, `~/Library/Python/X.Y/bin` on macOS,
+/// `%APPDATA%\Python\PythonXY\Scripts` on Windows, under `$PYTHONUSERBASE`
+/// when set). Python 3.10 and later name the scheme
+/// (`get_preferred_scheme`), older ones use `<os.name>_user`.
 const USER_SCRIPTS: &str = "import os, sysconfig\n\
 try:\n    scheme = sysconfig.get_preferred_scheme('user')\n\
 except AttributeError:\n    scheme = os.name + '_user'\n\
