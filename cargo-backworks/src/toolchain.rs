@@ -16,7 +16,7 @@
 //!    Python's user scripts directory, where `pip install --user` puts it)
 //!    and zig (`python3 -m ziglang`, else `$CARGO_ZIGBUILD_ZIG_PATH` or
 //!    `zig` on `PATH`, as cargo-zigbuild looks) are found (except for
-//!    `*-windows-gnu`: see [`zig_links`]); see [`ZigSearch::find`].
+//!    `*-windows-gnu`: see [`zig_links`]); see `ZigSearch::find`.
 //! 5. Else with plain cargo and a known cross gcc on `PATH`
 //!    (`x86_64-w64-mingw32-gcc`, `aarch64-linux-gnu-gcc`, …).
 //! 6. Else the target is [`Missing`], with the commands that install what it
@@ -68,7 +68,7 @@ pub enum Builder {
         /// `zig version`.
         zig_version: String,
         /// The `cargo-zigbuild` program: found on `PATH` or in Python's
-        /// user scripts directory (see [`ZigSearch::find`]). Not part of
+        /// user scripts directory (see `ZigSearch::find`). Not part of
         /// the manifest: where a tool lives does not change the bytes.
         #[serde(skip)]
         program: PathBuf,
