@@ -690,8 +690,8 @@ fn run_cargo_once<'p>(
 ) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
     let triple = plan.target.as_str();
     let (program, subcommand) = match (&plan.builder, rustc_args.is_empty()) {
-        (Builder::Zigbuild { .. }, true) => (OsString::from("cargo-zigbuild"), "zigbuild"),
-        (Builder::Zigbuild { .. }, false) => (OsString::from("cargo-zigbuild"), "rustc"),
+        (Builder::Zigbuild { program, .. }, true) => (program.clone().into(), "zigbuild"),
+        (Builder::Zigbuild { program, .. }, false) => (program.clone().into(), "rustc"),
         (_, true) => (cargo_program(), "build"),
         (_, false) => (cargo_program(), "rustc"),
     };

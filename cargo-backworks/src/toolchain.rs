@@ -12,9 +12,11 @@
 //!    (`CARGO_TARGET_<TRIPLE>_LINKER`, or `target.<triple>.linker` in a
 //!    `.cargo/config.toml` cargo reads) is built with plain cargo and that
 //!    linker: the user's choice wins.
-//! 4. Else with `cargo zigbuild` when `cargo-zigbuild` and zig (`zig` on
-//!    `PATH`, `$CARGO_ZIGBUILD_ZIG_PATH`, or `python3 -m ziglang`) are found
-//!    (except for `*-windows-gnu`: see [`zig_links`]).
+//! 4. Else with `cargo zigbuild` when `cargo-zigbuild` (on `PATH`, else in
+//!    Python's user scripts directory, where `pip install --user` puts it)
+//!    and zig (`python3 -m ziglang`, else `$CARGO_ZIGBUILD_ZIG_PATH` or
+//!    `zig` on `PATH`, as cargo-zigbuild looks) are found (except for
+//!    `*-windows-gnu`: see [`zig_links`]); see `ZigSearch::find`.
 //! 5. Else with plain cargo and a known cross gcc on `PATH`
 //!    (`x86_64-w64-mingw32-gcc`, `aarch64-linux-gnu-gcc`, …).
 //! 6. Else the target is [`Missing`], with the commands that install what it
@@ -27,10 +29,10 @@
 //! for `x86_64-apple-darwin`. (The build gives their libraries the install
 //! name `@rpath/lib<name>.dylib`, see [`crate::build`].)
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
@@ -65,6 +67,11 @@ pub enum Builder {
     Zigbuild {
         /// `zig version`.
         zig_version: String,
+        /// The `cargo-zigbuild` program: found on `PATH` or in Python's
+        /// user scripts directory (see `ZigSearch::find`). Not part of
+        /// the manifest: where a tool lives does not change the bytes.
+        #[serde(skip)]
+        program: PathBuf,
     },
 }
 
@@ -80,7 +87,9 @@ impl fmt::Display for Builder {
                 };
                 write!(f, "cargo with linker {linker} ({from})")
             }
-            Self::Zigbuild { zig_version } => write!(f, "cargo zigbuild (zig {zig_version})"),
+            Self::Zigbuild { zig_version, .. } => {
+                write!(f, "cargo zigbuild (zig {zig_version})")
+            }
         }
     }
 }
@@ -143,7 +152,8 @@ pub struct Probe {
     host: String,
     sysroot: Option<PathBuf>,
     known_targets: Option<Vec<String>>,
-    zig: Option<Result<String, String>>,
+    zig: Option<Result<Zig, String>>,
+    zig_search: ZigSearch,
     config_dirs: Vec<PathBuf>,
 }
 
@@ -178,8 +188,18 @@ impl Probe {
             sysroot,
             known_targets,
             zig: None,
+            zig_search: ZigSearch::current(),
             config_dirs,
         }
+    }
+
+    /// Looks for cargo-zigbuild and zig as `search` says rather than as
+    /// this process's environment does (tests).
+    #[cfg(test)]
+    fn with_zig_search(mut self, search: ZigSearch) -> Self {
+        self.zig_search = search;
+        self.zig = None;
+        self
     }
 
     /// Decides how to build each target.
@@ -241,9 +261,10 @@ impl Probe {
                 linker,
                 source: "config",
             })
-        } else if let Some(Ok(version)) = self.zig().filter(|_| zig_links(target)) {
+        } else if let Some(Ok(zig)) = self.zig().filter(|_| zig_links(target)) {
             Some(Builder::Zigbuild {
-                zig_version: version.clone(),
+                zig_version: zig.version.clone(),
+                program: zig.cargo_zigbuild.clone(),
             })
         } else if let Some(gcc) = known_cross_gcc(target).filter(|(gcc, _)| on_path(gcc)) {
             env.push((linker_variable(target), gcc.0.to_owned()));
@@ -309,11 +330,12 @@ impl Probe {
         })
     }
 
-    /// `Some(Ok(zig version))` when cargo-zigbuild and zig are both usable,
-    /// `Some(Err(what is missing))` otherwise; probed once.
-    fn zig(&mut self) -> Option<&Result<String, String>> {
+    /// `Some(Ok(zig))` when cargo-zigbuild and zig are both usable,
+    /// `Some(Err(what is missing, and where it was looked for))` otherwise;
+    /// probed once.
+    fn zig(&mut self) -> Option<&Result<Zig, String>> {
         if self.zig.is_none() {
-            self.zig = Some(probe_zig());
+            self.zig = Some(self.zig_search.find());
         }
         self.zig.as_ref()
     }
@@ -357,18 +379,23 @@ fn cargo_home() -> Option<PathBuf> {
 
 /// Whether `program` is an executable file in a `PATH` directory.
 pub fn on_path(program: &str) -> bool {
-    find_on_path(program).is_some()
+    let path = std::env::var_os("PATH");
+    find_in(path.as_deref(), program).is_some()
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find_map(|dir| {
-        let candidates = [
-            dir.join(program),
-            dir.join(format!("{program}{}", std::env::consts::EXE_SUFFIX)),
-        ];
-        candidates.into_iter().find(|c| is_executable(c))
-    })
+/// The first executable `program` (or `program.exe` on Windows) in the
+/// directories of `path`, a `PATH`-style list.
+fn find_in(path: Option<&OsStr>, program: &str) -> Option<PathBuf> {
+    std::env::split_paths(path?).find_map(|dir| executable_in(&dir, program))
+}
+
+/// `dir/program` (or `dir/program.exe` on Windows) when it is executable.
+fn executable_in(dir: &Path, program: &str) -> Option<PathBuf> {
+    let candidates = [
+        dir.join(program),
+        dir.join(format!("{program}{}", std::env::consts::EXE_SUFFIX)),
+    ];
+    candidates.into_iter().find(|c| is_executable(c))
 }
 
 #[cfg(unix)]
@@ -382,30 +409,157 @@ fn is_executable(path: &Path) -> bool {
     path.is_file()
 }
 
-/// cargo-zigbuild on `PATH` and a zig it can use, as cargo-zigbuild looks
-/// for one: `$CARGO_ZIGBUILD_ZIG_PATH`, `zig` on `PATH`, `python3 -m
-/// ziglang`. `Ok(zig version)` or `Err(what is missing)`.
-fn probe_zig() -> Result<String, String> {
-    let zigbuild = on_path("cargo-zigbuild");
-    let version = |mut command: Command| -> Option<String> {
-        let output = command.arg("version").output().ok()?;
-        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        (output.status.success() && !text.is_empty()).then_some(text)
-    };
-    let zig = std::env::var_os("CARGO_ZIGBUILD_ZIG_PATH")
-        .and_then(|path| version(Command::new(path)))
-        .or_else(|| find_on_path("zig").and_then(|zig| version(Command::new(zig))))
-        .or_else(|| {
-            let mut python = Command::new("python3");
-            python.args(["-m", "ziglang"]);
-            version(python)
-        });
-    match (zigbuild, zig) {
-        (true, Some(version)) => Ok(version),
-        (true, None) => Err("zig (cargo-zigbuild is there)".to_owned()),
-        (false, Some(_)) => Err("cargo-zigbuild (zig is there)".to_owned()),
-        (false, None) => Err("cargo-zigbuild and zig".to_owned()),
+/// cargo-zigbuild and the zig it will use, both found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Zig {
+    /// The `cargo-zigbuild` program to run: the path it was found at, on
+    /// `PATH` or in Python's user scripts directory.
+    pub(crate) cargo_zigbuild: PathBuf,
+    /// `zig version`.
+    pub(crate) version: String,
+}
+
+/// What the search for cargo-zigbuild and zig reads from the machine,
+/// gathered in one place so that tests can give their own.
+#[derive(Debug, Clone)]
+pub(crate) struct ZigSearch {
+    /// `PATH`: every program is looked for there, as cargo-zigbuild does
+    /// (`which`).
+    pub(crate) path: Option<OsString>,
+    /// The Python cargo-zigbuild runs `-m ziglang` with, and which pip
+    /// installed cargo-zigbuild for: `$CARGO_ZIGBUILD_PYTHON_PATH`, else
+    /// `python3`.
+    pub(crate) python: OsString,
+    /// `$CARGO_ZIGBUILD_ZIG_PATH`: the zig cargo-zigbuild runs when
+    /// `python -m ziglang` does not work; `zig` when unset.
+    pub(crate) zig: Option<OsString>,
+}
+
+/// Asks Python for the directory `pip install --user` puts scripts in:
+/// the `scripts` path of the user scheme pip uses (`~/.local/bin` on
+/// Linux, `~/Library/Python/X.Y/bin` on macOS,
+/// `%APPDATA%\Python\PythonXY\Scripts` on Windows, under `$PYTHONUSERBASE`
+/// when set). Python 3.10 and later name the scheme
+/// (`get_preferred_scheme`), older ones use `<os.name>_user`.
+const USER_SCRIPTS: &str = "import os, sysconfig\n\
+try:\n    scheme = sysconfig.get_preferred_scheme('user')\n\
+except AttributeError:\n    scheme = os.name + '_user'\n\
+print(sysconfig.get_path('scripts', scheme))\n";
+
+impl ZigSearch {
+    /// The machine this process runs on.
+    pub(crate) fn current() -> Self {
+        Self {
+            path: std::env::var_os("PATH"),
+            python: std::env::var_os("CARGO_ZIGBUILD_PYTHON_PATH")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| OsString::from("python3")),
+            zig: std::env::var_os("CARGO_ZIGBUILD_ZIG_PATH").filter(|p| !p.is_empty()),
+        }
     }
+
+    /// `program` as `which` finds it: a path with a directory in it as it
+    /// is, a bare name in `PATH`.
+    fn which(&self, program: &OsStr) -> Option<PathBuf> {
+        let as_path = Path::new(program);
+        if as_path.components().count() > 1 {
+            return is_executable(as_path).then(|| as_path.to_owned());
+        }
+        find_in(self.path.as_deref(), program.to_str()?)
+    }
+
+    /// cargo-zigbuild and a zig it can use, looked for where `scripts/setup`
+    /// and pip put them, or what is missing and everywhere it was looked
+    /// for.
+    ///
+    /// cargo-zigbuild: on `PATH`, else in Python's user scripts directory
+    /// (`pip install --user` puts it there, and that directory is often not
+    /// on `PATH`: Debian adds `~/.local/bin` only to login shells that
+    /// start after it exists). Zig as cargo-zigbuild looks for it:
+    /// `<python> -m ziglang` first (pip's `ziglang` package, found through
+    /// Python's own module path wherever pip put it), then
+    /// `$CARGO_ZIGBUILD_ZIG_PATH` or `zig` on `PATH`.
+    pub(crate) fn find(&self) -> Result<Zig, String> {
+        let python = self.which(&self.python);
+        let python_name = self.python.to_string_lossy();
+        let path_dirs: Vec<String> = self
+            .path
+            .as_deref()
+            .map(|path| {
+                std::env::split_paths(path)
+                    .map(|dir| format!("`{}`", dir.display()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut looked_in = format!("no cargo-zigbuild in {} (PATH)", path_dirs.join(", "));
+        let on_path = find_in(self.path.as_deref(), "cargo-zigbuild");
+        let cargo_zigbuild = on_path.or_else(|| {
+            let scripts = python.as_deref().and_then(user_scripts);
+            looked_in.push_str(&match (&python, &scripts) {
+                (_, Some(dir)) => format!(" nor in `{}` (Python's user scripts)", dir.display()),
+                (None, None) => format!(
+                    ", and no `{python_name}` on PATH to name Python's user scripts directory"
+                ),
+                (Some(_), None) => {
+                    format!(", and `{python_name}` did not name Python's user scripts directory")
+                }
+            });
+            executable_in(&scripts?, "cargo-zigbuild")
+        });
+        let zig_name = self
+            .zig
+            .as_deref()
+            .map_or_else(|| "zig".to_owned(), |z| z.to_string_lossy().into_owned());
+        let zig = python
+            .and_then(|python| {
+                let mut command = Command::new(python);
+                command.args(["-m", "ziglang"]);
+                zig_version(command)
+            })
+            .or_else(|| {
+                let zig = self.which(self.zig.as_deref().unwrap_or(OsStr::new("zig")))?;
+                zig_version(Command::new(zig))
+            });
+        let no_zig = || format!("no zig from `{python_name} -m ziglang` nor `{zig_name}` on PATH");
+        match (cargo_zigbuild, zig) {
+            (Some(cargo_zigbuild), Some(version)) => Ok(Zig {
+                cargo_zigbuild,
+                version,
+            }),
+            (Some(cargo_zigbuild), None) => Err(format!(
+                "zig: cargo-zigbuild is `{}`, but {}",
+                cargo_zigbuild.display(),
+                no_zig()
+            )),
+            (None, Some(_)) => Err(format!("cargo-zigbuild: zig is there, but {looked_in}")),
+            (None, None) => Err(format!("cargo-zigbuild and zig: {looked_in}; {}", no_zig())),
+        }
+    }
+}
+
+/// The scripts directory of Python's user scheme, as `python` names it.
+fn user_scripts(python: &Path) -> Option<PathBuf> {
+    let output = Command::new(python)
+        .args(["-c", USER_SCRIPTS])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let dir = text.trim();
+    (output.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// The trimmed output of `<command> version` when it succeeds.
+fn zig_version(mut command: Command) -> Option<String> {
+    let output = command
+        .arg("version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]
@@ -445,5 +599,208 @@ mod tests {
                 "cannot build for aarch64-apple-darwin: the Rust standard library for aarch64-apple-darwin is missing: install with `rustup target add aarch64-apple-darwin`; and a linker for aarch64-apple-darwin (cargo-zigbuild and zig) is missing: install with `{ZIGBUILD_INSTALL}`"
             )
         );
+    }
+}
+
+/// The search for cargo-zigbuild and zig, on a made-up machine: a `PATH`
+/// of temporary directories holding shell scripts that stand in for
+/// `python3`, `cargo-zigbuild` and `zig`. The process's own environment is
+/// neither read nor changed.
+#[cfg(all(test, unix))]
+mod zig_search_tests {
+    use super::*;
+
+    /// Writes an executable shell script `path`, and runs it once so that
+    /// a fork in another test thread that still holds the file open for
+    /// writing (ETXTBSY) has finished before the test runs it.
+    fn script(path: &Path, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for _ in 0..500 {
+            match Command::new(path).arg("--warm-up").output() {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => return,
+            }
+        }
+        panic!("{} stays busy", path.display());
+    }
+
+    /// A `python3` that names `scripts` as its user scripts directory and,
+    /// when `ziglang` is true, runs `-m ziglang version` as pip's ziglang
+    /// package does.
+    fn python(bin: &Path, scripts: &Path, ziglang: bool) {
+        let zig = if ziglang {
+            "if [ \"$1 $2 $3\" = \"-m ziglang version\" ]; then echo 0.17.1; exit 0; fi"
+        } else {
+            "if [ \"$1 $2\" = \"-m ziglang\" ]; then echo 'No module named ziglang' >&2; exit 1; fi"
+        };
+        script(
+            &bin.join("python3"),
+            &format!(
+                "case \"$2\" in *sysconfig*scripts*) [ \"$1\" = -c ] && {{ echo '{}'; exit 0; }};; esac\n{zig}\nexit 2",
+                scripts.display()
+            ),
+        );
+    }
+
+    fn search(path: &[&Path]) -> ZigSearch {
+        ZigSearch {
+            path: Some(std::env::join_paths(path).unwrap()),
+            python: OsString::from("python3"),
+            zig: None,
+        }
+    }
+
+    #[test]
+    fn cargo_zigbuild_is_found_in_pythons_user_scripts_when_not_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, scripts) = (dir.path().join("bin"), dir.path().join("user/bin"));
+        python(&bin, &scripts, true);
+        script(&scripts.join("cargo-zigbuild"), "exit 0");
+        assert_eq!(
+            search(&[&bin]).find(),
+            Ok(Zig {
+                cargo_zigbuild: scripts.join("cargo-zigbuild"),
+                version: "0.17.1".to_owned(),
+            })
+        );
+    }
+
+    #[test]
+    fn cargo_zigbuild_on_path_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, scripts) = (dir.path().join("bin"), dir.path().join("user/bin"));
+        python(&bin, &scripts, true);
+        script(&scripts.join("cargo-zigbuild"), "exit 0");
+        let other = dir.path().join("other");
+        script(&other.join("cargo-zigbuild"), "exit 0");
+        let found = search(&[&other, &bin]).find().unwrap();
+        assert_eq!(found.cargo_zigbuild, other.join("cargo-zigbuild"));
+    }
+
+    #[test]
+    fn zig_on_path_serves_when_python_has_no_ziglang() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, scripts) = (dir.path().join("bin"), dir.path().join("user/bin"));
+        python(&bin, &scripts, false);
+        script(&scripts.join("cargo-zigbuild"), "exit 0");
+        script(
+            &bin.join("zig"),
+            "[ \"$1\" = version ] && { echo 0.13.0; exit 0; }; exit 2",
+        );
+        assert_eq!(search(&[&bin]).find().unwrap().version, "0.13.0");
+        // `$CARGO_ZIGBUILD_ZIG_PATH` replaces `zig`, as in cargo-zigbuild.
+        let mut named = search(&[&bin]);
+        named.zig = Some(OsString::from("zig-0.14"));
+        script(
+            &bin.join("zig-0.14"),
+            "[ \"$1\" = version ] && { echo 0.14.1; exit 0; }; exit 2",
+        );
+        assert_eq!(named.find().unwrap().version, "0.14.1");
+    }
+
+    #[test]
+    fn nothing_found_names_every_directory_looked_in_and_the_install_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, scripts) = (dir.path().join("bin"), dir.path().join("user/bin"));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        python(&bin, &scripts, false);
+        let why = search(&[&empty, &bin]).find().unwrap_err();
+        assert_eq!(
+            why,
+            format!(
+                "cargo-zigbuild and zig: no cargo-zigbuild in `{}`, `{}` (PATH) nor in `{}` \
+                 (Python's user scripts); no zig from `python3 -m ziglang` nor `zig` on PATH",
+                empty.display(),
+                bin.display(),
+                scripts.display()
+            )
+        );
+
+        // The build's message for a target that needs zig says the same,
+        // with the command that installs both.
+        let mut probe = Probe::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "x86_64-unknown-linux-gnu",
+        )
+        .with_zig_search(search(&[&empty, &bin]));
+        let target = "aarch64-apple-darwin";
+        let missing = probe.plan(&[target.to_owned()]).remove(0).unwrap_err();
+        let message = missing.to_string();
+        assert!(message.contains(&why), "{message}");
+        assert!(
+            message.contains(&format!("install with `{ZIGBUILD_INSTALL}`")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn without_python_the_message_says_the_user_scripts_were_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let why = search(&[&empty]).find().unwrap_err();
+        assert_eq!(
+            why,
+            format!(
+                "cargo-zigbuild and zig: no cargo-zigbuild in `{}` (PATH), and no `python3` on \
+                 PATH to name Python's user scripts directory; no zig from `python3 -m ziglang` \
+                 nor `zig` on PATH",
+                empty.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_python_that_cannot_name_its_user_scripts_is_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        script(&bin.join("python3"), "exit 1");
+        let why = search(&[&bin]).find().unwrap_err();
+        assert!(
+            why.starts_with(&format!(
+                "cargo-zigbuild and zig: no cargo-zigbuild in `{}` (PATH), and `python3` did not \
+                 name Python's user scripts directory; ",
+                bin.display()
+            )),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_zigbuild_without_zig_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, scripts) = (dir.path().join("bin"), dir.path().join("user/bin"));
+        python(&bin, &scripts, false);
+        script(&scripts.join("cargo-zigbuild"), "exit 0");
+        let why = search(&[&bin]).find().unwrap_err();
+        assert_eq!(
+            why,
+            format!(
+                "zig: cargo-zigbuild is `{}`, but no zig from `python3 -m ziglang` nor `zig` on PATH",
+                scripts.join("cargo-zigbuild").display()
+            )
+        );
+    }
+
+    /// The question asked of the real Python gives what pip's `--user`
+    /// uses: on Linux, `<python3 -m site --user-base>/bin`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_real_python_names_its_user_base_bin() {
+        let python = find_in(std::env::var_os("PATH").as_deref(), "python3")
+            .expect("python3 on PATH (scripts/setup installs it with pip)");
+        let base = Command::new(&python)
+            .args(["-m", "site", "--user-base"])
+            .output()
+            .unwrap();
+        assert!(base.status.success());
+        let base = PathBuf::from(String::from_utf8(base.stdout).unwrap().trim());
+        assert_eq!(user_scripts(&python), Some(base.join("bin")));
     }
 }

@@ -127,6 +127,35 @@ fn the_plugin_workflow_builds_every_target_gates_on_check_signs_and_uploads() {
     assert!(triggers.contains_key("pull_request") && triggers.contains_key("push"));
 }
 
+/// `.ci/run` runs the README's test command as written, in the
+/// environment a new shell has: it sets no `PATH` of its own (one hid that
+/// `cargo-zigbuild`, installed by `pip install --user`, was not found).
+#[test]
+fn the_ci_script_runs_the_readmes_test_command_with_no_path_of_its_own() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let command = "scripts/setup && cargo test --workspace --locked";
+    assert!(
+        readme.lines().any(|l| l.trim() == command),
+        "the README no longer gives `{command}`"
+    );
+    let script = std::fs::read_to_string(workspace().join(".ci/run")).unwrap();
+    let lines: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(command)),
+        ".ci/run does not run `{command}`"
+    );
+    let sets_path = |l: &&&str| {
+        l.split(|c: char| c.is_whitespace() || c == ';' || c == '(')
+            .any(|word| word.starts_with("PATH=") || word == "PATH")
+    };
+    let offending: Vec<&&str> = lines.iter().filter(sets_path).collect();
+    assert!(offending.is_empty(), ".ci/run sets PATH: {offending:?}");
+}
+
 #[test]
 fn this_repositorys_workflow_runs_the_ci_script() {
     let workflow = yaml(&workspace().join(".github/workflows/ci.yml"));

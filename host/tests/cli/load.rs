@@ -1,6 +1,11 @@
-//! A bounded load on `GET /weather` for the tests that change a running
-//! server's plugin under traffic (`swap`, `marketplace_flow`): keep-alive
-//! clients, one request after another, each recording what it got.
+//! A load on `GET /weather` for the tests that change a running server's
+//! plugin under traffic (`swap`, `marketplace_flow`): keep-alive clients,
+//! one request after another, each recording what it got.
+//!
+//! The load runs until the test stops it, and a test waits for counts of
+//! answers (say, 250 from every client after the switch), never for a
+//! time: on a busy machine it takes longer and still counts the same.
+//! Only [`HANG`] bounds a wait, to fail a test that would otherwise hang.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,6 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{self, Server};
+
+/// How long a wait for answers may take before the test fails as hung:
+/// minutes, whatever else the machine is doing.
+pub(crate) const HANG: Duration = Duration::from_secs(300);
 
 /// What one request of the load got.
 #[derive(Debug, Clone)]
@@ -24,35 +33,28 @@ pub(crate) enum Answer {
 pub(crate) type Sample = (Instant, Answer);
 
 /// `clients` threads, each with its own keep-alive client, sending
-/// `GET /weather` one request after another until stopped, at most
-/// `per_client` requests or `for_at_most` each.
+/// `GET /weather` one request after another until [`Load::finish`] (or
+/// until the `Load` is dropped, as when the test fails).
 pub(crate) struct Load {
     stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
+    /// Requests answered (a failure counts as an answer), per client.
+    answered: Arc<Vec<AtomicUsize>>,
     clients: Vec<JoinHandle<Vec<Sample>>>,
 }
 
 impl Load {
-    pub(crate) fn start(
-        server: &Server,
-        clients: usize,
-        per_client: usize,
-        for_at_most: Duration,
-    ) -> Self {
+    pub(crate) fn start(server: &Server, clients: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
+        let answered: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..clients).map(|_| AtomicUsize::new(0)).collect());
         let url = format!("{}/weather", server.base);
         let clients = (0..clients)
-            .map(|_| {
-                let (stop, done, url) = (Arc::clone(&stop), Arc::clone(&done), url.clone());
+            .map(|index| {
+                let (stop, answered, url) = (Arc::clone(&stop), Arc::clone(&answered), url.clone());
                 std::thread::spawn(move || {
                     let client = harness::http_client();
-                    let deadline = Instant::now() + for_at_most;
-                    let mut samples = Vec::with_capacity(per_client);
-                    while samples.len() < per_client
-                        && !stop.load(Ordering::Relaxed)
-                        && Instant::now() < deadline
-                    {
+                    let mut samples = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
                         let answer = match client.get(&url).send() {
                             Ok(response) => {
@@ -67,7 +69,9 @@ impl Load {
                             Err(error) => Answer::Failed(error.to_string()),
                         };
                         samples.push((started, answer));
-                        done.fetch_add(1, Ordering::Relaxed);
+                        // After the push: the first `answered()[index]`
+                        // samples are the ones answered by then.
+                        answered[index].fetch_add(1, Ordering::SeqCst);
                     }
                     samples
                 })
@@ -75,36 +79,55 @@ impl Load {
             .collect();
         Self {
             stop,
-            done,
+            answered,
             clients,
         }
     }
 
-    /// Requests answered so far.
-    pub(crate) fn done(&self) -> usize {
-        self.done.load(Ordering::Relaxed)
+    /// Requests answered so far, per client.
+    pub(crate) fn answered(&self) -> Vec<usize> {
+        self.answered
+            .iter()
+            .map(|count| count.load(Ordering::SeqCst))
+            .collect()
     }
 
-    /// Waits (at most `wait`) until `count` requests are answered.
-    pub(crate) fn wait_for(&self, count: usize, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        while self.done() < count {
+    /// Waits until every client has answered `more` requests beyond
+    /// `since` (an earlier [`Load::answered`]); fails the test only if
+    /// that takes [`HANG`].
+    pub(crate) fn wait_for_each(&self, since: &[usize], more: usize) {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let now = self.answered();
+            if now
+                .iter()
+                .zip(since)
+                .all(|(now, since)| *now >= since + more)
+            {
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
-                "only {} of {count} requests answered within {wait:?}",
-                self.done()
+                "the load hung: answered per client {now:?}, waiting for {more} more than {since:?} within {HANG:?}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Stops the clients; each one's samples, in order.
-    pub(crate) fn finish(self) -> Vec<Vec<Sample>> {
+    pub(crate) fn finish(mut self) -> Vec<Vec<Sample>> {
         self.stop.store(true, Ordering::Relaxed);
-        self.clients
+        std::mem::take(&mut self.clients)
             .into_iter()
             .map(|client| client.join().unwrap())
             .collect()
+    }
+}
+
+impl Drop for Load {
+    /// A test that fails midway stops its load too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

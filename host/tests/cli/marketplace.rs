@@ -279,7 +279,7 @@ enum Sending {
     Longer,
     /// Without the last 4096 bytes.
     Shorter,
-    /// 16 KiB every 100 ms.
+    /// 4 KiB every 100 ms: a slow registry, not a stalled one.
     Slow,
 }
 
@@ -366,7 +366,7 @@ async fn serve_tree(
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let end = (at + 16 * 1024).min(bytes.len());
+                let end = (at + 4 * 1024).min(bytes.len());
                 let chunk = bytes[at..end].to_vec();
                 Some((Ok::<_, std::io::Error>(chunk), (bytes, end)))
             });
@@ -901,8 +901,9 @@ fn a_client_killed_mid_download_leaves_nothing_to_load() {
         .spawn()
         .unwrap();
     // Wait until the download is under way (its staging directory exists;
-    // the peer sends 16 KiB every 100 ms, so half a second later it is in
-    // the middle of the body), then SIGKILL.
+    // the peer sends 4 KiB every 100 ms, so the 1 MiB plugin takes half a
+    // minute and half a second later it is in the middle of the body,
+    // however busy the machine), then SIGKILL.
     let deadline = Instant::now() + Duration::from_secs(60);
     while market.staging().is_empty() {
         assert!(

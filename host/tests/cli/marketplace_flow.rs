@@ -2,9 +2,9 @@
 //! else: `cargo backworks` builds, signs and publishes the weather plugin to
 //! `backworks marketplace serve` over HTTP on 127.0.0.1; `backworks plugins
 //! search` finds it; `backworks serve` installs it from the registry at
-//! start and answers `/weather`; then 1.0.1 is published while a bounded
-//! load runs, and the server's automatic updater swaps it in with no failed
-//! request.
+//! start and answers `/weather`; then 1.0.1 is published while a load
+//! runs, and the server's automatic updater swaps it in with no failed
+//! request. The load is counted, not timed (see `load`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use backworks_plugin_sdk::{TARGET, Value, json};
 
 use crate::harness::{self, Server};
-use crate::load::{Answer, Load};
+use crate::load::{Answer, HANG, Load};
 use crate::support;
 
 /// The publish token of the registry under test.
@@ -216,7 +216,7 @@ fn publish_search_install_then_update_under_load_without_a_failed_request() {
     std::fs::write(
         &config,
         format!(
-            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 5s\n  shutdown_timeout: 5s\n\
+            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 60s\n  shutdown_timeout: 5s\n\
              trusted_keys:\n  - file: ../backworks.pub\n\
              marketplace:\n  registry: {}\n  key: ../registry.pub\n\
              updates:\n  check_interval: 500ms\n  allow: patch\n\
@@ -251,44 +251,62 @@ fn publish_search_install_then_update_under_load_without_a_failed_request() {
     let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
     assert!(lock.contains("version = \"1.0.0\""), "{lock}");
 
-    // Bounded: 100,000 requests or 120 s per client, whichever comes first.
-    let load = Load::start(&server, 4, 100_000, Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(500));
+    // Every client has had 100 answers from 1.0.0 before 1.0.1 exists.
+    let load = Load::start(&server, 4);
+    load.wait_for_each(&load.answered(), 100);
+    let before_publish = load.answered();
     let published = publish(root, &registry.base, &v101, &dist101);
     assert!(published.contains("1.0.1"), "{published}");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + HANG;
     while running_version(&server) != "1.0.1" {
         assert!(
             Instant::now() < deadline,
-            "the server did not switch to 1.0.1 within 60 s"
+            "the server did not switch to 1.0.1 within {HANG:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Some more load on the new version, then stop.
-    std::thread::sleep(Duration::from_millis(500));
+    // `/plugins` shows 1.0.1: the switch happened before this instant.
+    let switched_at = Instant::now();
+    // Then 250 more answers from every client.
+    let at_switch = load.answered();
+    load.wait_for_each(&at_switch, 250);
     let samples = load.finish();
 
     let total: usize = samples.iter().map(Vec::len).sum();
-    assert!(total >= 1_000, "only {total} requests were sent");
     let (old, new) = (weather(25), weather(26));
     for (client, samples) in samples.iter().enumerate() {
         let mut switched = false;
-        for (i, (_, answer)) in samples.iter().enumerate() {
+        let mut from_new = 0;
+        for (i, (started, answer)) in samples.iter().enumerate() {
             let body = match answer {
                 Answer::Body(body) => body,
                 Answer::Failed(why) => panic!("client {client}, request {i}: {why}"),
             };
             if *body == new {
+                assert!(
+                    i >= before_publish[client],
+                    "client {client}, request {i}: 1.0.1 answered before it was published"
+                );
                 switched = true;
+                from_new += 1;
             } else {
                 assert_eq!(*body, old, "client {client}, request {i}");
                 assert!(
                     !switched,
                     "client {client}, request {i}: 1.0.0 answered after 1.0.1 had"
                 );
+                assert!(
+                    *started < switched_at,
+                    "client {client}, request {i}: 1.0.0 answered a request started after `/plugins` showed 1.0.1"
+                );
             }
         }
-        assert!(switched, "client {client} never saw 1.0.1");
+        // Of the 250 answered after the switch, only the one in flight
+        // then may have been 1.0.0's.
+        assert!(
+            from_new >= 249,
+            "client {client}: {from_new} answers from 1.0.1"
+        );
     }
     assert_eq!(get(&server, "/weather"), new);
     let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
