@@ -41,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
     for entry in &entries {
         lock.upsert(entry.clone());
     }
-    assert_eq!(reparse(&lock).entries(), entries, "upserted in place, then read");
+    assert_eq!(
+        reparse(&lock).entries(),
+        entries,
+        "upserted in place, then read"
+    );
 
     if let Some(first) = entries.first() {
         let removed = lock.remove(&first.name);

@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
         .findings()
         .iter()
         .any(|f| f.severity == Severity::Error);
-    assert_eq!(report.is_valid(), !errors, "valid is exactly no error finding");
+    assert_eq!(
+        report.is_valid(),
+        !errors,
+        "valid is exactly no error finding"
+    );
     assert_eq!(report.size(), Some(data.len() as u64));
     if report.is_valid() {
         let object = object::File::parse(data)
@@ -38,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(object::Object::kind(&object), object::ObjectKind::Dynamic);
         assert_eq!(report.kind(), Some(check::ObjectKind::SharedLibrary));
         assert!(report.metadata().is_some(), "a valid plugin has a record");
-        let exports = report.exports().expect("a valid plugin's exports were read");
+        let exports = report
+            .exports()
+            .expect("a valid plugin's exports were read");
         for symbol in [
             &exports.plugin_info,
             &exports.plugin_vtable,

@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = metadata::parse(data) else {
         return;
     };
-    assert_eq!(header.ok(), Some(parsed.header), "parse agrees with parse_header");
+    assert_eq!(
+        header.ok(),
+        Some(parsed.header),
+        "parse agrees with parse_header"
+    );
     let h = &parsed.header;
     let record = MetadataRecord {
         magic: METADATA_MAGIC,
@@ -45,13 +49,22 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.target, parsed.target);
     assert_eq!(again.description, parsed.description);
     assert_eq!(
-        (again.header.abi_version, again.header.info_size, again.header.vtable_size, again.header.flags),
+        (
+            again.header.abi_version,
+            again.header.info_size,
+            again.header.vtable_size,
+            again.header.flags
+        ),
         (h.abi_version, h.info_size, h.vtable_size, h.flags)
     );
     if cfg!(target_endian = "little")
         && h.byte_order == ByteOrder::Little
         && h.record_size as usize == METADATA_RECORD_SIZE
     {
-        assert_eq!(record.as_bytes(), &data[..METADATA_RECORD_SIZE], "byte-exact round trip");
+        assert_eq!(
+            record.as_bytes(),
+            &data[..METADATA_RECORD_SIZE],
+            "byte-exact round trip"
+        );
     }
 });

@@ -46,10 +46,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let verified = registry::verify_index(&envelope, public, freshness, "fuzz/index.json");
     if index.format != registry::FORMAT {
-        assert!(verified.is_err(), "an index of format {} is accepted", index.format);
+        assert!(
+            verified.is_err(),
+            "an index of format {} is accepted",
+            index.format
+        );
         return;
     }
-    let verified = verified.unwrap_or_else(|e| panic!("a freshly signed index does not verify: {e}"));
+    let verified =
+        verified.unwrap_or_else(|e| panic!("a freshly signed index does not verify: {e}"));
     assert_eq!(verified, index);
     // A later serial seen before: the same bytes are a rollback, never
     // accepted.

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert_eq!((release.name.as_str(), release.version.as_str()), ("weather", "1.0.0"));
+    assert_eq!(
+        (release.name.as_str(), release.version.as_str()),
+        ("weather", "1.0.0")
+    );
     let json = serde_json::to_vec(&release).expect("a release serialises");
     let again: Release = serde_json::from_slice(&json).expect("and parses back");
     assert_eq!(again, release);
