@@ -2,7 +2,8 @@
 //! files are valid Backworks plugin libraries, from their bytes alone,
 //! without loading them or running any of their code.
 //!
-//! For each file it reads, through a memory map and the `object` crate:
+//! For each file it reads (whole into memory, never mapped: see
+//! [`check_file`]), through the `object` crate:
 //!
 //! - the object format (ELF, PE, Mach-O; anything else gets a verdict
 //!   naming what it is), architecture, OS where the file records it, byte
@@ -47,7 +48,12 @@ pub const SCHEMA: &str = "backworks-check/1";
 /// The plugin ABI versions this tool checks plugins for.
 pub const SUPPORTED_ABI: RangeInclusive<u32> = ABI_VERSION..=ABI_VERSION;
 
-/// Why `check` could not do its work: a file could not be opened or mapped,
+/// The largest file [`check_file`] reads: 512 MiB. Release plugins are a
+/// few MiB; the cap keeps a wrong path (a disk image, `/dev/zero` behind a
+/// symlink is refused as not a regular file) from filling memory.
+pub const MAX_FILE_SIZE: u64 = 512 << 20;
+
+/// Why `check` could not do its work: a file could not be opened or read,
 /// there was nothing to check, or the report could not be written. A file
 /// that is read but is not a valid plugin is not an error: it is a
 /// [`FileReport`] with findings.
@@ -72,14 +78,27 @@ pub enum CheckError {
         /// The path.
         path: PathBuf,
     },
-    /// The file cannot be mapped into memory.
-    #[error("cannot map {} into memory: {source}", path.display())]
-    Map {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}; check that it is readable and not being rewritten", path.display())]
+    Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// The file is larger than [`MAX_FILE_SIZE`]: no plugin library is.
+    #[error(
+        "cannot check {}: it is {size} bytes, more than the {max} bytes (512 MiB) a plugin library may be; pass the plugin's .so, .dll or .dylib",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// [`MAX_FILE_SIZE`].
+        max: u64,
     },
     /// [`run`] was given no files.
     #[error(
@@ -100,9 +119,10 @@ impl CheckError {
     /// The file the error is about, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Self::Open { path, .. } | Self::NotAFile { path } | Self::Map { path, .. } => {
-                Some(path)
-            }
+            Self::Open { path, .. }
+            | Self::NotAFile { path }
+            | Self::Read { path, .. }
+            | Self::TooLarge { path, .. } => Some(path),
             Self::NoFiles | Self::Write(_) => None,
         }
     }
@@ -141,6 +161,10 @@ pub enum FindingCode {
     /// An object file that is not a shared library (an executable, a
     /// relocatable object, a core dump).
     NotASharedLibrary,
+    /// A shared library the dynamic loader cannot map: an ELF file without
+    /// a `PT_LOAD` or `PT_DYNAMIC` program header, a Mach-O dylib without a
+    /// segment, a PE DLL without a section.
+    NotLoadable,
     /// `plugin_info`, `plugin_vtable` or `backworks_plugin_metadata` is not
     /// exported.
     MissingSymbol,
@@ -177,10 +201,11 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// Every code, in documentation order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::NotAnObject,
         Self::MalformedObject,
         Self::NotASharedLibrary,
+        Self::NotLoadable,
         Self::MissingSymbol,
         Self::SymbolNotAFunction,
         Self::SymbolNotData,
@@ -202,6 +227,7 @@ impl FindingCode {
             Self::NotAnObject => "not-an-object",
             Self::MalformedObject => "malformed-object",
             Self::NotASharedLibrary => "not-a-shared-library",
+            Self::NotLoadable => "not-loadable",
             Self::MissingSymbol => "missing-symbol",
             Self::SymbolNotAFunction => "symbol-not-a-function",
             Self::SymbolNotData => "symbol-not-data",
@@ -828,37 +854,55 @@ pub fn run(files: &[PathBuf], json: bool, out: &mut dyn Write) -> Result<CheckOu
     Ok(outcome)
 }
 
-/// Inspects one file, through a read-only memory map (an empty file is
-/// checked without one). Err only when the file cannot be opened or mapped
-/// (I/O), or is not a regular file; whatever its contents, a file that is
-/// read gets a [`FileReport`].
+/// Inspects one file, read whole into memory (at most [`MAX_FILE_SIZE`]
+/// bytes). Err only when the file cannot be opened or read (I/O), is not a
+/// regular file, or is too large; whatever its contents, a file that is read
+/// gets a [`FileReport`].
+///
+/// The file is read, not mapped: a mapped file truncated by another process
+/// during the check would kill this one with SIGBUS. A file that changes
+/// while it is read is checked as the bytes read, which may be a mix of old
+/// and new; the report is then about those bytes.
 pub fn check_file(path: &Path) -> Result<FileReport, CheckError> {
+    use std::io::Read as _;
     let open_error = |source| CheckError::Open {
         path: path.to_owned(),
         source,
     };
+    let not_a_file = || CheckError::NotAFile {
+        path: path.to_owned(),
+    };
     // Looked at before opening: opening a FIFO would block until a writer
     // comes.
     if !std::fs::metadata(path).map_err(open_error)?.is_file() {
-        return Err(CheckError::NotAFile {
-            path: path.to_owned(),
-        });
+        return Err(not_a_file());
     }
     let file = File::open(path).map_err(open_error)?;
+    // The path may have been replaced between the two looks.
     let metadata = file.metadata().map_err(open_error)?;
-    if metadata.len() == 0 {
-        return Ok(check_bytes(path, &[]));
+    if !metadata.is_file() {
+        return Err(not_a_file());
     }
-    // SAFETY: the map is read-only and lives only for this call; nothing in
-    // this process writes the file. Another process truncating or rewriting
-    // the file while it is checked could change or fault the mapped bytes
-    // (the risk every mmap-based inspection tool takes); the bytes are only
-    // read, never executed.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckError::Map {
+    let too_large = |size| CheckError::TooLarge {
         path: path.to_owned(),
-        source,
-    })?;
-    Ok(check_bytes(path, &map))
+        size,
+        max: MAX_FILE_SIZE,
+    };
+    if metadata.len() > MAX_FILE_SIZE {
+        return Err(too_large(metadata.len()));
+    }
+    // Bounded again while reading: the file may grow after the look.
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| CheckError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(check_bytes(path, &bytes))
 }
 
 /// Inspects `bytes` as the contents of the file at `path` (used for
@@ -929,6 +973,9 @@ impl Analysis<'_> {
             return;
         };
         let shared = self.report.kind == Some(ObjectKind::SharedLibrary);
+        if shared {
+            self.loadable_findings(&object);
+        }
         let record = inspect::locate_record(&object);
         let exports = match read_exports(&object) {
             Ok(exports) => Some(exports),
@@ -1148,6 +1195,58 @@ impl Analysis<'_> {
             os,
             pointer_width,
         })
+    }
+
+    /// What the dynamic loader needs to map a shared library besides its
+    /// type: ELF program headers with at least one `PT_LOAD` and a
+    /// `PT_DYNAMIC` (`dlopen` reads neither the section table nor
+    /// `.dynsym` through it); a Mach-O segment; a PE section.
+    fn loadable_findings(&mut self, object: &object::File<'_>) {
+        let name = &self.name;
+        let missing = match object {
+            object::File::Elf32(file) => elf_missing_segments(file),
+            object::File::Elf64(file) => elf_missing_segments(file),
+            object::File::MachO32(_) | object::File::MachO64(_) => {
+                if object.segments().next().is_none() {
+                    vec!["segment (`LC_SEGMENT` or `LC_SEGMENT_64` load command)"]
+                } else {
+                    Vec::new()
+                }
+            }
+            object::File::Pe32(_) | object::File::Pe64(_) => {
+                if object.sections().next().is_none() {
+                    vec!["section"]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let how = match object {
+            object::File::Elf32(file) => {
+                format!(
+                    "it has {} program headers; ",
+                    file.elf_program_headers().len()
+                )
+            }
+            object::File::Elf64(file) => {
+                format!(
+                    "it has {} program headers; ",
+                    file.elf_program_headers().len()
+                )
+            }
+            _ => String::new(),
+        };
+        self.report.error_finding(
+            FindingCode::NotLoadable,
+            format!(
+                "`{name}` has no {}: {how}the dynamic loader refuses a library without them; the file was damaged, or rewritten by a tool that dropped them: rebuild the plugin with `cargo backworks build` (C: link with `cc -shared`)",
+                missing.join(" and no ")
+            ),
+        );
     }
 
     fn symbol_findings(&mut self, exports: &ExportsReport, no_record: bool) {
@@ -1582,6 +1681,29 @@ fn containing_section(
             (kind, name)
         })
     })
+}
+
+/// The program headers an ELF shared library lacks, of the two `dlopen`
+/// needs: a `PT_LOAD` (what to map) and a `PT_DYNAMIC` (symbols,
+/// relocations, dependencies).
+fn elf_missing_segments<Elf: object::read::elf::FileHeader<Endian = object::Endianness>>(
+    file: &object::read::elf::ElfFile<'_, Elf>,
+) -> Vec<&'static str> {
+    use object::read::elf::ProgramHeader;
+    let endian = file.endian();
+    let has = |kind: object::elf::ProgramType| {
+        file.elf_program_headers()
+            .iter()
+            .any(|header| header.p_type(endian) == kind)
+    };
+    let mut missing = Vec::new();
+    if !has(object::elf::PT_LOAD) {
+        missing.push("loadable segment (`PT_LOAD` program header)");
+    }
+    if !has(object::elf::PT_DYNAMIC) {
+        missing.push("dynamic segment (`PT_DYNAMIC` program header)");
+    }
+    missing
 }
 
 /// The kind of object file; an ELF `ET_DYN` with `DF_1_PIE` is an

@@ -944,9 +944,14 @@ fn errors_are_lower_case_and_name_the_file() {
             source: io(),
         },
         CheckError::NotAFile { path: path.clone() },
-        CheckError::Map {
+        CheckError::Read {
             path: path.clone(),
             source: io(),
+        },
+        CheckError::TooLarge {
+            path: path.clone(),
+            size: MAX_FILE_SIZE + 1,
+            max: MAX_FILE_SIZE,
         },
     ] {
         let text = error.to_string();
@@ -978,9 +983,121 @@ fn a_fifo_is_not_opened() {
 }
 
 #[test]
-fn an_empty_file_is_checked_without_a_map() {
+fn a_file_over_the_cap_is_refused_unread() {
+    // Sparse: no byte of it is written or read.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(MAX_FILE_SIZE + 1).unwrap();
+    let error = check_file(file.path()).unwrap_err();
+    assert!(
+        matches!(error, CheckError::TooLarge { size, .. } if size == MAX_FILE_SIZE + 1),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(text.contains("512 MiB"), "{text}");
+    assert!(text.contains(&file.path().display().to_string()), "{text}");
+    // A file under the cap is read and checked (zeros: not an object).
+    file.as_file().set_len(1 << 20).unwrap();
+    let report = check_file(file.path()).unwrap();
+    assert_eq!(report.size(), Some(1 << 20));
+    assert!(report.has(FindingCode::NotAnObject));
+}
+
+#[test]
+fn an_empty_file_is_checked() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let report = check_file(file.path()).unwrap();
     assert_eq!(report.format(), Some(FileFormat::Empty));
     assert_eq!(report.size(), Some(0));
+}
+
+/// The C weather plugin (`examples/c-plugin/weather.c`), compiled and linked
+/// for this machine by the system C compiler, as bytes.
+fn c_plugin() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("libweather_c.so");
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let output = std::process::Command::new(&compiler)
+        .args(["-std=c11", "-O2", "-shared", "-fPIC", "-I"])
+        .arg(root.join("include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(root.join("../examples/c-plugin/weather.c"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        output.status.success(),
+        "{compiler} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// Issue 13, defect 8: an ELF library whose program headers are gone
+/// (`e_phnum = 0`) parses, and its section table still shows the exports
+/// and the record; but `dlopen` maps a library by its program headers and
+/// refuses it. It was a "valid plugin".
+#[test]
+fn an_elf_library_without_loadable_segments_is_not_loadable() {
+    let plugin = c_plugin();
+    assert_eq!(&plugin[..5], b"\x7fELF\x02", "a 64-bit ELF");
+    assert_eq!(plugin[5], 1, "little-endian");
+    let name = "libweather_c.so";
+    let report = check(name, &plugin);
+    assert!(report.is_valid(), "{}", report.render_text());
+
+    // e_phnum: two bytes at 0x38 in a 64-bit ELF header.
+    let mut no_segments = plugin.clone();
+    no_segments[0x38..0x3a].copy_from_slice(&0u16.to_le_bytes());
+    let report = check(name, &no_segments);
+    assert!(!report.is_valid(), "{}", report.render_text());
+    assert_eq!(
+        codes(&report),
+        [(FindingCode::NotLoadable, Severity::Error)],
+        "{}",
+        report.render_text()
+    );
+    insta::assert_snapshot!(
+        "no_program_headers",
+        message(&report, FindingCode::NotLoadable)
+    );
+
+    // PT_DYNAMIC (2) turned into PT_NULL (0): still loadable segments, but
+    // nothing for the loader to find symbols through.
+    let phoff = u64::from_le_bytes(plugin[0x20..0x28].try_into().unwrap()) as usize;
+    let phentsize = usize::from(u16::from_le_bytes(plugin[0x36..0x38].try_into().unwrap()));
+    let phnum = usize::from(u16::from_le_bytes(plugin[0x38..0x3a].try_into().unwrap()));
+    let mut no_dynamic = plugin.clone();
+    let mut patched = 0;
+    for at in (0..phnum).map(|i| phoff + i * phentsize) {
+        if no_dynamic[at..at + 4] == object::elf::PT_DYNAMIC.0.to_le_bytes() {
+            no_dynamic[at..at + 4].copy_from_slice(&object::elf::PT_NULL.0.to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 1, "one PT_DYNAMIC");
+    let report = check(name, &no_dynamic);
+    assert!(report.has(FindingCode::NotLoadable));
+    assert!(!report.is_valid());
+    insta::assert_snapshot!(
+        "no_dynamic_segment",
+        message(&report, FindingCode::NotLoadable)
+    );
+}
+
+#[test]
+fn a_macho_dylib_without_segments_is_not_loadable() {
+    // MH_DYLIB with no load command at all.
+    let mut header = Vec::new();
+    for word in [0xfeed_facf_u32, CPU_ARM64, 0, 6, 0, 0, 0, 0] {
+        header.extend(word.to_le_bytes());
+    }
+    let report = check("libweather.dylib", &header);
+    assert_eq!(report.kind(), Some(ObjectKind::SharedLibrary));
+    assert!(
+        report.has(FindingCode::NotLoadable),
+        "{}",
+        report.render_text()
+    );
+    assert!(!report.is_valid());
 }
