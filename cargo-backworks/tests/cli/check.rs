@@ -6,6 +6,9 @@
 
 mod fixtures;
 
+/// Shared with the publish tests.
+pub(crate) use fixtures::with_record;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

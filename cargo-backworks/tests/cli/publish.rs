@@ -23,6 +23,7 @@ use backworks_plugin_sdk::{TARGET, Value, json};
 use crate::build::{
     cargo_backworks, cargo_backworks_command, dist_path_in, new_plugin, shared_target_dir, stderr,
 };
+use crate::check::with_record;
 use crate::keys::{Redactions, key_id, minisig, sha256_hex, text};
 
 /// The token the HTTP peer accepts.
@@ -486,35 +487,6 @@ fn refusals_before_anything_is_sent_or_written() {
     );
     assert!(stderr.contains("pass --public-key"), "{stderr}");
     assert!(!registry_dir.exists(), "nothing is written");
-}
-
-/// `library`'s bytes with its metadata record's 64-byte `field` slot
-/// (`version` or `target`) set to `value`: what a publisher who edits the
-/// record before signing has. Every record in the file is changed.
-fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
-    use backworks_plugin_sdk::abi::METADATA_MAGIC;
-    let offset = match field {
-        "version" => 128,
-        "target" => 192,
-        _ => panic!("no slot {field}"),
-    };
-    assert!(value.len() < 64 && !value.contains('\0'), "{value:?}");
-    let mut bytes = library.to_vec();
-    let mut changed = 0;
-    let mut at = 0;
-    while let Some(found) = bytes[at..]
-        .windows(METADATA_MAGIC.len())
-        .position(|w| w == METADATA_MAGIC)
-    {
-        let record = at + found;
-        let slot = &mut bytes[record + offset..record + offset + 64];
-        slot.fill(0);
-        slot[..value.len()].copy_from_slice(value.as_bytes());
-        changed += 1;
-        at = record + METADATA_MAGIC.len();
-    }
-    assert!(changed > 0, "no metadata record in the library");
-    bytes
 }
 
 #[test]

@@ -854,43 +854,6 @@ fn marketplace_help() {
     }
 }
 
-/// `library` with its metadata record's 64-byte `field` slot (`version`
-/// or `target`) set to `value`: what a publisher who edits the record
-/// before signing uploads. Every record in the file is changed (the
-/// section and the symbol name the same one).
-fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
-    use backworks_plugin_sdk::abi::METADATA_MAGIC;
-    let offset = match field {
-        "version" => 128,
-        "target" => 192,
-        _ => panic!("no slot {field}"),
-    };
-    assert!(value.len() < 64 && !value.contains('\0'), "{value:?}");
-    let mut bytes = library.to_vec();
-    let mut changed = 0;
-    let mut at = 0;
-    while let Some(found) = bytes[at..]
-        .windows(METADATA_MAGIC.len())
-        .position(|w| w == METADATA_MAGIC)
-    {
-        let record = at + found;
-        let slot = &mut bytes[record + offset..record + offset + 64];
-        slot.fill(0);
-        slot[..value.len()].copy_from_slice(value.as_bytes());
-        changed += 1;
-        at = record + METADATA_MAGIC.len();
-    }
-    assert!(changed > 0, "no metadata record in the library");
-    let claims = signature::Claims::of(&bytes).unwrap();
-    let read = if field == "version" {
-        claims.version
-    } else {
-        claims.target
-    };
-    assert_eq!(read, value, "the record reads back as edited");
-    bytes
-}
-
 #[test]
 fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
     let registry = Registry::new();
@@ -929,7 +892,11 @@ fn a_record_whose_target_is_a_path_is_refused_and_nothing_is_written() {
             "which is not a target triple backworks knows",
         ),
     ] {
-        let edited = with_record(&with_record(&bytes, "version", version), "target", hostile);
+        let edited = support::with_record(
+            &support::with_record(&bytes, "version", version),
+            "target",
+            hostile,
+        );
         let signed = signature::sign(
             &edited,
             &registry.publisher.sk,

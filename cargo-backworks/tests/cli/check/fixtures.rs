@@ -14,7 +14,7 @@ mod support;
 
 pub(crate) use support::{
     WINDOWS_GNU, abi_v2_plugin, c_plugin, c_plugin_windows, fixture_target_dir, weather_plugin,
-    workspace,
+    with_record, workspace,
 };
 
 /// Builds fixture `key` once per test run (one build at a time).
