@@ -2034,6 +2034,23 @@ mod tests {
         }
     }
 
+    /// A client configured in `dir` for a registry at a closed port, with
+    /// a made-up registry key: nothing is fetched.
+    fn client_in(dir: &Path) -> PluginMarketplace {
+        let key = {
+            let mut bytes = b"Ed".to_vec();
+            bytes.extend([7; 40]);
+            PublicKey::from_bytes(&bytes).unwrap().to_base64()
+        };
+        let config = crate::config::parse(
+            &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
+            &dir.join("backworks.yaml"),
+            &|_| None,
+        )
+        .unwrap();
+        PluginMarketplace::from_config(&config).unwrap()
+    }
+
     /// The automatic updater runs the client on tokio tasks: it and its
     /// futures move between threads.
     #[test]
@@ -2042,20 +2059,7 @@ mod tests {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<PluginMarketplace>();
         let dir = tempfile::tempdir().unwrap();
-        let key = {
-            let mut bytes = b"Ed".to_vec();
-            bytes.extend([7; 40]);
-            PublicKey::from_bytes(&bytes).unwrap().to_base64()
-        };
-        let config = crate::config::parse(
-            &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
-            &dir.path().join("backworks.yaml"),
-            &|_| None,
-        )
-        .unwrap();
-        let client = PluginMarketplace::from_config(&config)
-            .unwrap()
-            .with_progress(false);
+        let client = client_in(dir.path()).with_progress(false);
         assert_eq!(client.lock_path(), dir.path().join("backworks.lock"));
         assert_eq!(client.cache_dir(), dir.path().join(".backworks/plugins"));
         // Futures do nothing until polled: these are only type checks.
@@ -2070,18 +2074,7 @@ mod tests {
     #[test]
     fn the_cached_library_is_the_only_one_or_an_error_and_paths_stay_in_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let key = {
-            let mut bytes = b"Ed".to_vec();
-            bytes.extend([7; 40]);
-            PublicKey::from_bytes(&bytes).unwrap().to_base64()
-        };
-        let config = crate::config::parse(
-            &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
-            &dir.path().join("backworks.yaml"),
-            &|_| None,
-        )
-        .unwrap();
-        let client = PluginMarketplace::from_config(&config).unwrap();
+        let client = client_in(dir.path());
         let pin = |name: &str, target: &str| LockedPlugin {
             name: name.to_owned(),
             version: Version::new(1, 0, 0),
