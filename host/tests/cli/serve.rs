@@ -564,6 +564,18 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
     });
 }
 
+/// Adds `lines` (each `  key: value\n`) to the `server:` section of the
+/// config at `path`.
+fn with_server_settings(path: &Path, lines: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("server:\n"), "no server section in:\n{text}");
+    std::fs::write(
+        path,
+        text.replacen("server:\n", &format!("server:\n{lines}"), 1),
+    )
+    .unwrap();
+}
+
 /// The open TCP sockets of process `pid` (Linux: `/proc/<pid>/fd`).
 fn sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -686,12 +698,7 @@ fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
             weather.display()
         ),
     );
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "server:\n",
-        "server:\n  header_timeout: 1s\n  max_connections: 8\n",
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
+    with_server_settings(&path, "  header_timeout: 1s\n  max_connections: 8\n");
     let server = crate::harness::start(&path, "info");
     slowloris_is_cut_off(&server.base, server.child.id(), 8, "/weather");
 }
@@ -777,12 +784,7 @@ fn host_endpoints_need_a_token_when_auth_is_configured() {
     assert!(answer.contains("\"healthy\":true"), "{answer}");
     drop(server);
 
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "server:\n",
-        "server:\n  public: [/healthz, /metrics]\n",
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
+    with_server_settings(&path, "  public: [/healthz, /metrics]\n");
     let server = crate::harness::start(&path, "info");
     let (status, answer) = raw_get(&server, "/healthz", "");
     assert_eq!(status, 200, "{answer}");
@@ -861,12 +863,7 @@ fn a_stalled_request_body_is_cut_off_by_the_idle_timeout() {
             weather.display()
         ),
     );
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "server:\n",
-        "server:\n  idle_timeout: 1s\n  max_connections: 4\n",
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
+    with_server_settings(&path, "  idle_timeout: 1s\n  max_connections: 4\n");
     let server = crate::harness::start(&path, "info");
     let addr = server.base.trim_start_matches("http://");
     let mut stalled: Vec<std::net::TcpStream> = (0..6)
