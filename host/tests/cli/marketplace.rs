@@ -7,7 +7,7 @@
 //! or send slowly. Every refusal leaves the installed version untouched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -191,47 +191,13 @@ struct Run {
 
 /// Runs `backworks <args> --config <config>` to the end (at most 120 s).
 fn run(config: &Path, args: &[&str]) -> Run {
-    let child = harness::backworks()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    finish(child, args)
-}
-
-fn finish(mut child: Child, what: &[&str]) -> Run {
-    use std::io::Read as _;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("backworks {what:?} did not finish in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut command = harness::backworks();
+    command.args(args).arg("--config").arg(config);
+    let (code, stdout, stderr) = harness::run_bounded(command, Duration::from_secs(120));
     Run {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        code,
+        stdout,
+        stderr,
     }
 }
 

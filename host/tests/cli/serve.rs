@@ -931,48 +931,10 @@ fn a_library_whose_record_names_another_plugin_is_refused_at_start_up() {
     }
 }
 
-/// Runs `command` to its end and returns (exit code, stdout, stderr); a
-/// command still running after 60 s is killed and the test fails (the
-/// deadline only catches a hang: every command here takes well under a
-/// second).
-pub(crate) fn run_bounded(mut command: Command) -> (i32, String, String) {
-    use std::io::Read;
-
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pipe = |mut from: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = from.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
-    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{command:?} hung (killed after 60 s):\n{}",
-                stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        stdout.join().unwrap(),
-        stderr.join().unwrap(),
-    )
+/// Runs `command` to its end (a hang is killed after 60 s: every command
+/// here takes well under a second): (exit code, stdout, stderr).
+pub(crate) fn run_bounded(command: Command) -> (i32, String, String) {
+    crate::harness::run_bounded(command, Duration::from_secs(60))
 }
 
 /// Makes a FIFO at `path` with the system's `mkfifo`.
