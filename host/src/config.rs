@@ -1685,8 +1685,14 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// `<n>ms`, `<n>s`, `<n>m` or `<n>h`, more than zero: the durations of
-/// `backworks.yaml` and of `backworks marketplace serve`'s timeouts.
+/// The longest duration `parse_duration` accepts: a year. Every deadline the
+/// host computes (`Instant::now() + timeout`) then stays far from overflow,
+/// which would panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `<n>ms`, `<n>s`, `<n>m` or `<n>h`, more than zero and at most a year
+/// (`MAX_DURATION`): the durations of `backworks.yaml` and of
+/// `backworks marketplace serve`'s timeouts.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
@@ -1719,6 +1725,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if duration.is_zero() {
         return Err(format!(
             "{text:?} is zero; a timeout must be more than zero"
+        ));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than a year; write at most \"8760h\""
         ));
     }
     Ok(duration)
@@ -2500,6 +2511,27 @@ mod tests {
             "9999999999999999h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_is_at_most_a_year_so_a_deadline_never_overflows() {
+        let year = parse_duration("8760h").expect("a year is a duration");
+        assert_eq!(year, MAX_DURATION);
+        assert!(std::time::Instant::now().checked_add(year).is_some());
+        for too_long in [
+            "8761h",
+            "525601m",
+            "31536001s",
+            "31536000001ms",
+            "18446744073709551615s",
+            "18446744073709551615ms",
+        ] {
+            let problem = parse_duration(too_long).expect_err(too_long);
+            assert!(
+                problem.contains("longer than a year"),
+                "{too_long}: {problem}"
+            );
         }
     }
 
