@@ -211,25 +211,27 @@ pub fn abi_v2_plugin() -> PathBuf {
 /// test gets fresh plugin state), never unloaded.
 pub struct Loaded {
     pub library: &'static libloading::Library,
-    pub copy: PathBuf,
 }
 
-/// Copies `path` to a fresh temporary file and loads it.
+/// Copies `path` to a fresh temporary directory, loads the copy, and
+/// removes the directory again: the mapping keeps the code, so a test run
+/// leaves nothing behind in the temporary directory.
 pub fn load_fresh(path: &Path) -> Loaded {
     let dir = tempfile::Builder::new()
         .prefix("backworks-abi-test")
         .tempdir()
-        .expect("temp dir")
-        .keep();
-    let copy = dir.join(path.file_name().expect("library file name"));
+        .expect("temp dir");
+    let copy = dir
+        .path()
+        .join(path.file_name().expect("library file name"));
     std::fs::copy(path, &copy).expect("copy the library");
     // SAFETY: loading runs the library's initialisers; every library loaded
     // here is a fixture built by this test run from this repository.
     let library = unsafe { libloading::Library::new(&copy) }
         .unwrap_or_else(|e| panic!("dlopen {}: {e}", copy.display()));
+    drop(dir);
     Loaded {
         library: Box::leak(Box::new(library)),
-        copy,
     }
 }
 
