@@ -1015,3 +1015,59 @@ fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
     let server = registry.serve(None, &["--header-timeout", "1s", "--max-connections", "8"]);
     crate::serve::slowloris_is_cut_off(&server.base, server.child.id(), 8, "/index.json");
 }
+
+/// A public key with `keys`' key id but other key bytes (what a publisher
+/// who generated a second key with a colliding id, or an attacker, hands
+/// over): minisign names a key by id only.
+fn impostor_of(keys: &Keys) -> minisign::PublicKey {
+    let mut bytes = minisign::KeyPair::generate_unencrypted_keypair()
+        .unwrap()
+        .pk
+        .to_bytes();
+    bytes[2..10].copy_from_slice(keys.pk.keynum());
+    minisign::PublicKey::from_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn two_publisher_keys_with_one_key_id_are_refused_at_start_up() {
+    let registry = Registry::new();
+    let keys = registry.dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let write = |name: &str, key: &minisign::PublicKey| {
+        let path = keys.join(name);
+        std::fs::write(&path, key.to_box().unwrap().into_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let release = write("release.pub", &registry.publisher.pk);
+    let other = write("other.pub", &impostor_of(&registry.publisher));
+    let id = signature::KeyId::of_public_key(&registry.publisher.pk).to_string();
+    let unrelated = Keys::new().base64();
+    for (name, args) in [
+        ("different_keys", [&release, &unrelated, &other]),
+        (
+            "same_key_twice",
+            [&release, &unrelated, &registry.publisher.base64()],
+        ),
+    ] {
+        let mut command = backworks();
+        command
+            .args(["marketplace", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(registry.tree())
+            .arg("--key")
+            .arg(&registry.key_file)
+            .env("BACKWORKS_REGISTRY_TOKEN", TOKEN);
+        for arg in args {
+            command.args(["--publisher-key", arg]);
+        }
+        let output = bounded(command);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert!(message.contains(&id), "{message}");
+        assert!(!registry.tree().exists(), "nothing was created");
+        let redacted = message
+            .replace(registry.dir.path().to_str().unwrap(), "[DIR]")
+            .replace(&registry.publisher.base64(), "[PUBLISHER KEY]")
+            .replace(&id, "[KEY ID]");
+        insta::assert_snapshot!(format!("duplicate_publisher_key_id_{name}"), redacted);
+    }
+}
