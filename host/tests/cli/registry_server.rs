@@ -1071,3 +1071,63 @@ fn two_publisher_keys_with_one_key_id_are_refused_at_start_up() {
         insta::assert_snapshot!(format!("duplicate_publisher_key_id_{name}"), redacted);
     }
 }
+
+#[test]
+fn a_version_that_differs_only_in_case_and_windows_unsafe_file_names_are_refused() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &[]);
+    let target = backworks_plugin_sdk::TARGET;
+    let (file, bytes, _) = weather(&registry.publisher);
+    let signed_as = |version: &str| {
+        let edited = support::with_record(&bytes, "version", version);
+        let signed = signature::sign(
+            &edited,
+            &registry.publisher.sk,
+            Some(&registry.publisher.pk),
+        )
+        .unwrap();
+        (edited, signed.minisig)
+    };
+    let (first, minisig) = signed_as("1.0.0-RC1");
+    let (status, body) = publish(&server, Some(TOKEN), form(&file, first.clone(), &minisig));
+    assert_eq!(status, 201, "{body}");
+    let published = registry
+        .tree()
+        .join(format!("plugins/weather/1.0.0-RC1/{target}/{file}"));
+    let index = registry.index_on_disk();
+    let listing = tree_listing(&registry.tree());
+
+    // On a case-insensitive file system (macOS, Windows) `1.0.0-rc1` is
+    // `1.0.0-RC1`'s directory: refused, naming both spellings.
+    for version in ["1.0.0-rc1", "1.0.0-Rc1"] {
+        let (edited, minisig) = signed_as(version);
+        let (status, body) = publish(&server, Some(TOKEN), form(&file, edited, &minisig));
+        assert_refused((status, body.clone()), 409, "differ only in letter case");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("weather {version} cannot be published"))
+                && message.contains("weather 1.0.0-RC1 is already published"),
+            "{message}"
+        );
+    }
+
+    // File names a Windows host cannot store, whatever the target.
+    let (edited, minisig) = signed_as("2.0.0");
+    for (name, reason) in [
+        ("con.so", "reserved device name on Windows"),
+        ("NUL.dll", "reserved device name on Windows"),
+        ("weather.so.", "end in a dot or a space"),
+        ("weather.so ", "end in a dot or a space"),
+        ("we|ather.so", "which Windows does not allow in a file name"),
+    ] {
+        let (status, body) = publish(&server, Some(TOKEN), form(name, edited.clone(), &minisig));
+        assert_refused((status, body.clone()), 422, reason);
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains(&format!("{name:?}")), "{message}");
+    }
+
+    // Nothing was written; the first version's files are as published.
+    assert_eq!(registry.index_on_disk(), index);
+    assert_eq!(tree_listing(&registry.tree()), listing);
+    assert_eq!(std::fs::read(&published).unwrap(), first);
+}
