@@ -486,19 +486,10 @@ pub fn is_reserved_on_windows(name: &str) -> bool {
     }
     ["COM", "LPT"].iter().any(|port| {
         stem.strip_prefix(port).is_some_and(|number| {
+            let mut digits = number.chars();
             matches!(
-                number,
-                "1" | "2"
-                    | "3"
-                    | "4"
-                    | "5"
-                    | "6"
-                    | "7"
-                    | "8"
-                    | "9"
-                    | "\u{b9}"
-                    | "\u{b2}"
-                    | "\u{b3}"
+                (digits.next(), digits.next()),
+                (Some('1'..='9' | '\u{b9}' | '\u{b2}' | '\u{b3}'), None)
             )
         })
     })

@@ -904,6 +904,9 @@ fn windows_reserved_and_unsafe_file_names_are_refused_with_the_reason() {
                 "con .dll",
                 "conin$.dll",
                 "CONOUT$",
+                "clock$.so",
+                "COM\u{b9}.dll",
+                "lpt\u{b3}.so",
             ],
         ),
         (
