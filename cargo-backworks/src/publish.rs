@@ -372,7 +372,8 @@ impl PublishError {
             | Self::TimedOut { .. }
             | Self::BadAnswer { .. } => 5,
             Self::Registry { source, .. } => match source {
-                RegistryError::AlreadyPublished { .. } => 5,
+                RegistryError::AlreadyPublished { .. }
+                | RegistryError::VersionCaseCollision { .. } => 5,
                 RegistryError::Io { .. } | RegistryError::Sign(_) => 2,
                 _ => 1,
             },

@@ -149,6 +149,21 @@ pub enum MarketplaceError {
         /// What is wrong.
         reason: String,
     },
+    /// Two `--publisher-key`s have one key id: a signature names its key
+    /// by id only, so only the first would ever be tried.
+    #[error(
+        "key id {id} (--publisher-key {second:?}) is also the key id of --publisher-key {first:?}: {problem}"
+    )]
+    DuplicatePublisherKeyId {
+        /// The key id both have.
+        id: KeyId,
+        /// The first argument with it (a `.pub` file or the key).
+        first: String,
+        /// The later argument with it.
+        second: String,
+        /// What is wrong and the fix: the same key twice, or two keys.
+        problem: &'static str,
+    },
     /// Publishing is enabled but no publisher is registered.
     #[error(
         "a publish token is set but no --publisher-key is given: every upload would be refused; register the publishers' public keys with --publisher-key (or unset {TOKEN_ENV} to serve read-only)"
@@ -225,9 +240,13 @@ pub fn load_registry_key(path: &Path) -> Result<SecretKey, MarketplaceError> {
 }
 
 /// Reads each `--publisher-key`: a `.pub` file when a file of that name
-/// exists, otherwise the key itself in base64.
+/// exists, otherwise the key itself in base64. Two keys with one key id
+/// are refused, naming both (as the host's `trusted_keys` are): a
+/// signature names its key by id only, so uploads signed with the second
+/// would be refused as altered.
 pub fn load_publisher_keys(args: &[String]) -> Result<Vec<PublicKey>, MarketplaceError> {
-    args.iter()
+    let keys = args
+        .iter()
         .map(|arg| {
             let error = |reason: String| MarketplaceError::PublisherKey {
                 arg: arg.clone(),
@@ -247,7 +266,28 @@ pub fn load_publisher_keys(args: &[String]) -> Result<Vec<PublicKey>, Marketplac
                 }
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, key) in keys.iter().enumerate() {
+        let id = KeyId::of_public_key(key);
+        let Some(first) = keys[..i]
+            .iter()
+            .position(|earlier| KeyId::of_public_key(earlier) == id)
+        else {
+            continue;
+        };
+        let problem = if keys[first].to_base64() == key.to_base64() {
+            "the same key is given twice; remove one of the two"
+        } else {
+            "they are two different keys with the same id, and a signature names its key by id only, so uploads signed with the second would be refused as altered; keep the one the publisher signs with (compare with its .pub file) and remove the other"
+        };
+        return Err(MarketplaceError::DuplicatePublisherKeyId {
+            id,
+            first: args[first].clone(),
+            second: args[i].clone(),
+            problem,
+        });
+    }
+    Ok(keys)
 }
 
 /// The publish token: the contents of `token_file` (trimmed) when given,
@@ -670,7 +710,9 @@ impl Refusal {
 impl From<RegistryError> for Refusal {
     fn from(e: RegistryError) -> Self {
         let status = match &e {
-            RegistryError::AlreadyPublished { .. } => StatusCode::CONFLICT,
+            RegistryError::AlreadyPublished { .. } | RegistryError::VersionCaseCollision { .. } => {
+                StatusCode::CONFLICT
+            }
             RegistryError::NoArtifacts
             | RegistryError::InvalidArtifact { .. }
             | RegistryError::InvalidFileName { .. }
@@ -679,6 +721,7 @@ impl From<RegistryError> for Refusal {
             | RegistryError::Signature { .. }
             | RegistryError::Inconsistent { .. }
             | RegistryError::InvalidName { .. }
+            | RegistryError::ReservedName { .. }
             | RegistryError::InvalidTarget { .. }
             | RegistryError::UnsafePath { .. }
             | RegistryError::InvalidListing { .. }
@@ -1007,6 +1050,46 @@ async fn read_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publisher_keys_with_one_key_id_are_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        // Another key with the same key id (bytes 2..10 of a public key).
+        let mut bytes = minisign::KeyPair::generate_unencrypted_keypair()
+            .unwrap()
+            .pk
+            .to_bytes();
+        bytes[2..10].copy_from_slice(pair.pk.keynum());
+        let impostor = minisign::PublicKey::from_bytes(&bytes).unwrap();
+        let file = dir.path().join("release.pub");
+        std::fs::write(&file, pair.pk.to_box().unwrap().into_string()).unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        let id = KeyId::of_public_key(&pair.pk).to_string();
+        let other = minisign::KeyPair::generate_unencrypted_keypair()
+            .unwrap()
+            .pk
+            .to_base64();
+        for (second, problem) in [
+            (impostor.to_base64(), "two different keys with the same id"),
+            (pair.pk.to_base64(), "the same key is given twice"),
+        ] {
+            let args = [file.clone(), other.clone(), second.clone()];
+            let error = load_publisher_keys(&args).unwrap_err();
+            assert!(
+                matches!(error, MarketplaceError::DuplicatePublisherKeyId { .. }),
+                "{error}"
+            );
+            let message = error.to_string();
+            for needle in [id.clone(), format!("{file:?}"), format!("{second:?}")] {
+                assert!(message.contains(&needle), "{needle}: {message}");
+            }
+            assert!(message.contains(problem), "{message}");
+        }
+        // Keys with distinct ids load, in order.
+        let keys = load_publisher_keys(&[file, other]).unwrap();
+        assert_eq!(keys.len(), 2);
+    }
 
     #[test]
     fn lifetimes() {

@@ -17,7 +17,11 @@
 //! The index carries a `serial` that grows with every change and an
 //! `expires` time: a client refuses an index whose serial is below the last
 //! one it accepted (rollback) or whose time is up (freeze). A published
-//! version is never changed: publishing it again is refused.
+//! version is never changed: publishing it again is refused, and so is a
+//! version that differs from it only in letter case (`1.0.0-RC1`,
+//! `1.0.0-rc1`), which a case-insensitive file system would store in the
+//! same directory. Every name that becomes a path (plugin name, version,
+//! target, file name) is one that Linux, macOS and Windows can all store.
 //!
 //! [`validate_upload`] checks every artifact of an upload (the [`check`]
 //! module of `cargo backworks check`, then the publisher's signature) before
@@ -196,6 +200,23 @@ impl Index {
     pub fn release_ref(&self, name: &str, version: &str) -> Option<&ReleaseRef> {
         self.plugins.get(name)?.versions.get(version)
     }
+
+    /// The version of `name` the index lists that equals `version` ignoring
+    /// ASCII case (`1.0.0-RC1` for `1.0.0-rc1`; `version` itself when it is
+    /// listed): the one whose directory `version`'s would be on a
+    /// case-insensitive file system.
+    pub fn listed_ignoring_case(&self, name: &str, version: &str) -> Option<&str> {
+        let versions = &self.plugins.get(name)?.versions;
+        versions
+            .get_key_value(version)
+            .map(|(listed, _)| listed)
+            .or_else(|| {
+                versions
+                    .keys()
+                    .find(|listed| listed.eq_ignore_ascii_case(version))
+            })
+            .map(String::as_str)
+    }
 }
 
 /// Why an index, a release or a registry tree was refused.
@@ -266,6 +287,15 @@ pub enum RegistryError {
         /// The name.
         name: String,
     },
+    /// A plugin name that is a device name Windows reserves ([`is_reserved_on_windows`]):
+    /// it is a directory of the tree and of every client's cache.
+    #[error(
+        "`{name}` is not a valid plugin name: it is a reserved device name on Windows (CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9, in any case), where no directory can have it; choose another name"
+    )]
+    ReservedName {
+        /// The name.
+        name: String,
+    },
     /// A version that is not semver.
     #[error("plugin `{name}` has version {version:?}, which is not a semver version: {reason}")]
     InvalidVersion {
@@ -322,13 +352,16 @@ pub enum RegistryError {
         /// What is wrong, and the rule.
         reason: String,
     },
-    /// An artifact's file name cannot be stored.
+    /// An artifact's file name cannot be stored (on every host: the
+    /// release must be installable on Windows too).
     #[error(
-        "artifact file name {file:?} is not allowed: use the dist layout's `<name>-<version>-<target>.<so|dll|dylib>`, without path separators"
+        "artifact file name {file:?} is not allowed: {reason}; use the dist layout's `<name>-<version>-<target>.<so|dll|dylib>`"
     )]
     InvalidFileName {
         /// The file name.
         file: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// An artifact came without its signature.
     #[error("{file} has no signature: upload `{file}.minisig` with it (`cargo backworks sign`)")]
@@ -369,6 +402,20 @@ pub enum RegistryError {
         /// The version.
         version: String,
     },
+    /// The version differs only in letter case from one already published
+    /// (`1.0.0-RC1`, `1.0.0-rc1`): on a case-insensitive file system
+    /// (macOS, Windows) both would be one directory.
+    #[error(
+        "{name} {version} cannot be published: {name} {published} is already published, and the two versions differ only in letter case, so they would share one directory on a case-insensitive file system (macOS, Windows); versions of a plugin must differ in more than letter case: publish it under another version"
+    )]
+    VersionCaseCollision {
+        /// The plugin.
+        name: String,
+        /// The version of the upload.
+        version: String,
+        /// The version in the index it collides with.
+        published: String,
+    },
     /// The registry key could not sign.
     #[error("cannot sign the index with the registry key: {0}")]
     Sign(String),
@@ -407,14 +454,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Whether `name` is a valid plugin name in a registry: 1 to 64 lower-case
-/// ASCII letters, digits, `-` and `_`, starting with a letter (so it is a
-/// safe path component and URL segment everywhere).
+/// ASCII letters, digits, `-` and `_`, starting with a letter, and not a
+/// device name Windows reserves ([`is_reserved_on_windows`]: `con`, `nul`,
+/// `com1`, ...), so it is a safe path component and URL segment
+/// everywhere. Lower case only: two names never differ only in case.
 pub fn is_valid_name(name: &str) -> bool {
+    is_name_shaped(name) && !is_reserved_on_windows(name)
+}
+
+fn is_name_shaped(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Whether Windows takes a file or directory named `name` for a device:
+/// its part before the first `.`, without trailing spaces, is `CON`,
+/// `PRN`, `AUX`, `NUL`, `COM1` to `COM9`, `LPT1` to `LPT9` (or with a
+/// superscript `¹`, `²`, `³`), `CONIN$`, `CONOUT$` or `CLOCK$`, in any
+/// case, whatever the extension (`nul.so`, `CON.dll`, `aux.tar.gz`).
+pub fn is_reserved_on_windows(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default();
+    let stem = stem.trim_end_matches(' ').to_ascii_uppercase();
+    if matches!(
+        stem.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" | "CLOCK$"
+    ) {
+        return true;
+    }
+    ["COM", "LPT"].iter().any(|port| {
+        stem.strip_prefix(port).is_some_and(|number| {
+            let mut digits = number.chars();
+            matches!(
+                (digits.next(), digits.next()),
+                (Some('1'..='9' | '\u{b9}' | '\u{b2}' | '\u{b3}'), None)
+            )
+        })
+    })
 }
 
 /// The longest version text the registry stores, in bytes (the metadata
@@ -426,12 +504,16 @@ pub const MAX_FILE_NAME_LEN: usize = 200;
 
 /// Checks a plugin name ([`is_valid_name`]).
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
+    if !is_name_shaped(name) {
         Err(RegistryError::InvalidName {
             name: name.to_owned(),
         })
+    } else if is_reserved_on_windows(name) {
+        Err(RegistryError::ReservedName {
+            name: name.to_owned(),
+        })
+    } else {
+        Ok(())
     }
 }
 
@@ -470,20 +552,48 @@ pub fn check_target(name: &str, target: &str) -> Result<(), RegistryError> {
     }
 }
 
-/// Checks an artifact's file name: 1 to [`MAX_FILE_NAME_LEN`] bytes, not
-/// starting with `.`, without `/`, `\`, `:` or control characters.
+/// The characters a file name may not hold on Windows (besides control
+/// characters); `/` and `\` are path separators everywhere or there.
+const WINDOWS_FORBIDDEN: [char; 9] = ['<', '>', ':', '"', '/', '\\', '|', '?', '*'];
+
+/// Checks an artifact's file name: a name every host can store, Windows
+/// included (a release is installed on every host): 1 to
+/// [`MAX_FILE_NAME_LEN`] bytes, not starting with `.`, not ending with `.`
+/// or a space, without control characters or any of `<>:"/\|?*`, and not a
+/// device name Windows reserves with or without an extension
+/// ([`is_reserved_on_windows`]: `con.dll`, `NUL.so`).
 pub fn check_file_name(file: &str) -> Result<(), RegistryError> {
-    if file.is_empty()
-        || file.len() > MAX_FILE_NAME_LEN
-        || file.starts_with('.')
-        || file.contains(['/', '\\', ':'])
-        || file.chars().any(char::is_control)
+    let reason = if file.is_empty() {
+        String::from("it is empty")
+    } else if file.len() > MAX_FILE_NAME_LEN {
+        format!(
+            "it is {} bytes long, at most {MAX_FILE_NAME_LEN} are allowed",
+            file.len()
+        )
+    } else if file.starts_with('.') {
+        String::from("it starts with a dot (a hidden file, never served)")
+    } else if let Some(c) = file
+        .chars()
+        .find(|c| c.is_control() || WINDOWS_FORBIDDEN.contains(c))
     {
-        return Err(RegistryError::InvalidFileName {
-            file: file.to_owned(),
-        });
-    }
-    Ok(())
+        format!(
+            "it holds the character {c:?}, which Windows does not allow in a file name (nor control characters or any of `<>:\"/\\|?*`)"
+        )
+    } else if file.ends_with(['.', ' ']) {
+        String::from(
+            "file names that end in a dot or a space cannot be stored on Windows (it drops the trailing dot or space)",
+        )
+    } else if is_reserved_on_windows(file) {
+        String::from(
+            "it is a reserved device name on Windows (CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9, in any case, with any extension), where no file can have it",
+        )
+    } else {
+        return Ok(());
+    };
+    Err(RegistryError::InvalidFileName {
+        file: file.to_owned(),
+        reason,
+    })
 }
 
 /// Checks what names a release's place in a tree: the plugin `name`, its
@@ -1112,22 +1222,20 @@ impl Tree {
         self.commit(index)
     }
 
-    /// Publishes a validated upload: refused when the version exists;
-    /// otherwise the release directory is staged and renamed into place, and
-    /// the new index (serial + 1) replaces the old one by a rename. Writers
-    /// of one tree are serialised by a lock file. Staging directories left
-    /// by a writer killed before its commit are removed first.
+    /// Publishes a validated upload: refused when the version exists, or
+    /// one that differs from it only in letter case (one directory on a
+    /// case-insensitive file system); otherwise the release directory is
+    /// staged and renamed into place, and the new index (serial + 1)
+    /// replaces the old one by a rename. Writers of one tree are serialised
+    /// by a lock file. Staging directories left by a writer killed before
+    /// its commit are removed first, and so is a version directory the
+    /// index does not list; one it lists is never removed.
     pub fn publish(&self, upload: ValidatedUpload) -> Result<Release, RegistryError> {
         let _lock = self.lock()?;
         self.remove_stale_staging();
         let mut index = self.index()?;
         let release = upload.release;
-        if index.release_ref(&release.name, &release.version).is_some() {
-            return Err(RegistryError::AlreadyPublished {
-                name: release.name,
-                version: release.version,
-            });
-        }
+        refuse_listed(&index, &release.name, &release.version)?;
         // Checked again here: every path below is one of these, joined one
         // plain component at a time.
         for (target, artifact) in &upload.files {
@@ -1163,8 +1271,11 @@ impl Tree {
         let version_dir = join_component(&plugin_dir, "version", &release.version)?;
         fs::create_dir_all(&plugin_dir).map_err(io_error("create", &plugin_dir))?;
         // A directory the index does not list is what a publisher killed
-        // before its commit left behind: nobody refers to it.
+        // before its commit left behind: nobody refers to it. Checked again
+        // right here, ignoring case: on a case-insensitive file system the
+        // directory found may be another listed version's.
         if version_dir.exists() {
+            refuse_listed(&index, &release.name, &release.version)?;
             fs::remove_dir_all(&version_dir).map_err(io_error("remove the stale", &version_dir))?;
         }
         let staged = staging.keep();
@@ -1199,6 +1310,25 @@ impl Tree {
         }
         self.commit(index)?;
         Ok(release)
+    }
+}
+
+/// Refuses to publish `name` `version` when the index lists it
+/// ([`RegistryError::AlreadyPublished`]) or lists a version that differs
+/// from it only in ASCII case ([`RegistryError::VersionCaseCollision`]),
+/// whose directory it would be on a case-insensitive file system.
+fn refuse_listed(index: &Index, name: &str, version: &str) -> Result<(), RegistryError> {
+    match index.listed_ignoring_case(name, version) {
+        None => Ok(()),
+        Some(listed) if listed == version => Err(RegistryError::AlreadyPublished {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        }),
+        Some(listed) => Err(RegistryError::VersionCaseCollision {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            published: listed.to_owned(),
+        }),
     }
 }
 

@@ -1015,3 +1015,119 @@ fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
     let server = registry.serve(None, &["--header-timeout", "1s", "--max-connections", "8"]);
     crate::serve::slowloris_is_cut_off(&server.base, server.child.id(), 8, "/index.json");
 }
+
+/// A public key with `keys`' key id but other key bytes (what a publisher
+/// who generated a second key with a colliding id, or an attacker, hands
+/// over): minisign names a key by id only.
+fn impostor_of(keys: &Keys) -> minisign::PublicKey {
+    let mut bytes = minisign::KeyPair::generate_unencrypted_keypair()
+        .unwrap()
+        .pk
+        .to_bytes();
+    bytes[2..10].copy_from_slice(keys.pk.keynum());
+    minisign::PublicKey::from_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn two_publisher_keys_with_one_key_id_are_refused_at_start_up() {
+    let registry = Registry::new();
+    let keys = registry.dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let write = |name: &str, key: &minisign::PublicKey| {
+        let path = keys.join(name);
+        std::fs::write(&path, key.to_box().unwrap().into_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let release = write("release.pub", &registry.publisher.pk);
+    let other = write("other.pub", &impostor_of(&registry.publisher));
+    let id = signature::KeyId::of_public_key(&registry.publisher.pk).to_string();
+    let unrelated = Keys::new().base64();
+    for (name, args) in [
+        ("different_keys", [&release, &unrelated, &other]),
+        (
+            "same_key_twice",
+            [&release, &unrelated, &registry.publisher.base64()],
+        ),
+    ] {
+        let mut command = backworks();
+        command
+            .args(["marketplace", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(registry.tree())
+            .arg("--key")
+            .arg(&registry.key_file)
+            .env("BACKWORKS_REGISTRY_TOKEN", TOKEN);
+        for arg in args {
+            command.args(["--publisher-key", arg]);
+        }
+        let output = bounded(command);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert!(message.contains(&id), "{message}");
+        assert!(!registry.tree().exists(), "nothing was created");
+        let redacted = message
+            .replace(registry.dir.path().to_str().unwrap(), "[DIR]")
+            .replace(&registry.publisher.base64(), "[PUBLISHER KEY]")
+            .replace(&id, "[KEY ID]");
+        insta::assert_snapshot!(format!("duplicate_publisher_key_id_{name}"), redacted);
+    }
+}
+
+#[test]
+fn a_version_that_differs_only_in_case_and_windows_unsafe_file_names_are_refused() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &[]);
+    let target = backworks_plugin_sdk::TARGET;
+    let (file, bytes, _) = weather(&registry.publisher);
+    let signed_as = |version: &str| {
+        let edited = support::with_record(&bytes, "version", version);
+        let signed = signature::sign(
+            &edited,
+            &registry.publisher.sk,
+            Some(&registry.publisher.pk),
+        )
+        .unwrap();
+        (edited, signed.minisig)
+    };
+    let (first, minisig) = signed_as("1.0.0-RC1");
+    let (status, body) = publish(&server, Some(TOKEN), form(&file, first.clone(), &minisig));
+    assert_eq!(status, 201, "{body}");
+    let published = registry
+        .tree()
+        .join(format!("plugins/weather/1.0.0-RC1/{target}/{file}"));
+    let index = registry.index_on_disk();
+    let listing = tree_listing(&registry.tree());
+
+    // On a case-insensitive file system (macOS, Windows) `1.0.0-rc1` is
+    // `1.0.0-RC1`'s directory: refused, naming both spellings.
+    for version in ["1.0.0-rc1", "1.0.0-Rc1"] {
+        let (edited, minisig) = signed_as(version);
+        let (status, body) = publish(&server, Some(TOKEN), form(&file, edited, &minisig));
+        assert_refused((status, body.clone()), 409, "differ only in letter case");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("weather {version} cannot be published"))
+                && message.contains("weather 1.0.0-RC1 is already published"),
+            "{message}"
+        );
+    }
+
+    // File names a Windows host cannot store, whatever the target.
+    let (edited, minisig) = signed_as("2.0.0");
+    for (name, reason) in [
+        ("con.so", "reserved device name on Windows"),
+        ("NUL.dll", "reserved device name on Windows"),
+        ("weather.so.", "end in a dot or a space"),
+        ("weather.so ", "end in a dot or a space"),
+        ("we|ather.so", "which Windows does not allow in a file name"),
+    ] {
+        let (status, body) = publish(&server, Some(TOKEN), form(name, edited.clone(), &minisig));
+        assert_refused((status, body.clone()), 422, reason);
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains(&format!("{name:?}")), "{message}");
+    }
+
+    // Nothing was written; the first version's files are as published.
+    assert_eq!(registry.index_on_disk(), index);
+    assert_eq!(tree_listing(&registry.tree()), listing);
+    assert_eq!(std::fs::read(&published).unwrap(), first);
+}

@@ -400,41 +400,11 @@ fn publishing_removes_staging_directories_left_by_a_killed_writer() {
     std::fs::write(left.join("half.so"), b"half").unwrap();
     // Validation is tested above and end to end: this release's bytes need
     // not be a plugin.
-    let target = "x86_64-unknown-linux-gnu";
-    let dir_path = format!("plugins/demo/1.0.0/{target}");
-    let upload = ValidatedUpload {
-        release: Release {
-            format: FORMAT,
-            name: String::from("demo"),
-            version: String::from("1.0.0"),
-            description: String::from("a demo"),
-            keywords: Vec::new(),
-            abi: 1,
-            publisher: String::from("CAB78193ADCAB890"),
-            published: now(),
-            targets: BTreeMap::from([(
-                target.to_owned(),
-                Artifact {
-                    path: format!("{dir_path}/demo.so"),
-                    signature: format!("{dir_path}/demo.so.minisig"),
-                    sha256: sha256_hex(b"library"),
-                    size: 7,
-                },
-            )]),
-        },
-        files: vec![(
-            target.to_owned(),
-            UploadArtifact {
-                file_name: String::from("demo.so"),
-                bytes: b"library".to_vec(),
-                signature: String::from("signature"),
-            },
-        )],
-    };
-    tree.publish(upload).unwrap();
+    let dir_path = "plugins/demo/1.0.0/x86_64-unknown-linux-gnu";
+    tree.publish(demo_upload("1.0.0", b"library")).unwrap();
     assert!(!root.join(".staging-killed").exists());
     assert_eq!(
-        std::fs::read(root.join(&dir_path).join("demo.so")).unwrap(),
+        std::fs::read(root.join(dir_path).join("demo.so")).unwrap(),
         b"library"
     );
     let names: Vec<_> = std::fs::read_dir(&root)
@@ -803,4 +773,200 @@ fn publish_refuses_a_hostile_target_even_past_validation() {
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     assert!(!root.join("plugins").exists());
     assert_eq!(tree.index().unwrap().serial, 0, "nothing was committed");
+}
+
+/// A validated upload of plugin `demo` at `version` for one target, whose
+/// library holds `bytes` (not a real plugin: `Tree::publish` writes what
+/// `validate_upload` passed, which is tested above and end to end).
+fn demo_upload(version: &str, bytes: &[u8]) -> ValidatedUpload {
+    let target = "x86_64-unknown-linux-gnu";
+    let dir_path = format!("plugins/demo/{version}/{target}");
+    ValidatedUpload {
+        release: Release {
+            format: FORMAT,
+            name: String::from("demo"),
+            version: version.to_owned(),
+            description: String::from("a demo"),
+            keywords: Vec::new(),
+            abi: 1,
+            publisher: String::from("CAB78193ADCAB890"),
+            published: now(),
+            targets: BTreeMap::from([(
+                target.to_owned(),
+                Artifact {
+                    path: format!("{dir_path}/demo.so"),
+                    signature: format!("{dir_path}/demo.so.minisig"),
+                    sha256: sha256_hex(bytes),
+                    size: bytes.len() as u64,
+                },
+            )]),
+        },
+        files: vec![(
+            target.to_owned(),
+            UploadArtifact {
+                file_name: String::from("demo.so"),
+                bytes: bytes.to_vec(),
+                signature: String::from("signature"),
+            },
+        )],
+    }
+}
+
+#[test]
+fn versions_that_differ_only_in_case_are_refused_and_the_first_stays_intact() {
+    // `1.0.0-RC1` and `1.0.0-rc1` are two semver versions but one
+    // directory on a case-insensitive file system (macOS, Windows): the
+    // second would replace the first's files there ("stale" directory).
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sk) = keys();
+    let root = dir.path().join("registry");
+    let tree = Tree::open(&root, sk, 60).unwrap();
+    let first = root.join("plugins/demo/1.0.0-RC1/x86_64-unknown-linux-gnu/demo.so");
+    for (published, other) in [
+        ("1.0.0-RC1", "1.0.0-rc1"),
+        ("1.0.0-RC1", "1.0.0-Rc1"),
+        ("1.0.0-RC1", "1.0.0-RC1"),
+    ] {
+        if !first.exists() {
+            tree.publish(demo_upload(published, b"first")).unwrap();
+        }
+        let serial = tree.index().unwrap().serial;
+        let error = tree
+            .publish(demo_upload(other, b"second"))
+            .expect_err(other);
+        if published == other {
+            assert!(matches!(error, RegistryError::AlreadyPublished { .. }));
+        } else {
+            assert!(matches!(error, RegistryError::VersionCaseCollision { .. }));
+        }
+        let error = error.to_string();
+        assert!(
+            error.contains(published) && error.contains(other),
+            "the message names both spellings: {error}"
+        );
+        if published != other {
+            assert!(error.contains("differ only in letter case"), "{error}");
+        }
+        let index = tree.index().unwrap();
+        assert_eq!(index.serial, serial, "nothing was committed");
+        let listed: Vec<_> = index.plugins["demo"].versions.keys().collect();
+        assert_eq!(listed, [published]);
+        assert_eq!(std::fs::read(&first).unwrap(), b"first");
+        let versions: Vec<_> = std::fs::read_dir(root.join("plugins/demo"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(versions, [published], "no second directory");
+    }
+    // Build metadata is compared the same way.
+    tree.publish(demo_upload("2.0.0+Build.1", b"build"))
+        .unwrap();
+    let error = tree
+        .publish(demo_upload("2.0.0+build.1", b"second"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("2.0.0+Build.1"), "{error}");
+    // A version that differs in more than case is published beside it.
+    tree.publish(demo_upload("1.0.0-rc2", b"rc2")).unwrap();
+    assert_eq!(std::fs::read(&first).unwrap(), b"first");
+}
+
+#[test]
+fn windows_reserved_and_unsafe_file_names_are_refused_with_the_reason() {
+    for good in [
+        "demo-1.0.0-x86_64-pc-windows-msvc.dll",
+        "libweather.so",
+        "console.dll",
+        "nullify.so",
+        "com10.dll",
+        "lpt0.dll",
+        "a.con",
+        "x-con.dll",
+    ] {
+        check_file_name(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "reserved device name",
+            &[
+                "con.dll",
+                "CON.dll",
+                "Con",
+                "prn.so",
+                "AUX.dylib",
+                "nul.so",
+                "NUL.so",
+                "nul.tar.gz",
+                "com1.dll",
+                "COM9.so",
+                "lpt1.dll",
+                "Lpt9.dylib",
+                "con .dll",
+                "conin$.dll",
+                "CONOUT$",
+                "clock$.so",
+                "COM\u{b9}.dll",
+                "lpt\u{b3}.so",
+            ],
+        ),
+        (
+            "end in a dot or a space",
+            &["demo.dll.", "demo.so ", "demo."],
+        ),
+        (
+            "character",
+            &[
+                "a<b.so",
+                "a>b.so",
+                "a:b.so",
+                "a\"b.so",
+                "a|b.so",
+                "a?b.so",
+                "a*b.so",
+                "a\\b.so",
+                "a/b.so",
+                "a\u{1}b.so",
+                "a\u{7f}b.so",
+                "a\tb.so",
+            ],
+        ),
+    ];
+    for (reason, names) in cases {
+        for name in *names {
+            let error = check_file_name(name).expect_err(name);
+            assert!(matches!(error, RegistryError::InvalidFileName { .. }));
+            let error = error.to_string();
+            assert!(
+                error.contains(reason) && error.contains(&format!("{name:?}")),
+                "{name:?}: {error}"
+            );
+            assert!(error.contains("Windows"), "{name:?}: {error}");
+        }
+    }
+}
+
+#[test]
+fn windows_reserved_device_names_are_not_plugin_names() {
+    // A plugin's name is a directory of the tree and of every cache.
+    for reserved in ["con", "prn", "aux", "nul", "com1", "com9", "lpt1", "lpt9"] {
+        assert!(!is_valid_name(reserved), "{reserved}");
+        let error = check_name(reserved).unwrap_err();
+        assert!(matches!(error, RegistryError::ReservedName { .. }));
+        let error = error.to_string();
+        assert!(
+            error.contains(reserved) && error.contains("reserved") && error.contains("Windows"),
+            "{error}"
+        );
+    }
+    for fine in [
+        "console",
+        "nul_",
+        "com10",
+        "com0",
+        "lpt",
+        "auxiliary",
+        "con-x",
+    ] {
+        check_name(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
 }
