@@ -180,6 +180,11 @@ pub fn validate_name(name: &str) -> Result<(), NewError> {
     {
         return invalid("it may hold only ASCII letters, digits, `-` and `_`");
     }
+    if backworks_plugin_sdk::registry::is_reserved_on_windows(name) {
+        return invalid(
+            "Windows reserves it for a device (`con`, `nul`, `com1`, ...), so no registry takes a plugin of that name",
+        );
+    }
     Ok(())
 }
 
@@ -334,6 +339,15 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_windows_device_name_is_not_a_plugin_name() {
+        for reserved in ["con", "NUL", "com1", "lpt9", "aux"] {
+            let error = validate_name(reserved).unwrap_err();
+            assert!(error.to_string().contains("Windows reserves it"), "{error}");
+        }
+        validate_name("console").unwrap();
     }
 
     #[test]
