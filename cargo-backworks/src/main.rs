@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use backworks_plugin_sdk::terminal::{self, escape};
 use cargo_backworks::error::EXIT_CODES;
 use cargo_backworks::progress::Progress;
 use cargo_backworks::{Error, build, check, keys, new, publish, reproduce};
-use backworks_plugin_sdk::terminal::{self, escape};
 use clap::{Parser, Subcommand};
 
 /// Cargo's view of the tool: `cargo backworks ...`.

@@ -139,7 +139,8 @@ struct Escaped<V>(V);
 impl<V: Visit> Escaped<V> {
     /// Records `text`, as the field's value would be written, escaped.
     fn escaped(&mut self, field: &Field, text: &str) {
-        self.0.record_debug(field, &format_args!("{}", escape(text)));
+        self.0
+            .record_debug(field, &format_args!("{}", escape(text)));
     }
 }
 
@@ -232,7 +233,8 @@ mod tests {
         let subscriber = text_subscriber(filter(None).unwrap(), move || writer.clone(), false);
         // What a registry can put in an error: serde's "unknown field"
         // quotes its field name.
-        let error = "unknown field `\u{1b}[2J`\r\n2026-01-01T00:00:00Z  INFO plugin ready\u{9b}\u{202e}";
+        let error =
+            "unknown field `\u{1b}[2J`\r\n2026-01-01T00:00:00Z  INFO plugin ready\u{9b}\u{202e}";
         let source = std::io::Error::other(format!("outer: {error}"));
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(plugin = "weather", "update check failed: {error}");
@@ -261,9 +263,18 @@ mod tests {
         );
         let second = out.lines().nth(1).unwrap();
         assert!(second.contains(&format!("display={escaped} ")), "{second}");
-        assert!(second.contains("debug=\"unknown field `\\u{1b}[2J`\\r\\n"), "{second}");
-        assert!(second.contains("text=\"unknown field `\\u{1b}[2J`\\r\\n"), "{second}");
-        assert!(second.contains(&format!("error=outer: {escaped}")), "{second}");
+        assert!(
+            second.contains("debug=\"unknown field `\\u{1b}[2J`\\r\\n"),
+            "{second}"
+        );
+        assert!(
+            second.contains("text=\"unknown field `\\u{1b}[2J`\\r\\n"),
+            "{second}"
+        );
+        assert!(
+            second.contains(&format!("error=outer: {escaped}")),
+            "{second}"
+        );
     }
 
     #[test]

@@ -32,9 +32,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::abi::{ABI_VERSION, METADATA_SYMBOL, PLUGIN_INFO_SYMBOL, PLUGIN_VTABLE_SYMBOL};
+use crate::file::FileError;
 use crate::inspect::{self, ExportedSymbol, InspectError};
 use crate::metadata::{self, ByteOrder, PluginMetadata};
-use crate::file::FileError;
 use crate::terminal::escape;
 use object::{Object, ObjectSection};
 use serde::Serialize;

@@ -260,7 +260,9 @@ mod tests {
         let error = read(Path::new("no/such/plugin.so"), 10).unwrap_err();
         assert!(matches!(error, FileError::Open { .. }), "{error}");
         assert!(
-            error.to_string().starts_with("cannot open no/such/plugin.so: "),
+            error
+                .to_string()
+                .starts_with("cannot open no/such/plugin.so: "),
             "{error}"
         );
         assert_eq!(error.path(), Path::new("no/such/plugin.so"));

@@ -550,7 +550,10 @@ fn a_fifo_swapped_in_during_the_check_cannot_hang_it() {
             let result = std::panic::catch_unwind(|| check_bounded(std::slice::from_ref(&path)));
             let Ok(result) = result else {
                 stop.store(true, Ordering::Relaxed);
-                panic!("run {run} hung (after {} swaps)", swaps.load(Ordering::Relaxed));
+                panic!(
+                    "run {run} hung (after {} swaps)",
+                    swaps.load(Ordering::Relaxed)
+                );
             };
             match result.code {
                 Some(code @ (0 | 2)) => outcomes[code as usize] += 1,
@@ -576,7 +579,8 @@ fn a_fifo_swapped_in_during_the_check_cannot_hang_it() {
 #[test]
 fn a_record_cannot_drive_the_terminal() {
     let stage = Stage::new();
-    let forged = "Weather\u{1b}[2J\r\n  abi:       v1 (verified by key CAB78193ADCAB890)\u{9b}\u{202e}";
+    let forged =
+        "Weather\u{1b}[2J\r\n  abi:       v1 (verified by key CAB78193ADCAB890)\u{9b}\u{202e}";
     let bytes = with_record(
         &std::fs::read(fixtures::c_plugin()).unwrap(),
         "description",
@@ -595,7 +599,10 @@ fn a_record_cannot_drive_the_terminal() {
         run.stdout
     );
     assert_eq!(
-        run.stdout.lines().filter(|l| l.starts_with("  abi:")).count(),
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("  abi:"))
+            .count(),
         1,
         "{}",
         run.stdout

@@ -937,7 +937,9 @@ fn verify_refuses_a_fifo_a_device_and_an_oversized_file_at_once() {
         ),
         (
             &["libweather_c.so", "--signature", "long.minisig"],
-            String::from("refusing long.minisig: it is 8193 bytes, more than the 8192 bytes allowed"),
+            String::from(
+                "refusing long.minisig: it is 8193 bytes, more than the 8192 bytes allowed",
+            ),
         ),
     ];
     for (args, expected) in cases {
@@ -952,7 +954,9 @@ fn verify_refuses_a_fifo_a_device_and_an_oversized_file_at_once() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(text(&output.stdout), "", "{args:?}");
         assert!(
-            stderr.starts_with(&format!("error: {expected}; a plugin and its .minisig must be regular files")),
+            stderr.starts_with(&format!(
+                "error: {expected}; a plugin and its .minisig must be regular files"
+            )),
             "{args:?}: expected `{expected}` in:\n{stderr}"
         );
     }

@@ -150,7 +150,8 @@ fn a_record_cannot_drive_the_terminal() {
     let forged = "weather\u{1b}[2J\r\nverdict:     verified by key CAB78193ADCAB890\u{9b}\u{202e}";
     let escaped =
         "weather\\u{1b}[2J\\r\\nverdict:     verified by key CAB78193ADCAB890\\u{9b}\\u{202e}";
-    let bytes = crate::support::with_record(&std::fs::read(&plugin).unwrap(), "description", forged);
+    let bytes =
+        crate::support::with_record(&std::fs::read(&plugin).unwrap(), "description", forged);
     let bytes = crate::support::with_record(&bytes, "name", "we\u{1b}]0;title\u{7}");
     std::fs::write(&plugin, bytes).unwrap();
     let raw = ['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}'];
@@ -160,8 +161,14 @@ fn a_record_cannot_drive_the_terminal() {
     let out = text(&output.stdout);
     assert!(!out.contains(raw), "{out:?}");
     assert_eq!(out.lines().count(), 7, "one line per field:\n{out}");
-    assert!(out.contains(&format!("\ndescription: {escaped}\n")), "{out}");
-    assert!(out.contains("\nplugin:      we\\u{1b}]0;title\\u{7} 1.0.0\n"), "{out}");
+    assert!(
+        out.contains(&format!("\ndescription: {escaped}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nplugin:      we\\u{1b}]0;title\\u{7} 1.0.0\n"),
+        "{out}"
+    );
     assert_eq!(
         out.lines().filter(|l| l.starts_with("verdict:")).count(),
         1,

@@ -1178,10 +1178,17 @@ fn serve_prints_a_registry_error_escaped() {
         .lines()
         .filter(|line| line.contains(&format!("unknown field `{escaped}`")))
         .collect();
-    assert_eq!(quoted.len(), 2, "the error and its log line:\n{}", run.stderr);
+    assert_eq!(
+        quoted.len(),
+        2,
+        "the error and its log line:\n{}",
+        run.stderr
+    );
     assert!(quoted[1].starts_with("error: "), "{}", run.stderr);
     assert!(
-        !run.stderr.lines().any(|line| line.starts_with("2026-01-01")),
+        !run.stderr
+            .lines()
+            .any(|line| line.starts_with("2026-01-01")),
         "{}",
         run.stderr
     );
