@@ -570,6 +570,12 @@ fn a_fifo_swapped_in_during_the_check_cannot_hang_it() {
         "outcomes (valid, -, refused): {outcomes:?}; {} swaps",
         swaps.load(Ordering::Relaxed)
     );
+    assert!(
+        outcomes[0] > 0 && outcomes[2] > 0,
+        "in {RUNS} runs the check saw the plugin {} times and the FIFO {} times: the race was not exercised",
+        outcomes[0],
+        outcomes[2]
+    );
 }
 
 /// Issue 13, defect 10 in `check`: the report printed the record's strings
