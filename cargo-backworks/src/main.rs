@@ -384,7 +384,12 @@ fn run(command: Command) -> Result<u8, Error> {
             )?;
             progress.finish();
             if let Some((then, now)) = &report.rustc_changed {
-                eprintln!("note: the manifest was built with {then}, this rebuild with {now}");
+                // The manifest's rustc line is the manifest file's text.
+                eprintln!(
+                    "note: the manifest was built with {}, this rebuild with {}",
+                    escape(then),
+                    escape(now)
+                );
             }
             println!(
                 "reproduced {} artifacts of {} bit for bit",
