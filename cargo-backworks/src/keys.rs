@@ -14,6 +14,8 @@ use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use backworks_plugin_sdk::check::MAX_FILE_SIZE;
+use backworks_plugin_sdk::file::{self, FileError, MAX_SIGNATURE_SIZE};
 use backworks_plugin_sdk::signature::{
     self, PublicKeyError, SecretKeyError, SecretKeyText, SignatureError, VerifyError,
     parse_public_key,
@@ -234,6 +236,12 @@ pub enum KeyError {
         #[source]
         source: io::Error,
     },
+    /// A plugin or `.minisig` that is not a regular file, or is over its
+    /// size limit: refused before it is read ([`file::open`]).
+    #[error(
+        "{0}; a plugin and its .minisig must be regular files (a plugin at most 512 MiB, a .minisig at most 8 KiB): give the .so, .dll or .dylib and the .minisig next to it"
+    )]
+    Refused(#[source] FileError),
     /// `keygen` would overwrite a key file.
     #[error(
         "{} already exists; pass --force to overwrite it (the key it holds will be lost), or choose another name",
@@ -337,6 +345,18 @@ impl KeyError {
         }
     }
 
+    /// The error for a file [`read_bounded`] did not read.
+    pub(crate) fn file(action: &'static str, error: FileError) -> Self {
+        match error {
+            FileError::Open { path, source } | FileError::Read { path, source } => Self::Io {
+                action,
+                path,
+                source,
+            },
+            refused => Self::Refused(refused),
+        }
+    }
+
     fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         Self::Io {
             action,
@@ -400,7 +420,7 @@ pub fn keygen(options: &KeygenOptions) -> Result<KeygenReport, KeyError> {
 /// atomically (a temporary file in the same directory, then renamed), so a
 /// failure leaves any previous signature as it was and no partial file.
 pub fn sign_file(artifact: &Path, key: &SigningKey) -> Result<SignedFile, KeyError> {
-    let bytes = fs::read(artifact).map_err(|e| KeyError::io("read", artifact, e))?;
+    let bytes = read_bounded(artifact, MAX_FILE_SIZE, "read")?;
     let signed = signature::sign(&bytes, &key.secret, Some(&key.public)).map_err(|source| {
         KeyError::Sign {
             artifact: artifact.to_owned(),
@@ -483,9 +503,23 @@ pub fn read_public_key_value(value: &str, flag: &str) -> Result<PublicKey, KeyEr
     })
 }
 
+/// The whole file at `path`, a regular file of at most `max` bytes, opened
+/// without blocking ([`file::read`]): a FIFO, a device such as `/dev/zero`
+/// or a file over the limit is refused ([`KeyError::Refused`]) before it is
+/// read; `action` names what failed in an I/O error.
+pub(crate) fn read_bounded(
+    path: &Path,
+    max: u64,
+    action: &'static str,
+) -> Result<Vec<u8>, KeyError> {
+    file::read(path, max).map_err(|error| KeyError::file(action, error))
+}
+
 /// Verifies one artifact against `signature` (default
-/// `<artifact>.minisig`) with [`signature::verify`] over the file's bytes:
-/// a trusted key signed it, and the signed claims are the file's.
+/// `<artifact>.minisig`) with [`signature::verify`] over the file's bytes
+/// (each read through [`read_bounded`]: a plugin at most
+/// [`MAX_FILE_SIZE`], a signature at most [`MAX_SIGNATURE_SIZE`]): a
+/// trusted key signed it, and the signed claims are the file's.
 pub fn verify_file(
     artifact: &Path,
     signature: Option<&Path>,
@@ -495,9 +529,8 @@ pub fn verify_file(
         return Err(KeyError::NoPublicKey);
     }
     let signature = signature.map_or_else(|| signature_path(artifact), Path::to_owned);
-    let bytes = fs::read(artifact).map_err(|e| KeyError::io("read", artifact, e))?;
-    let text =
-        fs::read(&signature).map_err(|e| KeyError::io("read the signature", &signature, e))?;
+    let bytes = read_bounded(artifact, MAX_FILE_SIZE, "read")?;
+    let text = read_bounded(&signature, MAX_SIGNATURE_SIZE, "read the signature")?;
     let verify_error = |source| KeyError::Verify {
         artifact: artifact.to_owned(),
         source,

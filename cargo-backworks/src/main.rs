@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use backworks_plugin_sdk::terminal::{self, escape};
 use cargo_backworks::error::EXIT_CODES;
 use cargo_backworks::progress::Progress;
 use cargo_backworks::{Error, build, check, keys, new, publish, reproduce};
@@ -248,9 +249,25 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", printable(&error));
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// `error`'s text as printed. Key, check and publish errors quote
+/// signature files, plugin records and registry answers (serde's "unknown
+/// field" names a field the registry sent): escaped, so none of it can
+/// drive the terminal or add a line. Build and reproduce errors, and
+/// publish's check report, span lines by design: cargo's messages, and
+/// check reports, which escape the file's text themselves.
+fn printable(error: &Error) -> String {
+    match error {
+        Error::Build(_)
+        | Error::Reproduce(_)
+        | Error::Publish(publish::PublishError::Invalid { .. })
+        | Error::Publish(publish::PublishError::Workspace(_)) => error.to_string(),
+        _ => escape(&error.to_string()).into_owned(),
     }
 }
 
@@ -367,7 +384,12 @@ fn run(command: Command) -> Result<u8, Error> {
             )?;
             progress.finish();
             if let Some((then, now)) = &report.rustc_changed {
-                eprintln!("note: the manifest was built with {then}, this rebuild with {now}");
+                // The manifest's rustc line is the manifest file's text.
+                eprintln!(
+                    "note: the manifest was built with {}, this rebuild with {}",
+                    escape(then),
+                    escape(now)
+                );
             }
             println!(
                 "reproduced {} artifacts of {} bit for bit",
@@ -442,7 +464,12 @@ fn run(command: Command) -> Result<u8, Error> {
             let published = publish::publish(&options, &progress)?;
             progress.finish();
             if json {
-                println!("{}", published.json);
+                // The registry's answer, re-encoded with what could drive
+                // a terminal in `\uXXXX` escapes: the same JSON value.
+                match serde_json::from_str::<serde_json::Value>(&published.json) {
+                    Ok(value) => print!("{}", terminal::json(&value)),
+                    Err(_) => println!("{}", escape(&published.json)),
+                }
             } else {
                 print_release(&published, quiet);
             }
@@ -460,21 +487,26 @@ fn run(command: Command) -> Result<u8, Error> {
     }
 }
 
+/// The release an HTTP registry answered with (its text escaped: the
+/// answer is the registry's).
 fn print_release(published: &publish::Published, quiet: bool) {
     let release = &published.release;
     let count = release.targets.len();
     println!(
         "published {} {} to {}: {count} {}, signed by key {}",
-        release.name,
-        release.version,
-        published.registry,
+        escape(&release.name),
+        escape(&release.version),
+        escape(&published.registry),
         if count == 1 { "target" } else { "targets" },
-        release.publisher
+        escape(&release.publisher)
     );
     for (target, artifact) in &release.targets {
         println!(
-            "  {target}: {} ({} bytes, sha256 {})",
-            artifact.path, artifact.size, artifact.sha256
+            "  {}: {} ({} bytes, sha256 {})",
+            escape(target),
+            escape(&artifact.path),
+            artifact.size,
+            escape(&artifact.sha256)
         );
     }
     if !published.verified_locally && !quiet {
@@ -515,15 +547,16 @@ fn sign(
     let key = keys::SigningKey::load(source, password)?;
     for artifact in artifacts {
         let signed = keys::sign_file(artifact, &key)?;
+        // The claims are the plugin record's strings.
         println!(
             "signed {}: {} {} for {} (abi v{}) with key {} -> {}",
-            signed.artifact.display(),
-            signed.claims.name,
-            signed.claims.version,
-            signed.claims.target,
+            escape(&signed.artifact.display().to_string()),
+            escape(&signed.claims.name),
+            escape(&signed.claims.version),
+            escape(&signed.claims.target),
             signed.claims.abi_version,
             signed.key_id,
-            signed.signature.display()
+            escape(&signed.signature.display().to_string())
         );
     }
     Ok(())
@@ -549,18 +582,19 @@ fn verify(
         match keys::verify_file(artifact, signature, &trusted) {
             Ok(file) => {
                 let claims = &file.verified.claims;
+                // The claims are the signature's and the record's.
                 println!(
                     "verified {}: {} {} for {} (abi v{}), signed by key {}",
-                    file.artifact.display(),
-                    claims.name,
-                    claims.version,
-                    claims.target,
+                    escape(&file.artifact.display().to_string()),
+                    escape(&claims.name),
+                    escape(&claims.version),
+                    escape(&claims.target),
                     claims.abi_version,
                     file.verified.key_id
                 );
             }
             Err(error) => {
-                eprintln!("error: {error}");
+                eprintln!("error: {}", escape(&error.to_string()));
                 worst = worst.max(error.exit_code());
             }
         }

@@ -27,8 +27,11 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use backworks_plugin_sdk::check::MAX_FILE_SIZE;
+use backworks_plugin_sdk::file::{self, MAX_SIGNATURE_SIZE};
 use backworks_plugin_sdk::registry::{self, RegistryError, Release, Tree, Upload, UploadArtifact};
 use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, VerifyError};
+use backworks_plugin_sdk::terminal::escape;
 use serde::Serialize;
 
 use crate::build::{BuildError, Workspace, dist_file_name};
@@ -647,9 +650,12 @@ fn check_artifact(
             source,
         }
     };
-    let mut file = File::open(path).map_err(read_error(path))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(read_error(path))?;
+    // Opened without blocking, a regular file within check's limit, or
+    // refused before it is read (a FIFO would hang the read).
+    let refused = |error| PublishError::Key(KeyError::file("read", error));
+    let mut opened = file::open(path, MAX_FILE_SIZE).map_err(refused)?;
+    let bytes = file::read_opened(path, &mut opened, MAX_FILE_SIZE).map_err(refused)?;
+    let mut file = opened.file;
     file.rewind().map_err(read_error(path))?;
     let report = backworks_plugin_sdk::check::check_bytes(path, &bytes);
     if !report.is_valid() {
@@ -658,7 +664,15 @@ fn check_artifact(
             report: report.render_text(),
         });
     }
-    let signature = fs::read_to_string(&signature_path).map_err(read_error(&signature_path))?;
+    let signature = keys::read_bounded(&signature_path, MAX_SIGNATURE_SIZE, "read")?;
+    let signature = String::from_utf8(signature).map_err(|_| PublishError::Io {
+        action: "read",
+        path: signature_path.clone(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not UTF-8 text, so not a minisign signature",
+        ),
+    })?;
     let key_id = publisher
         .map(|key| {
             signature::verify(&bytes, &signature, std::slice::from_ref(key))
@@ -877,7 +891,9 @@ async fn send_upload(
 }
 
 /// The error for a registry's non-201 answer: its `{"error": ...}` message
-/// (or the start of its text) with a hint for the usual statuses.
+/// (or the start of its text) with a hint for the usual statuses. The
+/// registry's text is escaped ([`escape`]): it is printed, and must not be
+/// able to drive the terminal or add lines.
 fn refusal(url: String, status: reqwest::StatusCode, answer: &str) -> PublishError {
     let message = serde_json::from_str::<serde_json::Value>(answer)
         .ok()
@@ -890,6 +906,7 @@ fn refusal(url: String, status: reqwest::StatusCode, answer: &str) -> PublishErr
                 None => text.to_owned(),
             }
         });
+    let message = escape(&message).into_owned();
     let hint = match status.as_u16() {
         401 => "; check the token in BACKWORKS_REGISTRY_TOKEN",
         403 => "; the registry does not accept publishing with this token (ask its operator)",

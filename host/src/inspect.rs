@@ -9,6 +9,7 @@ use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::json;
 
 use crate::loader::{self, FileError, SizeLimit};
+use crate::report::escape;
 
 /// Why a file could not be inspected.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,9 @@ pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
 }
 
 impl Report {
-    /// Human-readable lines.
+    /// Human-readable lines. Every string of the record (and the verdict,
+    /// which may quote one) comes from the file: [`escape`]d, so a record
+    /// cannot drive the terminal or add lines.
     pub fn to_text(&self) -> String {
         let m = &self.metadata;
         let verdict = match &self.compatibility {
@@ -89,14 +92,14 @@ impl Report {
         };
         format!(
             "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nverdict:     {}\n",
-            self.path.display(),
-            m.name,
-            m.version,
-            m.description,
-            m.target,
+            escape(&self.path.display().to_string()),
+            escape(&m.name),
+            escape(&m.version),
+            escape(&m.description),
+            escape(&m.target),
             m.abi_version(),
-            m.sdk_version,
-            verdict
+            escape(&m.sdk_version),
+            escape(&verdict)
         )
     }
 

@@ -223,7 +223,7 @@ fn main() -> ExitCode {
             match inspect::inspect_file(&file) {
                 Ok(report) => {
                     if json {
-                        println!("{}", report.to_json());
+                        print!("{}", report::json(&report.to_json()));
                     } else {
                         print!("{}", report.to_text());
                     }
@@ -390,13 +390,15 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // Refusals quote what the registry sent.
-        Err(error) => fail(&report::escape(&error.to_string()), error.exit_code()),
+        Err(error) => fail(&error, error.exit_code()),
     }
 }
 
+/// Prints `error` and returns `code`. Errors quote what registries sent
+/// (serde's "unknown field" names the registry's field), plugins' records
+/// and files: escaped, so none of it can drive the terminal.
 fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("error: {error}");
+    eprintln!("error: {}", report::escape(&error.to_string()));
     ExitCode::from(code)
 }
 
@@ -417,7 +419,7 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
     };
     if json {
         let list: Vec<_> = found.iter().map(discovery::Discovered::to_json).collect();
-        println!("{}", serde_json::Value::Array(list));
+        print!("{}", report::json(&serde_json::Value::Array(list)));
     } else {
         print!("{}", report::plugin_list(&found, &config.plugin_dirs));
     }
@@ -473,9 +475,12 @@ fn serve(
         Ok(()) => 0,
         Err(error) => {
             if stuck.is_none() {
+                // The log's formatter escapes it (`telemetry`).
                 tracing::error!("{error}");
             }
-            eprintln!("error: {error}");
+            // A marketplace error quotes the registry's answer, a load
+            // error the plugin's record.
+            eprintln!("error: {}", report::escape(&error.to_string()));
             error.exit_code()
         }
     };

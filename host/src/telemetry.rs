@@ -1,11 +1,27 @@
 //! Logging set-up for the `backworks` binary: one global `tracing`
 //! subscriber writing to stderr, as human-readable text or JSON lines,
 //! filtered by `RUST_LOG` (default `info`).
+//!
+//! Log lines quote what registries, plugins and files said (an update
+//! check's refusal, a plugin's error message, a path): in the text format
+//! every field and message is escaped by the formatter ([`EscapedFields`],
+//! `report::escape`), so no event can break its line (CR, LF), forge
+//! another one or drive the terminal (ESC, C1, bidirectional controls),
+//! whichever call site logged it. The JSON format is escaped by its
+//! encoder (every character below U+0020 as `\uXXXX`).
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::report::escape;
 
 /// The environment variable holding the log filter
 /// (`tracing_subscriber::EnvFilter` directives, e.g. `info,backworks_host=debug`).
@@ -68,16 +84,102 @@ pub fn init(format: LogFormat) -> Result<(), TelemetryError> {
         Err(std::env::VarError::NotUnicode(_)) => return Err(TelemetryError::FilterNotUnicode),
     };
     let filter = filter(value.as_deref())?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     let installed = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => {
+            text_subscriber(filter, std::io::stderr, std::io::stderr().is_terminal())
+                .try_init()
+                .map_err(|e| e.to_string())
+        }
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init()
+            .map_err(|e| e.to_string()),
     };
-    installed.map_err(|e| TelemetryError::AlreadyInitialized(e.to_string()))
+    installed.map_err(TelemetryError::AlreadyInitialized)
+}
+
+/// The text format's subscriber: events that pass `filter` written to
+/// `writer`, colored when `ansi`, every field escaped ([`EscapedFields`]).
+fn text_subscriber<W>(
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .fmt_fields(EscapedFields)
+        .finish()
+}
+
+/// tracing-subscriber's default field format (`name=value`, the message
+/// first), with every value, the message included, written through
+/// `report::escape`: a value holding CR, LF, ESC or another control
+/// character stays on its line as `\r`, `\n`, `\u{1b}`.
+struct EscapedFields;
+
+impl<'w> MakeVisitor<Writer<'w>> for EscapedFields {
+    type Visitor = Escaped<DefaultVisitor<'w>>;
+
+    fn make_visitor(&self, target: Writer<'w>) -> Self::Visitor {
+        Escaped(DefaultVisitor::new(target, true))
+    }
+}
+
+/// A field visitor that hands `V` each value as its escaped text.
+struct Escaped<V>(V);
+
+impl<V: Visit> Escaped<V> {
+    /// Records `text`, as the field's value would be written, escaped.
+    fn escaped(&mut self, field: &Field, text: &str) {
+        self.0
+            .record_debug(field, &format_args!("{}", escape(text)));
+    }
+}
+
+impl<V: Visit> Visit for Escaped<V> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // As the default format writes them: the message as it is, other
+        // strings quoted.
+        if field.name() == "message" {
+            self.escaped(field, value);
+        } else {
+            self.escaped(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(error) = source {
+            let _ = write!(text, ": {error}");
+            source = error.source();
+        }
+        self.escaped(field, &text);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.escaped(field, &format!("{value:?}"));
+    }
+}
+
+impl<V: VisitOutput<fmt::Result>> VisitOutput<fmt::Result> for Escaped<V> {
+    fn finish(self) -> fmt::Result {
+        self.0.finish()
+    }
+}
+
+impl<V: VisitFmt> VisitFmt for Escaped<V> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.0.writer()
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +208,72 @@ mod tests {
         assert!(
             message.starts_with("invalid RUST_LOG \"info,backworks_host=loud\": "),
             "{message}"
+        );
+    }
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_escape_what_they_quote() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = text_subscriber(filter(None).unwrap(), move || writer.clone(), false);
+        // What a registry can put in an error: serde's "unknown field"
+        // quotes its field name.
+        let error =
+            "unknown field `\u{1b}[2J`\r\n2026-01-01T00:00:00Z  INFO plugin ready\u{9b}\u{202e}";
+        let source = std::io::Error::other(format!("outer: {error}"));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(plugin = "weather", "update check failed: {error}");
+            tracing::warn!(
+                plugin = "weather",
+                display = %error,
+                debug = ?error,
+                text = error,
+                error = &source as &(dyn std::error::Error + 'static),
+                "refused"
+            );
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(
+            !out.contains(['\u{1b}', '\r', '\u{9b}', '\u{202e}']),
+            "{out:?}"
+        );
+        let escaped = "unknown field `\\u{1b}[2J`\\r\\n2026-01-01T00:00:00Z  INFO plugin ready\\u{9b}\\u{202e}";
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.ends_with(&format!(
+                "update check failed: {escaped} plugin=\"weather\""
+            )),
+            "{first}"
+        );
+        let second = out.lines().nth(1).unwrap();
+        assert!(second.contains(&format!("display={escaped} ")), "{second}");
+        assert!(
+            second.contains("debug=\"unknown field `\\u{1b}[2J`\\r\\n"),
+            "{second}"
+        );
+        assert!(
+            second.contains("text=\"unknown field `\\u{1b}[2J`\\r\\n"),
+            "{second}"
+        );
+        assert!(
+            second.contains(&format!("error=outer: {escaped}")),
+            "{second}"
         );
     }
 

@@ -27,14 +27,15 @@
 //! in `docs/check.md`.
 
 use std::fmt::{self, Write as _};
-use std::fs::File;
 use std::io::{self, Write};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use crate::abi::{ABI_VERSION, METADATA_SYMBOL, PLUGIN_INFO_SYMBOL, PLUGIN_VTABLE_SYMBOL};
+use crate::file::FileError;
 use crate::inspect::{self, ExportedSymbol, InspectError};
 use crate::metadata::{self, ByteOrder, PluginMetadata};
+use crate::terminal::escape;
 use object::{Object, ObjectSection};
 use serde::Serialize;
 use serde::ser::SerializeStruct;
@@ -69,14 +70,17 @@ pub enum CheckError {
         #[source]
         source: io::Error,
     },
-    /// The path is a directory, device, pipe or socket.
+    /// The path (after symbolic links) is a directory, device, FIFO or
+    /// socket.
     #[error(
-        "cannot check {}: not a regular file (a directory, device or pipe); pass the path of a .so, .dll or .dylib file",
+        "cannot check {}: not a regular file (it is {kind}); pass the path of a .so, .dll or .dylib file",
         path.display()
     )]
     NotAFile {
         /// The path.
         path: PathBuf,
+        /// What it is: `a FIFO`, `a directory`, ...
+        kind: &'static str,
     },
     /// The file cannot be read.
     #[error("cannot read {}: {source}; check that it is readable and not being rewritten", path.display())]
@@ -120,7 +124,7 @@ impl CheckError {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Open { path, .. }
-            | Self::NotAFile { path }
+            | Self::NotAFile { path, .. }
             | Self::Read { path, .. }
             | Self::TooLarge { path, .. } => Some(path),
             Self::NoFiles | Self::Write(_) => None,
@@ -602,10 +606,13 @@ impl FileReport {
     /// facts found (format, exports, plugin, ABI), then one line per
     /// finding (`error[code]: message`). Ends with a newline.
     pub fn render_text(&self) -> String {
+        // The record's strings, a Mach-O install name and the messages
+        // quoting them come from the file: escaped for the terminal.
         let mut out = String::new();
-        let path = self.path.display();
+        let path = self.path.display().to_string();
+        let path = escape(&path);
         if let Some(error) = &self.error {
-            let _ = writeln!(out, "{path}: cannot be read\n  error: {error}");
+            let _ = writeln!(out, "{path}: cannot be read\n  error: {}", escape(error));
             return out;
         }
         let verdict = if self.valid {
@@ -623,7 +630,7 @@ impl FileReport {
         let _ = writeln!(out, "{path}: {verdict}{counts}");
         let _ = writeln!(out, "  file:      {}", self.describe_file());
         if let Some(install_name) = &self.install_name {
-            let _ = writeln!(out, "  install:   {install_name}");
+            let _ = writeln!(out, "  install:   {}", escape(install_name));
         }
         if let Some(exports) = &self.exports {
             let symbol = |name: &str, s: &SymbolReport| match s.kind {
@@ -644,16 +651,21 @@ impl FileReport {
             let description = if m.description.is_empty() {
                 String::new()
             } else {
-                format!(": {}", m.description)
+                format!(": {}", escape(&m.description))
             };
-            let _ = writeln!(out, "  plugin:    {} {}{description}", m.name, m.version);
-            let _ = writeln!(out, "  target:    {}", m.target);
+            let _ = writeln!(
+                out,
+                "  plugin:    {} {}{description}",
+                escape(&m.name),
+                escape(&m.version)
+            );
+            let _ = writeln!(out, "  target:    {}", escape(&m.target));
             let _ = writeln!(
                 out,
                 "  abi:       v{} (this tool supports {}), sdk {}",
                 m.abi_version(),
                 supported_abi_text(),
-                m.sdk_version
+                escape(&m.sdk_version)
             );
             let _ = writeln!(out, "  record:    {}", report.location);
         }
@@ -661,7 +673,9 @@ impl FileReport {
             let _ = writeln!(
                 out,
                 "  {}[{}]: {}",
-                finding.severity, finding.code, finding.message
+                finding.severity,
+                finding.code,
+                escape(&finding.message)
             );
         }
         out
@@ -843,9 +857,9 @@ pub fn run(files: &[PathBuf], json: bool, out: &mut dyn Write) -> Result<CheckOu
         .collect();
     let outcome = CheckOutcome { reports };
     if json {
-        serde_json::to_writer_pretty(&mut *out, &outcome)
-            .map_err(|e| CheckError::Write(e.into()))?;
-        writeln!(out).map_err(CheckError::Write)?;
+        // Text from the file in `\uXXXX` escapes, nothing raw on a terminal.
+        out.write_all(crate::terminal::json(&outcome).as_bytes())
+            .map_err(CheckError::Write)?;
     } else {
         out.write_all(outcome.render_text().as_bytes())
             .map_err(CheckError::Write)?;
@@ -864,44 +878,15 @@ pub fn run(files: &[PathBuf], json: bool, out: &mut dyn Write) -> Result<CheckOu
 /// while it is read is checked as the bytes read, which may be a mix of old
 /// and new; the report is then about those bytes.
 pub fn check_file(path: &Path) -> Result<FileReport, CheckError> {
-    use std::io::Read as _;
-    let open_error = |source| CheckError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let not_a_file = || CheckError::NotAFile {
-        path: path.to_owned(),
-    };
-    // Looked at before opening: opening a FIFO would block until a writer
-    // comes.
-    if !std::fs::metadata(path).map_err(open_error)?.is_file() {
-        return Err(not_a_file());
-    }
-    let file = File::open(path).map_err(open_error)?;
-    // The path may have been replaced between the two looks.
-    let metadata = file.metadata().map_err(open_error)?;
-    if !metadata.is_file() {
-        return Err(not_a_file());
-    }
-    let too_large = |size| CheckError::TooLarge {
-        path: path.to_owned(),
-        size,
-        max: MAX_FILE_SIZE,
-    };
-    if metadata.len() > MAX_FILE_SIZE {
-        return Err(too_large(metadata.len()));
-    }
-    // Bounded again while reading: the file may grow after the look.
-    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    file.take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| CheckError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_FILE_SIZE {
-        return Err(too_large(bytes.len() as u64));
-    }
+    // Opened without blocking and checked by `fstat` of the opened file
+    // (`file::open`): a FIFO, or one swapped in for the path, is refused
+    // instead of hanging the check.
+    let bytes = crate::file::read(path, MAX_FILE_SIZE).map_err(|error| match error {
+        FileError::Open { path, source } => CheckError::Open { path, source },
+        FileError::NotRegular { path, kind } => CheckError::NotAFile { path, kind },
+        FileError::TooLarge { path, size, max } => CheckError::TooLarge { path, size, max },
+        FileError::Read { path, source } => CheckError::Read { path, source },
+    })?;
     Ok(check_bytes(path, &bytes))
 }
 

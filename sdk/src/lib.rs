@@ -37,7 +37,9 @@
 //!
 //! Hosts and tools enable more: feature `inspect` finds the metadata record
 //! in a library's bytes (module `inspect`) and checks a whole library the way
-//! `cargo backworks check` does (modules `check` and `target`), feature `signing` signs and
+//! `cargo backworks check` does (modules `check` and `target`), reads files
+//! bounded and without blocking (module `file`) and escapes text for a
+//! terminal (module `terminal`), feature `signing` signs and
 //! verifies plugin artifacts (module `signature`, format in
 //! `docs/signing.md`).
 
@@ -45,6 +47,8 @@ pub mod abi;
 #[cfg(feature = "inspect")]
 pub mod check;
 mod error;
+#[cfg(feature = "inspect")]
+pub mod file;
 mod http;
 #[cfg(feature = "inspect")]
 pub mod inspect;
@@ -56,6 +60,8 @@ pub mod registry;
 pub mod signature;
 #[cfg(feature = "inspect")]
 pub mod target;
+#[cfg(feature = "inspect")]
+pub mod terminal;
 
 pub use async_trait::async_trait;
 pub use error::{BackworksError, BackworksResult};

@@ -487,3 +487,133 @@ fn a_file_truncated_during_the_check_cannot_kill_it() {
         outcomes[1]
     );
 }
+
+/// `cargo backworks check <args> <files>`, killed (and the test failed) if
+/// it runs past 60 s: the bound only catches a hang.
+fn check_bounded(files: &[PathBuf]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"));
+    command.args(["backworks", "check"]).args(files);
+    let output = crate::keys::run_bounded(command, std::time::Duration::from_secs(60));
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+/// Issue 13, defect 6 in `check`: a FIFO is reported as unreadable (exit
+/// 2), naming what it is, without waiting for a writer.
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let stage = Stage::new();
+    let fifo = stage.dir.path().join("libweather_c.so");
+    crate::keys::mkfifo(&fifo);
+    let run = check_bounded(std::slice::from_ref(&fifo));
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert_eq!(
+        stage.redact(&run.stdout),
+        "[TMP]/libweather_c.so: cannot be read\n  error: cannot check [TMP]/libweather_c.so: not a regular file (it is a FIFO); pass the path of a .so, .dll or .dylib file"
+    );
+}
+
+/// Issue 13, defect 6 in `check`: it looked at the path's metadata, then
+/// opened it blocking; a FIFO renamed over the plugin between the two hung
+/// the check for ever. Here another thread swaps the path between the
+/// plugin and a FIFO (each `rename` atomic) while `check` runs again and
+/// again: every run ends, with a report of the plugin (exit 0) or a
+/// refusal of the FIFO (exit 2), never a hang.
+#[test]
+fn a_fifo_swapped_in_during_the_check_cannot_hang_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let stage = Stage::new();
+    let path = stage.dir.path().join("libweather_c.so");
+    let regular = stage.copy("regular.so", &fixtures::c_plugin());
+    let fifo = stage.dir.path().join("fifo.so");
+    crate::keys::mkfifo(&fifo);
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicU64::new(0);
+    const RUNS: usize = 300;
+    let outcomes = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let link = stage.dir.path().join("next.so");
+            while !stop.load(Ordering::Relaxed) {
+                for source in [&regular, &fifo] {
+                    std::fs::hard_link(source, &link).expect("link");
+                    std::fs::rename(&link, &path).expect("rename over the plugin");
+                }
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut outcomes = [0usize; 3];
+        for run in 0..RUNS {
+            let result = std::panic::catch_unwind(|| check_bounded(std::slice::from_ref(&path)));
+            let Ok(result) = result else {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "run {run} hung (after {} swaps)",
+                    swaps.load(Ordering::Relaxed)
+                );
+            };
+            match result.code {
+                Some(code @ (0 | 2)) => outcomes[code as usize] += 1,
+                _ => {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("run {run}: {result:?}");
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        outcomes
+    });
+    eprintln!(
+        "outcomes (valid, -, refused): {outcomes:?}; {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
+    assert!(
+        outcomes[0] > 0 && outcomes[2] > 0,
+        "in {RUNS} runs the check saw the plugin {} times and the FIFO {} times: the race was not exercised",
+        outcomes[0],
+        outcomes[2]
+    );
+}
+
+/// Issue 13, defect 10 in `check`: the report printed the record's strings
+/// as the file holds them, so a plugin could clear the screen or add lines
+/// on the terminal of whoever checks it. They are printed escaped, and the
+/// JSON report has them in `\uXXXX` escapes.
+#[test]
+fn a_record_cannot_drive_the_terminal() {
+    let stage = Stage::new();
+    let forged =
+        "Weather\u{1b}[2J\r\n  abi:       v1 (verified by key CAB78193ADCAB890)\u{9b}\u{202e}";
+    let bytes = with_record(
+        &std::fs::read(fixtures::c_plugin()).unwrap(),
+        "description",
+        forged,
+    );
+    let plugin = stage.write("libweather_c.so", &bytes);
+    let raw = ['\u{1b}', '\r', '\u{9b}', '\u{202e}'];
+    let run = check(std::slice::from_ref(&plugin));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(!run.stdout.contains(raw), "{:?}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "  plugin:    weather-c 1.0.0: Weather\\u{1b}[2J\\r\\n  abi:       v1 (verified by key CAB78193ADCAB890)\\u{9b}\\u{202e}\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("  abi:"))
+            .count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    let (run, report) = check_json(&[plugin]);
+    assert!(run.stdout.is_ascii(), "{:?}", run.stdout);
+    assert_eq!(report["files"][0]["metadata"]["description"], forged);
+}

@@ -3,9 +3,10 @@
 //! real `minisign` command-line tool on the other side.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -33,6 +34,43 @@ fn backworks(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run cargo-backworks")
+}
+
+/// Runs `command` to its end with an empty standard input and returns what
+/// it did; a command still running after `hang` is killed and the test
+/// fails (the bound only catches a hang).
+pub(crate) fn run_bounded(mut command: Command, hang: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo-backworks");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).map(|_| bytes)
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > hang {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{command:?} ran past {hang:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap().unwrap(),
+        stderr: stderr.join().unwrap().unwrap(),
+    }
 }
 
 /// Like [`backworks`], asserting success; returns stdout.
@@ -847,4 +885,91 @@ fn a_failed_signing_leaves_no_partial_signature() {
     expected.push(String::from("notes.so"));
     expected.sort();
     assert_eq!(files_in(dir), expected);
+}
+
+/// Makes a FIFO at `path` with the system's `mkfifo`.
+pub(crate) fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Issue 13, defect 6 in `cargo backworks verify`: it read the plugin and
+/// its signature with a plain read, so a FIFO hung it for ever and
+/// `/dev/zero` was read until memory ran out. Now each is opened without
+/// blocking and refused (exit 2, naming the file and what it is) unless it
+/// is a regular file within its limit: a plugin at most 512 MiB, a
+/// `.minisig` at most 8 KiB, refused from its size before it is read.
+#[cfg(unix)]
+#[test]
+fn verify_refuses_a_fifo_a_device_and_an_oversized_file_at_once() {
+    use backworks_plugin_sdk::check::MAX_FILE_SIZE;
+
+    let signed = signed_plugin();
+    let dir = signed.dir.path();
+    mkfifo(&dir.join("fifo.so"));
+    mkfifo(&dir.join("fifo.minisig"));
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.minisig")).unwrap();
+    // Sparse: no byte of it is written, and none may be read.
+    fs::File::create(dir.join("big.so"))
+        .unwrap()
+        .set_len(MAX_FILE_SIZE + 1)
+        .unwrap();
+    fs::write(dir.join("long.minisig"), vec![b'a'; 8 * 1024 + 1]).unwrap();
+    let cases: [(&[&str], String); 5] = [
+        (
+            &["fifo.so"],
+            String::from("refusing fifo.so: not a regular file (it is a FIFO)"),
+        ),
+        (
+            &["libweather_c.so", "--signature", "fifo.minisig"],
+            String::from("refusing fifo.minisig: not a regular file (it is a FIFO)"),
+        ),
+        (
+            &["libweather_c.so", "--signature", "zero.minisig"],
+            String::from("refusing zero.minisig: not a regular file (it is a character device)"),
+        ),
+        (
+            &["big.so"],
+            format!(
+                "refusing big.so: it is {} bytes, more than the {MAX_FILE_SIZE} bytes allowed",
+                MAX_FILE_SIZE + 1
+            ),
+        ),
+        (
+            &["libweather_c.so", "--signature", "long.minisig"],
+            String::from(
+                "refusing long.minisig: it is 8193 bytes, more than the 8192 bytes allowed",
+            ),
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"));
+        command
+            .args(["backworks", "verify"])
+            .args(args)
+            .args(["--pub", "release.pub"])
+            .current_dir(dir);
+        let output = run_bounded(command, Duration::from_secs(60));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(text(&output.stdout), "", "{args:?}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: {expected}; a plugin and its .minisig must be regular files"
+            )),
+            "{args:?}: expected `{expected}` in:\n{stderr}"
+        );
+    }
+    // `sign` reads the plugin the same way.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-backworks"));
+    command
+        .args(["backworks", "sign", "fifo.so", "--key", "release.key"])
+        .current_dir(dir);
+    let output = run_bounded(command, Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("refusing fifo.so: not a regular file (it is a FIFO)"),
+        "{}",
+        text(&output.stderr)
+    );
 }

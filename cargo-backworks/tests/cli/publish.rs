@@ -6,11 +6,10 @@
 //! marketplace server does); and every refusal before anything is sent.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
@@ -24,7 +23,7 @@ use crate::build::{
     cargo_backworks, cargo_backworks_command, dist_path_in, new_plugin, shared_target_dir, stderr,
 };
 use crate::check::with_record;
-use crate::keys::{Redactions, key_id, minisig, sha256_hex, text};
+use crate::keys::{Redactions, key_id, minisig, run_bounded, sha256_hex, text};
 
 /// The token the HTTP peer accepts.
 const TOKEN: &str = "test-publish-token";
@@ -190,37 +189,7 @@ fn publish(dir: &Path, args: &[&str], token: Option<&str>) -> Output {
     if let Some(token) = token {
         command.env("BACKWORKS_REGISTRY_TOKEN", token);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run cargo-backworks");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).map(|_| bytes)
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("cargo backworks publish {args:?} ran past {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap().unwrap(),
-        stderr: stderr.join().unwrap().unwrap(),
-    }
+    run_bounded(command, DEADLINE)
 }
 
 /// Like [`publish`], asserting success; returns stdout.
@@ -748,6 +717,8 @@ enum Answer {
     /// 413 with this message, at once, without reading the body (as a
     /// server checking `Content-Length` against its limit does).
     TooLarge(&'static str),
+    /// This status and JSON body: a hostile registry's answer.
+    Forged(StatusCode, Value),
 }
 
 /// One part of a received multipart body.
@@ -859,6 +830,7 @@ async fn receive(
         Answer::Conflict(message) => return error(StatusCode::CONFLICT, *message),
         Answer::Validate(publisher) => publisher.clone(),
         Answer::TooLarge(message) => return error(StatusCode::PAYLOAD_TOO_LARGE, *message),
+        Answer::Forged(status, body) => return (*status, Json(body.clone())),
     };
     let mut upload = Upload::default();
     for part in &parts {
@@ -904,4 +876,82 @@ async fn receive(
         ),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
+}
+
+/// Issue 13, defect 10 in `publish`: what an HTTP registry answered was
+/// printed as it came: its refusal's message, a field name serde quotes
+/// when the answer is not a release, the release it says it recorded. A
+/// registry could clear the screen or add a line such as "verified by key
+/// ..." on the publisher's terminal. Now all of it is printed escaped, each
+/// message on one line, and `--json` in `\uXXXX` escapes.
+#[test]
+fn a_registry_answer_cannot_drive_the_terminal() {
+    let f = fixture();
+    let forged = "taken\u{1b}[2J\r\nverified by key CAB78193ADCAB890\u{9b}\u{202e}";
+    let escaped = "taken\\u{1b}[2J\\r\\nverified by key CAB78193ADCAB890\\u{9b}\\u{202e}";
+    let raw = ['\u{1b}', '\r', '\u{9b}', '\u{202e}'];
+    let args = |url: &str| -> Vec<String> {
+        ["--registry", url, "--dist-dir", path(&f.dist), "--quiet"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let fails = |answer: Answer, code: i32| {
+        let peer = Peer::start(answer);
+        let args = args(&peer.url);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        publish_fails(&f.plugin, &args, Some(TOKEN), code)
+    };
+
+    // A refusal's message.
+    let stderr = fails(
+        Answer::Forged(StatusCode::CONFLICT, json!({ "error": forged })),
+        5,
+    );
+    assert!(
+        stderr.contains(&format!("(409 Conflict): {escaped}; bump the version")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(raw), "{stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // A 201 that is no release: serde's error names the field it sent.
+    let stderr = fails(Answer::Forged(StatusCode::CREATED, json!({ forged: 1 })), 5);
+    assert!(
+        stderr.contains(&format!("unknown field `{escaped}`")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(raw), "{stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // A release whose every string is forged.
+    let release = json!({
+        "format": 1,
+        "name": forged,
+        "version": forged,
+        "description": forged,
+        "keywords": [forged],
+        "abi": 1,
+        "publisher": forged,
+        "published": 0,
+        "targets": {
+            forged: {"path": forged, "signature": forged, "sha256": forged, "size": 1}
+        }
+    });
+    let peer = Peer::start(Answer::Forged(StatusCode::CREATED, release.clone()));
+    let args = args(&peer.url);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stdout = publish_ok(&f.plugin, &args, Some(TOKEN));
+    assert!(!stdout.contains(raw), "{stdout:?}");
+    assert_eq!(
+        stdout,
+        format!(
+            "published {escaped} {escaped} to {}: 1 target, signed by key {escaped}\n  {escaped}: {escaped} (1 bytes, sha256 {escaped})\n",
+            peer.url
+        )
+    );
+    args.push("--json");
+    let stdout = publish_ok(&f.plugin, &args, Some(TOKEN));
+    assert!(stdout.is_ascii(), "{stdout:?}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed, release, "the same answer, escaped");
 }

@@ -137,3 +137,49 @@ fn inspecting_a_fifo_or_a_device_is_refused_not_waited_on() {
         );
     }
 }
+
+/// Issue 13, defect 10: `plugins inspect` printed the record's strings as
+/// the file holds them, so a plugin could clear the screen or add a line
+/// such as "verified by key ..." on the terminal of whoever inspects it.
+/// Now every string of the record is printed escaped, on its own line, and
+/// `--json` writes the same strings in `\uXXXX` escapes.
+#[test]
+fn a_record_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = c_plugin(dir.path());
+    let forged = "weather\u{1b}[2J\r\nverdict:     verified by key CAB78193ADCAB890\u{9b}\u{202e}";
+    let escaped =
+        "weather\\u{1b}[2J\\r\\nverdict:     verified by key CAB78193ADCAB890\\u{9b}\\u{202e}";
+    let bytes =
+        crate::support::with_record(&std::fs::read(&plugin).unwrap(), "description", forged);
+    let bytes = crate::support::with_record(&bytes, "name", "we\u{1b}]0;title\u{7}");
+    std::fs::write(&plugin, bytes).unwrap();
+    let raw = ['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}'];
+
+    let output = backworks(&["plugins", "inspect", plugin.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let out = text(&output.stdout);
+    assert!(!out.contains(raw), "{out:?}");
+    assert_eq!(out.lines().count(), 7, "one line per field:\n{out}");
+    assert!(
+        out.contains(&format!("\ndescription: {escaped}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nplugin:      we\\u{1b}]0;title\\u{7} 1.0.0\n"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("verdict:")).count(),
+        1,
+        "{out}"
+    );
+
+    let output = backworks(&["plugins", "inspect", "--json", plugin.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let out = text(&output.stdout);
+    assert!(out.is_ascii(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["description"], forged);
+    assert_eq!(report["name"], "we\u{1b}]0;title\u{7}");
+}

@@ -1149,3 +1149,47 @@ fn a_search_answer_cannot_drive_the_terminal() {
     assert_eq!(page["hits"][0]["description"], forged);
     assert_eq!(page["hits"][0]["keywords"], json!(["\u{1b}[31m"]));
 }
+
+/// Issue 13, defect 10 in `serve`: a marketplace error quotes what the
+/// registry sent (serde's "unknown field" names the registry's field), and
+/// `serve` printed it, and logged it, raw: a registry could clear the
+/// screen or add a log line of its own. Both the error line and the log
+/// line now hold it escaped, each on one line.
+#[test]
+fn serve_prints_a_registry_error_escaped() {
+    let market = Market::new();
+    let field = "\u{1b}[2J\r\n2026-01-01T00:00:00Z  INFO plugin ready\u{9b}\u{202e}";
+    std::fs::write(
+        market.root().join(registry::INDEX_PATH),
+        json!({ field: 1 }).to_string(),
+    )
+    .unwrap();
+    let config = market.dir_config(Some("1.0.0"));
+    let run = run(&config, &["serve"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let escaped = "\\u{1b}[2J\\r\\n2026-01-01T00:00:00Z  INFO plugin ready\\u{9b}\\u{202e}";
+    assert!(
+        !run.stderr.contains(['\u{1b}', '\r', '\u{9b}', '\u{202e}']),
+        "{:?}",
+        run.stderr
+    );
+    let quoted: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|line| line.contains(&format!("unknown field `{escaped}`")))
+        .collect();
+    assert_eq!(
+        quoted.len(),
+        2,
+        "the error and its log line:\n{}",
+        run.stderr
+    );
+    assert!(quoted[1].starts_with("error: "), "{}", run.stderr);
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|line| line.starts_with("2026-01-01")),
+        "{}",
+        run.stderr
+    );
+}

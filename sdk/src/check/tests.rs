@@ -943,7 +943,10 @@ fn errors_are_lower_case_and_name_the_file() {
             path: path.clone(),
             source: io(),
         },
-        CheckError::NotAFile { path: path.clone() },
+        CheckError::NotAFile {
+            path: path.clone(),
+            kind: "a FIFO",
+        },
         CheckError::Read {
             path: path.clone(),
             source: io(),

@@ -291,17 +291,20 @@ impl Loaded {
 /// A raw pointer for the NULL-argument tests.
 pub const NULL: *const c_char = std::ptr::null();
 
-/// `library`'s bytes with the 64-byte `field` slot (`version` or `target`)
-/// of every metadata record in it set to `value`: what a publisher who
-/// edits the record before signing has (the section and the symbol name
-/// the same record). Checks that the first record reads back as edited.
+/// `library`'s bytes with the `field` slot (`name`, `version`, `target` or
+/// `description`) of every metadata record in it set to `value`: what a
+/// publisher who edits the record before signing has (the section and the
+/// symbol name the same record). Checks that the first record reads back
+/// as edited.
 pub fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
-    let offset = match field {
-        "version" => 128,
-        "target" => 192,
+    let (offset, len) = match field {
+        "name" => (std::mem::offset_of!(abi::MetadataRecord, name), 64),
+        "version" => (128, 64),
+        "target" => (192, 64),
+        "description" => (std::mem::offset_of!(abi::MetadataRecord, description), 256),
         _ => panic!("no slot {field}"),
     };
-    assert!(value.len() < 64 && !value.contains('\0'), "{value:?}");
+    assert!(value.len() < len && !value.contains('\0'), "{value:?}");
     let mut bytes = library.to_vec();
     let mut first = None;
     let mut at = 0;
@@ -310,7 +313,7 @@ pub fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
         .position(|w| w == abi::METADATA_MAGIC)
     {
         let record = at + found;
-        let slot = &mut bytes[record + offset..record + offset + 64];
+        let slot = &mut bytes[record + offset..record + offset + len];
         slot.fill(0);
         slot[..value.len()].copy_from_slice(value.as_bytes());
         first.get_or_insert(record);
@@ -319,10 +322,11 @@ pub fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
     let record = first.expect("no metadata record in the library");
     let read =
         backworks_plugin_sdk::metadata::parse(&bytes[record..]).expect("the edited record parses");
-    let read = if field == "version" {
-        read.version
-    } else {
-        read.target
+    let read = match field {
+        "name" => read.name,
+        "version" => read.version,
+        "description" => read.description,
+        _ => read.target,
     };
     assert_eq!(read, value, "the record reads back as edited");
     bytes
