@@ -689,6 +689,106 @@ mod tests {
         assert!(closed(&mut stream).await);
     }
 
+    /// A complete request, then on the same connection (in the same write)
+    /// the start of a second head: the header timeout runs for that head,
+    /// not the idle one (before: hyper's buffer held the partial head, the
+    /// timer saw no byte arrive after the response and gave it the idle
+    /// timeout). Also after a request with a body.
+    #[tokio::test]
+    async fn a_pipelined_partial_head_gets_the_header_timeout() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 4,
+        })
+        .await;
+        let requests: [&[u8]; 2] = [
+            b"GET / HTTP/1.1\r\nhost: test\r\n\r\nGET / HTTP/1.1\r\nhost:",
+            b"POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nhost:",
+        ];
+        for request in requests {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request).await.unwrap();
+            assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+            // Closed after about 1 s; `closed` catches a hang at 30 s, far
+            // below the idle timeout.
+            assert!(closed(&mut stream).await);
+        }
+    }
+
+    /// After a request with a body, the connection may idle as long as
+    /// after one without (the framing of the body is followed, so the wait
+    /// is known to be idle).
+    #[tokio::test]
+    async fn a_keep_alive_connection_may_idle_after_a_request_with_a_body() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4,
+        })
+        .await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stream.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    }
+
+    /// At the cap, idle keep-alive connections make room for a new client
+    /// (before: it waited in the backlog for the idle timeout).
+    #[tokio::test]
+    async fn idle_keep_alive_connections_make_room_at_the_cap() {
+        let (addr, _stop) = start(ConnectionLimits {
+            header_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 4,
+        })
+        .await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(REQUEST).await.unwrap();
+            assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+            idle.push(stream);
+        }
+        // `response` catches a hang at 30 s, far below the idle timeout.
+        let mut fifth = TcpStream::connect(addr).await.unwrap();
+        fifth.write_all(REQUEST).await.unwrap();
+        assert!(response(&mut fifth).await.starts_with("HTTP/1.1 200"));
+        // The idle ones: each is either still served or was closed to make
+        // room; at least one was.
+        let (mut answered, mut reclaimed) = (0, 0);
+        for stream in &mut idle {
+            let sent = stream.write_all(REQUEST).await;
+            let mut text = Vec::new();
+            let mut buf = [0; 1024];
+            let served = sent.is_ok()
+                && loop {
+                    match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+                        .await
+                        .expect("neither answered nor closed within 30 s")
+                    {
+                        Ok(0) | Err(_) => break false,
+                        Ok(n) => text.extend_from_slice(&buf[..n]),
+                    }
+                    if text.ends_with(b"hello") {
+                        break true;
+                    }
+                };
+            if served {
+                answered += 1;
+            } else {
+                reclaimed += 1;
+            }
+        }
+        assert!(reclaimed >= 1, "no idle connection was closed");
+        assert_eq!(answered + reclaimed, 4);
+    }
+
     /// A request body that stops arriving, and a response the client stops
     /// reading, cost the connection after the idle timeout; a handler that
     /// works longer than that does not (hyper is not waiting on the
