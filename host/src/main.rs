@@ -257,6 +257,8 @@ fn main() -> ExitCode {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
+            // Before plugins open their files; the cap follows the limit.
+            backworks_host::http_serve::raise_open_file_limit();
             serve(&config, listen, ServeMode { locked, offline }, watch)
         }
         Command::Marketplace(MarketplaceCommand::Serve {
@@ -275,6 +277,7 @@ fn main() -> ExitCode {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
+            backworks_host::http_serve::raise_open_file_limit();
             let options = registry_server::load_registry_key(&key).and_then(|key| {
                 Ok(registry_server::ServeOptions {
                     key,
