@@ -558,7 +558,13 @@ impl Traffic {
                 // not the order followed here.
                 Framing::Parsed { .. } => *framing = Framing::Lost { scan: Scan::Text },
                 Framing::Lost { scan } => {
-                    for &byte in bytes {
+                    // The state after three bytes or more depends on those
+                    // three only: a whole chunked upload is not scanned.
+                    let tail = &bytes[bytes.len().saturating_sub(3)..];
+                    if bytes.len() >= 3 {
+                        *scan = Scan::Text;
+                    }
+                    for &byte in tail {
                         *scan = scan.step(byte);
                     }
                     return bytes.len();
@@ -568,17 +574,17 @@ impl Traffic {
     }
 
     /// hyper handed over a request whose body is `length` bytes (`None`:
-    /// chunked).
+    /// chunked). A request whose head was not seen to end stops the
+    /// following.
     fn request(&self, length: Option<u64>) {
         let mut framing = self.framing();
-        if let Framing::Parsed { end } = *framing {
-            *framing = match length {
-                Some(length) => Framing::Body {
-                    end: end.saturating_add(length),
-                },
-                None => Framing::Lost { scan: Scan::Text },
-            };
-        }
+        *framing = match (*framing, length) {
+            (Framing::Parsed { end }, Some(length)) => Framing::Body {
+                end: end.saturating_add(length),
+            },
+            (Framing::Lost { scan }, _) => Framing::Lost { scan },
+            _ => Framing::Lost { scan: Scan::Text },
+        };
     }
 
     /// Whether hyper, starting to wait for a head, holds no byte of it.
@@ -922,7 +928,14 @@ pin_project_lite::pin_project! {
 
     impl PinnedDrop for HeadSleep {
         fn drop(this: Pin<&mut Self>) {
-            this.traffic.idle_at.store(0, Ordering::Relaxed);
+            if let Phase::Idle { bytes } = this.phase {
+                let _ = this.traffic.idle_at.compare_exchange(
+                    bytes + 1,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 }
@@ -1197,6 +1210,16 @@ mod tests {
         assert_eq!(deliver(b" HTTP/1.1\r\n\r\n"), 13);
         assert!(traffic.nothing_buffered());
         assert_eq!(deliver(b"GET / HTTP/1.1\r\n\r\nx"), 18);
+        // A head hyper parsed but the scan did not see end: not followed.
+        traffic.request(Some(0));
+        assert_eq!(deliver(b"x"), 1);
+        traffic.request(Some(0));
+        assert!(!traffic.nothing_buffered());
+        assert_eq!(deliver(b"\n"), 1);
+        assert!(!traffic.nothing_buffered());
+        assert_eq!(deliver(b"\r"), 1);
+        assert_eq!(deliver(b"\n"), 1);
+        assert!(traffic.nothing_buffered());
     }
 
     /// Requests sent back to back on one connection, with and without

@@ -126,9 +126,10 @@ enum MarketplaceCommand {
         /// closed (ms, s, m, h).
         #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
         idle_timeout: std::time::Duration,
-        /// The most connections open at once; more wait in the listen
-        /// backlog until one closes. Keep it below the open-file limit
-        /// (`ulimit -n`).
+        /// The most connections open at once, fewer if the open-file limit
+        /// (raised to the hard limit at start) leaves no room for that
+        /// many; at the cap an idle keep-alive connection is closed to make
+        /// room for a new one, others wait in the listen backlog.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: u32,
     },
