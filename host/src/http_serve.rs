@@ -194,8 +194,8 @@ pub(crate) async fn serve(
                     connections = cap,
                     "max_connections {wanted} does not fit the open-file limit {open_files}: \
                      serving at most {cap} connections at once ({} descriptors kept for \
-                     plugins, files and the listener); raise the limit (`ulimit -n`, \
-                     systemd's LimitNOFILE) or lower max_connections",
+                     plugins, files and the listener); raise the hard limit (`ulimit -Hn`, \
+                     systemd's LimitNOFILE=) or lower max_connections",
                     open_files - cap as u64
                 );
             }
