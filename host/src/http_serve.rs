@@ -404,40 +404,44 @@ fn connection(
     let stall_limit = settings.limits.idle_timeout;
     let open = Arc::clone(open);
     async move {
-        let _registered = open.register(&traffic);
-        let mut served = pin!(served);
-        let mut stall = pin!(stalled(&traffic, stall_limit));
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                result = served.as_mut() => {
-                    if let Err(error) = result {
-                        if error.is_timeout() {
-                            tracing::debug!(%peer, "connection closed: no complete request head in time");
-                        } else {
-                            tracing::debug!(%peer, "connection ended: {error}");
+        // The connection (its socket) is dropped at the end of this block,
+        // before its slot is free.
+        {
+            let _registered = open.register(&traffic);
+            let mut served = pin!(served);
+            let mut stall = pin!(stalled(&traffic, stall_limit));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = served.as_mut() => {
+                        if let Err(error) = result {
+                            if error.is_timeout() {
+                                tracing::debug!(%peer, "connection closed: no complete request head in time");
+                            } else {
+                                tracing::debug!(%peer, "connection ended: {error}");
+                            }
                         }
+                        break;
                     }
-                    break;
-                }
-                () = stall.as_mut() => {
-                    tracing::debug!(%peer, "connection closed: nothing moved while waiting on the client");
-                    break;
-                }
-                _ = stopped.wait_for(|stop| *stop), if !closing => {
-                    // Finishes the request in flight, if any, then closes.
-                    served.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                () = traffic.reclaim.notified(), if !closing => {
-                    if traffic.is_idle() {
-                        tracing::debug!(%peer, "closing an idle keep-alive connection to make room for a new one");
-                        // hyper closes an idle connection at once.
+                    () = stall.as_mut() => {
+                        tracing::debug!(%peer, "connection closed: nothing moved while waiting on the client");
+                        break;
+                    }
+                    _ = stopped.wait_for(|stop| *stop), if !closing => {
+                        // Finishes the request in flight, if any, then closes.
                         served.as_mut().graceful_shutdown();
                         closing = true;
-                    } else {
-                        traffic.reclaim_asked.store(false, Ordering::Relaxed);
-                        open.changed.notify_one();
+                    }
+                    () = traffic.reclaim.notified(), if !closing => {
+                        if traffic.is_idle() {
+                            tracing::debug!(%peer, "closing an idle keep-alive connection to make room for a new one");
+                            // hyper closes an idle connection at once.
+                            served.as_mut().graceful_shutdown();
+                            closing = true;
+                        } else {
+                            traffic.reclaim_asked.store(false, Ordering::Relaxed);
+                            open.changed.notify_one();
+                        }
                     }
                 }
             }
