@@ -126,9 +126,10 @@ enum MarketplaceCommand {
         /// closed (ms, s, m, h).
         #[arg(long, default_value = "60s", value_parser = config::parse_duration)]
         idle_timeout: std::time::Duration,
-        /// The most connections open at once; more wait in the listen
-        /// backlog until one closes. Keep it below the open-file limit
-        /// (`ulimit -n`).
+        /// The most connections open at once, fewer if the open-file limit
+        /// (raised to the hard limit at start) leaves no room for that
+        /// many; at the cap an idle keep-alive connection is closed to make
+        /// room for a new one, others wait in the listen backlog.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: u32,
     },
@@ -257,6 +258,8 @@ fn main() -> ExitCode {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
+            // Before plugins open their files; the cap follows the limit.
+            backworks_host::http_serve::raise_open_file_limit();
             serve(&config, listen, ServeMode { locked, offline }, watch)
         }
         Command::Marketplace(MarketplaceCommand::Serve {
@@ -275,6 +278,7 @@ fn main() -> ExitCode {
             if let Err(error) = telemetry::init(cli.log_format) {
                 return fail(&error, 2);
             }
+            backworks_host::http_serve::raise_open_file_limit();
             let options = registry_server::load_registry_key(&key).and_then(|key| {
                 Ok(registry_server::ServeOptions {
                     key,
