@@ -101,6 +101,11 @@ typedef struct PluginInfo {
  string a hook returns is owned by the plugin and must be released with
  `free_string`; a NULL return means "nothing" unless `last_error` then
  reports an error. See `docs/abi.md` for each entry's contract.
+
+ Every entry must be a function: a host refuses a table with a NULL entry,
+ naming it, before it calls anything in the table. (In Rust each entry is
+ an `Option`, the same bytes as the C pointer, so a NULL written by a C
+ plugin is `None`, never an invalid function pointer.)
  */
 typedef struct PluginVTable {
   /*

@@ -108,31 +108,76 @@ pub struct PluginInfo {
 /// string a hook returns is owned by the plugin and must be released with
 /// `free_string`; a NULL return means "nothing" unless `last_error` then
 /// reports an error. See `docs/abi.md` for each entry's contract.
+///
+/// Every entry must be a function: a host refuses a table with a NULL entry,
+/// naming it, before it calls anything in the table. (In Rust each entry is
+/// an `Option`, the same bytes as the C pointer, so a NULL written by a C
+/// plugin is `None`, never an invalid function pointer.)
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct PluginVTable {
     /// `initialize(config_json)`: status code.
-    pub initialize: extern "C" fn(*const c_char) -> i32,
+    pub initialize: Option<extern "C" fn(*const c_char) -> i32>,
     /// `shutdown()`: status code.
-    pub shutdown: extern "C" fn() -> i32,
+    pub shutdown: Option<extern "C" fn() -> i32>,
     /// `health_check()`: status code; `0` is healthy.
-    pub health_check: extern "C" fn() -> i32,
+    pub health_check: Option<extern "C" fn() -> i32>,
     /// `before_request(request_json)`: NULL to continue, else a
     /// [`RequestAction`] as JSON.
-    pub before_request: extern "C" fn(*const c_char) -> *const c_char,
+    pub before_request: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `after_response(exchange_json)`: NULL to keep the response, else the
     /// replacement [`HttpResponse`] as JSON.
-    pub after_response: extern "C" fn(*const c_char) -> *const c_char,
+    pub after_response: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `process_endpoint(endpoint, method, data)`: NULL when not handled,
     /// else the response body.
     pub process_endpoint:
-        extern "C" fn(*const c_char, *const c_char, *const c_char) -> *const c_char,
+        Option<extern "C" fn(*const c_char, *const c_char, *const c_char) -> *const c_char>,
     /// Releases a string returned by any entry of this table. NULL is a no-op.
-    pub free_string: extern "C" fn(*const c_char),
+    pub free_string: Option<extern "C" fn(*const c_char)>,
     /// Takes the calling thread's last error: writes its status code to
     /// `*code` (when `code` is not NULL) and returns its message (release it
     /// with `free_string`), or writes `0` and returns NULL when there is none.
+    pub last_error: Option<extern "C" fn(*mut i32) -> *const c_char>,
+}
+
+/// A [`PluginVTable`] whose every entry was checked to be a function: what
+/// [`RawPlugin`] calls through.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedVTable {
+    /// [`PluginVTable::initialize`].
+    pub initialize: extern "C" fn(*const c_char) -> i32,
+    /// [`PluginVTable::shutdown`].
+    pub shutdown: extern "C" fn() -> i32,
+    /// [`PluginVTable::health_check`].
+    pub health_check: extern "C" fn() -> i32,
+    /// [`PluginVTable::before_request`].
+    pub before_request: extern "C" fn(*const c_char) -> *const c_char,
+    /// [`PluginVTable::after_response`].
+    pub after_response: extern "C" fn(*const c_char) -> *const c_char,
+    /// [`PluginVTable::process_endpoint`].
+    pub process_endpoint:
+        extern "C" fn(*const c_char, *const c_char, *const c_char) -> *const c_char,
+    /// [`PluginVTable::free_string`].
+    pub free_string: extern "C" fn(*const c_char),
+    /// [`PluginVTable::last_error`].
     pub last_error: extern "C" fn(*mut i32) -> *const c_char,
+}
+
+impl PluginVTable {
+    /// The table with every entry checked, or the first NULL entry's name
+    /// (in table order).
+    pub fn checked(&self) -> Result<CheckedVTable, &'static str> {
+        Ok(CheckedVTable {
+            initialize: self.initialize.ok_or("initialize")?,
+            shutdown: self.shutdown.ok_or("shutdown")?,
+            health_check: self.health_check.ok_or("health_check")?,
+            before_request: self.before_request.ok_or("before_request")?,
+            after_response: self.after_response.ok_or("after_response")?,
+            process_endpoint: self.process_endpoint.ok_or("process_endpoint")?,
+            free_string: self.free_string.ok_or("free_string")?,
+            last_error: self.last_error.ok_or("last_error")?,
+        })
+    }
 }
 
 /// The metadata record, exported as `backworks_plugin_metadata` and placed in
@@ -377,14 +422,14 @@ macro_rules! export_plugin {
                     unsafe { $crate::abi::last_error(code) }
                 }
                 $crate::abi::PluginVTable {
-                    initialize,
-                    shutdown,
-                    health_check,
-                    before_request,
-                    after_response,
-                    process_endpoint,
-                    free_string,
-                    last_error,
+                    initialize: Some(initialize),
+                    shutdown: Some(shutdown),
+                    health_check: Some(health_check),
+                    before_request: Some(before_request),
+                    after_response: Some(after_response),
+                    process_endpoint: Some(process_endpoint),
+                    free_string: Some(free_string),
+                    last_error: Some(last_error),
                 }
             }
         };
@@ -897,6 +942,16 @@ pub enum AbiError {
     /// The in-memory metadata record is invalid.
     #[error("metadata record in memory: {0}")]
     Metadata(#[from] MetadataError),
+    /// `plugin_vtable` returned a table with a NULL entry.
+    #[error(
+        "plugin `{name}`: plugin_vtable() returned a NULL `{entry}`; every entry of the table must be a function (a hook the plugin does not implement returns status 5, BACKWORKS_STATUS_NOT_IMPLEMENTED)"
+    )]
+    NullEntry {
+        /// The plugin's name (from its metadata).
+        name: String,
+        /// The first NULL entry, in table order.
+        entry: &'static str,
+    },
     /// `plugin_info` returned something the ABI does not allow.
     #[error("plugin `{name}`: plugin_info() {problem}")]
     Info {
@@ -1127,7 +1182,7 @@ impl Drop for PluginString {
 /// the lifecycle rules of `docs/abi.md` ("Threading").
 #[derive(Debug)]
 pub struct RawPlugin {
-    vtable: PluginVTable,
+    vtable: CheckedVTable,
     metadata: PluginMetadata,
     name: String,
     version: String,
@@ -1191,7 +1246,12 @@ impl RawPlugin {
         let name = info_string(info.name, "name", &metadata.name)?;
         let version = info_string(info.version, "version", &metadata.name)?;
         let description = info_string(info.description, "description", &metadata.name)?;
-        let vtable = plugin_vtable();
+        let vtable = plugin_vtable()
+            .checked()
+            .map_err(|entry| AbiError::NullEntry {
+                name: metadata.name.clone(),
+                entry,
+            })?;
         Ok(Self {
             vtable,
             metadata,
@@ -1207,10 +1267,10 @@ impl RawPlugin {
         &self.metadata
     }
 
-    /// The raw table, for callers that need to pass what the typed methods
-    /// cannot (tests of NULL arguments, for one). Strings it returns must go
-    /// back to its `free_string`.
-    pub fn vtable(&self) -> &PluginVTable {
+    /// The checked table, for callers that need to pass what the typed
+    /// methods cannot (tests of NULL arguments, for one). Strings it returns
+    /// must go back to its `free_string`.
+    pub fn vtable(&self) -> &CheckedVTable {
         &self.vtable
     }
 

@@ -281,6 +281,32 @@ fn tampered_plugins_are_refused_before_anything_loads() {
     );
 }
 
+/// A signed C plugin whose vtable has a NULL `after_response`: `serve`
+/// refuses it at start-up naming the entry (it used to start, then die with
+/// SIGSEGV on the first request).
+#[test]
+fn a_plugin_with_a_null_vtable_entry_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let plugin = keys.signed_copy(&support::null_entry_plugin(), dir.path(), "libweather_c.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather-c:\n    type: external\n    path: {}\n",
+            plugin.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("plugin_vtable() returned a NULL `after_response`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("plugin verified and loaded"), "{stderr}");
+}
+
 #[test]
 fn faulty_hooks_are_contained() {
     let dir = tempfile::tempdir().unwrap();

@@ -207,6 +207,17 @@ pub fn abi_v2_plugin() -> PathBuf {
     })
 }
 
+/// The C weather plugin with a NULL `after_response` in its vtable.
+pub fn null_entry_plugin() -> PathBuf {
+    once("null-entry", || {
+        cc_build(
+            "null_entry",
+            &[workspace().join("sdk/tests/fixtures/null-entry/plugin.c")],
+            None,
+        )
+    })
+}
+
 /// A library loaded as the host loads one: from a private copy (so each
 /// test gets fresh plugin state), never unloaded.
 pub struct Loaded {

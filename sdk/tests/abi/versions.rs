@@ -1,6 +1,7 @@
 //! Plugins the host must not call into: another ABI version, recognised from
 //! the record before `plugin_vtable`; and the record's survival through
-//! GNU ld's garbage collection when linking a windows-gnu DLL.
+//! GNU ld's garbage collection when linking a windows-gnu DLL; a vtable with
+//! a NULL entry, refused before any call through it.
 
 use backworks_plugin_sdk::abi::{self, AbiError};
 use backworks_plugin_sdk::inspect::find_metadata;
@@ -29,6 +30,25 @@ fn a_plugin_of_another_abi_version_is_refused_before_any_call() {
     assert!(
         matches!(error, AbiError::Version { found: 2, .. }),
         "{error:?}"
+    );
+}
+
+/// A C plugin whose table has a NULL entry: `RawPlugin::new` refuses it,
+/// naming the entry, so the host never calls through the NULL pointer.
+#[test]
+fn a_vtable_with_a_null_entry_is_refused_naming_it() {
+    let loaded = support::load_fresh(&support::null_entry_plugin());
+    let error = loaded.plugin().unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            AbiError::NullEntry { name, entry: "after_response" } if name == "weather-c"
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "plugin `weather-c`: plugin_vtable() returned a NULL `after_response`; every entry of the table must be a function (a hook the plugin does not implement returns status 5, BACKWORKS_STATUS_NOT_IMPLEMENTED)"
     );
 }
 
