@@ -517,7 +517,7 @@ pub(crate) fn read_bounded(
 
 /// Verifies one artifact against `signature` (default
 /// `<artifact>.minisig`) with [`signature::verify`] over the file's bytes
-/// (each read through [`read_bounded`]: a plugin at most
+/// (each read through `read_bounded`: a plugin at most
 /// [`MAX_FILE_SIZE`], a signature at most [`MAX_SIGNATURE_SIZE`]): a
 /// trusted key signed it, and the signed claims are the file's.
 pub fn verify_file(

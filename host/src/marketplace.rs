@@ -5,7 +5,7 @@
 //! A registry is a directory, a `file://` URL or an `http(s)://` base URL;
 //! its files are read at `<base>/<tree path>`, each transfer bounded in
 //! size (`max_download`, or less) and in time (`transfer_timeout`,
-//! `min_transfer_rate`: [`Pace`]). A directory registry's files are held
+//! `min_transfer_rate`: `Pace`). A directory registry's files are held
 //! to the same limits, and must be regular files, opened without blocking
 //! (a FIFO or `/dev/zero` in the tree is refused, never read). Nothing
 //! from it is trusted until it is verified:
