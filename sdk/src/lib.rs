@@ -49,10 +49,8 @@ pub mod check;
 mod error;
 #[cfg(feature = "inspect")]
 pub mod file;
-mod http;
 #[cfg(feature = "inspect")]
 pub mod inspect;
-pub mod metadata;
 mod plugin;
 #[cfg(feature = "registry")]
 pub mod registry;
@@ -64,8 +62,10 @@ pub mod target;
 pub mod terminal;
 
 pub use async_trait::async_trait;
+pub use backworks_abi::http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
+/// The metadata record's parser (`backworks_abi::metadata`).
+pub use backworks_abi::metadata;
 pub use error::{BackworksError, BackworksResult};
-pub use http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
 pub use plugin::BackworksPlugin;
 pub use serde_json::{Value, json};
 
@@ -74,4 +74,4 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The target triple this copy of the SDK was compiled for (and so the
 /// target of the plugin it is linked into).
-pub const TARGET: &str = env!("BACKWORKS_SDK_TARGET");
+pub use backworks_abi::TARGET;

@@ -1105,7 +1105,7 @@ mod tests {
     /// `name` `version` in section `.bwmeta`, and `payload` in `.data` (so
     /// tests can change the file without touching the record).
     fn plugin(name: &str, version: &str, payload: &[u8]) -> Vec<u8> {
-        let record = MetadataRecord::new(name, version, "a test plugin", 0)
+        let record = MetadataRecord::new(crate::SDK_VERSION, name, version, "a test plugin", 0)
             .as_bytes()
             .to_vec();
         let names = b"\0.bwmeta\0.data\0.shstrtab\0";

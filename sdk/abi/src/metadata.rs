@@ -8,9 +8,7 @@
 //! a [`PluginMetadata`], or says precisely what is wrong with them. It never
 //! panics on any input; the byte layout is in `docs/abi.md`.
 
-use crate::abi::{
-    ABI_VERSION, BYTE_ORDER_MARK, METADATA_MAGIC, METADATA_RECORD_SIZE, MetadataRecord,
-};
+use crate::{ABI_VERSION, BYTE_ORDER_MARK, METADATA_MAGIC, METADATA_RECORD_SIZE, MetadataRecord};
 
 /// Bytes every version of the record starts with: magic, byte-order mark,
 /// record size, ABI version, the two struct sizes and the flags.
@@ -200,7 +198,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<RecordHeader, MetadataError> {
 ///
 /// Records of a later ABI that grew at the end parse as far as v1 knows
 /// them; the caller decides about the ABI version (see
-/// [`abi::check_compatible`](crate::abi::check_compatible)).
+/// [`abi::check_compatible`](crate::check_compatible)).
 pub fn parse(bytes: &[u8]) -> Result<PluginMetadata, MetadataError> {
     let header = parse_header(bytes)?;
     let declared = header.record_size as usize;
@@ -256,8 +254,11 @@ mod tests {
 
     use super::*;
 
+    /// The SDK version the test records claim.
+    const SDK_VERSION: &str = "1.2.3-sdk";
+
     fn record() -> MetadataRecord {
-        MetadataRecord::new("my-plugin", "1.2.3", "does things", 0)
+        MetadataRecord::new(SDK_VERSION, "my-plugin", "1.2.3", "does things", 0)
     }
 
     fn bytes_of(record: &MetadataRecord) -> Vec<u8> {
@@ -271,8 +272,8 @@ mod tests {
         assert_eq!(parsed.version, "1.2.3");
         assert_eq!(parsed.description, "does things");
         assert_eq!(parsed.target, crate::TARGET);
-        assert_eq!(parsed.sdk_version, crate::SDK_VERSION);
-        assert_eq!(parsed.abi_version(), crate::abi::ABI_VERSION);
+        assert_eq!(parsed.sdk_version, SDK_VERSION);
+        assert_eq!(parsed.abi_version(), crate::ABI_VERSION);
         assert!(!parsed.panic_aborts());
     }
 
@@ -396,7 +397,7 @@ mod tests {
     #[test]
     fn long_descriptions_are_cut_on_a_character_boundary() {
         let long = "é".repeat(200); // 400 bytes, two per character
-        let record = MetadataRecord::new("p", "1", &long, 0);
+        let record = MetadataRecord::new(SDK_VERSION, "p", "1", &long, 0);
         let parsed = parse(&bytes_of(&record)).unwrap();
         assert_eq!(parsed.description, "é".repeat(127));
     }
