@@ -15,4 +15,4 @@ pub use error::Error;
 
 /// `cargo backworks check`: the check itself lives in the SDK, shared with
 /// the host (the marketplace validates uploads with it).
-pub use backworks_plugin_sdk::{check, target};
+pub use backworks_artifact::{check, target};

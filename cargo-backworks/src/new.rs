@@ -180,7 +180,7 @@ pub fn validate_name(name: &str) -> Result<(), NewError> {
     {
         return invalid("it may hold only ASCII letters, digits, `-` and `_`");
     }
-    if backworks_plugin_sdk::registry::is_reserved_on_windows(name) {
+    if backworks_registry::is_reserved_on_windows(name) {
         return invalid(
             "Windows reserves it for a device (`con`, `nul`, `com1`, ...), so no registry takes a plugin of that name",
         );

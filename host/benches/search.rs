@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::registry::{self, Index, IndexEntry, ReleaseRef};
+use backworks_registry::{self as registry, Index, IndexEntry, ReleaseRef};
 
 #[path = "common/mod.rs"]
 mod support;

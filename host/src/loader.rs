@@ -28,10 +28,10 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::inspect::{InspectError, find_metadata};
+use backworks_artifact::signature::{self, KeyId, PublicKey, Verified, VerifyError};
 use backworks_plugin_sdk::abi::{self, AbiError, PluginInfo, PluginVTable, RawPlugin};
-use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::metadata::PluginMetadata;
-use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, Verified, VerifyError};
 
 /// What the loader requires of a plugin file.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::signature;
+use backworks_artifact::signature;
 
 /// A signing key pair, and the key as `backworks.yaml` trusts it.
 pub struct Keys {
@@ -108,7 +108,7 @@ pub fn http_client() -> reqwest::blocking::Client {
 
 /// The sha256 of the file at `path`, lower-case hex.
 pub fn sha256_of(path: &Path) -> String {
-    backworks_plugin_sdk::registry::sha256_hex(&std::fs::read(path).unwrap())
+    backworks_registry::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// A builder of HTTP clients for the tests and benches. reqwest is built

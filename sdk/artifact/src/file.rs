@@ -1,5 +1,5 @@
-//! Reading a file that may be hostile, bounded and never waited on
-//! (feature `inspect`): the one way `cargo backworks check`, `sign`,
+//! Reading a file that may be hostile, bounded and never waited on:
+//! the one way `cargo backworks check`, `sign`,
 //! `verify` and `publish` read a plugin library or a `.minisig`.
 //!
 //! The contract is the host loader's (`loader::open_bounded` in

@@ -3,6 +3,7 @@
 //! covered end to end by the host's and cargo-backworks' tests.
 
 use super::*;
+use crate::storage::{LOCK_PATH, STAGING_PREFIX};
 
 fn keys() -> (PublicKey, SecretKey) {
     let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();

@@ -1,4 +1,4 @@
-//! Text safe to print on a terminal or in a log line (feature `inspect`).
+//! Text safe to print on a terminal or in a log line.
 //!
 //! Text that comes from a registry (names, versions, descriptions, error
 //! messages, field names quoted by a parse error; a search answer is not

@@ -927,8 +927,9 @@ enum Failed {
 }
 
 /// Parses a `.minisig` text, refusing what the minisign crate would panic on
-/// or that backworks does not accept.
-pub(crate) fn parse_signature(text: &str) -> Result<minisign::SignatureBox, VerifyError> {
+/// or that backworks does not accept (also the registry's index signature,
+/// in `backworks-registry`).
+pub fn parse_signature(text: &str) -> Result<minisign::SignatureBox, VerifyError> {
     let malformed = |reason: String| VerifyError::Malformed { reason };
     // The crate slices the global signature (line 4) as 64 bytes without
     // checking its length: check it first.
@@ -1105,7 +1106,7 @@ mod tests {
     /// `name` `version` in section `.bwmeta`, and `payload` in `.data` (so
     /// tests can change the file without touching the record).
     fn plugin(name: &str, version: &str, payload: &[u8]) -> Vec<u8> {
-        let record = MetadataRecord::new(crate::SDK_VERSION, name, version, "a test plugin", 0)
+        let record = MetadataRecord::new("0.1.0", name, version, "a test plugin", 0)
             .as_bytes()
             .to_vec();
         let names = b"\0.bwmeta\0.data\0.shstrtab\0";

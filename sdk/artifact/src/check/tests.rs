@@ -1016,16 +1016,17 @@ fn an_empty_file_is_checked() {
 /// The C weather plugin (`examples/c-plugin/weather.c`), compiled and linked
 /// for this machine by the system C compiler, as bytes.
 fn c_plugin() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root: this crate is sdk/artifact.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("libweather_c.so");
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let output = std::process::Command::new(&compiler)
         .args(["-std=c11", "-O2", "-shared", "-fPIC", "-I"])
-        .arg(root.join("include"))
+        .arg(root.join("sdk/include"))
         .arg("-o")
         .arg(&out)
-        .arg(root.join("../examples/c-plugin/weather.c"))
+        .arg(root.join("examples/c-plugin/weather.c"))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
     assert!(
