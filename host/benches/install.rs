@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use backworks_artifact::signature;
 use backworks_registry::{self as registry, Tree, Upload, UploadArtifact};
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const ROUNDS: usize = 15;
 const SIZE_MB: usize = 10;

@@ -1,18 +1,17 @@
-//! Files for the `check` tests, built for real once per test run into the
-//! shared `target/fixtures` directory: plugins with cargo and cc (through
-//! the SDK's ABI-test support, which the SDK's tests use too), broken C
-//! plugins from `tests/fixtures/*.c`, an object file, a static archive, a
-//! plugin grown with objcopy, and a system library.
+//! Files for the `check` tests and benchmark of `cargo-backworks`, built for
+//! real once per test run into the shared `target/fixtures` directory:
+//! plugins with cargo and cc (through [`crate::fixtures`], which the SDK's
+//! tests use too), broken C plugins from `cargo-backworks/tests/fixtures/*.c`,
+//! an object file, a static archive, a plugin grown with objcopy, and a
+//! system library.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-#[path = "../../../../sdk/tests/abi/support.rs"]
-mod support;
-
-pub(crate) use support::{
+use crate::fixtures as support;
+pub use crate::fixtures::{
     WINDOWS_GNU, abi_v2_plugin, c_plugin, c_plugin_windows, fixture_target_dir, weather_plugin,
     with_record, workspace,
 };
@@ -46,8 +45,8 @@ fn once(key: &str, build: impl FnOnce() -> PathBuf) -> PathBuf {
 
 /// `cargo-backworks/tests/fixtures/<name>`.
 fn source(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    support::workspace()
+        .join("cargo-backworks/tests/fixtures")
         .join(name)
 }
 
@@ -75,35 +74,35 @@ fn cc_shared(name: &str, file: &str) -> PathBuf {
 }
 
 /// A C plugin that defines no `plugin_vtable`.
-pub(crate) fn missing_vtable() -> PathBuf {
+pub fn missing_vtable() -> PathBuf {
     once("missing-vtable", || {
         cc_shared("check_missing_vtable", "missing_vtable.c")
     })
 }
 
 /// A C plugin whose `plugin_vtable` is a variable.
-pub(crate) fn vtable_is_data() -> PathBuf {
+pub fn vtable_is_data() -> PathBuf {
     once("vtable-is-data", || {
         cc_shared("check_vtable_is_data", "vtable_is_data.c")
     })
 }
 
 /// A plain C shared library: no record, no plugin symbols.
-pub(crate) fn no_metadata() -> PathBuf {
+pub fn no_metadata() -> PathBuf {
     once("no-metadata", || {
         cc_shared("check_no_metadata", "no_metadata.c")
     })
 }
 
 /// The C weather plugin with a record claiming `aarch64-apple-darwin`.
-pub(crate) fn wrong_target() -> PathBuf {
+pub fn wrong_target() -> PathBuf {
     once("wrong-target", || {
         cc_shared("check_wrong_target", "wrong_target.c")
     })
 }
 
 /// The C weather plugin compiled but not linked (`cc -c`).
-pub(crate) fn object_file() -> PathBuf {
+pub fn object_file() -> PathBuf {
     once("object-file", || {
         let out = out_dir().join("weather.o");
         run(
@@ -119,7 +118,7 @@ pub(crate) fn object_file() -> PathBuf {
 }
 
 /// A static archive of [`object_file`] (`ar rcs`).
-pub(crate) fn static_archive() -> PathBuf {
+pub fn static_archive() -> PathBuf {
     once("static-archive", || {
         let object = object_file();
         let out = out_dir().join("libweather.a");
@@ -131,7 +130,7 @@ pub(crate) fn static_archive() -> PathBuf {
 
 /// The C weather plugin with a non-loaded section of `megabytes` MiB added
 /// by objcopy: a large artifact that is still a valid plugin.
-pub(crate) fn grown_plugin(megabytes: usize) -> PathBuf {
+pub fn grown_plugin(megabytes: usize) -> PathBuf {
     once(&format!("grown-{megabytes}"), || {
         grow(&c_plugin(), &out_dir(), megabytes)
     })
@@ -139,7 +138,7 @@ pub(crate) fn grown_plugin(megabytes: usize) -> PathBuf {
 
 /// Copies `plugin` with a `megabytes` MiB `.blob` section (noload,
 /// readonly) added by `objcopy`, into `dir`.
-pub(crate) fn grow(plugin: &Path, dir: &Path, megabytes: usize) -> PathBuf {
+pub fn grow(plugin: &Path, dir: &Path, megabytes: usize) -> PathBuf {
     let blob = dir.join(format!("blob-{megabytes}.bin"));
     let pattern: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
     std::fs::write(&blob, pattern.repeat(megabytes)).expect("write the blob");
@@ -155,7 +154,7 @@ pub(crate) fn grow(plugin: &Path, dir: &Path, megabytes: usize) -> PathBuf {
 
 /// The C weather plugin with its `.bwmeta` section renamed by objcopy: the
 /// record is then found only through the exported symbol.
-pub(crate) fn renamed_record_section() -> PathBuf {
+pub fn renamed_record_section() -> PathBuf {
     once("renamed-section", || {
         let out = out_dir().join("libweather_c_renamed.so");
         run(Command::new("objcopy")
@@ -168,7 +167,7 @@ pub(crate) fn renamed_record_section() -> PathBuf {
 
 /// A shared library of the system: the C library this test process runs
 /// with, as `/proc/self/maps` names it.
-pub(crate) fn system_library() -> PathBuf {
+pub fn system_library() -> PathBuf {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
@@ -182,7 +181,7 @@ pub(crate) fn system_library() -> PathBuf {
 }
 
 /// Seeded pseudo-random bytes (xorshift64).
-pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed | 1;
     (0..len)
         .map(|_| {
@@ -195,7 +194,7 @@ pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// A minimal valid WebAssembly module exporting a function `plugin_info`.
-pub(crate) const WASM_MODULE: &[u8] = &[
+pub const WASM_MODULE: &[u8] = &[
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
     0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () -> ()
     0x03, 0x02, 0x01, 0x00, // function section: one function of type 0

@@ -2,9 +2,7 @@
 //! `backworks` binary: signing keys, signed plugin copies, a
 //! `backworks.yaml`, and a server started from the real binary.
 //!
-//! Used by `tests/cli` as a module and by `benches/` through `#[path]`.
-
-#![allow(dead_code, unreachable_pub)]
+//! Feature `host`: used by the host's `tests/cli` and its `benches/`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,7 +18,14 @@ pub struct Keys {
     pub sk: minisign::SecretKey,
 }
 
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Keys {
+    /// A fresh key pair.
     pub fn new() -> Self {
         let pair = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
         Self {
@@ -124,9 +129,27 @@ pub fn client_builder() -> reqwest::blocking::ClientBuilder {
 /// backtrace before the hook returns, which can outlast the short hook
 /// deadlines the fault-containment tests use, whatever the test's shell.
 pub fn backworks() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backworks"));
+    let mut command = Command::new(binary());
     command.env("RUST_LOG", "info").env_remove("RUST_BACKTRACE");
     command
+}
+
+/// The `backworks` binary cargo built for the test or benchmark running now:
+/// next to its `deps/` directory (`target/<profile>/backworks`), as cargo
+/// lays out a package's binaries for its tests and benches.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running test");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test runs from target/<profile>/deps");
+    let binary = profile.join(format!("backworks{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: cargo builds it for the host's tests and benches (run them with `cargo test -p backworks-host` or `cargo bench -p backworks-host`)",
+        binary.display()
+    );
+    binary
 }
 
 /// Starts the server with `RUST_LOG=log_level` and waits (at most 60 s)
@@ -215,9 +238,8 @@ pub fn weather_copy(
     lib_name: Option<&str>,
     edit_source: impl FnOnce(String) -> String,
 ) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the host lives in the workspace");
+    let workspace = crate::fixtures::workspace();
+    let workspace = workspace.as_path();
     let example = workspace.join("examples/weather-plugin");
     let read = |file: &str| std::fs::read_to_string(example.join(file)).unwrap();
     let mut manifest = edit(
@@ -263,7 +285,7 @@ pub fn weather_copy(
 /// Runs `command` to its end and returns (exit code, stdout, stderr); a
 /// command still running after `hang` is killed and the test fails (the
 /// bound only catches a hang).
-pub(crate) fn run_bounded(mut command: Command, hang: Duration) -> (i32, String, String) {
+pub fn run_bounded(mut command: Command, hang: Duration) -> (i32, String, String) {
     use std::io::Read;
 
     let mut child = command

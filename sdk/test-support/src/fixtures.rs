@@ -3,9 +3,9 @@
 //! minimal loader (libloading) that does what the host does: read the
 //! record, check it, and only then call `plugin_info`/`plugin_vtable`.
 //!
-//! Shared with `benches/abi_round_trip.rs` through `#[path]`.
-
-#![allow(dead_code, unreachable_pub)]
+//! Used by the SDK's ABI tests and benchmark, the check tests of
+//! `cargo-backworks` ([`crate::check_files`]) and the host's tests and
+//! benchmarks.
 
 use std::collections::HashMap;
 use std::ffi::c_char;
@@ -13,14 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use backworks_plugin_sdk::abi::{self, PluginInfo, PluginVTable, RawPlugin};
-use backworks_plugin_sdk::metadata::PluginMetadata;
+use backworks_abi::metadata::PluginMetadata;
+use backworks_abi::{self as abi, PluginInfo, PluginVTable, RawPlugin};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
+    // This crate is sdk/test-support.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the sdk lives in the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("the test support lives in the workspace")
         .to_owned()
 }
 
@@ -248,9 +250,7 @@ pub fn load_fresh(path: &Path) -> Loaded {
 
 impl Loaded {
     /// The exported metadata record, read from memory without calling code.
-    pub fn metadata(
-        &self,
-    ) -> Result<PluginMetadata, backworks_plugin_sdk::metadata::MetadataError> {
+    pub fn metadata(&self) -> Result<PluginMetadata, backworks_abi::metadata::MetadataError> {
         // SAFETY: the symbol is data: its address is what we read, and the
         // type `*const u8` is just that address.
         let record: *const u8 = unsafe {
@@ -331,8 +331,7 @@ pub fn with_record(library: &[u8], field: &str, value: &str) -> Vec<u8> {
         at = record + abi::METADATA_MAGIC.len();
     }
     let record = first.expect("no metadata record in the library");
-    let read =
-        backworks_plugin_sdk::metadata::parse(&bytes[record..]).expect("the edited record parses");
+    let read = backworks_abi::metadata::parse(&bytes[record..]).expect("the edited record parses");
     let read = match field {
         "name" => read.name,
         "version" => read.version,
