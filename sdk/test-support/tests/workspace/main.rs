@@ -1,0 +1,5 @@
+//! Rules about the workspace as a whole: the dependency rules between its
+//! crates, the code map of ARCHITECTURE.md, the template `cargo backworks new`
+//! carries.
+
+mod deps;
