@@ -3,3 +3,4 @@
 //! carries.
 
 mod deps;
+mod embedded;
