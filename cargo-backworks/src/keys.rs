@@ -1,7 +1,7 @@
 //! Keys and signatures over files: the logic of `cargo backworks keygen`,
 //! `sign` and `verify`, and of `build --sign`.
 //!
-//! The signature format and its checks are the SDK's
+//! The signature format and its checks are `backworks-artifact`'s
 //! ([`backworks_artifact::signature`], `docs/signing.md`); this module
 //! generates key files, reads secret keys (from a file or an environment
 //! variable, password-protected or not, made by this tool or by the
@@ -517,7 +517,7 @@ pub(crate) fn read_bounded(
 
 /// Verifies one artifact against `signature` (default
 /// `<artifact>.minisig`) with [`signature::verify`] over the file's bytes
-/// (each read through [`read_bounded`]: a plugin at most
+/// (each read through `read_bounded`: a plugin at most
 /// [`MAX_FILE_SIZE`], a signature at most [`MAX_SIGNATURE_SIZE`]): a
 /// trusted key signed it, and the signed claims are the file's.
 pub fn verify_file(

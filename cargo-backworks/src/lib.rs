@@ -1,6 +1,8 @@
 //! The library behind `cargo backworks`: one module per command. The binary
 //! (`main.rs`) only parses arguments and calls into it.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod error;
 pub mod keys;

@@ -6,6 +6,8 @@
 //! cargo-nextest does). Run directly as `cargo-backworks <command>`, the
 //! missing `backworks` is supplied.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 //!
 //! Log lines quote what registries, plugins and files said (an update
 //! check's refusal, a plugin's error message, a path): in the text format
-//! every field and message is escaped by the formatter ([`EscapedFields`],
+//! every field and message is escaped by the formatter (`EscapedFields`,
 //! `report::escape`), so no event can break its line (CR, LF), forge
 //! another one or drive the terminal (ESC, C1, bidirectional controls),
 //! whichever call site logged it. The JSON format is escaped by its

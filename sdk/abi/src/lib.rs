@@ -127,10 +127,10 @@ pub struct PluginVTable {
     /// `health_check()`: status code; `0` is healthy.
     pub health_check: Option<extern "C" fn() -> i32>,
     /// `before_request(request_json)`: NULL to continue, else a
-    /// [`RequestAction`] as JSON.
+    /// [`RequestAction`](http::RequestAction) as JSON.
     pub before_request: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `after_response(exchange_json)`: NULL to keep the response, else the
-    /// replacement [`HttpResponse`] as JSON.
+    /// replacement [`HttpResponse`](http::HttpResponse) as JSON.
     pub after_response: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `process_endpoint(endpoint, method, data)`: NULL when not handled,
     /// else the response body.

@@ -11,7 +11,7 @@
 //! - [`signature`]: minisign signatures whose trusted comment binds name,
 //!   version, target, ABI and sha256 (`docs/signing.md`), and their streamed
 //!   verification.
-//! - [`file`]: reading a possibly hostile file bounded and without blocking.
+//! - [`file`](mod@file): reading a possibly hostile file bounded and without blocking.
 //! - [`terminal`]: text escaped for a terminal or a log line; both binaries
 //!   print through it.
 //!

@@ -2,5 +2,6 @@
 //! crates, the code map of ARCHITECTURE.md, the template `cargo backworks new`
 //! carries.
 
+mod code_map;
 mod deps;
 mod embedded;
