@@ -231,7 +231,7 @@ impl BuildError {
             Self::Cargo { .. } => 3,
             Self::Missing(_) => 4,
             Self::TargetsFailed { exit_code, .. } => *exit_code,
-            Self::Check(e) => e.exit_code(),
+            Self::Check(e) => crate::check::error_exit_code(e),
             _ => 2,
         }
     }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod check;
 pub mod error;
 pub mod keys;
 pub mod manifest;
@@ -15,6 +16,6 @@ pub mod toolchain;
 
 pub use error::Error;
 
-/// `cargo backworks check`: the check itself lives in the SDK, shared with
-/// the host (the marketplace validates uploads with it).
-pub use backworks_artifact::{check, target};
+/// What a target triple implies (`backworks-artifact`'s, shared with the
+/// host).
+pub use backworks_artifact::target;

@@ -27,7 +27,7 @@
 //! in `docs/check.md`.
 
 use std::fmt::{self, Write as _};
-use std::io::{self, Write};
+use std::io;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -41,10 +41,6 @@ use serde::Serialize;
 use serde::ser::SerializeStruct;
 
 use crate::target::{self, Endianness, Format, TargetInfo};
-
-/// The `schema` field of the JSON report; changes only when the JSON
-/// changes incompatibly.
-pub const SCHEMA: &str = "backworks-check/1";
 
 /// The plugin ABI versions this tool checks plugins for.
 pub const SUPPORTED_ABI: RangeInclusive<u32> = ABI_VERSION..=ABI_VERSION;
@@ -104,7 +100,7 @@ pub enum CheckError {
         /// [`MAX_FILE_SIZE`].
         max: u64,
     },
-    /// [`run`] was given no files.
+    /// `cargo backworks check` was given no files.
     #[error(
         "no files to check; pass the path of at least one plugin library (.so, .dll or .dylib)"
     )]
@@ -115,11 +111,6 @@ pub enum CheckError {
 }
 
 impl CheckError {
-    /// The process exit code for this error: always 2 (I/O or usage).
-    pub fn exit_code(&self) -> u8 {
-        2
-    }
-
     /// The file the error is about, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -726,146 +717,6 @@ impl FileReport {
     fn error_finding(&mut self, code: FindingCode, message: String) {
         self.finding(code, Severity::Error, message);
     }
-}
-
-/// The result of checking a list of files.
-#[derive(Debug, Clone)]
-pub struct CheckOutcome {
-    reports: Vec<FileReport>,
-}
-
-impl CheckOutcome {
-    /// One report per file, in the order given.
-    pub fn reports(&self) -> &[FileReport] {
-        &self.reports
-    }
-
-    /// Number of valid plugins.
-    pub fn valid(&self) -> usize {
-        self.reports.iter().filter(|r| r.is_valid()).count()
-    }
-
-    /// Number of files read that are not valid plugins.
-    pub fn invalid(&self) -> usize {
-        self.reports
-            .iter()
-            .filter(|r| !r.is_valid() && r.error.is_none())
-            .count()
-    }
-
-    /// Number of files that could not be read.
-    pub fn unreadable(&self) -> usize {
-        self.reports.iter().filter(|r| r.error.is_some()).count()
-    }
-
-    /// The process exit code: 0 when every file is a valid plugin, 2 when a
-    /// file could not be read, else 1 (a file was read but is not a valid
-    /// plugin).
-    pub fn exit_code(&self) -> u8 {
-        if self.unreadable() > 0 {
-            2
-        } else if self.invalid() > 0 {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// The whole report as text: each file's [`FileReport::render_text`],
-    /// separated by blank lines, then a summary line when there are several
-    /// files.
-    pub fn render_text(&self) -> String {
-        let mut out = self
-            .reports
-            .iter()
-            .map(FileReport::render_text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        if self.reports.len() > 1 {
-            let _ = writeln!(
-                out,
-                "\nchecked {}: {} valid, {} not valid, {} unreadable",
-                plural(self.reports.len(), "file"),
-                self.valid(),
-                self.invalid(),
-                self.unreadable()
-            );
-        }
-        out
-    }
-
-    /// The whole report as the JSON document of `docs/check.md` (what
-    /// [`run`] prints with `--json`; `CheckOutcome` also implements
-    /// [`Serialize`] to the same document, with fields in schema order).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
-
-impl Serialize for CheckOutcome {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Abi {
-            min: u32,
-            max: u32,
-        }
-        #[derive(Serialize)]
-        struct Summary {
-            files: usize,
-            valid: usize,
-            invalid: usize,
-            unreadable: usize,
-        }
-        let mut s = serializer.serialize_struct("CheckOutcome", 5)?;
-        s.serialize_field("schema", SCHEMA)?;
-        s.serialize_field(
-            "supported_abi",
-            &Abi {
-                min: *SUPPORTED_ABI.start(),
-                max: *SUPPORTED_ABI.end(),
-            },
-        )?;
-        s.serialize_field("files", &self.reports)?;
-        s.serialize_field(
-            "summary",
-            &Summary {
-                files: self.reports.len(),
-                valid: self.valid(),
-                invalid: self.invalid(),
-                unreadable: self.unreadable(),
-            },
-        )?;
-        s.serialize_field("exit_code", &self.exit_code())?;
-        s.end()
-    }
-}
-
-/// Checks every file in `files`, writes the report to `out` (text, or JSON
-/// when `json`), and returns the outcome, whose
-/// [`exit_code`](CheckOutcome::exit_code) is the command's.
-///
-/// A file that cannot be read is reported in the output (and makes the exit
-/// code 2); the other files are still checked. Errors only when `files` is
-/// empty or `out` cannot be written.
-pub fn run(files: &[PathBuf], json: bool, out: &mut dyn Write) -> Result<CheckOutcome, CheckError> {
-    if files.is_empty() {
-        return Err(CheckError::NoFiles);
-    }
-    let reports = files
-        .iter()
-        .map(|path| check_file(path).unwrap_or_else(|e| FileReport::unreadable(path, &e)))
-        .collect();
-    let outcome = CheckOutcome { reports };
-    if json {
-        // Text from the file in `\uXXXX` escapes, nothing raw on a terminal.
-        out.write_all(crate::terminal::json(&outcome).as_bytes())
-            .map_err(CheckError::Write)?;
-    } else {
-        out.write_all(outcome.render_text().as_bytes())
-            .map_err(CheckError::Write)?;
-    }
-    out.flush().map_err(CheckError::Write)?;
-    Ok(outcome)
 }
 
 /// Inspects one file, read whole into memory (at most [`MAX_FILE_SIZE`]
