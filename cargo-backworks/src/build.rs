@@ -237,21 +237,9 @@ impl BuildError {
     }
 }
 
-/// The shared-library extension of a target triple.
-pub fn library_extension(target: &str) -> &'static str {
-    if target.contains("windows") {
-        "dll"
-    } else if target.contains("apple") {
-        "dylib"
-    } else {
-        "so"
-    }
-}
-
-/// The dist file name of a plugin library.
-pub fn dist_file_name(package: &str, version: &str, target: &str) -> String {
-    format!("{package}-{version}-{target}.{}", library_extension(target))
-}
+/// The shared-library extension and the dist file name of a target: the
+/// one table of target knowledge, `backworks_artifact::target`.
+pub use backworks_artifact::target::{dist_file_name, library_extension};
 
 fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))

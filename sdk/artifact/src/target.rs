@@ -298,6 +298,28 @@ pub fn architecture_name(architecture: object::Architecture) -> String {
     name.to_owned()
 }
 
+/// The extension, without the dot, of a shared library built for `triple`:
+/// its format's when [`parse`] knows the triple, else by the triple's words
+/// (`windows`: `dll`, `apple`: `dylib`, anything else: `so`).
+pub fn library_extension(triple: &str) -> &'static str {
+    parse(triple)
+        .and_then(|info| info.dylib_extension())
+        .unwrap_or(if triple.contains("windows") {
+            "dll"
+        } else if triple.contains("apple") {
+            "dylib"
+        } else {
+            "so"
+        })
+}
+
+/// The file name of a plugin library in the distribution layout:
+/// `<package>-<version>-<target>.<extension>` (what `cargo backworks build`
+/// writes and [`split_dist_file_name`] splits).
+pub fn dist_file_name(package: &str, version: &str, target: &str) -> String {
+    format!("{package}-{version}-{target}.{}", library_extension(target))
+}
+
 /// Splits a file name in the distribution layout
 /// `<name>-<version>-<target>.<extension>` into `(name-version, target)`.
 ///
