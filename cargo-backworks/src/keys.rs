@@ -152,7 +152,7 @@ impl SigningKey {
                 reason: e.to_string(),
             })?;
         // `read_secret_key` refused a key whose halves do not match (probe
-        // signature in the SDK's `SecretKeyText::open`).
+        // signature in `backworks-artifact`'s `SecretKeyText::open`).
         Ok(Self {
             key_id: KeyId::of_secret_key(&secret),
             secret,

@@ -17,7 +17,7 @@
 //!   streamed from the files already checked, with a bar of bytes sent on a
 //!   terminal. Connecting may take [`CONNECT_TIMEOUT`]; the whole request
 //!   [`upload_timeout`] (a minute plus one second per 64 KiB sent).
-//! - A directory (or `file://`) registry is written here with the SDK's
+//! - A directory (or `file://`) registry is written here with `backworks-registry`'s
 //!   `registry::validate_upload` and `Tree::publish` (atomic; the index is
 //!   signed with the registry's secret key, `--registry-key`).
 
@@ -699,7 +699,7 @@ fn check_artifact(
     ))
 }
 
-/// Validates the upload with the SDK (check and publisher signature again,
+/// Validates the upload with `backworks-registry` (check and publisher signature again,
 /// consistency of the artifacts) and publishes it into the tree at `dir`.
 fn publish_to_directory(
     dir: &Path,

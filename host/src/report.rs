@@ -13,7 +13,7 @@
 //! `\uXXXX` escape; [`json`] writes the rest that [`escape`] escapes (DEL,
 //! C1 controls, bidirectional controls) as `\uXXXX` escapes too, so the
 //! JSON decodes to the same strings and nothing reaches a terminal raw.
-//! Both are the SDK's (`backworks_artifact::terminal`), shared with
+//! Both are `backworks-artifact`'s (`backworks_artifact::terminal`), shared with
 //! `cargo backworks`; errors (`main.rs`) and log lines (`telemetry`) are
 //! escaped the same way.
 
@@ -27,7 +27,7 @@ use crate::discovery::Discovered;
 use crate::lockfile::LockedPlugin;
 use crate::marketplace::{Installed, UpdateOutcome};
 
-/// The escaper shared with `cargo backworks` (the SDK's `terminal`
+/// The escaper shared with `cargo backworks` (`backworks_artifact::terminal`
 /// module): [`escape`] for text, [`json`] for JSON, [`must_escape`] says
 /// which characters.
 pub use backworks_artifact::terminal::{escape, json, must_escape};
