@@ -24,6 +24,9 @@ use std::fmt;
 
 mod host;
 pub mod http;
+// The hook payloads the vtable's documentation links to.
+#[cfg(doc)]
+use http::{HttpResponse, RequestAction};
 pub mod metadata;
 
 pub use host::{
@@ -127,10 +130,10 @@ pub struct PluginVTable {
     /// `health_check()`: status code; `0` is healthy.
     pub health_check: Option<extern "C" fn() -> i32>,
     /// `before_request(request_json)`: NULL to continue, else a
-    /// [`RequestAction`](http::RequestAction) as JSON.
+    /// [`RequestAction`] as JSON.
     pub before_request: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `after_response(exchange_json)`: NULL to keep the response, else the
-    /// replacement [`HttpResponse`](http::HttpResponse) as JSON.
+    /// replacement [`HttpResponse`] as JSON.
     pub after_response: Option<extern "C" fn(*const c_char) -> *const c_char>,
     /// `process_endpoint(endpoint, method, data)`: NULL when not handled,
     /// else the response body.
