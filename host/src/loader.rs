@@ -232,7 +232,7 @@ pub fn read_signature(path: &Path) -> Result<String, FileError> {
 }
 
 /// What a file that is not regular is, for messages.
-fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+pub(crate) fn kind_of(file_type: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

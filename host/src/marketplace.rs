@@ -3,8 +3,12 @@
 //! `backworks.lock` in step (`docs/registry.md` has the registry's format).
 //!
 //! A registry is a directory, a `file://` URL or an `http(s)://` base URL;
-//! its files are read at `<base>/<tree path>`. Nothing from it is trusted
-//! until it is verified:
+//! its files are read at `<base>/<tree path>`, each transfer bounded in
+//! size (`max_download`, or less) and in time (`transfer_timeout`,
+//! `min_transfer_rate`: `Pace`). A directory registry's files are held
+//! to the same limits, and must be regular files, opened without blocking
+//! (a FIFO or `/dev/zero` in the tree is refused, never read). Nothing
+//! from it is trusted until it is verified:
 //!
 //! 1. `index.json` is verified with the configured registry key, and must be
 //!    no older than the newest index this cache has accepted (rollback) and
@@ -133,6 +137,20 @@ pub enum MarketplaceError {
         window: Duration,
         /// The minimum rate, bytes per second.
         rate: u64,
+    },
+    /// A file of a directory registry is not a regular file (a FIFO, a
+    /// device such as `/dev/zero`, a socket, a directory): refused before a
+    /// byte of it is read, since reading it could block forever or never
+    /// end.
+    #[error(
+        "refusing {}: not a regular file (it is {kind}); every file of a directory registry must be a regular file: put the registry's own file back (or publish again)",
+        path.display()
+    )]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is: `a FIFO`, `a character device`, ...
+        kind: &'static str,
     },
     /// The registry answered with an HTTP error.
     #[error("{url} answered HTTP {status}; check the registry URL in `marketplace.registry`")]
@@ -453,6 +471,7 @@ impl MarketplaceError {
                 | Self::Expired { .. }
                 | Self::Release { .. }
                 | Self::TooLarge { .. }
+                | Self::NotRegular { .. }
                 | Self::WrongSize { .. }
                 | Self::Tampered { .. }
                 | Self::UntrustedKey { .. }
@@ -1470,8 +1489,7 @@ impl PluginMarketplace {
         let bar = self.progress_bar(name, version, artifact.size);
         let mut pace = self.limits.start(url);
         let mut body = self.open(&artifact.path, url, &mut pace).await?;
-        if let Body::Http(response) = &body
-            && let Some(length) = response.content_length()
+        if let Some(length) = body.length()
             && length > artifact.size
         {
             return Err(wrong_size(length, true));
@@ -1529,7 +1547,9 @@ impl PluginMarketplace {
     }
 
     /// Opens a file of the registry for streaming, within the limits of
-    /// `pace` (the answer's headers count as part of the transfer).
+    /// `pace` (the answer's headers count as part of the transfer; so does
+    /// opening a directory registry's file, which must be a regular file:
+    /// [`open_regular`]).
     async fn open(
         &self,
         tree_path: &str,
@@ -1561,14 +1581,18 @@ impl PluginMarketplace {
             }
             (RegistryLocation::Dir(root), _) => {
                 let path = root.join(tree_path);
-                let file =
-                    tokio::fs::File::open(&path)
-                        .await
-                        .map_err(|e| MarketplaceError::Fetch {
-                            url: url.to_owned(),
-                            reason: e.to_string(),
-                        })?;
-                Ok(Body::File(file))
+                let (named, opening) = (url.to_owned(), path);
+                let opened = pace
+                    .wait(async {
+                        tokio::task::spawn_blocking(move || open_regular(&opening, &named))
+                            .await
+                            .map_err(|e| MarketplaceError::Fetch {
+                                url: url.to_owned(),
+                                reason: format!("the thread opening it failed: {e}"),
+                            })?
+                    })
+                    .await?;
+                Ok(Body::File(opened))
             }
             (RegistryLocation::Http(_), None) => Err(MarketplaceError::Client(String::from(
                 "no HTTP client for an HTTP registry",
@@ -1582,14 +1606,18 @@ impl PluginMarketplace {
         let url = self.location(tree_path);
         let mut pace = self.limits.start(&url);
         let mut body = self.open(tree_path, &url, &mut pace).await?;
+        let too_large = || MarketplaceError::Fetch {
+            url: url.clone(),
+            reason: format!("it is larger than {limit} bytes, more than expected"),
+        };
+        if body.length().is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next_chunk(&url, &mut pace).await? {
             let chunk = (*chunk).as_ref();
             if (bytes.len() + chunk.len()) as u64 > limit {
-                return Err(MarketplaceError::Fetch {
-                    url,
-                    reason: format!("it is larger than {limit} bytes, more than expected"),
-                });
+                return Err(too_large());
             }
             bytes.extend_from_slice(chunk);
         }
@@ -1657,10 +1685,56 @@ impl PluginMarketplace {
 /// A registry file being read: an HTTP response or a local file.
 enum Body {
     Http(reqwest::Response),
-    File(tokio::fs::File),
+    File(Opened),
+}
+
+/// A regular file of a directory registry, opened by [`open_regular`], and
+/// its size when it was opened.
+struct Opened {
+    file: tokio::fs::File,
+    length: u64,
+}
+
+/// Opens the registry file `path` (`url` in messages) as the loader opens a
+/// plugin ([`crate::loader::open_bounded`]): without blocking
+/// (`O_NONBLOCK`: a FIFO with no writer does not hang the open), and only
+/// if `fstat` of the opened descriptor says it is a regular file, so what
+/// is checked is what is read. Reading it stays bounded by the caller
+/// (sizes) and by the transfer's [`Pace`] (time).
+fn open_regular(path: &Path, url: &str) -> Result<Opened, MarketplaceError> {
+    let failed = |e: std::io::Error| MarketplaceError::Fetch {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(failed)?;
+    let metadata = file.metadata().map_err(failed)?;
+    if !metadata.is_file() {
+        return Err(MarketplaceError::NotRegular {
+            path: path.to_owned(),
+            kind: crate::loader::kind_of(&metadata.file_type()),
+        });
+    }
+    Ok(Opened {
+        file: tokio::fs::File::from_std(file),
+        length: metadata.len(),
+    })
 }
 
 impl Body {
+    /// The size announced before the first byte: an HTTP answer's
+    /// `Content-Length`, a file's size when it was opened. Only for
+    /// refusing early; the bytes received are counted all the same.
+    fn length(&self) -> Option<u64> {
+        match self {
+            Self::Http(response) => response.content_length(),
+            Self::File(opened) => Some(opened.length),
+        }
+    }
+
     /// The next chunk, as received (never copied), within the limits of
     /// `pace`.
     async fn next_chunk(
@@ -1681,15 +1755,17 @@ impl Body {
                 .await
                 .map(|chunk| chunk.map(|bytes| -> Chunk { Arc::new(bytes) }))
                 .map_err(|e| fetch_error(url, &e)),
-            Self::File(file) => {
+            Self::File(opened) => {
                 let mut buffer = vec![0; 256 * 1024];
-                let read = file
-                    .read(&mut buffer)
-                    .await
-                    .map_err(|e| MarketplaceError::Fetch {
-                        url: url.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+                let read =
+                    opened
+                        .file
+                        .read(&mut buffer)
+                        .await
+                        .map_err(|e| MarketplaceError::Fetch {
+                            url: url.to_owned(),
+                            reason: e.to_string(),
+                        })?;
                 if read == 0 {
                     Ok(None)
                 } else {

@@ -29,12 +29,15 @@
 //! loader lock, and cannot be interrupted: when they hang past
 //! `hook_timeout` the swap is refused (`load timed out`) but the loading
 //! thread stays stuck, holding that lock. Later swaps, of any plugin, are
-//! then refused at once (`SwapError::LoaderStuck`) rather than queued
-//! behind it, and `backworks serve` leaves through `_exit` (`exit` would
-//! wait for the lock). The process is degraded all the same: a thread's
-//! first use of a thread-local with a destructor also waits for that lock
-//! (ARCHITECTURE.md, invariants); restart the server. Only the process tier
-//! of issue 16 removes this.
+//! then refused at once (`SwapError::LoaderStuck`, checked before anything
+//! else) rather than queued behind it, and `backworks serve` leaves through
+//! `_exit` (`exit` would wait for the lock). The process is degraded all
+//! the same: a thread's first use of a thread-local with a destructor also
+//! waits for that lock (glibc's `__cxa_thread_atexit_impl`; ARCHITECTURE.md,
+//! invariants), and tokio workers and hook runners reach such uses, so in
+//! practice the server soon stops answering, and stops reacting to SIGTERM
+//! (seen end to end with a C library whose constructor never returns):
+//! kill and restart it. Only the process tier of issue 16 removes this.
 //!
 //! Swaps of one plugin are serialised (the second waits for the first);
 //! a swap runs to its end on its own task even when the caller stops
@@ -194,7 +197,7 @@ pub enum SwapError {
     /// An earlier loading of a library (of any plugin) never returned: its
     /// initialisers hang inside the dynamic loader, which holds a
     /// process-wide lock, so no library can be loaded until they return
-    /// (`loader::load_in_flight`). Refused at once, before loading.
+    /// (`loader::load_in_flight`). Refused at once, before verifying.
     #[error(
         "plugin `{name}`: not loading {}: the loading of {} started {} ms ago and has not returned (its initialisers hang while the dynamic loader holds its process-wide lock), so no library can be loaded by this process; restart the server (version {running} keeps serving)",
         path.display(), stuck.display(), elapsed_ms
@@ -467,6 +470,24 @@ impl Swapper {
             source: Box::new(source),
         };
 
+        // A loading that outlived its deadline holds the dynamic loader's
+        // process-wide lock: this one would only queue behind it (and leave
+        // one more thread stuck). Refuse at once instead, before anything
+        // else: even the verification's blocking thread may hang, when it
+        // is a new thread (its first thread-local with a destructor takes
+        // the same lock in glibc), and with it the watcher.
+        if let Some(stuck) = loader::load_in_flight()
+            && stuck.elapsed >= self.hook_timeout
+        {
+            return Err(SwapError::LoaderStuck {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                stuck: stuck.path,
+                elapsed_ms: stuck.elapsed.as_millis(),
+                running: running.version.clone(),
+            });
+        }
+
         // 1. Verify (no plugin code runs), then load.
         let (keys, require_signatures, max_plugin_size, file) = (
             Arc::clone(&self.trusted_keys),
@@ -524,20 +545,6 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
-        // A loading that outlived its deadline holds the dynamic loader's
-        // process-wide lock: this one would only queue behind it (and leave
-        // one more thread stuck). Refuse at once instead.
-        if let Some(stuck) = loader::load_in_flight()
-            && stuck.elapsed >= self.hook_timeout
-        {
-            return Err(SwapError::LoaderStuck {
-                name: name.to_owned(),
-                path: path.to_owned(),
-                stuck: stuck.path,
-                elapsed_ms: stuck.elapsed.as_millis(),
-                running: running.version.clone(),
-            });
-        }
         // `dlopen` runs the library's initialisers: bounded like a hook.
         let loading = tokio::task::spawn_blocking(move || loader::load_verified(verified));
         let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {

@@ -1194,3 +1194,126 @@ fn serve_prints_a_registry_error_escaped() {
         run.stderr
     );
 }
+
+/// Replaces `path` by a FIFO (nothing ever writes to it: opening it to
+/// read blocks until a writer comes, unless it is opened non-blocking).
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Gap F of issue 13: a directory registry's files are read as an HTTP
+/// registry's are, bounded: a FIFO where `index.json` (or a `.minisig`)
+/// should be is refused at once instead of blocking the client forever,
+/// and an artifact that is a symbolic link to `/dev/zero` is refused
+/// before a byte of it is read. (`run` fails the test if a command is
+/// still running after 120 s: before the fix, the FIFOs hung it.)
+#[test]
+fn a_directory_registry_file_that_is_not_a_regular_file_is_refused() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1"));
+    let index = market.root().join("index.json");
+    let saved = std::fs::read(&index).unwrap();
+    make_fifo(&index);
+    let not_regular = |path: &Path, kind: &str| {
+        format!(
+            "refusing {}: not a regular file (it is {kind}); every file of a directory registry must be a regular file",
+            path.display()
+        )
+    };
+    refused(
+        &config,
+        &["plugins", "search", "weather"],
+        1,
+        &[&not_regular(&index, "a FIFO")],
+    );
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[&not_regular(&index, "a FIFO")],
+    );
+    std::fs::remove_file(&index).unwrap();
+    std::fs::write(&index, saved).unwrap();
+
+    // The artifact's signature is a FIFO.
+    let artifact = market.artifact("1.0.0");
+    let signature = PathBuf::from(format!("{}.minisig", artifact.display()));
+    let saved = std::fs::read(&signature).unwrap();
+    make_fifo(&signature);
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[&not_regular(&signature, "a FIFO")],
+    );
+    std::fs::remove_file(&signature).unwrap();
+    std::fs::write(&signature, saved).unwrap();
+
+    // The artifact is endless.
+    let saved = std::fs::read(&artifact).unwrap();
+    std::fs::remove_file(&artifact).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &artifact).unwrap();
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[&not_regular(&artifact, "a character device")],
+    );
+    assert!(market.locked().is_none());
+    assert!(!market.cached("1.0.0").exists());
+    assert!(market.staging().is_empty(), "{:?}", market.staging());
+
+    // The registry's own files again: installed.
+    std::fs::remove_file(&artifact).unwrap();
+    std::fs::write(&artifact, saved).unwrap();
+    let out = ok(&config, &["plugins", "install", "weather"]);
+    assert!(out.contains("installed weather 1.0.0"), "{out}");
+}
+
+/// Gap H of issue 13: a registry that keeps every read inside the per-read
+/// timeout and the whole transfer inside `transfer_timeout`, but sends far
+/// less than `marketplace.min_transfer_rate`, is given up once a whole
+/// measuring window went by below the rate, with a message naming the rate
+/// and the URL. (The window is 30 s: the test takes that long; `run` fails
+/// it if the command is still running after 120 s.)
+#[test]
+fn a_registry_slower_than_the_minimum_transfer_rate_is_given_up() {
+    let market = Market::new();
+    let drip = Drip::start();
+    let config = market.config(&drip.base, &[&market.publisher], Some("1"), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Five bytes a second against at least 1 KiB a second; the overall
+    // deadline (an hour) is not what stops it.
+    let limited = text.replacen(
+        "  key: ",
+        "  transfer_timeout: 1h\n  min_transfer_rate: 1KiB\n  key: ",
+        1,
+    );
+    assert_ne!(limited, text);
+    std::fs::write(&config, limited).unwrap();
+    let index = format!("{}index.json", drip.base);
+    let message = refused(
+        &config,
+        &["plugins", "install", "weather"],
+        2,
+        &[
+            &format!("cannot fetch {index}: "),
+            "bytes came in 30",
+            "less than `marketplace.min_transfer_rate` (1024 bytes per second)",
+            "lower `marketplace.min_transfer_rate` if the registry is sound but slow",
+        ],
+    );
+    assert!(!message.contains("transfer_timeout"), "{message}");
+    assert!(
+        drip.dripped.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the registry was dripping when the client gave up"
+    );
+    assert!(market.locked().is_none());
+    assert!(market.staging().is_empty(), "{:?}", market.staging());
+}
