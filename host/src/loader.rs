@@ -181,7 +181,7 @@ pub fn open_bounded(
     if !metadata.is_file() {
         return Err(FileError::NotRegular {
             path: path.to_owned(),
-            kind: kind_of(&metadata.file_type()),
+            kind: backworks_plugin_sdk::file::kind_of(&metadata.file_type()),
         });
     }
     check_read_size(path, metadata.len(), limit)?;
@@ -229,31 +229,6 @@ pub fn read_signature(path: &Path) -> Result<String, FileError> {
             "not UTF-8 text, so not a minisign signature",
         ),
     })
-}
-
-/// What a file that is not regular is, for messages.
-pub(crate) fn kind_of(file_type: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_fifo() {
-            return "a FIFO";
-        }
-        if file_type.is_char_device() {
-            return "a character device";
-        }
-        if file_type.is_block_device() {
-            return "a block device";
-        }
-        if file_type.is_socket() {
-            return "a socket";
-        }
-    }
-    if file_type.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    }
 }
 
 /// Why a plugin was not loaded. Nothing of the plugin ran in any case.

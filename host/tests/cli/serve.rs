@@ -602,6 +602,27 @@ fn with_server_settings(path: &Path, lines: &str) {
     .unwrap();
 }
 
+/// `backworks serve` with the signed weather plugin, a hook timeout of 5 s
+/// and `settings` (lines of the `server:` section); the directory holds the
+/// config, the plugin and the keys.
+fn weather_server_with(settings: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let path = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n",
+            weather.display()
+        ),
+    );
+    with_server_settings(&path, settings);
+    let server = crate::harness::start(&path, "info");
+    (dir, server)
+}
+
 /// The open TCP sockets of process `pid` (Linux: `/proc/<pid>/fd`).
 fn sockets(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -713,20 +734,7 @@ pub(crate) fn slowloris_is_cut_off(base: &str, pid: u32, cap: usize, path: &str)
 
 #[test]
 fn slow_clients_are_cut_off_by_the_header_timeout_and_the_connection_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
-    let path = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &format!(
-            "  weather:\n    type: external\n    path: {}\n",
-            weather.display()
-        ),
-    );
-    with_server_settings(&path, "  header_timeout: 1s\n  max_connections: 8\n");
-    let server = crate::harness::start(&path, "info");
+    let (_dir, server) = weather_server_with("  header_timeout: 1s\n  max_connections: 8\n");
     slowloris_is_cut_off(&server.base, server.child.id(), 8, "/weather");
 }
 
@@ -878,20 +886,7 @@ fn auth_exemptions_cannot_be_borrowed_with_encoded_paths() {
 #[test]
 fn a_stalled_request_body_is_cut_off_by_the_idle_timeout() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
-    let path = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &format!(
-            "  weather:\n    type: external\n    path: {}\n",
-            weather.display()
-        ),
-    );
-    with_server_settings(&path, "  idle_timeout: 1s\n  max_connections: 4\n");
-    let server = crate::harness::start(&path, "info");
+    let (_dir, server) = weather_server_with("  idle_timeout: 1s\n  max_connections: 4\n");
     let addr = server.base.trim_start_matches("http://");
     let mut stalled: Vec<std::net::TcpStream> = (0..6)
         .map(|_| {
@@ -1265,23 +1260,8 @@ fn read_response(stream: &mut std::net::TcpStream) -> Option<String> {
 #[test]
 fn idle_keep_alive_clients_cannot_hold_every_slot() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
-    let path = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &format!(
-            "  weather:\n    type: external\n    path: {}\n",
-            weather.display()
-        ),
-    );
-    with_server_settings(
-        &path,
-        "  header_timeout: 600s\n  idle_timeout: 600s\n  max_connections: 4\n",
-    );
-    let server = crate::harness::start(&path, "info");
+    let (_dir, server) =
+        weather_server_with("  header_timeout: 600s\n  idle_timeout: 600s\n  max_connections: 4\n");
     let addr = server.base.trim_start_matches("http://");
     let request = format!("GET /weather HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let mut idle: Vec<std::net::TcpStream> = (0..4)
@@ -1318,20 +1298,7 @@ fn idle_keep_alive_clients_cannot_hold_every_slot() {
 #[test]
 fn a_pipelined_partial_head_is_cut_off_by_the_header_timeout() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
-    let path = config(
-        dir.path(),
-        &keys,
-        "5s",
-        &format!(
-            "  weather:\n    type: external\n    path: {}\n",
-            weather.display()
-        ),
-    );
-    with_server_settings(&path, "  header_timeout: 1s\n  idle_timeout: 600s\n");
-    let server = crate::harness::start(&path, "info");
+    let (_dir, server) = weather_server_with("  header_timeout: 1s\n  idle_timeout: 600s\n");
     let addr = server.base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(

@@ -144,8 +144,9 @@ pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
     read_opened(path, &mut opened, max)
 }
 
-/// What a file that is not regular is, for messages.
-fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+/// What a file that is not regular is, for messages ("a FIFO", "a
+/// directory", ...).
+pub fn kind_of(file_type: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
