@@ -181,7 +181,7 @@ pub fn open_bounded(
     if !metadata.is_file() {
         return Err(FileError::NotRegular {
             path: path.to_owned(),
-            kind: backworks_plugin_sdk::file::kind_of(&metadata.file_type()),
+            kind: backworks_artifact::file::kind_of(&metadata.file_type()),
         });
     }
     check_read_size(path, metadata.len(), limit)?;

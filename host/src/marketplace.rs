@@ -1715,7 +1715,7 @@ fn open_regular(path: &Path, url: &str) -> Result<Opened, MarketplaceError> {
     if !metadata.is_file() {
         return Err(MarketplaceError::NotRegular {
             path: path.to_owned(),
-            kind: backworks_plugin_sdk::file::kind_of(&metadata.file_type()),
+            kind: backworks_artifact::file::kind_of(&metadata.file_type()),
         });
     }
     Ok(Opened {
