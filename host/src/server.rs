@@ -393,19 +393,44 @@ fn load_within(
         message,
     };
     let path = file.path().to_owned();
-    let (done, result) = std::sync::mpsc::sync_channel(1);
+    // The waiting thread must not take the dynamic loader's lock while the
+    // loading holds it: its first use of a thread-local with a destructor
+    // would (glibc's `__cxa_thread_atexit_impl`), and `mpsc`'s blocking
+    // receive makes one (its per-thread context), so a loading that reached
+    // `dlopen` first left start-up waiting forever. A mutex and a condition
+    // variable are futexes and nothing else.
+    type Slot = Option<Option<Result<loader::LoadedPlugin, loader::LoadError>>>;
+    let handoff =
+        std::sync::Arc::new((std::sync::Mutex::new(Slot::None), std::sync::Condvar::new()));
+    let theirs = std::sync::Arc::clone(&handoff);
     std::thread::Builder::new()
         .name(String::from("backworks-load"))
         .spawn(move || {
-            let _ = done.send(loader::load_verified(file));
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                loader::load_verified(file)
+            }));
+            let (slot, ready) = &*theirs;
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded.ok());
+            ready.notify_one();
         })
         .map_err(|e| stopped("failed", format!("cannot start a loading thread: {e}")))?;
-    match result.recv_timeout(timeout) {
-        Ok(loaded) => loaded.map_err(|source| ServeError::Load {
+    let (slot, ready) = &*handoff;
+    let (mut slot, _) = ready
+        .wait_timeout_while(
+            slot.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            timeout,
+            |slot| slot.is_none(),
+        )
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match slot.take() {
+        Some(Some(loaded)) => loaded.map_err(|source| ServeError::Load {
             name: name.to_owned(),
             source,
         }),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(stopped(
+        None => Err(stopped(
             "timed out",
             format!(
                 "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
@@ -413,9 +438,9 @@ fn load_within(
                 timeout.as_millis()
             ),
         )),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(stopped(
+        Some(None) => Err(stopped(
             "failed",
-            String::from("the loading thread stopped (a host bug: see the log)"),
+            String::from("the loading thread panicked (a host bug: see the log)"),
         )),
     }
 }
