@@ -15,8 +15,7 @@ use cargo_backworks::check::check_file;
 use criterion::Criterion;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../tests/cli/check/fixtures.rs"]
-mod fixtures;
+use backworks_test_support::check_files as fixtures;
 
 const CASES: [&str; 3] = ["grown_50mb", "c_plugin", "system_libc"];
 

@@ -231,27 +231,15 @@ impl BuildError {
             Self::Cargo { .. } => 3,
             Self::Missing(_) => 4,
             Self::TargetsFailed { exit_code, .. } => *exit_code,
-            Self::Check(e) => e.exit_code(),
+            Self::Check(e) => crate::check::error_exit_code(e),
             _ => 2,
         }
     }
 }
 
-/// The shared-library extension of a target triple.
-pub fn library_extension(target: &str) -> &'static str {
-    if target.contains("windows") {
-        "dll"
-    } else if target.contains("apple") {
-        "dylib"
-    } else {
-        "so"
-    }
-}
-
-/// The dist file name of a plugin library.
-pub fn dist_file_name(package: &str, version: &str, target: &str) -> String {
-    format!("{package}-{version}-{target}.{}", library_extension(target))
-}
+/// The shared-library extension and the dist file name of a target: the
+/// one table of target knowledge, `backworks_artifact::target`.
+pub use backworks_artifact::target::{dist_file_name, library_extension};
 
 fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))

@@ -52,7 +52,7 @@ impl Error {
         match self {
             Self::New(e) => e.exit_code(),
             Self::Build(e) => e.exit_code(),
-            Self::Check(e) => e.exit_code(),
+            Self::Check(e) => crate::check::error_exit_code(e),
             Self::Keys(e) => e.exit_code(),
             Self::Reproduce(e) => e.exit_code(),
             Self::Publish(e) => e.exit_code(),

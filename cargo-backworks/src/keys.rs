@@ -1,8 +1,8 @@
 //! Keys and signatures over files: the logic of `cargo backworks keygen`,
 //! `sign` and `verify`, and of `build --sign`.
 //!
-//! The signature format and its checks are the SDK's
-//! ([`backworks_plugin_sdk::signature`], `docs/signing.md`); this module
+//! The signature format and its checks are `backworks-artifact`'s
+//! ([`backworks_artifact::signature`], `docs/signing.md`); this module
 //! generates key files, reads secret keys (from a file or an environment
 //! variable, password-protected or not, made by this tool or by the
 //! `minisign` command-line tool), gets passwords, reads public keys, writes
@@ -14,13 +14,13 @@ use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use backworks_plugin_sdk::check::MAX_FILE_SIZE;
-use backworks_plugin_sdk::file::{self, FileError, MAX_SIGNATURE_SIZE};
-use backworks_plugin_sdk::signature::{
+use backworks_artifact::check::MAX_FILE_SIZE;
+use backworks_artifact::file::{self, FileError, MAX_SIGNATURE_SIZE};
+use backworks_artifact::signature::{
     self, PublicKeyError, SecretKeyError, SecretKeyText, SignatureError, VerifyError,
     parse_public_key,
 };
-pub use backworks_plugin_sdk::signature::{Claims, KeyId, PublicKey, Verified};
+pub use backworks_artifact::signature::{Claims, KeyId, PublicKey, Verified};
 use minisign::{KeyPair, SecretKey};
 
 /// The environment variable a password is read from when `--password-env`
@@ -152,7 +152,7 @@ impl SigningKey {
                 reason: e.to_string(),
             })?;
         // `read_secret_key` refused a key whose halves do not match (probe
-        // signature in the SDK's `SecretKeyText::open`).
+        // signature in `backworks-artifact`'s `SecretKeyText::open`).
         Ok(Self {
             key_id: KeyId::of_secret_key(&secret),
             secret,

@@ -1,7 +1,10 @@
 //! The library behind `cargo backworks`: one module per command. The binary
 //! (`main.rs`) only parses arguments and calls into it.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
+pub mod check;
 pub mod error;
 pub mod keys;
 pub mod manifest;
@@ -13,6 +16,6 @@ pub mod toolchain;
 
 pub use error::Error;
 
-/// `cargo backworks check`: the check itself lives in the SDK, shared with
-/// the host (the marketplace validates uploads with it).
-pub use backworks_plugin_sdk::{check, target};
+/// What a target triple implies (`backworks-artifact`'s, shared with the
+/// host).
+pub use backworks_artifact::target;

@@ -6,10 +6,12 @@
 //! cargo-nextest does). Run directly as `cargo-backworks <command>`, the
 //! missing `backworks` is supplied.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use backworks_plugin_sdk::terminal::{self, escape};
+use backworks_artifact::terminal::{self, escape};
 use cargo_backworks::error::EXIT_CODES;
 use cargo_backworks::progress::Progress;
 use cargo_backworks::{Error, build, check, keys, new, publish, reproduce};

@@ -1,7 +1,8 @@
 //! `cargo backworks new`: writes a new plugin crate from `plugin-template/`.
 //!
 //! The template is embedded in the binary at compile time, so an installed
-//! tool needs no source tree. The new crate's `Cargo.toml` is edited with
+//! tool needs no source tree: from `embedded/`, this crate's copy of the
+//! repository's `plugin-template/` and `ci/` (a test keeps them identical). The new crate's `Cargo.toml` is edited with
 //! `toml_edit` (keeping the template's comments): its name, and the SDK
 //! dependency. The crate is assembled in a temporary directory beside the
 //! destination and renamed into place, so a failure never leaves half a
@@ -15,16 +16,19 @@ use toml_edit::{DocumentMut, InlineTable, Item, Value};
 const TEMPLATE: &[(&str, &str)] = &[
     (
         "Cargo.toml",
-        include_str!("../../plugin-template/Cargo.toml"),
+        include_str!("../embedded/plugin-template/Cargo.toml.in"),
     ),
     (
         "src/lib.rs",
-        include_str!("../../plugin-template/src/lib.rs"),
+        include_str!("../embedded/plugin-template/src/lib.rs"),
     ),
-    ("README.md", include_str!("../../plugin-template/README.md")),
+    (
+        "README.md",
+        include_str!("../embedded/plugin-template/README.md"),
+    ),
     (
         ".gitignore",
-        include_str!("../../plugin-template/.gitignore"),
+        include_str!("../embedded/plugin-template/.gitignore"),
     ),
 ];
 
@@ -33,12 +37,12 @@ const TEMPLATE: &[(&str, &str)] = &[
 const GITHUB_CI: &[(&str, &str, bool)] = &[
     (
         ".github/workflows/backworks.yml",
-        include_str!("../../ci/github/backworks-plugin.yml"),
+        include_str!("../embedded/ci/github/backworks-plugin.yml"),
         false,
     ),
     (
         "ci/plugin-pipeline.sh",
-        include_str!("../../ci/plugin-pipeline.sh"),
+        include_str!("../embedded/ci/plugin-pipeline.sh"),
         true,
     ),
 ];
@@ -180,7 +184,7 @@ pub fn validate_name(name: &str) -> Result<(), NewError> {
     {
         return invalid("it may hold only ASCII letters, digits, `-` and `_`");
     }
-    if backworks_plugin_sdk::registry::is_reserved_on_windows(name) {
+    if backworks_registry::is_reserved_on_windows(name) {
         return invalid(
             "Windows reserves it for a device (`con`, `nul`, `com1`, ...), so no registry takes a plugin of that name",
         );

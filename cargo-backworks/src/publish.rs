@@ -1,7 +1,7 @@
 //! `cargo backworks publish`: sends every target of the current package's
 //! version, as `cargo backworks build` left them in the dist layout and
 //! `cargo backworks sign` signed them, to a registry
-//! (`backworks_plugin_sdk::registry`).
+//! (`backworks_registry`).
 //!
 //! - The package and the dist directory are found as `build` finds them
 //!   ([`Workspace`]); the artifacts are the files
@@ -17,7 +17,7 @@
 //!   streamed from the files already checked, with a bar of bytes sent on a
 //!   terminal. Connecting may take [`CONNECT_TIMEOUT`]; the whole request
 //!   [`upload_timeout`] (a minute plus one second per 64 KiB sent).
-//! - A directory (or `file://`) registry is written here with the SDK's
+//! - A directory (or `file://`) registry is written here with `backworks-registry`'s
 //!   `registry::validate_upload` and `Tree::publish` (atomic; the index is
 //!   signed with the registry's secret key, `--registry-key`).
 
@@ -27,11 +27,11 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use backworks_plugin_sdk::check::MAX_FILE_SIZE;
-use backworks_plugin_sdk::file::{self, MAX_SIGNATURE_SIZE};
-use backworks_plugin_sdk::registry::{self, RegistryError, Release, Tree, Upload, UploadArtifact};
-use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, VerifyError};
-use backworks_plugin_sdk::terminal::escape;
+use backworks_artifact::check::MAX_FILE_SIZE;
+use backworks_artifact::file::{self, MAX_SIGNATURE_SIZE};
+use backworks_artifact::signature::{self, KeyId, PublicKey, VerifyError};
+use backworks_artifact::terminal::escape;
+use backworks_registry::{self as registry, RegistryError, Release, Tree, Upload, UploadArtifact};
 use serde::Serialize;
 
 use crate::build::{BuildError, Workspace, dist_file_name};
@@ -657,7 +657,7 @@ fn check_artifact(
     let bytes = file::read_opened(path, &mut opened, MAX_FILE_SIZE).map_err(refused)?;
     let mut file = opened.file;
     file.rewind().map_err(read_error(path))?;
-    let report = backworks_plugin_sdk::check::check_bytes(path, &bytes);
+    let report = backworks_artifact::check::check_bytes(path, &bytes);
     if !report.is_valid() {
         return Err(PublishError::Invalid {
             artifact: path.to_owned(),
@@ -699,7 +699,7 @@ fn check_artifact(
     ))
 }
 
-/// Validates the upload with the SDK (check and publisher signature again,
+/// Validates the upload with `backworks-registry` (check and publisher signature again,
 /// consistency of the artifacts) and publishes it into the tree at `dir`.
 fn publish_to_directory(
     dir: &Path,

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use backworks_plugin_sdk::{HttpRequest, HttpResponse, json};
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const CALLS: usize = 1_000_000;
 

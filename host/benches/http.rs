@@ -12,8 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const DURATION: &str = "10s";
 const CONNECTIONS: &str = "32";

@@ -21,11 +21,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::registry::{self, Tree, Upload, UploadArtifact};
-use backworks_plugin_sdk::signature;
+use backworks_artifact::signature;
+use backworks_registry::{self as registry, Tree, Upload, UploadArtifact};
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const ROUNDS: usize = 15;
 const SIZE_MB: usize = 10;

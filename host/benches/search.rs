@@ -12,10 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::registry::{self, Index, IndexEntry, ReleaseRef};
+use backworks_registry::{self as registry, Index, IndexEntry, ReleaseRef};
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const PLUGINS: usize = 10_000;
 const QUERIES: usize = 2_000;

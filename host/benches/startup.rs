@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
-#[path = "common/mod.rs"]
-mod support;
+use backworks_test_support as support;
 
 const PLUGINS: usize = 20;
 const ROUNDS: usize = 5;

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use backworks_plugin_sdk::signature::{self, KeyId, PublicKey};
+use backworks_artifact::signature::{self, KeyId, PublicKey};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml::{Mapping, Value};
 

@@ -99,7 +99,7 @@ pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
         },
         Err(error) => Discovered {
             path: path.to_owned(),
-            metadata: backworks_plugin_sdk::inspect::find_metadata(&bytes).ok(),
+            metadata: backworks_artifact::inspect::find_metadata(&bytes).ok(),
             status: Err(match error {
                 LoadError::NotAPlugin { source, .. } => format!("not a plugin: {source}"),
                 other => other.to_string(),

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::abi::{self, AbiError};
-use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::json;
 

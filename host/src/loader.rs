@@ -28,10 +28,10 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::inspect::{InspectError, find_metadata};
+use backworks_artifact::signature::{self, KeyId, PublicKey, Verified, VerifyError};
 use backworks_plugin_sdk::abi::{self, AbiError, PluginInfo, PluginVTable, RawPlugin};
-use backworks_plugin_sdk::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::metadata::PluginMetadata;
-use backworks_plugin_sdk::signature::{self, KeyId, PublicKey, Verified, VerifyError};
 
 /// What the loader requires of a plugin file.
 #[derive(Debug, Clone, Copy)]
@@ -166,28 +166,26 @@ pub fn open_bounded(
     path: &Path,
     limit: SizeLimit,
 ) -> Result<std::io::Take<std::fs::File>, FileError> {
-    use backworks_plugin_sdk::file::{self, FileError as Refused};
     use std::io::Read;
 
-    let opened = file::open(path, limit.bytes()).map_err(|refused| match refused {
-        Refused::Open { source, .. } | Refused::Read { source, .. } => FileError::Io {
+    let io = |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(FileError::NotRegular {
             path: path.to_owned(),
-            source,
-        },
-        Refused::NotRegular { kind, .. } => FileError::NotRegular {
-            path: path.to_owned(),
-            kind,
-        },
-        Refused::TooLarge { .. } => FileError::TooLarge {
-            path: path.to_owned(),
-            limit,
-        },
-        other => FileError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(other),
-        },
-    })?;
-    Ok(opened.file.take(limit.bytes().saturating_add(1)))
+            kind: backworks_artifact::file::kind_of(&metadata.file_type()),
+        });
+    }
+    check_read_size(path, metadata.len(), limit)?;
+    Ok(file.take(limit.bytes().saturating_add(1)))
 }
 
 /// Refuses `read` bytes of `path` when they are more than `limit` allows

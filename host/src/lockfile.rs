@@ -23,7 +23,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use backworks_plugin_sdk::registry::{self, RegistryError};
+use backworks_registry::{self as registry, RegistryError};
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
 /// The lock file's name, next to `backworks.yaml`.

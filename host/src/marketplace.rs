@@ -45,13 +45,13 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::TARGET;
-use backworks_plugin_sdk::inspect;
-use backworks_plugin_sdk::registry::{
-    self, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
-};
-use backworks_plugin_sdk::signature::{
+use backworks_artifact::inspect;
+use backworks_artifact::signature::{
     self, Chunk, Hashed, KeyId, PublicKey, StreamVerifier, Verified, VerifyError,
+};
+use backworks_plugin_sdk::TARGET;
+use backworks_registry::{
+    self as registry, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
 };
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
@@ -1715,7 +1715,7 @@ fn open_regular(path: &Path, url: &str) -> Result<Opened, MarketplaceError> {
     if !metadata.is_file() {
         return Err(MarketplaceError::NotRegular {
             path: path.to_owned(),
-            kind: backworks_plugin_sdk::file::kind_of(&metadata.file_type()),
+            kind: backworks_artifact::file::kind_of(&metadata.file_type()),
         });
     }
     Ok(Opened {

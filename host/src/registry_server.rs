@@ -1,6 +1,6 @@
 //! `backworks marketplace serve` and `backworks marketplace resign`: an HTTP
 //! server over a registry tree on disk (the format of
-//! [`backworks_plugin_sdk::registry`], `docs/registry.md`), and the
+//! [`backworks_registry`], `docs/registry.md`), and the
 //! re-signing of its index.
 //!
 //! The server serves the tree's files as they are (any static file server
@@ -30,11 +30,11 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, St
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use backworks_plugin_sdk::registry::{
-    self, INDEX_PATH, Index, RegistryError, Release, Tree, Upload, UploadArtifact,
-};
-use backworks_plugin_sdk::signature::{
+use backworks_artifact::signature::{
     KeyId, PublicKey, SecretKey, SecretKeyError, SecretKeyText, parse_public_key,
+};
+use backworks_registry::{
+    self as registry, INDEX_PATH, Index, RegistryError, Release, Tree, Upload, UploadArtifact,
 };
 use futures_util::StreamExt;
 use serde::Deserialize;

@@ -13,24 +13,24 @@
 //! `\uXXXX` escape; [`json`] writes the rest that [`escape`] escapes (DEL,
 //! C1 controls, bidirectional controls) as `\uXXXX` escapes too, so the
 //! JSON decodes to the same strings and nothing reaches a terminal raw.
-//! Both are the SDK's (`backworks_plugin_sdk::terminal`), shared with
+//! Both are `backworks-artifact`'s (`backworks_artifact::terminal`), shared with
 //! `cargo backworks`; errors (`main.rs`) and log lines (`telemetry`) are
 //! escaped the same way.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use backworks_plugin_sdk::registry::{Index, SearchPage};
+use backworks_registry::{Index, SearchPage};
 
 use crate::config::UpdatesConfig;
 use crate::discovery::Discovered;
 use crate::lockfile::LockedPlugin;
 use crate::marketplace::{Installed, UpdateOutcome};
 
-/// The escaper shared with `cargo backworks` (the SDK's `terminal`
+/// The escaper shared with `cargo backworks` (`backworks_artifact::terminal`
 /// module): [`escape`] for text, [`json`] for JSON, [`must_escape`] says
 /// which characters.
-pub use backworks_plugin_sdk::terminal::{escape, json, must_escape};
+pub use backworks_artifact::terminal::{escape, json, must_escape};
 
 /// `plugins search`: one line per hit (name, version, description), and how
 /// many more matched than the page holds. Everything the registry sent is
@@ -148,7 +148,7 @@ pub fn resigned(dir: &Path, index: &Index) -> String {
 
 #[cfg(test)]
 mod tests {
-    use backworks_plugin_sdk::registry::{IndexEntry, SearchHit};
+    use backworks_registry::{IndexEntry, SearchHit};
     use semver::Version;
 
     use super::*;

@@ -49,8 +49,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use backworks_artifact::signature::PublicKey;
 use backworks_plugin_sdk::Value;
-use backworks_plugin_sdk::signature::PublicKey;
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;

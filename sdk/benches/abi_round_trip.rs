@@ -15,12 +15,8 @@ use std::path::Path;
 use backworks_plugin_sdk::{BackworksPlugin, HttpRequest};
 use criterion::Criterion;
 
-#[path = "../tests/abi/support.rs"]
-mod support;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../tests/fixtures/echo-plugin/src/echo.rs"]
-mod echo;
+use backworks_test_support as support;
+use echo_core as echo;
 
 const REQUEST: &str = r#"{"method":"POST","path":"/api/orders","query":"page=2&limit=5","headers":{"accept":"application/json","content-type":"application/json"},"body":"{\"id\":42}"}"#;
 

@@ -14,12 +14,12 @@
 #ifndef BACKWORKS_H
 #define BACKWORKS_H
 
-/* Generated from sdk/src/abi.rs by cbindgen (see sdk/cbindgen.toml). Do not edit. */
+/* Generated from sdk/abi/src/lib.rs by cbindgen (see sdk/cbindgen.toml). Do not edit. */
 
 #include <stdint.h>
 
 /*
- The ABI version this SDK speaks: written into every plugin's metadata
+ The ABI version of this contract: written into every plugin's metadata
  record and [`PluginInfo`], and the only version a host built with it loads.
  */
 #define BACKWORKS_ABI_VERSION 1

@@ -35,37 +35,20 @@
 //! the request hooks, [`async_trait`](macro@async_trait), [`Value`], [`json!`] and
 //! [`export_plugin!`].
 //!
-//! Hosts and tools enable more: feature `inspect` finds the metadata record
-//! in a library's bytes (module `inspect`) and checks a whole library the way
-//! `cargo backworks check` does (modules `check` and `target`), reads files
-//! bounded and without blocking (module `file`) and escapes text for a
-//! terminal (module `terminal`), feature `signing` signs and
-//! verifies plugin artifacts (module `signature`, format in
-//! `docs/signing.md`).
+//! This crate is what plugins link, and nothing more: the ABI contract both
+//! sides share is the crate `backworks-abi` (re-exported as [`abi`], with
+//! its [`metadata`] parser); reading, checking and signing a built library
+//! is `backworks-artifact`, the registry format `backworks-registry`.
 
 pub mod abi;
-#[cfg(feature = "inspect")]
-pub mod check;
 mod error;
-#[cfg(feature = "inspect")]
-pub mod file;
-mod http;
-#[cfg(feature = "inspect")]
-pub mod inspect;
-pub mod metadata;
 mod plugin;
-#[cfg(feature = "registry")]
-pub mod registry;
-#[cfg(feature = "signing")]
-pub mod signature;
-#[cfg(feature = "inspect")]
-pub mod target;
-#[cfg(feature = "inspect")]
-pub mod terminal;
 
 pub use async_trait::async_trait;
+pub use backworks_abi::http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
+/// The metadata record's parser (`backworks_abi::metadata`).
+pub use backworks_abi::metadata;
 pub use error::{BackworksError, BackworksResult};
-pub use http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
 pub use plugin::BackworksPlugin;
 pub use serde_json::{Value, json};
 
@@ -74,4 +57,4 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The target triple this copy of the SDK was compiled for (and so the
 /// target of the plugin it is linked into).
-pub const TARGET: &str = env!("BACKWORKS_SDK_TARGET");
+pub use backworks_abi::TARGET;

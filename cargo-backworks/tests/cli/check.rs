@@ -4,7 +4,7 @@
 //! snapshots, with the temporary directory, the host target triple, the SDK
 //! version, addresses and sizes redacted.
 
-mod fixtures;
+use backworks_test_support::check_files as fixtures;
 
 /// Shared with the publish tests.
 pub(crate) use fixtures::with_record;

@@ -902,7 +902,7 @@ pub(crate) fn mkfifo(path: &Path) {
 #[cfg(unix)]
 #[test]
 fn verify_refuses_a_fifo_a_device_and_an_oversized_file_at_once() {
-    use backworks_plugin_sdk::check::MAX_FILE_SIZE;
+    use backworks_artifact::check::MAX_FILE_SIZE;
 
     let signed = signed_plugin();
     let dir = signed.dir.path();

@@ -15,9 +15,9 @@ use axum::Json;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
-use backworks_plugin_sdk::registry::{self, Freshness, Release, Upload, UploadArtifact};
-use backworks_plugin_sdk::signature::{PublicKey, parse_public_key};
+use backworks_artifact::signature::{PublicKey, parse_public_key};
 use backworks_plugin_sdk::{TARGET, Value, json};
+use backworks_registry::{self as registry, Freshness, Release, Upload, UploadArtifact};
 
 use crate::build::{
     cargo_backworks, cargo_backworks_command, dist_path_in, new_plugin, shared_target_dir, stderr,

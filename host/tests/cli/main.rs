@@ -2,14 +2,14 @@
 //! plugins (built once per run with cargo and cc, signed with real minisign
 //! keys), a real server on 127.0.0.1, real HTTP, everything bounded in time.
 
-mod harness;
+use backworks_test_support as support;
+use backworks_test_support::harness;
+
 mod inspect;
 mod load;
 mod marketplace;
 mod marketplace_flow;
 mod registry_server;
 mod serve;
-#[path = "../../../sdk/tests/abi/support.rs"]
-mod support;
 mod swap;
 mod telemetry;

@@ -11,9 +11,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use backworks_artifact::signature;
 use backworks_host::lockfile::{self, LockFile, LockedPlugin};
-use backworks_plugin_sdk::registry::{self, Tree, Upload, UploadArtifact};
-use backworks_plugin_sdk::{TARGET, signature};
+use backworks_plugin_sdk::TARGET;
+use backworks_registry::{self as registry, Tree, Upload, UploadArtifact};
 use serde_json::{Value, json};
 
 use crate::harness::{self, Keys, sha256_of};

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::registry::{self, Freshness, Index};
-use backworks_plugin_sdk::signature;
+use backworks_artifact::signature;
+use backworks_registry::{self as registry, Freshness, Index};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 

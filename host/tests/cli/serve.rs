@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backworks_plugin_sdk::signature;
+use backworks_artifact::signature;
 use serde_json::{Value, json};
 
 use crate::harness::{Keys, Server, backworks, config, copy_into};

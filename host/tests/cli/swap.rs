@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backworks_artifact::signature;
 use backworks_host::swap::{Pin, SwapError};
-use backworks_plugin_sdk::signature;
 use serde_json::{Value, json};
 
 use crate::harness::{self, Keys, Server, config, edit, external_plugins, sha256_of, start_with};
@@ -448,7 +448,7 @@ fn replace_is_serialised_and_reports_versions() {
 
         // A pinned swap loads nothing but the pinned bytes signed by the
         // pinned key (the automatic updater's swaps are all pinned).
-        let key_id = backworks_plugin_sdk::signature::KeyId::of_public_key(&keys.pk).to_string();
+        let key_id = backworks_artifact::signature::KeyId::of_public_key(&keys.pk).to_string();
         for pin in [
             Pin {
                 sha256: sha256_of(&c),

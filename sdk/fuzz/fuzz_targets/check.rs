@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use backworks_plugin_sdk::check::{self, Severity};
+use backworks_artifact::check::{self, Severity};
 use libfuzzer_sys::fuzz_target;
 
 /// File names by the last input byte: each format's extension, the

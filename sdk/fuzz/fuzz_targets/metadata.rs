@@ -5,10 +5,10 @@
 //! v1-sized record, to exactly the input's 512 bytes.
 #![no_main]
 
-use backworks_plugin_sdk::abi::{
+use backworks_abi::{
     BYTE_ORDER_MARK, METADATA_MAGIC, METADATA_RECORD_SIZE, MetadataRecord,
 };
-use backworks_plugin_sdk::metadata::{self, ByteOrder};
+use backworks_abi::metadata::{self, ByteOrder};
 use libfuzzer_sys::fuzz_target;
 
 fn slot<const N: usize>(text: &str) -> [u8; N] {

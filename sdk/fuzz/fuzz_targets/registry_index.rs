@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use backworks_plugin_sdk::registry::{self, Freshness, Index};
+use backworks_registry::{self as registry, Freshness, Index};
 use libfuzzer_sys::fuzz_target;
 use minisign::{KeyPair, PublicKey, SecretKey};
 

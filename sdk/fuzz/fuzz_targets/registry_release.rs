@@ -5,7 +5,7 @@
 //! trip, and the same bytes under a wrong size or hash are refused.
 #![no_main]
 
-use backworks_plugin_sdk::registry::{self, Release, ReleaseRef};
+use backworks_registry::{self as registry, Release, ReleaseRef};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

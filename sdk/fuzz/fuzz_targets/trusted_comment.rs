@@ -5,7 +5,7 @@
 //! the same claims and timestamp.
 #![no_main]
 
-use backworks_plugin_sdk::signature::TrustedComment;
+use backworks_artifact::signature::TrustedComment;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::support::workspace;
 
-/// `include/backworks.h` as cbindgen generates it from `src/abi.rs` now.
+/// `include/backworks.h` as cbindgen generates it from `abi/src/lib.rs` (crate `backworks-abi`) now.
 fn generated_header() -> String {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut config = cbindgen::Config::from_file(sdk.join("cbindgen.toml")).unwrap();
@@ -14,9 +14,9 @@ fn generated_header() -> String {
         .map(|t| t.replace("@SDK_VERSION@", backworks_plugin_sdk::SDK_VERSION));
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(sdk.join("src/abi.rs"))
+        .with_src(sdk.join("abi/src/lib.rs"))
         .generate()
-        .expect("cbindgen reads src/abi.rs");
+        .expect("cbindgen reads abi/src/lib.rs");
     let mut out = Vec::new();
     bindings.write(&mut out);
     String::from_utf8(out).unwrap()

@@ -5,5 +5,6 @@
 mod faults;
 mod header;
 mod round_trip;
-mod support;
 mod versions;
+
+use backworks_test_support as support;

@@ -5,8 +5,8 @@
 use std::ffi::CString;
 use std::path::Path;
 
+use backworks_artifact::inspect::find_metadata;
 use backworks_plugin_sdk::abi::{self, FailureKind, Hook, RawPlugin};
-use backworks_plugin_sdk::inspect::find_metadata;
 use backworks_plugin_sdk::{HttpRequest, HttpResponse, RequestAction, TARGET, Value, json};
 
 use crate::support::{self, NULL};

@@ -3,8 +3,8 @@
 //! GNU ld's garbage collection when linking a windows-gnu DLL; a vtable with
 //! a NULL entry, refused before any call through it.
 
+use backworks_artifact::inspect::find_metadata;
 use backworks_plugin_sdk::abi::{self, AbiError};
-use backworks_plugin_sdk::inspect::find_metadata;
 use object::read::{Object, ObjectSection};
 
 use crate::support;

@@ -1,0 +1,748 @@
+//! The host half of the ABI: checks a loaded plugin's record before any of
+//! its code runs ([`check_compatible`], [`read_metadata_at`]), then calls its
+//! vtable ([`RawPlugin`]) and turns NULL returns and status codes into
+//! [`HookError`]s; strings a plugin returns go back to its own `free_string`
+//! ([`PluginString`]).
+
+use std::ffi::{CStr, CString, c_char};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
+use crate::metadata::{self, FLAG_PANIC_ABORT, MetadataError, PluginMetadata};
+use crate::{
+    ABI_VERSION, CheckedVTable, METADATA_RECORD_MAX_SIZE, METADATA_RECORD_SIZE, PluginInfo,
+    PluginVTable, STATUS_INVALID_INPUT, STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK,
+    STATUS_PANIC, STATUS_PLUGIN_ERROR, TARGET,
+};
+
+/// Why a plugin cannot be used by this host. Each variant names the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AbiError {
+    /// The plugin speaks another ABI version.
+    #[error(
+        "plugin `{name}` was built for backworks plugin ABI v{found}, this host speaks v{ABI_VERSION}; {hint}"
+    )]
+    Version {
+        /// The plugin's name.
+        name: String,
+        /// The plugin's ABI version.
+        found: u32,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A struct of the plugin has another size than the ABI's on this target.
+    #[error(
+        "plugin `{name}` declares sizeof({what}) = {found} bytes, ABI v{ABI_VERSION} on {TARGET} needs {expected}; it was built for another ABI or target"
+    )]
+    StructSize {
+        /// The plugin's name.
+        name: String,
+        /// `PluginInfo` or `PluginVTable`.
+        what: &'static str,
+        /// Size the plugin declares.
+        found: u32,
+        /// Size the host expects.
+        expected: usize,
+    },
+    /// The plugin was built for another target.
+    #[error(
+        "plugin `{name}` was built for target `{found}`, this host runs on `{TARGET}`; build it with `--target {TARGET}`"
+    )]
+    Target {
+        /// The plugin's name.
+        name: String,
+        /// The plugin's target.
+        found: String,
+    },
+    /// The plugin was built with `panic = "abort"`.
+    #[error(
+        "plugin `{name}` was built with panic = \"abort\": one panic would end the host; build it with panic = \"unwind\" (the default)"
+    )]
+    PanicAbort {
+        /// The plugin's name.
+        name: String,
+    },
+    /// The in-memory metadata record is invalid.
+    #[error("metadata record in memory: {0}")]
+    Metadata(#[from] MetadataError),
+    /// `plugin_vtable` returned a table with a NULL entry.
+    #[error(
+        "plugin `{name}`: plugin_vtable() returned a NULL `{entry}`; every entry of the table must be a function (a hook the plugin does not implement returns status 5, BACKWORKS_STATUS_NOT_IMPLEMENTED)"
+    )]
+    NullEntry {
+        /// The plugin's name (from its metadata).
+        name: String,
+        /// The first NULL entry, in table order.
+        entry: &'static str,
+    },
+    /// `plugin_info` returned something the ABI does not allow.
+    #[error("plugin `{name}`: plugin_info() {problem}")]
+    Info {
+        /// The plugin's name (from its metadata).
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Checks that this host can use a plugin with `metadata`: same ABI
+/// version, same struct sizes, same target, panics caught. Run it before
+/// calling `plugin_info` or `plugin_vtable`.
+pub fn check_compatible(metadata: &PluginMetadata) -> Result<(), AbiError> {
+    let name = || metadata.name.clone();
+    let found = metadata.abi_version();
+    if found != ABI_VERSION {
+        let hint = if found < ABI_VERSION {
+            "rebuild the plugin with a current backworks-plugin-sdk"
+        } else {
+            "upgrade the host, or use a plugin release built for this ABI"
+        };
+        return Err(AbiError::Version {
+            name: name(),
+            found,
+            hint,
+        });
+    }
+    let sizes = [
+        (
+            "PluginInfo",
+            metadata.header.info_size,
+            std::mem::size_of::<PluginInfo>(),
+        ),
+        (
+            "PluginVTable",
+            metadata.header.vtable_size,
+            std::mem::size_of::<PluginVTable>(),
+        ),
+    ];
+    for (what, found, expected) in sizes {
+        if found as usize != expected {
+            return Err(AbiError::StructSize {
+                name: name(),
+                what,
+                found,
+                expected,
+            });
+        }
+    }
+    if metadata.target != TARGET {
+        return Err(AbiError::Target {
+            name: name(),
+            found: metadata.target.clone(),
+        });
+    }
+    if metadata.header.flags & FLAG_PANIC_ABORT != 0 {
+        return Err(AbiError::PanicAbort { name: name() });
+    }
+    Ok(())
+}
+
+/// Reads the metadata record a loaded library exports, without calling any
+/// of its code: the fixed header first, then as many bytes as it declares
+/// (at most [`METADATA_RECORD_MAX_SIZE`]).
+///
+/// # Safety
+/// `record` is the address of the library's `backworks_plugin_metadata`
+/// symbol, and the library stays loaded during the call. Its first
+/// [`metadata::HEADER_SIZE`] bytes must be readable, and as many as the header
+/// declares (up to the maximum) when the header is valid.
+pub unsafe fn read_metadata_at(record: *const u8) -> Result<PluginMetadata, MetadataError> {
+    // SAFETY: the header is readable, by the contract above.
+    let head = unsafe { std::slice::from_raw_parts(record, metadata::HEADER_SIZE) };
+    let header = metadata::parse_header(head)?;
+    let declared = header.record_size as usize;
+    if !(METADATA_RECORD_SIZE..=METADATA_RECORD_MAX_SIZE).contains(&declared) {
+        // Too small for v1 or too large to trust: let the parser say which.
+        return metadata::parse(head);
+    }
+    // SAFETY: the header is valid and declares `declared` readable bytes,
+    // by the contract above.
+    let whole = unsafe { std::slice::from_raw_parts(record, declared) };
+    metadata::parse(whole)
+}
+
+/// Which hook failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `initialize`.
+    Initialize,
+    /// `shutdown`.
+    Shutdown,
+    /// `health_check`.
+    HealthCheck,
+    /// `before_request`.
+    BeforeRequest,
+    /// `after_response`.
+    AfterResponse,
+    /// `process_endpoint`.
+    ProcessEndpoint,
+}
+
+impl Hook {
+    /// Index of a request hook (`before_request`, `process_endpoint`,
+    /// `after_response`: 0, 1, 2); `None` for the lifecycle hooks.
+    pub fn request_index(self) -> Option<usize> {
+        match self {
+            Self::BeforeRequest => Some(0),
+            Self::ProcessEndpoint => Some(1),
+            Self::AfterResponse => Some(2),
+            Self::Initialize | Self::Shutdown | Self::HealthCheck => None,
+        }
+    }
+
+    /// The vtable entry's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Initialize => "initialize",
+            Self::Shutdown => "shutdown",
+            Self::HealthCheck => "health_check",
+            Self::BeforeRequest => "before_request",
+            Self::AfterResponse => "after_response",
+            Self::ProcessEndpoint => "process_endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kind of failure a status code reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// [`STATUS_PLUGIN_ERROR`].
+    PluginError,
+    /// [`STATUS_PANIC`].
+    Panic,
+    /// [`STATUS_INVALID_INPUT`].
+    InvalidInput,
+    /// [`STATUS_INVALID_STATE`].
+    InvalidState,
+    /// [`STATUS_NOT_IMPLEMENTED`] from a hook other than the three request
+    /// hooks (for those it is not a failure).
+    NotImplemented,
+    /// A code this ABI version does not define (treated as a plugin error).
+    Unknown(i32),
+    /// The plugin returned something the ABI does not allow (e.g. a string
+    /// that is not UTF-8 or not the JSON the hook must return).
+    BadOutput,
+}
+
+impl FailureKind {
+    fn from_status(code: i32) -> Self {
+        match code {
+            STATUS_PLUGIN_ERROR => Self::PluginError,
+            STATUS_PANIC => Self::Panic,
+            STATUS_INVALID_INPUT => Self::InvalidInput,
+            STATUS_INVALID_STATE => Self::InvalidState,
+            STATUS_NOT_IMPLEMENTED => Self::NotImplemented,
+            other => Self::Unknown(other),
+        }
+    }
+}
+
+/// A hook call that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin `{plugin}`: hook `{hook}` failed ({kind:?}): {message}")]
+pub struct HookError {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The hook.
+    pub hook: Hook,
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The plugin's message.
+    pub message: String,
+}
+
+/// A string returned by a plugin, released with the plugin's own
+/// `free_string` when dropped.
+pub struct PluginString {
+    text: NonNull<c_char>,
+    free: extern "C" fn(*const c_char),
+}
+
+// SAFETY: the string is heap memory owned by this value alone; the ABI lets
+// any thread read it and call `free_string` on it.
+unsafe impl Send for PluginString {}
+// SAFETY: shared access only reads the immutable bytes.
+unsafe impl Sync for PluginString {}
+
+impl PluginString {
+    /// The string's bytes, without the NUL.
+    pub fn as_c_str(&self) -> &CStr {
+        // SAFETY: a non-NULL string returned by a hook is NUL-terminated and
+        // stays valid until `free_string`, which only `drop` calls.
+        unsafe { CStr::from_ptr(self.text.as_ptr()) }
+    }
+
+    /// The string as UTF-8.
+    pub fn to_str(&self) -> Result<&str, std::str::Utf8Error> {
+        self.as_c_str().to_str()
+    }
+}
+
+impl fmt::Debug for PluginString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PluginString")
+            .field(&self.as_c_str())
+            .finish()
+    }
+}
+
+impl Drop for PluginString {
+    fn drop(&mut self) {
+        (self.free)(self.text.as_ptr());
+    }
+}
+
+/// A plugin whose ABI was checked, seen through its vtable.
+///
+/// Every method calls one vtable entry on the calling thread and blocks
+/// until it returns; methods may be called from many threads at once, within
+/// the lifecycle rules of `docs/abi.md` ("Threading").
+#[derive(Debug)]
+pub struct RawPlugin {
+    vtable: CheckedVTable,
+    metadata: PluginMetadata,
+    name: String,
+    version: String,
+    description: String,
+    /// Request hooks that answered [`STATUS_NOT_IMPLEMENTED`], indexed by
+    /// [`Hook::request_index`]: never called again.
+    not_implemented: [AtomicBool; 3],
+}
+
+fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, AbiError> {
+    let problem = |problem: String| AbiError::Info {
+        name: plugin.to_owned(),
+        problem,
+    };
+    if ptr.is_null() {
+        return Err(problem(format!(
+            "returned a NULL `{field}` (did constructing the plugin panic?)"
+        )));
+    }
+    // SAFETY: `RawPlugin::new`'s contract: plugin_info follows ABI v1, whose
+    // non-NULL strings are NUL-terminated and live as long as the library.
+    let text = unsafe { CStr::from_ptr(ptr) };
+    text.to_str()
+        .map(str::to_owned)
+        .map_err(|_| problem(format!("returned a `{field}` that is not UTF-8")))
+}
+
+impl RawPlugin {
+    /// Checks `metadata` ([`check_compatible`]), and only then calls
+    /// `plugin_info` (and checks what it returns) and `plugin_vtable`.
+    ///
+    /// # Safety
+    /// `plugin_info` and `plugin_vtable` are the functions of that name
+    /// exported by the library whose record is `metadata`, and that library
+    /// stays loaded as long as the returned value and every [`PluginString`]
+    /// it hands out live (hosts never unload plugin libraries).
+    pub unsafe fn new(
+        metadata: PluginMetadata,
+        plugin_info: extern "C" fn() -> PluginInfo,
+        plugin_vtable: extern "C" fn() -> PluginVTable,
+    ) -> Result<Self, AbiError> {
+        check_compatible(&metadata)?;
+        let info = plugin_info();
+        let problem = |problem: String| AbiError::Info {
+            name: metadata.name.clone(),
+            problem,
+        };
+        if info.abi_version != ABI_VERSION {
+            return Err(problem(format!(
+                "reports ABI v{} but the metadata record says v{ABI_VERSION}",
+                info.abi_version
+            )));
+        }
+        if info.struct_size as usize != std::mem::size_of::<PluginInfo>() {
+            return Err(problem(format!(
+                "reports struct_size {} but PluginInfo is {} bytes",
+                info.struct_size,
+                std::mem::size_of::<PluginInfo>()
+            )));
+        }
+        let name = info_string(info.name, "name", &metadata.name)?;
+        let version = info_string(info.version, "version", &metadata.name)?;
+        let description = info_string(info.description, "description", &metadata.name)?;
+        let vtable = plugin_vtable()
+            .checked()
+            .map_err(|entry| AbiError::NullEntry {
+                name: metadata.name.clone(),
+                entry,
+            })?;
+        Ok(Self {
+            vtable,
+            metadata,
+            name,
+            version,
+            description,
+            not_implemented: Default::default(),
+        })
+    }
+
+    /// The metadata record the plugin was checked against.
+    pub fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    /// The checked table, for callers that need to pass what the typed
+    /// methods cannot (tests of NULL arguments, for one). Strings it returns
+    /// must go back to its `free_string`.
+    pub fn vtable(&self) -> &CheckedVTable {
+        &self.vtable
+    }
+
+    /// `PluginInfo::name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `PluginInfo::version`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// `PluginInfo::description`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn error(&self, hook: Hook, kind: FailureKind, message: String) -> HookError {
+        HookError {
+            plugin: self.name.clone(),
+            hook,
+            kind,
+            message,
+        }
+    }
+
+    /// Takes the calling thread's last error from the plugin.
+    fn take_last_error(&self) -> Option<(i32, String)> {
+        let mut code = STATUS_OK;
+        let message = (self.vtable.last_error)(&mut code);
+        let message = NonNull::new(message.cast_mut()).map(|text| PluginString {
+            text,
+            free: self.vtable.free_string,
+        });
+        match (code, message) {
+            (STATUS_OK, None) => None,
+            (code, message) => Some((
+                code,
+                message.map_or_else(
+                    || String::from("(the plugin gave no message)"),
+                    |m| m.as_c_str().to_string_lossy().into_owned(),
+                ),
+            )),
+        }
+    }
+
+    fn check_status(&self, hook: Hook, code: i32) -> Result<(), HookError> {
+        if code == STATUS_OK {
+            return Ok(());
+        }
+        let message = self
+            .take_last_error()
+            .map_or_else(|| String::from("(the plugin gave no message)"), |(_, m)| m);
+        Err(self.error(hook, FailureKind::from_status(code), message))
+    }
+
+    fn check_string(
+        &self,
+        hook: Hook,
+        out: *const c_char,
+    ) -> Result<Option<PluginString>, HookError> {
+        match NonNull::new(out.cast_mut()) {
+            Some(text) => Ok(Some(PluginString {
+                text,
+                free: self.vtable.free_string,
+            })),
+            None => match self.take_last_error() {
+                None => Ok(None),
+                Some((STATUS_NOT_IMPLEMENTED, _)) if hook.request_index().is_some() => {
+                    self.mark_not_implemented(hook);
+                    Ok(None)
+                }
+                Some((code, message)) => {
+                    Err(self.error(hook, FailureKind::from_status(code), message))
+                }
+            },
+        }
+    }
+
+    /// `initialize` with `config` as JSON text (`null` for none).
+    pub fn initialize(&self, config: &CStr) -> Result<(), HookError> {
+        let code = (self.vtable.initialize)(config.as_ptr());
+        self.check_status(Hook::Initialize, code)
+    }
+
+    /// `shutdown`.
+    pub fn shutdown(&self) -> Result<(), HookError> {
+        let code = (self.vtable.shutdown)();
+        self.check_status(Hook::Shutdown, code)
+    }
+
+    /// `health_check`: `Ok` when healthy.
+    pub fn health_check(&self) -> Result<(), HookError> {
+        let code = (self.vtable.health_check)();
+        self.check_status(Hook::HealthCheck, code)
+    }
+
+    /// `before_request` with an [`HttpRequest`] as JSON: `None` to continue,
+    /// else a [`RequestAction`] as JSON.
+    pub fn before_request(&self, request: &CStr) -> Result<Option<PluginString>, HookError> {
+        let out = (self.vtable.before_request)(request.as_ptr());
+        self.check_string(Hook::BeforeRequest, out)
+    }
+
+    /// `after_response` with a [`ResponseExchange`] as JSON: `None` to keep
+    /// the response, else the replacement [`HttpResponse`] as JSON.
+    pub fn after_response(&self, exchange: &CStr) -> Result<Option<PluginString>, HookError> {
+        let out = (self.vtable.after_response)(exchange.as_ptr());
+        self.check_string(Hook::AfterResponse, out)
+    }
+
+    /// `process_endpoint`: `None` when not handled, else the body.
+    pub fn process_endpoint(
+        &self,
+        endpoint: &CStr,
+        method: &CStr,
+        data: &CStr,
+    ) -> Result<Option<PluginString>, HookError> {
+        let out = (self.vtable.process_endpoint)(endpoint.as_ptr(), method.as_ptr(), data.as_ptr());
+        self.check_string(Hook::ProcessEndpoint, out)
+    }
+
+    /// Whether the plugin implements `hook`: false once a request hook has
+    /// answered [`STATUS_NOT_IMPLEMENTED`] (it is then not called again);
+    /// true for every other hook.
+    pub fn implements(&self, hook: Hook) -> bool {
+        hook.request_index()
+            .is_none_or(|i| !self.not_implemented[i].load(Ordering::Relaxed))
+    }
+
+    fn mark_not_implemented(&self, hook: Hook) {
+        if let Some(i) = hook.request_index() {
+            self.not_implemented[i].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// [`before_request`](Self::before_request) with typed values;
+    /// `Continue` without a call once the plugin said it does not implement
+    /// the hook (so for all typed request calls).
+    pub fn call_before_request(&self, request: &HttpRequest) -> Result<RequestAction, HookError> {
+        if !self.implements(Hook::BeforeRequest) {
+            return Ok(RequestAction::Continue);
+        }
+        let input = self.encode(Hook::BeforeRequest, request)?;
+        match self.before_request(&input)? {
+            None => Ok(RequestAction::Continue),
+            Some(out) => self.decode(Hook::BeforeRequest, &out),
+        }
+    }
+
+    /// [`after_response`](Self::after_response) with typed values.
+    pub fn call_after_response(
+        &self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<Option<HttpResponse>, HookError> {
+        if !self.implements(Hook::AfterResponse) {
+            return Ok(None);
+        }
+        let exchange = ResponseExchange {
+            request: request.clone(),
+            response: response.clone(),
+        };
+        let input = self.encode(Hook::AfterResponse, &exchange)?;
+        self.after_response(&input)?
+            .map(|out| self.decode(Hook::AfterResponse, &out))
+            .transpose()
+    }
+
+    /// [`initialize`](Self::initialize) with the config as a JSON value.
+    pub fn call_initialize(&self, config: &serde_json::Value) -> Result<(), HookError> {
+        let input = self.encode(Hook::Initialize, config)?;
+        self.initialize(&input)
+    }
+
+    /// [`process_endpoint`](Self::process_endpoint) with Rust strings: `None`
+    /// when not handled, else the body (which must be UTF-8).
+    pub fn call_process_endpoint(
+        &self,
+        endpoint: &str,
+        method: &str,
+        data: &str,
+    ) -> Result<Option<String>, HookError> {
+        let hook = Hook::ProcessEndpoint;
+        if !self.implements(hook) {
+            return Ok(None);
+        }
+        let c_string = |text: &str, what: &str| {
+            CString::new(text).map_err(|e| {
+                self.error(
+                    hook,
+                    FailureKind::InvalidInput,
+                    format!("the {what} has a NUL byte at offset {}", e.nul_position()),
+                )
+            })
+        };
+        let out = self.process_endpoint(
+            &c_string(endpoint, "endpoint")?,
+            &c_string(method, "method")?,
+            &c_string(data, "body")?,
+        )?;
+        out.map(|body| {
+            body.to_str().map(str::to_owned).map_err(|e| {
+                self.error(
+                    hook,
+                    FailureKind::BadOutput,
+                    format!("returned a body that is not UTF-8: {e}"),
+                )
+            })
+        })
+        .transpose()
+    }
+
+    fn encode<T: serde::Serialize>(&self, hook: Hook, value: &T) -> Result<CString, HookError> {
+        let text = serde_json::to_string(value).map_err(|e| {
+            self.error(
+                hook,
+                FailureKind::InvalidInput,
+                format!("cannot encode input: {e}"),
+            )
+        })?;
+        CString::new(text).map_err(|e| {
+            self.error(
+                hook,
+                FailureKind::InvalidInput,
+                format!("input has a NUL byte at offset {}", e.nul_position()),
+            )
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        hook: Hook,
+        out: &PluginString,
+    ) -> Result<T, HookError> {
+        let bad = |message: String| self.error(hook, FailureKind::BadOutput, message);
+        let text = out
+            .to_str()
+            .map_err(|e| bad(format!("returned a string that is not UTF-8: {e}")))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("returned invalid JSON: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetadataRecord;
+
+    fn metadata() -> PluginMetadata {
+        let record = MetadataRecord::new("0.1.0", "p", "1.0.0", "", 0);
+        metadata::parse(record.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_record_this_sdk_writes_is_compatible() {
+        check_compatible(&metadata()).unwrap();
+    }
+
+    #[test]
+    fn other_abi_versions_are_refused_with_advice() {
+        for (version, advice) in [(0, "rebuild the plugin"), (2, "upgrade the host")] {
+            let mut m = metadata();
+            m.header.abi_version = version;
+            let error = check_compatible(&m).unwrap_err();
+            assert!(matches!(error, AbiError::Version { found, .. } if found == version));
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("ABI v{version}")) && text.contains(advice),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn struct_size_target_and_panic_strategy_are_checked() {
+        let mut m = metadata();
+        m.header.vtable_size += 8;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AbiError::StructSize {
+                    what: "PluginVTable",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        let mut m = metadata();
+        m.header.info_size = 24;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(matches!(
+            error,
+            AbiError::StructSize {
+                what: "PluginInfo",
+                found: 24,
+                ..
+            }
+        ));
+
+        let mut m = metadata();
+        m.target = "riscv64gc-unknown-linux-gnu".into();
+        let error = check_compatible(&m).unwrap_err();
+        assert!(
+            error.to_string().contains("riscv64gc-unknown-linux-gnu"),
+            "{error}"
+        );
+
+        let mut m = metadata();
+        m.header.flags |= FLAG_PANIC_ABORT;
+        let error = check_compatible(&m).unwrap_err();
+        assert!(matches!(error, AbiError::PanicAbort { .. }), "{error}");
+    }
+
+    #[test]
+    fn layouts_match_docs_abi_md() {
+        let pointer = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<PluginInfo>(), 3 * pointer + 8);
+        assert_eq!(std::mem::size_of::<PluginVTable>(), 8 * pointer);
+        assert_eq!(std::mem::offset_of!(PluginVTable, free_string), 6 * pointer);
+        assert_eq!(std::mem::offset_of!(PluginInfo, abi_version), 3 * pointer);
+    }
+
+    #[test]
+    fn memory_records_are_read_header_first() {
+        let record = MetadataRecord::new("0.1.0", "p", "1.0.0", "d", 0);
+        // SAFETY: `record` is a whole, live record.
+        let parsed = unsafe { read_metadata_at((&record as *const MetadataRecord).cast()) };
+        assert_eq!(parsed.unwrap().name, "p");
+
+        // A header that declares an absurd size is refused without reading
+        // past the header.
+        let mut head = [0u8; metadata::HEADER_SIZE];
+        head.copy_from_slice(&record.as_bytes()[..metadata::HEADER_SIZE]);
+        head[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // SAFETY: the header's 32 bytes are readable, and it declares a size
+        // above the maximum, so nothing further is read.
+        let error = unsafe { read_metadata_at(head.as_ptr()) }.unwrap_err();
+        assert!(matches!(
+            error,
+            MetadataError::BadRecordSize {
+                declared: u32::MAX,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,350 @@
+//! The Backworks plugin ABI, v1: the contract the host and plugin libraries
+//! share, byte for byte (`docs/abi.md`).
+//!
+//! - **Layouts and constants** (this file): [`PluginInfo`], [`PluginVTable`]
+//!   and [`MetadataRecord`], `#[repr(C)]`, the symbol and section names and
+//!   the status codes; `sdk/include/backworks.h` is generated from this file
+//!   by cbindgen (`sdk/cbindgen.toml`).
+//! - **The metadata record's parser** ([`metadata`]) and the JSON payloads of
+//!   the request hooks ([`http`]).
+//! - **The host half** (module `host`, re-exported here): [`check_compatible`],
+//!   [`read_metadata_at`] and [`RawPlugin`], which check a plugin's ABI
+//!   version and struct sizes *before* `plugin_vtable` is called, call the
+//!   hooks, turn NULL returns and status codes into [`HookError`]s and hand
+//!   every returned string back to the plugin's own `free_string`
+//!   ([`PluginString`]).
+//!
+//! The plugin half (`export_plugin!`, `ExportedPlugin`) lives in
+//! `backworks-plugin-sdk`, which re-exports this crate as
+//! `backworks_plugin_sdk::abi`. This crate depends on no other crate of the
+//! workspace; every `unsafe` block in it has a `// SAFETY:` comment.
+
+use std::ffi::c_char;
+use std::fmt;
+
+mod host;
+pub mod http;
+// The hook payloads the vtable's documentation links to.
+#[cfg(doc)]
+use http::{HttpResponse, RequestAction};
+pub mod metadata;
+
+pub use host::{
+    AbiError, FailureKind, Hook, HookError, PluginString, RawPlugin, check_compatible,
+    read_metadata_at,
+};
+
+/// The target triple this crate was compiled for: the target of the plugin
+/// or host it is linked into.
+pub const TARGET: &str = env!("BACKWORKS_TARGET");
+
+/// The ABI version of this contract: written into every plugin's metadata
+/// record and [`PluginInfo`], and the only version a host built with it loads.
+pub const ABI_VERSION: u32 = 1;
+
+/// First eight bytes of a metadata record.
+pub const METADATA_MAGIC: [u8; 8] = *b"BWKSPLUG";
+
+/// Written in the target's byte order; tells a reader the record's order.
+pub const BYTE_ORDER_MARK: u32 = 0x0A0B_0C0D;
+
+/// Size in bytes of a v1 [`MetadataRecord`].
+pub const METADATA_RECORD_SIZE: usize = std::mem::size_of::<MetadataRecord>();
+
+/// Largest record a host reads from memory; later ABI versions may grow the
+/// record up to this size.
+pub const METADATA_RECORD_MAX_SIZE: usize = 64 * 1024;
+
+/// Exported data symbol holding the [`MetadataRecord`].
+pub const METADATA_SYMBOL: &str = "backworks_plugin_metadata";
+
+/// Exported function returning [`PluginInfo`].
+pub const PLUGIN_INFO_SYMBOL: &str = "plugin_info";
+
+/// Exported function returning [`PluginVTable`].
+pub const PLUGIN_VTABLE_SYMBOL: &str = "plugin_vtable";
+
+/// Section holding the metadata record in ELF and PE/COFF files (PE section
+/// names have at most 8 bytes).
+pub const METADATA_SECTION: &str = ".bwmeta";
+
+/// Segment and section holding the metadata record in Mach-O files.
+pub const METADATA_SECTION_MACHO: (&str, &str) = ("__DATA", "__bwmeta");
+
+/// Status code: the hook succeeded.
+pub const STATUS_OK: i32 = 0;
+/// Status code: the plugin's hook returned an error.
+pub const STATUS_PLUGIN_ERROR: i32 = 1;
+/// Status code: the hook panicked; the panic was caught at the boundary.
+pub const STATUS_PANIC: i32 = 2;
+/// Status code: an argument was NULL, not UTF-8, or not the expected JSON.
+pub const STATUS_INVALID_INPUT: i32 = 3;
+/// Status code: the hook was called in the wrong lifecycle state (before
+/// `initialize`, after `shutdown`, or `initialize` twice).
+pub const STATUS_INVALID_STATE: i32 = 4;
+/// Status code (request hooks only: `before_request`, `after_response`,
+/// `process_endpoint`): the plugin does not implement this hook, and the
+/// host may stop calling it. The call itself counts as a no-op (continue,
+/// keep the response, not handled). The SDK reports it for hooks left to
+/// the trait's default.
+pub const STATUS_NOT_IMPLEMENTED: i32 = 5;
+
+/// What `plugin_info` returns: the plugin's own name, version and
+/// description, as static NUL-terminated UTF-8 strings owned by the plugin
+/// (valid while the library is loaded; never freed by the host).
+///
+/// The first three fields are those of the design note, in its order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginInfo {
+    /// The plugin's name (`BackworksPlugin::name`).
+    pub name: *const c_char,
+    /// The plugin's version (`BackworksPlugin::version`).
+    pub version: *const c_char,
+    /// One line about the plugin (`BackworksPlugin::description`).
+    pub description: *const c_char,
+    /// [`ABI_VERSION`] of the plugin.
+    pub abi_version: u32,
+    /// `sizeof(PluginInfo)` in the plugin.
+    pub struct_size: u32,
+}
+
+/// What `plugin_vtable` returns: the hooks, then the two ABI helpers.
+///
+/// The first six fields are those of the design note, in its order. Every
+/// string a hook returns is owned by the plugin and must be released with
+/// `free_string`; a NULL return means "nothing" unless `last_error` then
+/// reports an error. See `docs/abi.md` for each entry's contract.
+///
+/// Every entry must be a function: a host refuses a table with a NULL entry,
+/// naming it, before it calls anything in the table. (In Rust each entry is
+/// an `Option`, the same bytes as the C pointer, so a NULL written by a C
+/// plugin is `None`, never an invalid function pointer.)
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginVTable {
+    /// `initialize(config_json)`: status code.
+    pub initialize: Option<extern "C" fn(*const c_char) -> i32>,
+    /// `shutdown()`: status code.
+    pub shutdown: Option<extern "C" fn() -> i32>,
+    /// `health_check()`: status code; `0` is healthy.
+    pub health_check: Option<extern "C" fn() -> i32>,
+    /// `before_request(request_json)`: NULL to continue, else a
+    /// [`RequestAction`] as JSON.
+    pub before_request: Option<extern "C" fn(*const c_char) -> *const c_char>,
+    /// `after_response(exchange_json)`: NULL to keep the response, else the
+    /// replacement [`HttpResponse`] as JSON.
+    pub after_response: Option<extern "C" fn(*const c_char) -> *const c_char>,
+    /// `process_endpoint(endpoint, method, data)`: NULL when not handled,
+    /// else the response body.
+    pub process_endpoint:
+        Option<extern "C" fn(*const c_char, *const c_char, *const c_char) -> *const c_char>,
+    /// Releases a string returned by any entry of this table. NULL is a no-op.
+    pub free_string: Option<extern "C" fn(*const c_char)>,
+    /// Takes the calling thread's last error: writes its status code to
+    /// `*code` (when `code` is not NULL) and returns its message (release it
+    /// with `free_string`), or writes `0` and returns NULL when there is none.
+    pub last_error: Option<extern "C" fn(*mut i32) -> *const c_char>,
+}
+
+/// A [`PluginVTable`] whose every entry was checked to be a function: what
+/// [`RawPlugin`] calls through.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedVTable {
+    /// [`PluginVTable::initialize`].
+    pub initialize: extern "C" fn(*const c_char) -> i32,
+    /// [`PluginVTable::shutdown`].
+    pub shutdown: extern "C" fn() -> i32,
+    /// [`PluginVTable::health_check`].
+    pub health_check: extern "C" fn() -> i32,
+    /// [`PluginVTable::before_request`].
+    pub before_request: extern "C" fn(*const c_char) -> *const c_char,
+    /// [`PluginVTable::after_response`].
+    pub after_response: extern "C" fn(*const c_char) -> *const c_char,
+    /// [`PluginVTable::process_endpoint`].
+    pub process_endpoint:
+        extern "C" fn(*const c_char, *const c_char, *const c_char) -> *const c_char,
+    /// [`PluginVTable::free_string`].
+    pub free_string: extern "C" fn(*const c_char),
+    /// [`PluginVTable::last_error`].
+    pub last_error: extern "C" fn(*mut i32) -> *const c_char,
+}
+
+impl PluginVTable {
+    /// The table with every entry checked, or the first NULL entry's name
+    /// (in table order).
+    pub fn checked(&self) -> Result<CheckedVTable, &'static str> {
+        Ok(CheckedVTable {
+            initialize: self.initialize.ok_or("initialize")?,
+            shutdown: self.shutdown.ok_or("shutdown")?,
+            health_check: self.health_check.ok_or("health_check")?,
+            before_request: self.before_request.ok_or("before_request")?,
+            after_response: self.after_response.ok_or("after_response")?,
+            process_endpoint: self.process_endpoint.ok_or("process_endpoint")?,
+            free_string: self.free_string.ok_or("free_string")?,
+            last_error: self.last_error.ok_or("last_error")?,
+        })
+    }
+}
+
+/// The metadata record, exported as `backworks_plugin_metadata` and placed in
+/// the `.bwmeta` section (`__DATA,__bwmeta` on Mach-O).
+///
+/// Plain bytes and integers only (no pointers), so it reads the same from
+/// the file as from memory. Strings are UTF-8, NUL-terminated and
+/// zero-padded to their slot. Integers are in the target's byte order, which
+/// `byte_order` tells. Byte layout: `docs/abi.md`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MetadataRecord {
+    /// [`METADATA_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`BYTE_ORDER_MARK`].
+    pub byte_order: u32,
+    /// `sizeof(MetadataRecord)`: 512 in v1.
+    pub record_size: u32,
+    /// [`ABI_VERSION`] the plugin was built against.
+    pub abi_version: u32,
+    /// `sizeof(PluginInfo)` in the plugin.
+    pub info_size: u32,
+    /// `sizeof(PluginVTable)` in the plugin.
+    pub vtable_size: u32,
+    /// Flag bits (`metadata::FLAG_*`).
+    pub flags: u32,
+    /// SDK (or C header) version.
+    pub sdk_version: [u8; 32],
+    /// Package name.
+    pub name: [u8; 64],
+    /// Package version.
+    pub version: [u8; 64],
+    /// Target triple.
+    pub target: [u8; 64],
+    /// Package description, truncated to 255 bytes on a character boundary.
+    pub description: [u8; 256],
+}
+
+impl MetadataRecord {
+    /// A record of zeroes (the layout, without content).
+    pub const ZEROED: Self = Self {
+        magic: [0; 8],
+        byte_order: 0,
+        record_size: 0,
+        abi_version: 0,
+        info_size: 0,
+        vtable_size: 0,
+        flags: 0,
+        sdk_version: [0; 32],
+        name: [0; 64],
+        version: [0; 64],
+        target: [0; 64],
+        description: [0; 256],
+    };
+
+    /// The record for package `name` at `version`, built with the SDK at
+    /// `sdk_version` for this target ([`TARGET`]). Evaluated at compile time by
+    /// `export_plugin!`: a name, version or SDK field that does not fit its
+    /// slot, or holds a NUL byte, is a compile error; a long description is
+    /// truncated.
+    pub const fn new(
+        sdk_version: &str,
+        name: &str,
+        version: &str,
+        description: &str,
+        flags: u32,
+    ) -> Self {
+        Self {
+            magic: METADATA_MAGIC,
+            byte_order: BYTE_ORDER_MARK,
+            record_size: METADATA_RECORD_SIZE as u32,
+            abi_version: ABI_VERSION,
+            info_size: std::mem::size_of::<PluginInfo>() as u32,
+            vtable_size: std::mem::size_of::<PluginVTable>() as u32,
+            flags,
+            sdk_version: fixed(
+                sdk_version,
+                "backworks: the SDK version does not fit 31 bytes",
+            ),
+            name: fixed(
+                name,
+                "backworks: the package name must be 1..=63 bytes without NUL",
+            ),
+            version: fixed(
+                version,
+                "backworks: the package version must be 1..=63 bytes without NUL",
+            ),
+            target: fixed(TARGET, "backworks: the target triple does not fit 63 bytes"),
+            description: truncated(description),
+        }
+    }
+}
+
+impl fmt::Debug for MetadataRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match metadata::parse(self.as_bytes()) {
+            Ok(parsed) => parsed.fmt(f),
+            Err(error) => write!(f, "MetadataRecord(invalid: {error})"),
+        }
+    }
+}
+
+impl MetadataRecord {
+    /// The record's 512 bytes, exactly as they sit in the plugin's section.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `MetadataRecord` is `repr(C)` with only integer and
+        // byte-array fields laid out without padding (asserted below), so all
+        // of its `size_of` bytes are initialised and any byte pattern is a
+        // valid `u8`.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self as *const MetadataRecord).cast::<u8>(),
+                METADATA_RECORD_SIZE,
+            )
+        }
+    }
+}
+
+// The layout is part of the contract: 512 bytes, no padding, fixed offsets.
+const _: () = {
+    assert!(METADATA_RECORD_SIZE == 512);
+    assert!(std::mem::offset_of!(MetadataRecord, sdk_version) == 32);
+    assert!(std::mem::offset_of!(MetadataRecord, name) == 64);
+    assert!(std::mem::offset_of!(MetadataRecord, version) == 128);
+    assert!(std::mem::offset_of!(MetadataRecord, target) == 192);
+    assert!(std::mem::offset_of!(MetadataRecord, description) == 256);
+};
+
+/// `text` NUL-padded into `N` bytes; a compile-time panic with `error` when it
+/// is empty, does not fit with its NUL, or contains a NUL.
+const fn fixed<const N: usize>(text: &str, error: &'static str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() >= N {
+        panic!("{}", error);
+    }
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == 0 {
+            panic!("{}", error);
+        }
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// `text` cut to at most `N - 1` bytes on a UTF-8 character boundary (and
+/// before any NUL), NUL-padded into `N` bytes.
+const fn truncated<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    let mut len = if bytes.len() < N { bytes.len() } else { N - 1 };
+    while len > 0 && len < bytes.len() && (bytes[len] & 0xC0) == 0x80 {
+        len -= 1;
+    }
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < len && bytes[i] != 0 {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}

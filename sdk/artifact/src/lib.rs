@@ -1,0 +1,33 @@
+//! Looking at and vouching for a built Backworks plugin library, from its
+//! bytes alone, without loading it: what `cargo backworks` and the host share.
+//!
+//! - [`inspect`]: find the metadata record in ELF, PE or Mach-O bytes; walk a
+//!   library's exports.
+//! - [`check`]: is a file a valid plugin library (`cargo backworks check`,
+//!   the build and publish gates, the registry's upload validation)? Returns
+//!   reports with stable finding codes.
+//! - [`target`]: what a Rust target triple says about the library built for
+//!   it (format, architecture, extension, dist file names).
+//! - [`signature`]: minisign signatures whose trusted comment binds name,
+//!   version, target, ABI and sha256 (`docs/signing.md`), and their streamed
+//!   verification.
+//! - [`file`](mod@file): reading a possibly hostile file bounded and without blocking.
+//! - [`terminal`]: text escaped for a terminal or a log line; both binaries
+//!   print through it.
+//!
+//! Depends on `backworks-abi` only among the workspace's crates, and has no
+//! `unsafe` code.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod file;
+pub mod inspect;
+pub mod signature;
+pub mod target;
+pub mod terminal;
+
+// The ABI's modules under the paths this crate's modules use.
+#[cfg(test)]
+use backworks_abi::TARGET;
+use backworks_abi::{self as abi, metadata};
