@@ -358,11 +358,11 @@ pub fn signature_path(path: &Path) -> PathBuf {
 /// Reads, verifies and loads the plugin at `path` (see the module docs for
 /// the order of the checks).
 pub fn load_plugin(path: &Path, policy: LoadPolicy<'_>) -> Result<LoadedPlugin, LoadError> {
-    load_verified(verify_file(path, policy)?)
+    PendingLoad::new(verify_file(path, policy)?).load()
 }
 
 /// A plugin file read once and verified (steps 1 and 2), not loaded yet.
-/// The bytes are private to this value: what [`load_verified`] loads is
+/// The bytes are private to this value: what [`PendingLoad::load`] loads is
 /// exactly what was verified.
 pub struct VerifiedFile {
     path: PathBuf,
@@ -461,16 +461,49 @@ pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, 
     })
 }
 
-/// Steps 3 and 4: loads the verified bytes and checks the loaded plugin.
-pub fn load_verified(file: VerifiedFile) -> Result<LoadedPlugin, LoadError> {
-    let library = open_staged(&file.path, &file.staged, file.keep_alive)?;
-    let raw = checked_plugin(&file.path, library, &file.metadata)?;
-    Ok(LoadedPlugin {
-        raw,
-        path: file.path,
-        key_id: file.key_id,
-        sha256: file.sha256,
-    })
+/// A verified file on its way into the process: counted by
+/// [`load_in_flight`] from [`PendingLoad::new`] (called on the thread that
+/// decides to load, before it hands the file to a loading thread) until
+/// [`PendingLoad::load`] returns or the value is dropped. A loading thread
+/// that has not been scheduled yet therefore counts as in flight too: once
+/// it runs, its `dlopen` may take the dynamic loader's lock for good.
+pub struct PendingLoad {
+    file: VerifiedFile,
+    _loading: Loading,
+}
+
+impl std::fmt::Debug for PendingLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLoad")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingLoad {
+    /// Announces the loading of `file` ([`load_in_flight`] reports it).
+    pub fn new(file: VerifiedFile) -> Self {
+        let loading = Loading::start(&file.path);
+        Self {
+            file,
+            _loading: loading,
+        }
+    }
+
+    /// Steps 3 and 4: loads the verified bytes and checks the loaded plugin.
+    pub fn load(self) -> Result<LoadedPlugin, LoadError> {
+        let Self { file, _loading } = self;
+        let library = open_staged(&file.path, &file.staged, file.keep_alive);
+        // The loader's lock is released: no longer in flight.
+        drop(_loading);
+        let raw = checked_plugin(&file.path, library?, &file.metadata)?;
+        Ok(LoadedPlugin {
+            raw,
+            path: file.path,
+            key_id: file.key_id,
+            sha256: file.sha256,
+        })
+    }
 }
 
 /// Steps 1 and 2: the record and the signature, from the bytes alone.
@@ -597,7 +630,6 @@ fn open_staged(
     staged: &Path,
     keep_alive: KeepAlive,
 ) -> Result<&'static libloading::Library, LoadError> {
-    let loading = Loading::start(path);
     // SAFETY: loading runs the library's initialisers. The staged bytes are
     // the ones whose record and signature were checked, in a place where they
     // cannot change (sealed memfd or private copy); this is the documented
@@ -606,7 +638,6 @@ fn open_staged(
         path: path.to_owned(),
         source,
     });
-    drop(loading);
     let library = library?;
     // Kept for the life of the process, like the library: the dynamic loader
     // knows the library by its staged path (`/proc/self/fd/N`); were the

@@ -403,12 +403,14 @@ fn load_within(
     let handoff =
         std::sync::Arc::new((std::sync::Mutex::new(Slot::None), std::sync::Condvar::new()));
     let theirs = std::sync::Arc::clone(&handoff);
+    // In flight from here, before the thread exists: were the thread not
+    // scheduled within `timeout`, it would still `dlopen` later, while
+    // this process exits (see [`loader::PendingLoad`]).
+    let pending = loader::PendingLoad::new(file);
     std::thread::Builder::new()
         .name(String::from("backworks-load"))
         .spawn(move || {
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                loader::load_verified(file)
-            }));
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pending.load()));
             let (slot, ready) = &*theirs;
             *slot
                 .lock()

@@ -7,7 +7,7 @@
 //!
 //! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
 //!    signature under the configured policy, over bytes read once), then
-//!    `loader::load_verified` (those bytes, from a sealed memfd). The new
+//!    `loader::PendingLoad::load` (those bytes, from a sealed memfd). The new
 //!    record must name the entry's plugin, as at start-up
 //!    (`loader::VerifiedFile::check_name`); bytes equal to the running ones
 //!    are not loaded again;
@@ -546,7 +546,10 @@ impl Swapper {
         };
         let record_version = verified.metadata().version.clone();
         // `dlopen` runs the library's initialisers: bounded like a hook.
-        let loading = tokio::task::spawn_blocking(move || loader::load_verified(verified));
+        // In flight before the blocking thread picks it up (see
+        // `loader::PendingLoad`).
+        let pending = loader::PendingLoad::new(verified);
+        let loading = tokio::task::spawn_blocking(move || pending.load());
         let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
             Ok(Ok(Ok(loaded))) => loaded,
             Ok(Ok(Err(source))) => return Err(refused(source)),
