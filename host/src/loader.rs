@@ -166,26 +166,28 @@ pub fn open_bounded(
     path: &Path,
     limit: SizeLimit,
 ) -> Result<std::io::Take<std::fs::File>, FileError> {
+    use backworks_artifact::file::{self, FileError as Refused};
     use std::io::Read;
 
-    let io = |source| FileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(io)?;
-    let metadata = file.metadata().map_err(io)?;
-    if !metadata.is_file() {
-        return Err(FileError::NotRegular {
+    let opened = file::open(path, limit.bytes()).map_err(|refused| match refused {
+        Refused::Open { source, .. } | Refused::Read { source, .. } => FileError::Io {
             path: path.to_owned(),
-            kind: backworks_artifact::file::kind_of(&metadata.file_type()),
-        });
-    }
-    check_read_size(path, metadata.len(), limit)?;
-    Ok(file.take(limit.bytes().saturating_add(1)))
+            source,
+        },
+        Refused::NotRegular { kind, .. } => FileError::NotRegular {
+            path: path.to_owned(),
+            kind,
+        },
+        Refused::TooLarge { .. } => FileError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        },
+        other => FileError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(other),
+        },
+    })?;
+    Ok(opened.file.take(limit.bytes().saturating_add(1)))
 }
 
 /// Refuses `read` bytes of `path` when they are more than `limit` allows
