@@ -5,6 +5,9 @@
 //! A replacement goes through the steps of a plugin at start-up, and only
 //! through them ([`Swapper::replace`]):
 //!
+//! The steps are the plugin lifecycle of `lifecycle`, shared with
+//! start-up:
+//!
 //! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
 //!    signature under the configured policy, over bytes read once), then
 //!    `loader::PendingLoad::load` (those bytes, from a sealed memfd). The new
@@ -57,6 +60,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, PluginKind};
+use crate::lifecycle::{self, LoadFailure, START_HOOKS};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::metrics::{Metrics, SwapOutcome};
 use crate::pipeline::{HostPlugin, Pipeline, bounded};
@@ -86,14 +90,8 @@ impl Release {
 }
 
 /// The exact bytes and signing key a replacement must have
-/// ([`Swapper::replace_pinned`]), as `backworks.lock` states them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pin {
-    /// sha256 of the library, lower-case hex.
-    pub sha256: String,
-    /// The signing key's id (minisign's 16 upper-case hex digits).
-    pub key_id: String,
-}
+/// ([`Swapper::replace_pinned`]).
+pub use crate::lifecycle::Pin;
 
 /// A successful swap: every request started since uses `new`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,7 +226,7 @@ pub enum SwapError {
 struct Entry {
     name: String,
     /// The entry's `config`, given to every implementation's `initialize`.
-    config: Value,
+    config: Arc<Value>,
     /// The library of a `type: external` entry (what `--watch` watches).
     file: Option<PathBuf>,
     /// Held through a whole swap of this plugin.
@@ -273,7 +271,7 @@ impl Swapper {
             .iter()
             .map(|entry| Entry {
                 name: entry.name.clone(),
-                config: entry.config.clone(),
+                config: Arc::new(entry.config.clone()),
                 file: match &entry.kind {
                     PluginKind::External { path } => Some(path.clone()),
                     _ => None,
@@ -511,24 +509,21 @@ impl Swapper {
         *new_version = Some(verified.metadata().version.clone());
         // The rule start-up applies: the record names the entry's plugin.
         verified.check_name(name).map_err(refused)?;
-        if let Some(pin) = pin {
-            let key_id = verified.key_id().map(|key| key.to_string());
-            // Without signatures (local development) no key was checked,
-            // as at start-up: the bytes must still be the pinned ones.
-            if verified.sha256() != pin.sha256
-                || key_id.as_ref().is_some_and(|key| *key != pin.key_id)
-            {
-                return Err(SwapError::NotPinned {
-                    name: name.to_owned(),
-                    path: path.to_owned(),
-                    offered: Box::new(Pin {
-                        sha256: verified.sha256().to_owned(),
-                        key_id: key_id.unwrap_or_else(|| String::from("none")),
-                    }),
-                    pinned: Box::new(pin.clone()),
-                    running: running.version.clone(),
-                });
-            }
+        if let Some(pin) = pin
+            && lifecycle::check_pin(&verified, pin).is_err()
+        {
+            return Err(SwapError::NotPinned {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                offered: Box::new(Pin {
+                    sha256: verified.sha256().to_owned(),
+                    key_id: verified
+                        .key_id()
+                        .map_or_else(|| String::from("none"), |key| key.to_string()),
+                }),
+                pinned: Box::new(pin.clone()),
+                running: running.version.clone(),
+            });
         }
         if running.sha256.as_deref() == Some(verified.sha256()) {
             return Err(SwapError::Unchanged {
@@ -545,52 +540,53 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
-        // `dlopen` runs the library's initialisers: bounded like a hook.
-        // In flight before the blocking thread picks it up (see
-        // `loader::PendingLoad`).
-        let pending = loader::PendingLoad::new(verified);
-        let loading = tokio::task::spawn_blocking(move || pending.load());
-        let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
-            Ok(Ok(Ok(loaded))) => loaded,
-            Ok(Ok(Err(source))) => return Err(refused(source)),
-            Ok(Err(join)) => {
-                return Err(start_error(
-                    &record_version,
-                    "load",
+        // `dlopen` runs the library's initialisers: on a thread of its own,
+        // bounded like a hook (the blocking thread only waits for it).
+        let timeout = self.hook_timeout;
+        let loaded = tokio::task::spawn_blocking(move || lifecycle::load_within(verified, timeout))
+            .await
+            .map_err(interrupted)?;
+        let load_failed = |what, message| start_error(&record_version, "load", what, message);
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(LoadFailure::Refused(source)) => return Err(refused(source)),
+            Err(LoadFailure::Panicked) => {
+                return Err(load_failed(
                     "failed",
-                    join.to_string(),
+                    String::from("the loading thread panicked (a host bug: see the log)"),
                 ));
             }
-            Err(_) => {
-                return Err(start_error(
-                    &record_version,
-                    "load",
+            Err(LoadFailure::NoThread(e)) => {
+                return Err(load_failed(
+                    "failed",
+                    format!("cannot start a loading thread: {e}"),
+                ));
+            }
+            Err(LoadFailure::TimedOut) => {
+                return Err(load_failed(
                     "timed out",
                     format!(
                         "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
-                        self.hook_timeout.as_millis()
+                        timeout.as_millis()
                     ),
                 ));
             }
         };
-        let candidate = HostPlugin::from_loaded(name, running.kind, loaded);
+        let candidate =
+            HostPlugin::from_loaded(name, running.kind, Arc::clone(&entry.config), loaded);
         *new_version = Some(candidate.version.clone());
 
         // 2. Start it beside the running one.
-        for hook in ["initialize", "health_check"] {
-            let (plugin, handle, config) =
-                (candidate.clone(), Handle::current(), entry.config.clone());
-            let started = bounded(self.hook_timeout, move || match hook {
-                "initialize" => plugin.initialize(&handle, &config),
-                _ => plugin.health_check(&handle),
-            })
-            .await;
+        for (step, hook) in START_HOOKS.into_iter().enumerate() {
+            let (plugin, handle) = (candidate.clone(), Handle::current());
+            let started =
+                bounded(self.hook_timeout, move || plugin.start_hook(&handle, hook)).await;
             if let Err((what, message)) = started {
-                if hook == "health_check" {
+                if step > 0 {
                     // Initialized: stop its runtime. Nothing routes to it.
                     self.retire(candidate.clone(), None, "refused");
                 }
-                return Err(start_error(&candidate.version, hook, what, message));
+                return Err(start_error(&candidate.version, hook.name(), what, message));
             }
         }
 

@@ -415,7 +415,7 @@ fn replace_is_serialised_and_reports_versions() {
         .unwrap();
     runtime.block_on(async {
         let plugins = server::load_plugins(&config, &[]).unwrap();
-        server::start_plugins(&config, &plugins, config.hook_timeout)
+        server::start_plugins(&plugins, config.hook_timeout)
             .await
             .unwrap();
         let server = server::Server::bind(
