@@ -148,3 +148,137 @@ pub fn load_within(file: VerifiedFile, timeout: Duration) -> Result<LoadedPlugin
         None => Err(LoadFailure::TimedOut),
     }
 }
+
+/// Why [`probe_within`] found a library unfit to load into this process.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// The probe process could not be started (names the program).
+    Spawn(String, std::io::Error),
+    /// Its loading did not finish within the timeout; the probe process was
+    /// killed.
+    TimedOut,
+    /// The probe process ended by a signal (a crash in the library's
+    /// initialisers: SIGSEGV, SIGABRT, ...), or with an exit code other than
+    /// the probe's own (the initialisers called `exit`).
+    Crashed {
+        /// How it ended (`signal 11`, `exit code 3`).
+        how: String,
+        /// The start of its standard error.
+        stderr: String,
+    },
+    /// The probe refused the library (its message: a dynamic-loader error,
+    /// a record that changed in memory, ...).
+    Refused(String),
+}
+
+/// The exit code of `backworks probe-load` when it refuses the library.
+pub const PROBE_REFUSED: u8 = 70;
+
+/// The running program, to re-execute: on Linux `/proc/self/exe`, which
+/// stays this binary even when its file is replaced or removed.
+pub fn this_program() -> std::io::Result<std::path::PathBuf> {
+    if cfg!(target_os = "linux") {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe()
+    }
+}
+
+/// Loads `file` first in a throw-away process (`program`, the `backworks`
+/// binary, run as `backworks probe-load`, which copies the staged, verified
+/// bytes and loads them; [`loader::probe`]), waiting `timeout` at most and
+/// killing it after (`max_plugin_size` bounds what the probe reads). Only a library whose initialisers return, without
+/// crashing or leaving the process, in the probe is then loaded into this
+/// process ([`load_within`]): a replacement whose constructor hangs or
+/// crashes is refused while the running server stays whole. (Initialisers
+/// therefore run twice; a library's initialisers must not assume they run
+/// once per machine.) Blocking.
+pub fn probe_within(
+    program: &std::path::Path,
+    file: &VerifiedFile,
+    max_plugin_size: u64,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    use std::io::Read;
+    use wait_timeout::ChildExt;
+
+    let mut child = std::process::Command::new(program)
+        .arg("probe-load")
+        .arg(file.probe_path())
+        .arg("--label")
+        .arg(file.path())
+        .arg("--max-size")
+        .arg(max_plugin_size.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| ProbeFailure::Spawn(program.display().to_string(), e))?;
+    // Drained on a thread of its own, so initialisers that write a lot to
+    // standard error cannot block the probe on a full pipe; the first 4 KiB
+    // are kept.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut pipe).take(4096).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).trim().to_owned()
+        })
+    });
+    let status = match child.wait_timeout(timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) | Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ProbeFailure::TimedOut);
+        }
+    };
+    let stderr = stderr
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) if code == i32::from(PROBE_REFUSED) => Err(ProbeFailure::Refused(stderr)),
+        Some(code) => Err(ProbeFailure::Crashed {
+            how: format!("exit code {code}"),
+            stderr,
+        }),
+        None => Err(ProbeFailure::Crashed {
+            how: ended_by_signal(&status),
+            stderr,
+        }),
+    }
+}
+
+/// `signal N` for a process that a signal ended.
+fn ended_by_signal(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("signal {signal}");
+        }
+    }
+    status.to_string()
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(program, e) => write!(f, "cannot start the probe process {program}: {e}"),
+            Self::TimedOut => {
+                f.write_str("its initialisers did not return in a probe process, which was killed")
+            }
+            Self::Crashed { how, stderr } if stderr.is_empty() => {
+                write!(f, "its initialisers ended a probe process ({how})")
+            }
+            Self::Crashed { how, stderr } => {
+                write!(
+                    f,
+                    "its initialisers ended a probe process ({how}): {stderr}"
+                )
+            }
+            Self::Refused(message) => f.write_str(message),
+        }
+    }
+}

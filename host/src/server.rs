@@ -670,7 +670,7 @@ async fn stop_plugins(plugins: &[HostPlugin], deadline: Instant) {
 }
 
 /// How `backworks serve` runs: [`serve`]'s options beside the config.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Listen here instead of the configured address.
     pub listen: Option<SocketAddr>,
@@ -679,6 +679,10 @@ pub struct ServeOptions {
     /// `--watch`: swap in rebuilt `external` plugins (polled every
     /// [`watch::POLL_INTERVAL`]).
     pub watch: bool,
+    /// The `backworks` binary that probes each replacement before it is
+    /// loaded ([`Swapper::probe_replacements_with`]); `None` loads them
+    /// unprobed.
+    pub probe_program: Option<std::path::PathBuf>,
 }
 
 /// `backworks serve`, start to end: installs or finds the `type:
@@ -724,6 +728,9 @@ pub async fn serve(
         metrics,
     )
     .await?;
+    if let Some(program) = options.probe_program {
+        server.swapper().probe_replacements_with(program);
+    }
     if options.watch {
         server = server.watch_files(watch::POLL_INTERVAL);
     }

@@ -29,18 +29,18 @@
 //!    stays mapped: libraries are never unloaded (see `loader`).
 //!
 //! A library's initialisers run inside `dlopen`, under glibc's process-wide
-//! loader lock, and cannot be interrupted: when they hang past
-//! `hook_timeout` the swap is refused (`load timed out`) but the loading
-//! thread stays stuck, holding that lock. Later swaps, of any plugin, are
-//! then refused at once (`SwapError::LoaderStuck`, checked before anything
-//! else) rather than queued behind it, and `backworks serve` leaves through
-//! `_exit` (`exit` would wait for the lock). The process is degraded all
-//! the same: a thread's first use of a thread-local with a destructor also
-//! waits for that lock (glibc's `__cxa_thread_atexit_impl`; ARCHITECTURE.md,
-//! invariants), and tokio workers and hook runners reach such uses, so in
-//! practice the server soon stops answering, and stops reacting to SIGTERM
-//! (seen end to end with a C library whose constructor never returns):
-//! kill and restart it. Only the process tier of issue 16 removes this.
+//! loader lock, and cannot be interrupted; a crash in them is a crash of the
+//! process. So a replacement is loaded first in a probe process
+//! (`lifecycle::probe_within`: the `backworks` binary re-executed, given the
+//! verified bytes, killed after `hook_timeout`): a replacement whose
+//! initialisers hang, crash or call `exit` there is refused (`load timed
+//! out`, `load failed: its initialisers ended a probe process (signal 6)`)
+//! and the server never loads it. Only initialisers that hang in the server
+//! although they returned in the probe can still leave a loading stuck
+//! there; later swaps, of any plugin, are then refused at once
+//! (`SwapError::LoaderStuck`, checked before anything else) rather than
+//! queued behind it, and `backworks serve` leaves through `_exit` (`exit`
+//! would wait for the lock).
 //!
 //! Swaps of one plugin are serialised (the second waits for the first);
 //! a swap runs to its end on its own task even when the caller stops
@@ -60,7 +60,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, PluginKind};
-use crate::lifecycle::{self, LoadFailure, START_HOOKS};
+use crate::lifecycle::{self, LoadFailure, ProbeFailure, START_HOOKS};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::metrics::{Metrics, SwapOutcome};
 use crate::pipeline::{HostPlugin, Pipeline, bounded};
@@ -260,6 +260,9 @@ pub struct Swapper {
     /// Replaced implementations waiting for their last request, then shut
     /// down.
     retiring: Mutex<JoinSet<()>>,
+    /// The `backworks` binary that probes a replacement before this process
+    /// loads it ([`Swapper::probe_replacements_with`]).
+    probe_program: std::sync::OnceLock<PathBuf>,
 }
 
 impl Swapper {
@@ -290,7 +293,17 @@ impl Swapper {
             shutdown_timeout: config.shutdown_timeout,
             closed: AtomicBool::new(false),
             retiring: Mutex::new(JoinSet::new()),
+            probe_program: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Loads every replacement first in a probe process, `program
+    /// probe-load` (`program` must be the `backworks` binary; see
+    /// `lifecycle::probe_within`), before this process loads it. `backworks
+    /// serve` sets it to itself; a program that embeds the server without
+    /// calling this loads replacements unprobed. The first call wins.
+    pub fn probe_replacements_with(&self, program: PathBuf) {
+        let _ = self.probe_program.set(program);
     }
 
     /// What serves plugin `name` now; `None` when no plugin has that name.
@@ -540,13 +553,35 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
-        // `dlopen` runs the library's initialisers: on a thread of its own,
-        // bounded like a hook (the blocking thread only waits for it).
-        let timeout = self.hook_timeout;
-        let loaded = tokio::task::spawn_blocking(move || lifecycle::load_within(verified, timeout))
-            .await
-            .map_err(interrupted)?;
+        // `dlopen` runs the library's initialisers: first in a probe process
+        // (a hang or a crash there leaves this server whole), then here, on
+        // a thread of its own, bounded like a hook (the blocking thread only
+        // waits for it).
+        let (timeout, max_plugin_size) = (self.hook_timeout, self.max_plugin_size);
+        let probe = self.probe_program.get().cloned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if let Some(program) = probe {
+                lifecycle::probe_within(&program, &verified, max_plugin_size, timeout)?;
+            }
+            Ok(lifecycle::load_within(verified, timeout))
+        })
+        .await
+        .map_err(interrupted)?;
         let load_failed = |what, message| start_error(&record_version, "load", what, message);
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(ProbeFailure::TimedOut) => {
+                return Err(load_failed(
+                    "timed out",
+                    format!(
+                        "no answer within {} ms; {}",
+                        timeout.as_millis(),
+                        ProbeFailure::TimedOut
+                    ),
+                ));
+            }
+            Err(failure) => return Err(load_failed("failed", failure.to_string())),
+        };
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(LoadFailure::Refused(source)) => return Err(refused(source)),
