@@ -791,20 +791,21 @@ fn run_cargo_once<'p>(
     Ok(found)
 }
 
-/// Copies `from` to `to` through a temporary file in `dir`, so `to` is
-/// either the old file or the whole new one.
+/// Copies `from` to `to` (in `dir`) through a temporary file there, so `to`
+/// is either the old file or the whole new one.
 fn copy_atomically(from: &Path, dir: &Path, to: &Path) -> Result<(), BuildError> {
     let error = |source| BuildError::Dist {
         path: to.to_owned(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(error)?;
-    let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
-    let mut source = std::fs::File::open(from).map_err(error)?;
-    std::io::copy(&mut source, temporary.as_file_mut()).map_err(error)?;
-    temporary.as_file().sync_all().map_err(error)?;
-    temporary.persist(to).map_err(|e| error(e.error))?;
-    Ok(())
+    debug_assert_eq!(to.parent(), Some(dir));
+    let source = std::fs::File::open(from).map_err(error)?;
+    backworks_artifact::write::write_atomically(
+        to,
+        source,
+        backworks_artifact::write::WriteOptions::default(),
+    )
+    .map_err(|failed| error(failed.source))
 }
 
 #[cfg(test)]

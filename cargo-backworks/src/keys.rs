@@ -11,11 +11,12 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use backworks_artifact::check::MAX_FILE_SIZE;
 use backworks_artifact::file::{self, FileError, MAX_SIGNATURE_SIZE};
+use backworks_artifact::write::{self, PathError, WriteOptions};
 use backworks_artifact::signature::{
     self, PublicKeyError, SecretKeyError, SecretKeyText, SignatureError, VerifyError,
     parse_public_key,
@@ -226,16 +227,8 @@ pub enum KeyError {
         source: SignatureError,
     },
     /// A file could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done (e.g. `read the secret key`).
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// A plugin or `.minisig` that is not a regular file, or is over its
     /// size limit: refused before it is read ([`file::open`]).
     #[error(
@@ -348,21 +341,15 @@ impl KeyError {
     /// The error for a file [`read_bounded`] did not read.
     pub(crate) fn file(action: &'static str, error: FileError) -> Self {
         match error {
-            FileError::Open { path, source } | FileError::Read { path, source } => Self::Io {
-                action,
-                path,
-                source,
-            },
+            FileError::Open { path, source } | FileError::Read { path, source } => {
+                Self::Io(PathError::new(action, path, source))
+            }
             refused => Self::Refused(refused),
         }
     }
 
     fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
-        Self::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
+        Self::Io(PathError::new(action, path, source))
     }
 }
 
@@ -688,37 +675,19 @@ fn write_atomically(
     mode: u32,
     overwrite: bool,
 ) -> Result<(), KeyError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+    let options = WriteOptions {
+        mode: Some(mode),
+        overwrite,
     };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".backworks-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(mode));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let write_error = |e| KeyError::io("write", path, e);
-    let mut file = builder.tempfile_in(dir).map_err(write_error)?;
-    file.write_all(contents).map_err(write_error)?;
-    file.as_file().sync_all().map_err(write_error)?;
-    let persisted = if overwrite {
-        file.persist(path)
-    } else {
-        file.persist_noclobber(path)
-    };
-    match persisted {
-        Ok(_) => Ok(()),
-        Err(e) if !overwrite && e.error.kind() == io::ErrorKind::AlreadyExists => {
-            Err(KeyError::KeyFileExists {
+    write::write_atomically(path, contents, options).map_err(|error| {
+        if !overwrite && error.source.kind() == io::ErrorKind::AlreadyExists {
+            KeyError::KeyFileExists {
                 path: path.to_owned(),
-            })
+            }
+        } else {
+            KeyError::Io(error)
         }
-        Err(e) => Err(write_error(e.error)),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //!
 //! Each build rewrites both for what it built.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use backworks_artifact::write::{self, PathError, WriteOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,17 +30,9 @@ pub const SCHEMA: &str = "backworks-build/1";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    /// A file could not be read or written.
-    #[error("cannot {action} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done: `read`, `write`, `hash`.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read, hashed or written.
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// `manifest.json` is not a manifest this tool understands.
     #[error(
         "`{}` is not a build manifest (schema `{SCHEMA}`): {reason}; run `cargo backworks build` to write one",
@@ -142,11 +134,7 @@ pub struct Manifest {
 
 /// The lower-case hex SHA-256 and size of a file.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), ManifestError> {
-    let error = |source| ManifestError::Io {
-        action: "hash",
-        path: path.to_owned(),
-        source,
-    };
+    let error = |source| ManifestError::Io(PathError::new("hash", path, source));
     let mut file = std::fs::File::open(path).map_err(error)?;
     let mut hasher = Sha256::new();
     let size = std::io::copy(&mut file, &mut hasher).map_err(error)?;
@@ -228,11 +216,7 @@ impl Manifest {
 
     /// Reads a `manifest.json`.
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(PathError::on("read", path))?;
         let manifest: Self = serde_json::from_str(&text).map_err(|e| ManifestError::Invalid {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -248,18 +232,7 @@ impl Manifest {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
-    let error = |source| ManifestError::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(error)?;
-    let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
-    temporary.write_all(bytes).map_err(error)?;
-    temporary.as_file().sync_all().map_err(error)?;
-    temporary.persist(path).map_err(|e| error(e.error))?;
-    Ok(())
+    Ok(write::write_atomically(path, bytes, WriteOptions::default())?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::write::PathError;
 use toml_edit::{DocumentMut, InlineTable, Item, Value};
 
 /// The template's files: path inside the crate, contents.
@@ -129,16 +130,8 @@ pub enum NewError {
     )]
     NotTheSdk(PathBuf),
     /// Reading or writing files failed.
-    #[error("cannot {action} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// The embedded template's Cargo.toml did not parse (a bug in this tool).
     #[error("the embedded template's Cargo.toml is invalid: {0}")]
     Template(String),
@@ -153,11 +146,7 @@ impl NewError {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NewError {
     let path = path.to_owned();
-    move |source| NewError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| NewError::Io(PathError::new(action, path, source))
 }
 
 /// Checks that `name` can be a plugin's package name (a crate name that

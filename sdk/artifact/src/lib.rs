@@ -14,6 +14,8 @@
 //! - [`file`](mod@file): reading a possibly hostile file bounded and without blocking.
 //! - [`terminal`]: text escaped for a terminal or a log line; both binaries
 //!   print through it.
+//! - [`write`]: writing a file whole (temporary file, then rename), and
+//!   [`PathError`](write::PathError), the workspace's one I/O error.
 //!
 //! Depends on `backworks-abi` only among the workspace's crates, and has no
 //! `unsafe` code.
@@ -26,6 +28,7 @@ pub mod inspect;
 pub mod signature;
 pub mod target;
 pub mod terminal;
+pub mod write;
 
 // The ABI's modules under the paths this crate's modules use.
 #[cfg(test)]
