@@ -235,6 +235,14 @@ pub struct HostServices {
     >,
 }
 
+// SAFETY: the ABI requires the host's functions to accept `context` from any
+// thread, concurrently, for as long as the plugin's library is loaded: the
+// struct is a bundle of thread-safe functions and the value they share.
+unsafe impl Send for HostServices {}
+// SAFETY: as for `Send`; shared use only reads the fields and calls the
+// functions.
+unsafe impl Sync for HostServices {}
+
 /// A [`PluginVTable`] whose every entry was checked to be a function: what
 /// [`RawPlugin`] calls through.
 #[derive(Debug, Clone, Copy)]
