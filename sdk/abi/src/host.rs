@@ -936,6 +936,174 @@ mod tests {
         }
     }
 
+    /// An in-process plugin whose `plugin_vtable` returns the table a test
+    /// chooses: entries that count their calls.
+    mod in_process {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::*;
+
+        pub(super) static INITIALIZE: AtomicUsize = AtomicUsize::new(0);
+        pub(super) static WITH_HOST: AtomicUsize = AtomicUsize::new(0);
+
+        extern "C" fn initialize(_: *const c_char) -> i32 {
+            INITIALIZE.fetch_add(1, Ordering::SeqCst);
+            STATUS_OK
+        }
+        extern "C" fn initialize_with_host(_: *const c_char, host: *const HostServices) -> i32 {
+            assert!(!host.is_null());
+            WITH_HOST.fetch_add(1, Ordering::SeqCst);
+            STATUS_OK
+        }
+        extern "C" fn status() -> i32 {
+            STATUS_OK
+        }
+        extern "C" fn string(_: *const c_char) -> *const c_char {
+            std::ptr::null()
+        }
+        extern "C" fn endpoint(
+            _: *const c_char,
+            _: *const c_char,
+            _: *const c_char,
+        ) -> *const c_char {
+            std::ptr::null()
+        }
+        extern "C" fn free(_: *const c_char) {}
+        extern "C" fn last_error(code: *mut i32) -> *const c_char {
+            if !code.is_null() {
+                // SAFETY: non-NULL: the host passes a writable i32.
+                unsafe { code.write(STATUS_OK) };
+            }
+            std::ptr::null()
+        }
+
+        pub(super) extern "C" fn info() -> PluginInfo {
+            PluginInfo {
+                name: c"p".as_ptr(),
+                version: c"1.0.0".as_ptr(),
+                description: c"".as_ptr(),
+                abi_version: ABI_VERSION,
+                struct_size: std::mem::size_of::<PluginInfo>() as u32,
+            }
+        }
+
+        pub(super) const V1_0: PluginVTable = PluginVTable {
+            initialize: Some(initialize),
+            shutdown: Some(status),
+            health_check: Some(status),
+            before_request: Some(string),
+            after_response: Some(string),
+            process_endpoint: Some(endpoint),
+            free_string: Some(free),
+            last_error: Some(last_error),
+        };
+
+        pub(super) extern "C" fn vtable_1_0() -> PluginVTable {
+            V1_0
+        }
+
+        pub(super) extern "C" fn vtable_1_1() -> PluginVTableV1_1 {
+            PluginVTableV1_1 {
+                v1_0: V1_0,
+                initialize_with_host: Some(initialize_with_host),
+            }
+        }
+
+        pub(super) extern "C" fn vtable_1_1_without_host() -> PluginVTableV1_1 {
+            PluginVTableV1_1 {
+                v1_0: V1_0,
+                initialize_with_host: None,
+            }
+        }
+
+        pub(super) static HOST: HostServices = HostServices {
+            struct_size: std::mem::size_of::<HostServices>() as u32,
+            reserved: 0,
+            context: std::ptr::null_mut(),
+            log_enabled: None,
+            log: None,
+        };
+    }
+
+    /// `metadata()` declaring ABI 1.`minor` with a table of `entries`.
+    fn metadata_of(minor: u32, entries: u32) -> PluginMetadata {
+        let mut m = metadata();
+        m.header.flags = minor << metadata::FLAG_ABI_MINOR_SHIFT;
+        m.header.vtable_size = entries * std::mem::size_of::<usize>() as u32;
+        m
+    }
+
+    #[test]
+    fn tables_are_read_at_the_records_revision_and_initialized_accordingly() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // SAFETY: `vtable_1_1` returns a 1.1 table; `RawPlugin::new` calls it
+        // with that return type, as the record declares 1.1.
+        let plugin = unsafe {
+            RawPlugin::new(
+                metadata_of(1, 9),
+                in_process::info,
+                std::mem::transmute::<
+                    extern "C" fn() -> PluginVTableV1_1,
+                    extern "C" fn() -> PluginVTable,
+                >(in_process::vtable_1_1),
+            )
+        }
+        .unwrap();
+        assert!(plugin.takes_host_services());
+        assert_eq!(plugin.abi_revision().to_string(), "1.1");
+        let (before, with_host) = (
+            in_process::INITIALIZE.load(SeqCst),
+            in_process::WITH_HOST.load(SeqCst),
+        );
+        plugin
+            .initialize_with_host(c"null", &in_process::HOST)
+            .unwrap();
+        assert_eq!(in_process::WITH_HOST.load(SeqCst), with_host + 1);
+        assert_eq!(in_process::INITIALIZE.load(SeqCst), before);
+
+        // SAFETY: `vtable_1_0` returns a 1.0 table, as the record declares.
+        let plugin =
+            unsafe { RawPlugin::new(metadata_of(0, 8), in_process::info, in_process::vtable_1_0) }
+                .unwrap();
+        assert!(!plugin.takes_host_services());
+        assert_eq!(plugin.abi_revision().to_string(), "1.0");
+        let before = in_process::INITIALIZE.load(SeqCst);
+        plugin
+            .initialize_with_host(c"null", &in_process::HOST)
+            .unwrap();
+        assert_eq!(
+            in_process::INITIALIZE.load(SeqCst),
+            before + 1,
+            "a 1.0 plugin gets `initialize`"
+        );
+    }
+
+    #[test]
+    fn a_1_1_table_without_initialize_with_host_is_refused_naming_it() {
+        // SAFETY: as above, a 1.1 table for a 1.1 record.
+        let error = unsafe {
+            RawPlugin::new(
+                metadata_of(1, 9),
+                in_process::info,
+                std::mem::transmute::<
+                    extern "C" fn() -> PluginVTableV1_1,
+                    extern "C" fn() -> PluginVTable,
+                >(in_process::vtable_1_1_without_host),
+            )
+        }
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AbiError::NullEntry {
+                    entry: "initialize_with_host",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
     #[test]
     fn the_request_hooks_are_one_list() {
         for (i, hook) in Hook::REQUEST.into_iter().enumerate() {
