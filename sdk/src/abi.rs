@@ -679,7 +679,7 @@ unsafe fn read_host_services(host: *const HostServices) -> Result<HostServices, 
     let size = std::mem::size_of::<HostServices>();
     if declared < std::mem::offset_of!(HostServices, context) {
         return Err(Failure::invalid_input(format!(
-            "argument `host` declares struct_size {declared}, below the {size} bytes of HostServices in ABI 1.1"
+            "argument `host` declares struct_size {declared}: HostServices has at least its 8-byte header (and is {size} bytes in ABI 1.1)"
         )));
     }
     let mut copy = std::mem::MaybeUninit::<HostServices>::zeroed();
