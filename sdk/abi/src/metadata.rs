@@ -123,7 +123,7 @@ pub fn vtable_entries(
     }
     let min = VTABLE_ENTRIES[ABI_MINOR as usize] * pointer;
     let max = MAX_VTABLE_ENTRIES * pointer;
-    if pointer == 0 || vtable_size % pointer != 0 || !(min..=max).contains(&vtable_size) {
+    if pointer == 0 || !vtable_size.is_multiple_of(pointer) || !(min..=max).contains(&vtable_size) {
         return Err(VTableSizeError::Newer {
             revision,
             found: vtable_size,

@@ -106,9 +106,9 @@ static LOGGED: std::sync::Mutex<Logged> = std::sync::Mutex::new(Vec::new());
 
 /// A string the plugin passed to the test host.
 fn text(ptr: *const std::ffi::c_char) -> Option<String> {
-    // SAFETY: the ABI makes every string the plugin passes NULL or
-    // NUL-terminated and valid for the call.
     (!ptr.is_null()).then(|| {
+        // SAFETY: the ABI makes every string the plugin passes NULL (not
+        // here) or NUL-terminated and valid for the call.
         unsafe { std::ffi::CStr::from_ptr(ptr) }
             .to_string_lossy()
             .into_owned()
