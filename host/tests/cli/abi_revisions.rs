@@ -130,6 +130,19 @@ fn a_1_0_and_a_1_1_plugin_serve_side_by_side_and_the_1_1_plugin_logs_into_the_ho
         ),
         "{info}"
     );
+    // Text from the plugin is escaped: one line, no raw control character.
+    let forged = line("echo: forged");
+    assert!(
+        forged.ends_with(
+            r#"backworks::plugin: echo: forged\nline \u{1b}[2J plugin="echo-plugin" plugin_target="echo_core""#
+        ),
+        "{forged}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains('\u{1b}') || l.starts_with("line ")),
+        "{log:?}"
+    );
     let before_second = &log[..log.len() - 1];
     assert!(
         !before_second
