@@ -960,3 +960,72 @@ extern "C" fn plugin_log(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_levels_map_to_the_hosts() {
+        use tracing::Level;
+        let levels = [
+            0,
+            LOG_ERROR,
+            LOG_WARN,
+            LOG_INFO,
+            LOG_DEBUG,
+            LOG_TRACE,
+            6,
+            u32::MAX,
+        ];
+        assert_eq!(
+            levels.map(host_level),
+            [
+                Level::ERROR,
+                Level::ERROR,
+                Level::WARN,
+                Level::INFO,
+                Level::DEBUG,
+                Level::TRACE,
+                Level::TRACE,
+                Level::TRACE
+            ]
+        );
+    }
+
+    #[test]
+    fn host_services_are_complete_and_follow_the_hosts_filter() {
+        let services = host_services("p");
+        assert_eq!(
+            services.struct_size as usize,
+            std::mem::size_of::<HostServices>()
+        );
+        assert!(!services.context.is_null());
+        let (enabled, log) = (services.log_enabled.unwrap(), services.log.unwrap());
+        let filter = tracing_subscriber::EnvFilter::new("warn");
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let target = c"plugin::module".as_ptr();
+            assert_eq!(enabled(services.context, LOG_WARN, target), 1);
+            assert_eq!(enabled(services.context, LOG_INFO, target), 0);
+            // NULL strings and a NULL context are harmless.
+            log(
+                services.context,
+                LOG_ERROR,
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+            );
+            log(
+                std::ptr::null_mut(),
+                LOG_ERROR,
+                target,
+                c"m".as_ptr(),
+                std::ptr::null(),
+            );
+        });
+    }
+}
