@@ -221,6 +221,18 @@ pub fn abi_future_minor_plugin() -> PathBuf {
     })
 }
 
+/// A C plugin of ABI 1.1, declared with the header's macros
+/// (`BACKWORKS_PLUGIN_ABI_MINOR` 1).
+pub fn c_abi_1_1_plugin() -> PathBuf {
+    once("c-abi-1-1", || {
+        cc_build(
+            "c_abi_1_1",
+            &[workspace().join("sdk/tests/fixtures/c-abi-1-1/plugin.c")],
+            None,
+        )
+    })
+}
+
 /// The C weather plugin with a NULL `after_response` in its vtable.
 pub fn null_entry_plugin() -> PathBuf {
     once("null-entry", || {

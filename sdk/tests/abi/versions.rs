@@ -180,8 +180,16 @@ fn a_plugin_of_a_newer_minor_revision_is_used_through_the_entries_this_host_know
         None
     );
     plugin.shutdown().unwrap();
+    // (The tests share the test host: only this plugin's events.)
+    let logged: Logged = LOGGED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, _, _)| target == "future_minor")
+        .cloned()
+        .collect();
     assert_eq!(
-        *LOGGED.lock().unwrap(),
+        logged,
         [
             (
                 abi::LOG_INFO,
@@ -198,6 +206,46 @@ fn a_plugin_of_a_newer_minor_revision_is_used_through_the_entries_this_host_know
         ],
         "the trace event is filtered out by the host's log_enabled"
     );
+}
+
+/// A C plugin opts into ABI 1.1 with `BACKWORKS_PLUGIN_ABI_MINOR`: the
+/// header's macro records revision 1.1 and the 1.1 table's size, the host
+/// reads its 1.1 table and initializes it with its services; the C weather
+/// plugin, which does not define it, stays 1.0.
+#[test]
+fn a_c_plugin_chooses_its_revision_with_the_header() {
+    let library = support::c_abi_1_1_plugin();
+    let from_file = find_metadata(&std::fs::read(&library).unwrap()).unwrap();
+    assert_eq!(from_file.abi_revision().to_string(), "1.1");
+    assert_eq!(
+        from_file.header.vtable_size as usize,
+        std::mem::size_of::<abi::PluginVTableV1_1>()
+    );
+    let loaded = support::load_fresh(&library);
+    let plugin = loaded.plugin().unwrap();
+    assert!(plugin.takes_host_services());
+    plugin
+        .call_initialize_with_host(&serde_json::json!(null), &TEST_HOST)
+        .unwrap();
+    assert!(
+        LOGGED.lock().unwrap().contains(&(
+            abi::LOG_INFO,
+            String::from("c_abi_1_1"),
+            String::from("hello from C"),
+            None
+        )),
+        "{:?}",
+        LOGGED.lock().unwrap()
+    );
+
+    let weather = find_metadata(&std::fs::read(support::c_plugin()).unwrap()).unwrap();
+    assert_eq!(weather.abi_revision().to_string(), "1.0");
+    assert_eq!(
+        weather.header.vtable_size as usize,
+        std::mem::size_of::<abi::PluginVTable>()
+    );
+    let loaded = support::load_fresh(&support::c_plugin());
+    assert!(!loaded.plugin().unwrap().takes_host_services());
 }
 
 /// The same plugin with a table size no revision can have is refused from
