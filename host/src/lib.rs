@@ -8,6 +8,7 @@ pub mod dynamic;
 pub mod executor;
 pub mod http_serve;
 pub mod inspect;
+pub mod lifecycle;
 pub mod loader;
 pub mod lockfile;
 pub mod marketplace;

@@ -419,6 +419,19 @@ impl VerifiedFile {
         self.key_id
     }
 
+    /// Where another process of this user can read the staged bytes while
+    /// this value lives (the probe of [`crate::lifecycle::probe_within`]):
+    /// on Linux the sealed memfd through `/proc/<this pid>/fd/<n>`, elsewhere
+    /// the private copy.
+    pub fn probe_path(&self) -> PathBuf {
+        match self.staged.strip_prefix("/proc/self") {
+            Ok(rest) if cfg!(target_os = "linux") => Path::new("/proc")
+                .join(std::process::id().to_string())
+                .join(rest),
+            _ => self.staged.clone(),
+        }
+    }
+
     /// The identity rule, for start-up and every swap alike: a library may
     /// serve the `backworks.yaml` entry `name` only when its metadata record
     /// names that plugin. Otherwise a validly signed library of one plugin
@@ -434,6 +447,33 @@ impl VerifiedFile {
             found: self.metadata.name.clone(),
         })
     }
+}
+
+/// The probe's side of [`crate::lifecycle::probe_within`], in a process of
+/// its own (`backworks probe-load`): copies the bytes another process staged
+/// at `staged` (see [`VerifiedFile::probe_path`]; they were verified there)
+/// into this process's own sealed memfd, finds their record, and loads them
+/// as [`PendingLoad::load`] would (`dlopen`, which runs their initialisers,
+/// the record re-checked in memory, `plugin_info` and `plugin_vtable`).
+/// Errors name `label`, the plugin file the bytes came from.
+pub fn probe(staged: &Path, label: &Path, max_plugin_size: u64) -> Result<(), LoadError> {
+    let copy = Staged::of_file(staged, SizeLimit::Plugin(max_plugin_size))?;
+    let metadata = find_metadata(copy.bytes()).map_err(|source| LoadError::NotAPlugin {
+        path: label.to_owned(),
+        source,
+    })?;
+    abi::check_compatible(&metadata).map_err(|source| LoadError::Incompatible {
+        path: label.to_owned(),
+        source,
+    })?;
+    let (loadable, keep_alive) =
+        copy.into_loadable(&metadata.name)
+            .map_err(|detail| LoadError::Stage {
+                path: label.to_owned(),
+                detail,
+            })?;
+    let library = open_staged(label, &loadable, keep_alive)?;
+    checked_plugin(label, library, &metadata).map(drop)
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and

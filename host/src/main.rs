@@ -72,6 +72,21 @@ enum Command {
     /// Run or maintain a plugin registry (docs/registry.md).
     #[command(subcommand)]
     Marketplace(MarketplaceCommand),
+    /// Internal: load bytes a running `backworks serve` verified and staged,
+    /// to see whether their initialisers return (the probe of a
+    /// replacement, `lifecycle::probe_within`). Exit 0 when loaded, 70 when
+    /// refused; a crash or a hang is the answer too.
+    #[command(hide = true)]
+    ProbeLoad {
+        /// Where the verified bytes are staged (the server's sealed memfd).
+        staged: PathBuf,
+        /// The plugin file the bytes came from, for messages.
+        #[arg(long)]
+        label: PathBuf,
+        /// The most bytes read.
+        #[arg(long)]
+        max_size: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +276,22 @@ fn main() -> ExitCode {
             // Before plugins open their files; the cap follows the limit.
             backworks_host::http_serve::raise_open_file_limit();
             serve(&config, listen, ServeMode { locked, offline }, watch)
+        }
+        Command::ProbeLoad {
+            staged,
+            label,
+            max_size,
+        } => {
+            let code = match loader::probe(&staged, &label, max_size) {
+                Ok(()) => 0,
+                Err(error) => {
+                    eprintln!("{}", report::escape(&error.to_string()));
+                    backworks_host::lifecycle::PROBE_REFUSED
+                }
+            };
+            // Neither the library's destructors nor exit handlers run: the
+            // probe's answer is given.
+            loader::exit_now(code)
         }
         Command::Marketplace(MarketplaceCommand::Serve {
             dir,
@@ -456,6 +487,8 @@ fn serve(
         listen,
         mode,
         watch: watch_files,
+        // Replacements are probed by this very binary.
+        probe_program: backworks_host::lifecycle::this_program().ok(),
     };
     let result = runtime.block_on(server::serve(
         &config,

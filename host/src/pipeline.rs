@@ -81,6 +81,9 @@ pub struct HostPlugin {
     pub key_id: Option<String>,
     /// sha256 of the loaded bytes.
     pub sha256: Option<String>,
+    /// The `config` of its entry in `backworks.yaml`, which `initialize`
+    /// receives (at start-up and in every replacement).
+    pub config: Arc<Value>,
 }
 
 /// A hook that did not return normally.
@@ -135,11 +138,17 @@ fn builtin<T>(
 }
 
 impl HostPlugin {
-    /// The plugin of entry `name` (of type `kind`) implemented by a library
-    /// the loader verified and loaded.
-    pub fn from_loaded(name: &str, kind: &'static str, loaded: LoadedPlugin) -> Self {
+    /// The plugin of entry `name` (of type `kind`, with `config`)
+    /// implemented by a library the loader verified and loaded.
+    pub fn from_loaded(
+        name: &str,
+        kind: &'static str,
+        config: Arc<Value>,
+        loaded: LoadedPlugin,
+    ) -> Self {
         Self {
             name: name.to_owned(),
+            config,
             version: loaded.raw.version().to_owned(),
             kind,
             path: Some(loaded.path),
@@ -158,8 +167,22 @@ impl HostPlugin {
         }
     }
 
-    /// `initialize` with the plugin's config (blocking; call it on a blocking
-    /// thread).
+    /// Runs lifecycle hook `hook` (one of
+    /// [`START_HOOKS`](crate::lifecycle::START_HOOKS), or `shutdown`);
+    /// `initialize` gets the plugin's [`config`](Self::config). Blocking:
+    /// call it on a blocking thread.
+    pub fn start_hook(&self, handle: &Handle, hook: abi::Hook) -> Result<(), HookFailure> {
+        match hook {
+            abi::Hook::Initialize => self.initialize(handle, &self.config),
+            abi::Hook::HealthCheck => self.health_check(handle),
+            abi::Hook::Shutdown => self.shutdown(handle),
+            request => Err(HookFailure::Error(format!(
+                "`{request}` is a request hook, not a lifecycle hook (a host bug)"
+            ))),
+        }
+    }
+
+    /// `initialize` with `config` (blocking; call it on a blocking thread).
     pub fn initialize(&self, handle: &Handle, config: &Value) -> Result<(), HookFailure> {
         match &self.implementation {
             PluginImpl::Builtin(p) => builtin(handle, p.initialize(config)),
@@ -743,6 +766,7 @@ mod tests {
             path: None,
             key_id: None,
             sha256: None,
+            config: Arc::new(Value::Null),
         }
     }
 

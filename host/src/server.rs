@@ -30,6 +30,7 @@ use backworks_plugin_sdk::{HttpRequest, HttpResponse, json};
 use tokio::runtime::Handle;
 
 use crate::config::{Config, PluginConfig, PluginKind};
+use crate::lifecycle::{self, LoadFailure};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::marketplace::{MarketplaceError, PluginMarketplace, Resolved, ServeMode};
 use crate::metrics::{self, Metrics};
@@ -316,6 +317,7 @@ fn check_one(
                 path: None,
                 key_id: None,
                 sha256: None,
+                config: Arc::new(entry.config.clone()),
             }))
         }
         PluginKind::External { .. } | PluginKind::Marketplace { .. } => {
@@ -346,14 +348,23 @@ fn check_one(
                 .map_err(load_error)?;
             file.check_name(&entry.name).map_err(load_error)?;
             if let Some(resolved) = pin {
-                check_pin(&entry.name, path, &file, &resolved.pin)?;
+                lifecycle::check_pin(&file, &lifecycle::Pin::from(&resolved.pin)).map_err(
+                    |mismatch| ServeError::Pin {
+                        name: entry.name.clone(),
+                        path: path.to_owned(),
+                        what: mismatch.what,
+                        expected: mismatch.expected,
+                        actual: mismatch.actual,
+                    },
+                )?;
             }
             Ok(Checked::File { kind, file })
         }
     }
 }
 
-/// Loads a checked plugin (bounded by `timeout`, see [`load_within`]).
+/// Loads a checked plugin ([`lifecycle::load_within`]: on a thread of its
+/// own, bounded by `timeout`).
 fn load_one(
     entry: &PluginConfig,
     checked: Checked,
@@ -363,7 +374,34 @@ fn load_one(
         Checked::Builtin(plugin) => return Ok(plugin),
         Checked::File { kind, file } => (kind, file),
     };
-    let loaded = load_within(&entry.name, file, timeout)?;
+    let stopped = |what, message: String| ServeError::Start {
+        name: entry.name.clone(),
+        hook: "load",
+        what,
+        message,
+    };
+    let path = file.path().to_owned();
+    let loaded = lifecycle::load_within(file, timeout).map_err(|failure| match failure {
+        LoadFailure::Refused(source) => ServeError::Load {
+            name: entry.name.clone(),
+            source,
+        },
+        LoadFailure::TimedOut => stopped(
+            "timed out",
+            format!(
+                "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
+                path.display(),
+                timeout.as_millis()
+            ),
+        ),
+        LoadFailure::Panicked => stopped(
+            "failed",
+            String::from("the loading thread panicked (a host bug: see the log)"),
+        ),
+        LoadFailure::NoThread(e) => {
+            stopped("failed", format!("cannot start a loading thread: {e}"))
+        }
+    })?;
     tracing::info!(
         plugin = %entry.name,
         name = loaded.metadata().name,
@@ -373,142 +411,41 @@ fn load_one(
         sha256 = loaded.sha256,
         "plugin verified and loaded"
     );
-    Ok(HostPlugin::from_loaded(&entry.name, kind, loaded))
+    Ok(HostPlugin::from_loaded(
+        &entry.name,
+        kind,
+        Arc::new(entry.config.clone()),
+        loaded,
+    ))
 }
 
-/// Loads `file` (`dlopen` runs the library's initialisers) on a thread of
-/// its own, waiting `timeout` at most, like a hook: a library whose
-/// initialisers hang stops start-up (`load timed out`) instead of hanging
-/// it. The thread stays stuck in the dynamic loader; the caller's process
-/// must then leave with [`loader::exit_now`] (see
-/// [`loader::load_in_flight`]).
-fn load_within(
-    name: &str,
-    file: loader::VerifiedFile,
-    timeout: Duration,
-) -> Result<loader::LoadedPlugin, ServeError> {
-    let stopped = |what, message: String| ServeError::Start {
-        name: name.to_owned(),
-        hook: "load",
-        what,
-        message,
-    };
-    let path = file.path().to_owned();
-    // The waiting thread must not take the dynamic loader's lock while the
-    // loading holds it: its first use of a thread-local with a destructor
-    // would (glibc's `__cxa_thread_atexit_impl`), and `mpsc`'s blocking
-    // receive makes one (its per-thread context), so a loading that reached
-    // `dlopen` first left start-up waiting forever. A mutex and a condition
-    // variable are futexes and nothing else.
-    type Slot = Option<Option<Result<loader::LoadedPlugin, loader::LoadError>>>;
-    let handoff =
-        std::sync::Arc::new((std::sync::Mutex::new(Slot::None), std::sync::Condvar::new()));
-    let theirs = std::sync::Arc::clone(&handoff);
-    // In flight from here, before the thread exists: were the thread not
-    // scheduled within `timeout`, it would still `dlopen` later, while
-    // this process exits (see [`loader::PendingLoad`]).
-    let pending = loader::PendingLoad::new(file);
-    std::thread::Builder::new()
-        .name(String::from("backworks-load"))
-        .spawn(move || {
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pending.load()));
-            let (slot, ready) = &*theirs;
-            *slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(loaded.ok());
-            ready.notify_one();
-        })
-        .map_err(|e| stopped("failed", format!("cannot start a loading thread: {e}")))?;
-    let (slot, ready) = &*handoff;
-    let (mut slot, _) = ready
-        .wait_timeout_while(
-            slot.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            timeout,
-            |slot| slot.is_none(),
-        )
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match slot.take() {
-        Some(Some(loaded)) => loaded.map_err(|source| ServeError::Load {
-            name: name.to_owned(),
-            source,
-        }),
-        None => Err(stopped(
-            "timed out",
-            format!(
-                "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
-                path.display(),
-                timeout.as_millis()
-            ),
-        )),
-        Some(None) => Err(stopped(
-            "failed",
-            String::from("the loading thread panicked (a host bug: see the log)"),
-        )),
-    }
-}
-
-/// A marketplace library must be the bytes, and signed by the key, that the
-/// lock pins (checked before it is loaded).
-fn check_pin(
-    name: &str,
-    path: &std::path::Path,
-    file: &loader::VerifiedFile,
-    pin: &crate::lockfile::LockedPlugin,
-) -> Result<(), ServeError> {
-    let refuse = |what, expected: &str, actual: String| ServeError::Pin {
-        name: name.to_owned(),
-        path: path.to_owned(),
-        what,
-        expected: expected.to_owned(),
-        actual,
-    };
-    if file.sha256() != pin.sha256 {
-        return Err(refuse("sha256", &pin.sha256, file.sha256().to_owned()));
-    }
-    if let Some(key_id) = file.key_id()
-        && key_id.to_string() != pin.key_id
-    {
-        return Err(refuse("signing key", &pin.key_id, key_id.to_string()));
-    }
-    Ok(())
-}
-
-/// Initializes and health-checks each plugin, in order; the first failure
+/// Runs the [`START_HOOKS`](lifecycle::START_HOOKS) of each plugin, in
+/// order, with the configuration each plugin carries; the first failure
 /// stops start-up, naming the plugin. Each hook is bounded by `timeout`.
 ///
 /// All the calls run on one blocking thread, which reports each hook's start
 /// and end; the deadline is re-armed at every report, so it bounds each hook
 /// while costing one thread hand-off for the whole start-up rather than two
 /// per plugin.
-pub async fn start_plugins(
-    config: &Config,
-    plugins: &[HostPlugin],
-    timeout: Duration,
-) -> Result<(), ServeError> {
+pub async fn start_plugins(plugins: &[HostPlugin], timeout: Duration) -> Result<(), ServeError> {
+    use backworks_plugin_sdk::abi::Hook;
+
     enum Step {
-        Started(usize, &'static str),
-        Finished(usize, &'static str, Result<(), HookFailure>),
+        Started(usize, Hook),
+        Finished(usize, Hook, Result<(), HookFailure>),
     }
     let (steps, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let work: Vec<(HostPlugin, backworks_plugin_sdk::Value)> = plugins
-        .iter()
-        .cloned()
-        .zip(config.plugins.iter().map(|entry| entry.config.clone()))
-        .collect();
+    let work: Vec<HostPlugin> = plugins.to_vec();
     let handle = Handle::current();
     // Detached: a hook that hangs keeps its thread, and start-up fails on
     // the deadline below without waiting for it.
     drop(tokio::task::spawn_blocking(move || {
-        for (index, (plugin, value)) in work.iter().enumerate() {
-            for hook in ["initialize", "health_check"] {
+        for (index, plugin) in work.iter().enumerate() {
+            for hook in lifecycle::START_HOOKS {
                 if steps.send(Step::Started(index, hook)).is_err() {
                     return;
                 }
-                let result = match hook {
-                    "initialize" => plugin.initialize(&handle, value),
-                    _ => plugin.health_check(&handle),
-                };
+                let result = plugin.start_hook(&handle, hook);
                 let failed = result.is_err();
                 if steps.send(Step::Finished(index, hook, result)).is_err() || failed {
                     return;
@@ -518,13 +455,14 @@ pub async fn start_plugins(
     }));
     // The hook that started last: the one a deadline or a lost thread is
     // blamed on.
-    let mut current: (usize, &'static str) = (0, "initialize");
-    let stopped = |(index, hook): (usize, &'static str), what, message| ServeError::Start {
+    let mut current: (usize, Hook) = (0, lifecycle::START_HOOKS[0]);
+    let stopped = |(index, hook): (usize, Hook), what, message| ServeError::Start {
         name: plugins[index].name.clone(),
-        hook,
+        hook: hook.name(),
         what,
         message,
     };
+    let last = lifecycle::START_HOOKS[lifecycle::START_HOOKS.len() - 1];
     let mut ready = 0;
     while ready < plugins.len() {
         let step = match tokio::time::timeout(timeout, reports.recv()).await {
@@ -554,7 +492,7 @@ pub async fn start_plugins(
                 return Err(stopped((index, hook), what, failure.message().to_owned()));
             }
             Step::Finished(index, hook, Ok(())) => {
-                if hook == "health_check" {
+                if hook == last {
                     let plugin = &plugins[index];
                     tracing::info!(plugin = %plugin.name, kind = plugin.kind, version = plugin.version, "plugin ready");
                     ready += 1;
@@ -733,7 +671,7 @@ async fn stop_plugins(plugins: &[HostPlugin], deadline: Instant) {
 }
 
 /// How `backworks serve` runs: [`serve`]'s options beside the config.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Listen here instead of the configured address.
     pub listen: Option<SocketAddr>,
@@ -742,6 +680,10 @@ pub struct ServeOptions {
     /// `--watch`: swap in rebuilt `external` plugins (polled every
     /// [`watch::POLL_INTERVAL`]).
     pub watch: bool,
+    /// The `backworks` binary that probes each replacement before it is
+    /// loaded ([`Swapper::probe_replacements_with`]); `None` loads them
+    /// unprobed.
+    pub probe_program: Option<std::path::PathBuf>,
 }
 
 /// `backworks serve`, start to end: installs or finds the `type:
@@ -766,8 +708,19 @@ pub async fn serve(
     } else {
         Vec::new()
     };
-    let plugins = load_plugins(config, &resolved)?;
-    start_plugins(config, &plugins, config.hook_timeout).await?;
+    // Verification hashes and `dlopen` blocks (bounded): off the async
+    // context, on a blocking thread.
+    let plugins = {
+        let (config, resolved) = (config.clone(), resolved);
+        tokio::task::spawn_blocking(move || load_plugins(&config, &resolved))
+            .await
+            .map_err(|join| {
+                ServeError::Io(std::io::Error::other(format!(
+                    "the start-up loading thread failed: {join}"
+                )))
+            })??
+    };
+    start_plugins(&plugins, config.hook_timeout).await?;
     let metrics = Arc::new(Metrics::new());
     let mut server = Server::bind(
         config,
@@ -776,6 +729,9 @@ pub async fn serve(
         metrics,
     )
     .await?;
+    if let Some(program) = options.probe_program {
+        server.swapper().probe_replacements_with(program);
+    }
     if options.watch {
         server = server.watch_files(watch::POLL_INTERVAL);
     }

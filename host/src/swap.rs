@@ -5,6 +5,9 @@
 //! A replacement goes through the steps of a plugin at start-up, and only
 //! through them ([`Swapper::replace`]):
 //!
+//! The steps are the plugin lifecycle of `lifecycle`, shared with
+//! start-up:
+//!
 //! 1. **verify, then load**: `loader::verify_file` (record, ABI and the
 //!    signature under the configured policy, over bytes read once), then
 //!    `loader::PendingLoad::load` (those bytes, from a sealed memfd). The new
@@ -26,18 +29,18 @@
 //!    stays mapped: libraries are never unloaded (see `loader`).
 //!
 //! A library's initialisers run inside `dlopen`, under glibc's process-wide
-//! loader lock, and cannot be interrupted: when they hang past
-//! `hook_timeout` the swap is refused (`load timed out`) but the loading
-//! thread stays stuck, holding that lock. Later swaps, of any plugin, are
-//! then refused at once (`SwapError::LoaderStuck`, checked before anything
-//! else) rather than queued behind it, and `backworks serve` leaves through
-//! `_exit` (`exit` would wait for the lock). The process is degraded all
-//! the same: a thread's first use of a thread-local with a destructor also
-//! waits for that lock (glibc's `__cxa_thread_atexit_impl`; ARCHITECTURE.md,
-//! invariants), and tokio workers and hook runners reach such uses, so in
-//! practice the server soon stops answering, and stops reacting to SIGTERM
-//! (seen end to end with a C library whose constructor never returns):
-//! kill and restart it. Only the process tier of issue 16 removes this.
+//! loader lock, and cannot be interrupted; a crash in them is a crash of the
+//! process. So a replacement is loaded first in a probe process
+//! (`lifecycle::probe_within`: the `backworks` binary re-executed, given the
+//! verified bytes, killed after `hook_timeout`): a replacement whose
+//! initialisers hang, crash or call `exit` there is refused (`load timed
+//! out`, `load failed: its initialisers ended a probe process (signal 6)`)
+//! and the server never loads it. Only initialisers that hang in the server
+//! although they returned in the probe can still leave a loading stuck
+//! there; later swaps, of any plugin, are then refused at once
+//! (`SwapError::LoaderStuck`, checked before anything else) rather than
+//! queued behind it, and `backworks serve` leaves through `_exit` (`exit`
+//! would wait for the lock).
 //!
 //! Swaps of one plugin are serialised (the second waits for the first);
 //! a swap runs to its end on its own task even when the caller stops
@@ -57,6 +60,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, PluginKind};
+use crate::lifecycle::{self, LoadFailure, ProbeFailure, START_HOOKS};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::metrics::{Metrics, SwapOutcome};
 use crate::pipeline::{HostPlugin, Pipeline, bounded};
@@ -86,14 +90,8 @@ impl Release {
 }
 
 /// The exact bytes and signing key a replacement must have
-/// ([`Swapper::replace_pinned`]), as `backworks.lock` states them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pin {
-    /// sha256 of the library, lower-case hex.
-    pub sha256: String,
-    /// The signing key's id (minisign's 16 upper-case hex digits).
-    pub key_id: String,
-}
+/// ([`Swapper::replace_pinned`]).
+pub use crate::lifecycle::Pin;
 
 /// A successful swap: every request started since uses `new`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,7 +226,7 @@ pub enum SwapError {
 struct Entry {
     name: String,
     /// The entry's `config`, given to every implementation's `initialize`.
-    config: Value,
+    config: Arc<Value>,
     /// The library of a `type: external` entry (what `--watch` watches).
     file: Option<PathBuf>,
     /// Held through a whole swap of this plugin.
@@ -262,6 +260,9 @@ pub struct Swapper {
     /// Replaced implementations waiting for their last request, then shut
     /// down.
     retiring: Mutex<JoinSet<()>>,
+    /// The `backworks` binary that probes a replacement before this process
+    /// loads it ([`Swapper::probe_replacements_with`]).
+    probe_program: std::sync::OnceLock<PathBuf>,
 }
 
 impl Swapper {
@@ -273,7 +274,7 @@ impl Swapper {
             .iter()
             .map(|entry| Entry {
                 name: entry.name.clone(),
-                config: entry.config.clone(),
+                config: Arc::new(entry.config.clone()),
                 file: match &entry.kind {
                     PluginKind::External { path } => Some(path.clone()),
                     _ => None,
@@ -292,7 +293,17 @@ impl Swapper {
             shutdown_timeout: config.shutdown_timeout,
             closed: AtomicBool::new(false),
             retiring: Mutex::new(JoinSet::new()),
+            probe_program: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Loads every replacement first in a probe process, `program
+    /// probe-load` (`program` must be the `backworks` binary; see
+    /// `lifecycle::probe_within`), before this process loads it. `backworks
+    /// serve` sets it to itself; a program that embeds the server without
+    /// calling this loads replacements unprobed. The first call wins.
+    pub fn probe_replacements_with(&self, program: PathBuf) {
+        let _ = self.probe_program.set(program);
     }
 
     /// What serves plugin `name` now; `None` when no plugin has that name.
@@ -511,24 +522,21 @@ impl Swapper {
         *new_version = Some(verified.metadata().version.clone());
         // The rule start-up applies: the record names the entry's plugin.
         verified.check_name(name).map_err(refused)?;
-        if let Some(pin) = pin {
-            let key_id = verified.key_id().map(|key| key.to_string());
-            // Without signatures (local development) no key was checked,
-            // as at start-up: the bytes must still be the pinned ones.
-            if verified.sha256() != pin.sha256
-                || key_id.as_ref().is_some_and(|key| *key != pin.key_id)
-            {
-                return Err(SwapError::NotPinned {
-                    name: name.to_owned(),
-                    path: path.to_owned(),
-                    offered: Box::new(Pin {
-                        sha256: verified.sha256().to_owned(),
-                        key_id: key_id.unwrap_or_else(|| String::from("none")),
-                    }),
-                    pinned: Box::new(pin.clone()),
-                    running: running.version.clone(),
-                });
-            }
+        if let Some(pin) = pin
+            && lifecycle::check_pin(&verified, pin).is_err()
+        {
+            return Err(SwapError::NotPinned {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                offered: Box::new(Pin {
+                    sha256: verified.sha256().to_owned(),
+                    key_id: verified
+                        .key_id()
+                        .map_or_else(|| String::from("none"), |key| key.to_string()),
+                }),
+                pinned: Box::new(pin.clone()),
+                running: running.version.clone(),
+            });
         }
         if running.sha256.as_deref() == Some(verified.sha256()) {
             return Err(SwapError::Unchanged {
@@ -545,52 +553,75 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
-        // `dlopen` runs the library's initialisers: bounded like a hook.
-        // In flight before the blocking thread picks it up (see
-        // `loader::PendingLoad`).
-        let pending = loader::PendingLoad::new(verified);
-        let loading = tokio::task::spawn_blocking(move || pending.load());
-        let loaded = match tokio::time::timeout(self.hook_timeout, loading).await {
-            Ok(Ok(Ok(loaded))) => loaded,
-            Ok(Ok(Err(source))) => return Err(refused(source)),
-            Ok(Err(join)) => {
-                return Err(start_error(
-                    &record_version,
-                    "load",
-                    "failed",
-                    join.to_string(),
+        // `dlopen` runs the library's initialisers: first in a probe process
+        // (a hang or a crash there leaves this server whole), then here, on
+        // a thread of its own, bounded like a hook (the blocking thread only
+        // waits for it).
+        let (timeout, max_plugin_size) = (self.hook_timeout, self.max_plugin_size);
+        let probe = self.probe_program.get().cloned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if let Some(program) = probe {
+                lifecycle::probe_within(&program, &verified, max_plugin_size, timeout)?;
+            }
+            Ok(lifecycle::load_within(verified, timeout))
+        })
+        .await
+        .map_err(interrupted)?;
+        let load_failed = |what, message| start_error(&record_version, "load", what, message);
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(ProbeFailure::TimedOut) => {
+                return Err(load_failed(
+                    "timed out",
+                    format!(
+                        "no answer within {} ms; {}",
+                        timeout.as_millis(),
+                        ProbeFailure::TimedOut
+                    ),
                 ));
             }
-            Err(_) => {
-                return Err(start_error(
-                    &record_version,
-                    "load",
+            Err(failure) => return Err(load_failed("failed", failure.to_string())),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(LoadFailure::Refused(source)) => return Err(refused(source)),
+            Err(LoadFailure::Panicked) => {
+                return Err(load_failed(
+                    "failed",
+                    String::from("the loading thread panicked (a host bug: see the log)"),
+                ));
+            }
+            Err(LoadFailure::NoThread(e)) => {
+                return Err(load_failed(
+                    "failed",
+                    format!("cannot start a loading thread: {e}"),
+                ));
+            }
+            Err(LoadFailure::TimedOut) => {
+                return Err(load_failed(
                     "timed out",
                     format!(
                         "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
-                        self.hook_timeout.as_millis()
+                        timeout.as_millis()
                     ),
                 ));
             }
         };
-        let candidate = HostPlugin::from_loaded(name, running.kind, loaded);
+        let candidate =
+            HostPlugin::from_loaded(name, running.kind, Arc::clone(&entry.config), loaded);
         *new_version = Some(candidate.version.clone());
 
         // 2. Start it beside the running one.
-        for hook in ["initialize", "health_check"] {
-            let (plugin, handle, config) =
-                (candidate.clone(), Handle::current(), entry.config.clone());
-            let started = bounded(self.hook_timeout, move || match hook {
-                "initialize" => plugin.initialize(&handle, &config),
-                _ => plugin.health_check(&handle),
-            })
-            .await;
+        for (step, hook) in START_HOOKS.into_iter().enumerate() {
+            let (plugin, handle) = (candidate.clone(), Handle::current());
+            let started =
+                bounded(self.hook_timeout, move || plugin.start_hook(&handle, hook)).await;
             if let Err((what, message)) = started {
-                if hook == "health_check" {
+                if step > 0 {
                     // Initialized: stop its runtime. Nothing routes to it.
                     self.retire(candidate.clone(), None, "refused");
                 }
-                return Err(start_error(&candidate.version, hook, what, message));
+                return Err(start_error(&candidate.version, hook.name(), what, message));
             }
         }
 

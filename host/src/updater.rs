@@ -297,8 +297,5 @@ impl Updater {
 
 /// What the swap must load: the bytes and key `plugin` pins.
 fn pin_of(plugin: &LockedPlugin) -> Pin {
-    Pin {
-        sha256: plugin.sha256.clone(),
-        key_id: plugin.key_id.clone(),
-    }
+    Pin::from(plugin)
 }

@@ -415,7 +415,7 @@ fn replace_is_serialised_and_reports_versions() {
         .unwrap();
     runtime.block_on(async {
         let plugins = server::load_plugins(&config, &[]).unwrap();
-        server::start_plugins(&config, &plugins, config.hook_timeout)
+        server::start_plugins(&plugins, config.hook_timeout)
             .await
             .unwrap();
         let server = server::Server::bind(
@@ -428,6 +428,8 @@ fn replace_is_serialised_and_reports_versions() {
         .unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let swapper = Arc::clone(server.swapper());
+        // As `backworks serve` does: replacements are probed by the binary.
+        swapper.probe_replacements_with(PathBuf::from(env!("CARGO_BIN_EXE_backworks")));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -533,4 +535,126 @@ fn replace_is_serialised_and_reports_versions() {
         assert!(matches!(error, SwapError::Closed { .. }), "{error:?}");
     });
     runtime.shutdown_background();
+}
+
+/// A C library (the weather-c plugin) whose constructor aborts the process.
+const ABORTING_CONSTRUCTOR: &str = "#include <stdlib.h>\n\n/* Runs inside dlopen, and ends the process. */\n__attribute__((constructor)) static void aborts(void) {\n    abort();\n}\n";
+
+/// Issue 14 (one lifecycle; the "also look at" of issue 13): `serve
+/// --watch` is given validly signed replacements whose constructor never
+/// returns, then one whose constructor aborts. Each is loaded first in a
+/// probe process, which is killed (or dies) instead of this server: the
+/// swap is refused with the reason logged, the running version keeps
+/// answering, the dynamic loader of the server is never taken, so a sound
+/// replacement afterwards is swapped in, and SIGTERM ends the server with
+/// its ordinary exit.
+#[test]
+fn replacements_whose_constructor_hangs_or_crashes_are_refused_in_a_probe_process() {
+    use crate::serve::{HANGING_CONSTRUCTOR, c_plugin_with};
+
+    let hanging = c_plugin_with("weather_c_hangs_in_swap", HANGING_CONSTRUCTOR);
+    let aborting = c_plugin_with("weather_c_aborts_in_swap", ABORTING_CONSTRUCTOR);
+    let sound = c_plugin_with(
+        "weather_c_second",
+        "/* Another build of weather-c: other bytes, a sound library. */\nint weather_c_second_build = 2;\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let running = keys.signed_copy(&support::c_plugin(), dir.path(), "libweather_c.so");
+    // Long enough that a sound library's probe (a process started, a
+    // library loaded) never times out on a busy machine; the hanging one
+    // costs this much once.
+    let config = config(
+        dir.path(),
+        &keys,
+        "10s",
+        &format!(
+            "  weather-c:\n    type: external\n    path: {}\n",
+            running.display()
+        ),
+    );
+    let mut server = start_with(&config, "info", &["--watch"]);
+    let mut log = Log::new();
+    log.wait_for(&server, &["watching the plugin's library", "weather-c"]);
+    let http = harness::http_client();
+    let answers = |count: usize, sha256: &str| {
+        for _ in 0..count {
+            let (status, body) = get(&http, &server, "/weather");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["temperature"], 25, "{body}");
+        }
+        let entry = listed(&http, &server, "weather-c");
+        assert_eq!(entry["sha256"], sha256, "{entry}");
+    };
+    let original = sha256_of(&running);
+    answers(3, &original);
+
+    install(&hanging, &signature_of(&hanging, &keys), &running);
+    log.wait_for(
+        &server,
+        &[
+            "replacement refused",
+            "plugin `weather-c` failed to start: load timed out: no answer within 10000 ms",
+            "its initialisers did not return in a probe process, which was killed",
+            "version 1.0.0 keeps serving",
+        ],
+    );
+    answers(3, &original);
+
+    install(&aborting, &signature_of(&aborting, &keys), &running);
+    log.wait_for(
+        &server,
+        &[
+            "replacement refused",
+            "plugin `weather-c` failed to start: load failed: its initialisers ended a probe process (signal 6)",
+            "version 1.0.0 keeps serving",
+        ],
+    );
+    answers(3, &original);
+
+    // The server's own loader was never stuck: a sound replacement loads.
+    install(&sound, &signature_of(&sound, &keys), &running);
+    log.wait_for(&server, &["plugin replaced", "weather-c"]);
+    answers(3, &sha256_of(&sound));
+
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for (outcome, count) in [("refused", 2), ("replaced", 1)] {
+        let line = format!(
+            r#"backworks_plugin_swaps_total{{plugin="weather-c",outcome="{outcome}"}} {count}"#
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    while let Ok(line) = server.stderr.recv_timeout(Duration::from_secs(5)) {
+        log.lines.push(line);
+    }
+    assert!(
+        !log.lines
+            .iter()
+            .any(|line| line.contains("exiting without running exit handlers")),
+        "{}",
+        log.lines.join("\n")
+    );
 }
