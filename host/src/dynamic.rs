@@ -64,7 +64,9 @@ impl BackworksPlugin for DynamicPlugin {
 
     async fn initialize(&self, config: &Value) -> BackworksResult<()> {
         let config = config.clone();
-        self.blocking(move |raw| raw.call_initialize(&config)).await
+        let host = crate::loader::host_services(self.raw.name());
+        self.blocking(move |raw| raw.call_initialize_with_host(&config, host))
+            .await
     }
 
     async fn shutdown(&self) -> BackworksResult<()> {

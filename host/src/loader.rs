@@ -25,12 +25,22 @@
 //! its runtime's threads and any pointer it handed out may still refer to
 //! its code, so `dlclose` would be unsound. The `Library` is leaked on
 //! purpose.
+//!
+//! [`host_services`] is what a plugin of ABI 1.1 receives at initialization
+//! (`docs/abi.md`, "Host services"): its `log` callback turns a plugin's
+//! events into host events of target [`PLUGIN_LOG_TARGET`] with the
+//! plugin's name, so the host's filter (`RUST_LOG`) decides which appear,
+//! and the host's formatter escapes them like any other field.
 
+use std::ffi::{CStr, c_char, c_void};
 use std::path::{Path, PathBuf};
 
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_artifact::signature::{self, KeyId, PublicKey, Verified, VerifyError};
-use backworks_plugin_sdk::abi::{self, AbiError, PluginInfo, PluginVTable, RawPlugin};
+use backworks_plugin_sdk::abi::{
+    self, AbiError, HostServices, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_TRACE, LOG_WARN, PluginInfo,
+    PluginVTable, RawPlugin,
+};
 use backworks_plugin_sdk::metadata::PluginMetadata;
 
 /// What the loader requires of a plugin file.
@@ -857,4 +867,205 @@ fn checked_plugin(
             source,
         }
     })
+}
+
+/// The target of every event a plugin logs through its host services: a
+/// `RUST_LOG` directive for it (e.g. `warn,backworks::plugin=debug`) sets
+/// how much of the plugins' logs the host shows. Each event carries the
+/// plugin's name (`plugin`), its own target (`plugin_target`) and, when it
+/// has any, its other fields as one JSON object (`fields`).
+pub const PLUGIN_LOG_TARGET: &str = "backworks::plugin";
+
+/// What a plugin's log callbacks know: whose events they are.
+#[derive(Debug)]
+struct PluginLog {
+    plugin: String,
+}
+
+/// The host services handed to plugin `plugin` (its entry's name) at
+/// initialization (ABI 1.1; a 1.0 plugin never sees them).
+///
+/// The struct and its context are leaked: a plugin may call them for as
+/// long as its library is loaded, and libraries are never unloaded. One is
+/// made per initialization (a few dozen bytes).
+pub fn host_services(plugin: &str) -> &'static HostServices {
+    let context: &'static PluginLog = Box::leak(Box::new(PluginLog {
+        plugin: plugin.to_owned(),
+    }));
+    Box::leak(Box::new(HostServices {
+        struct_size: std::mem::size_of::<HostServices>() as u32,
+        reserved: 0,
+        context: (context as *const PluginLog).cast_mut().cast::<c_void>(),
+        log_enabled: Some(plugin_log_enabled),
+        log: Some(plugin_log),
+    }))
+}
+
+/// The host's level for the ABI's `level`: 1 (error) to 5 (trace); a level
+/// beyond 5 counts as trace, 0 as error.
+fn host_level(level: u32) -> tracing::Level {
+    match level {
+        0 | LOG_ERROR => tracing::Level::ERROR,
+        LOG_WARN => tracing::Level::WARN,
+        LOG_INFO => tracing::Level::INFO,
+        LOG_DEBUG => tracing::Level::DEBUG,
+        LOG_TRACE.. => tracing::Level::TRACE,
+    }
+}
+
+/// Whether the host's filter keeps plugin events of `level`.
+fn plugin_level_enabled(level: tracing::Level) -> bool {
+    match level {
+        tracing::Level::ERROR => {
+            tracing::enabled!(target: PLUGIN_LOG_TARGET, tracing::Level::ERROR)
+        }
+        tracing::Level::WARN => tracing::enabled!(target: PLUGIN_LOG_TARGET, tracing::Level::WARN),
+        tracing::Level::INFO => tracing::enabled!(target: PLUGIN_LOG_TARGET, tracing::Level::INFO),
+        tracing::Level::DEBUG => {
+            tracing::enabled!(target: PLUGIN_LOG_TARGET, tracing::Level::DEBUG)
+        }
+        tracing::Level::TRACE => {
+            tracing::enabled!(target: PLUGIN_LOG_TARGET, tracing::Level::TRACE)
+        }
+    }
+}
+
+/// `HostServices::log_enabled`: the plugin's target does not matter, only
+/// the level against the filter of [`PLUGIN_LOG_TARGET`].
+extern "C" fn plugin_log_enabled(_: *mut c_void, level: u32, _: *const c_char) -> i32 {
+    std::panic::catch_unwind(|| plugin_level_enabled(host_level(level)))
+        .is_ok_and(|enabled| enabled)
+        .into()
+}
+
+/// A string the plugin passed: `""` for NULL, invalid UTF-8 replaced.
+///
+/// # Safety
+/// `text` is NULL or NUL-terminated and valid for `'a`.
+unsafe fn plugin_text<'a>(text: *const c_char) -> std::borrow::Cow<'a, str> {
+    if text.is_null() {
+        return std::borrow::Cow::Borrowed("");
+    }
+    // SAFETY: non-NULL, NUL-terminated and valid for 'a (contract above).
+    unsafe { CStr::from_ptr(text) }.to_string_lossy()
+}
+
+/// `HostServices::log`: one host event of target [`PLUGIN_LOG_TARGET`].
+extern "C" fn plugin_log(
+    context: *mut c_void,
+    level: u32,
+    target: *const c_char,
+    message: *const c_char,
+    fields: *const c_char,
+) {
+    // A panic must not cross into the plugin (it would abort): a failed
+    // event is dropped.
+    let _ = std::panic::catch_unwind(|| {
+        if context.is_null() {
+            return;
+        }
+        // SAFETY: `context` is the leaked `PluginLog` of `host_services`,
+        // which plugins pass back unchanged (ABI 1.1) and which lives forever.
+        let plugin = unsafe { &*context.cast_const().cast::<PluginLog>() }
+            .plugin
+            .as_str();
+        // SAFETY: the ABI makes each string NULL or NUL-terminated UTF-8
+        // valid for the call.
+        let (target, message, fields) = unsafe {
+            (
+                plugin_text(target),
+                plugin_text(message),
+                plugin_text(fields),
+            )
+        };
+        let fields = (!fields.is_empty()).then_some(&*fields);
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: PLUGIN_LOG_TARGET,
+                    $level,
+                    plugin,
+                    plugin_target = &*target,
+                    fields,
+                    "{message}"
+                )
+            };
+        }
+        match host_level(level) {
+            tracing::Level::ERROR => emit!(tracing::Level::ERROR),
+            tracing::Level::WARN => emit!(tracing::Level::WARN),
+            tracing::Level::INFO => emit!(tracing::Level::INFO),
+            tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+            tracing::Level::TRACE => emit!(tracing::Level::TRACE),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_levels_map_to_the_hosts() {
+        use tracing::Level;
+        let levels = [
+            0,
+            LOG_ERROR,
+            LOG_WARN,
+            LOG_INFO,
+            LOG_DEBUG,
+            LOG_TRACE,
+            6,
+            u32::MAX,
+        ];
+        assert_eq!(
+            levels.map(host_level),
+            [
+                Level::ERROR,
+                Level::ERROR,
+                Level::WARN,
+                Level::INFO,
+                Level::DEBUG,
+                Level::TRACE,
+                Level::TRACE,
+                Level::TRACE
+            ]
+        );
+    }
+
+    #[test]
+    fn host_services_are_complete_and_follow_the_hosts_filter() {
+        let services = host_services("p");
+        assert_eq!(
+            services.struct_size as usize,
+            std::mem::size_of::<HostServices>()
+        );
+        assert!(!services.context.is_null());
+        let (enabled, log) = (services.log_enabled.unwrap(), services.log.unwrap());
+        let filter = tracing_subscriber::EnvFilter::new("warn");
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let target = c"plugin::module".as_ptr();
+            assert_eq!(enabled(services.context, LOG_WARN, target), 1);
+            assert_eq!(enabled(services.context, LOG_INFO, target), 0);
+            // NULL strings and a NULL context are harmless.
+            log(
+                services.context,
+                LOG_ERROR,
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+            );
+            log(
+                std::ptr::null_mut(),
+                LOG_ERROR,
+                target,
+                c"m".as_ptr(),
+                std::ptr::null(),
+            );
+        });
+    }
 }

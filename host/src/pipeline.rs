@@ -186,7 +186,9 @@ impl HostPlugin {
     pub fn initialize(&self, handle: &Handle, config: &Value) -> Result<(), HookFailure> {
         match &self.implementation {
             PluginImpl::Builtin(p) => builtin(handle, p.initialize(config)),
-            PluginImpl::Dynamic(p) => Ok(p.call_initialize(config)?),
+            PluginImpl::Dynamic(p) => {
+                Ok(p.call_initialize_with_host(config, crate::loader::host_services(&self.name))?)
+            }
         }
     }
 
@@ -267,11 +269,7 @@ struct Running {
 }
 
 /// The request hooks, in the order of [`abi::Hook::request_index`].
-const REQUEST_HOOKS: [abi::Hook; 3] = [
-    abi::Hook::BeforeRequest,
-    abi::Hook::ProcessEndpoint,
-    abi::Hook::AfterResponse,
-];
+const REQUEST_HOOKS: [abi::Hook; abi::Hook::REQUEST.len()] = abi::Hook::REQUEST;
 
 /// Runs `call` on a blocking thread, bounded by `limit`: `Err` with what
 /// happened (`failed`, `panicked` or `timed out`) and a message otherwise.
@@ -344,7 +342,7 @@ impl Drop for Routed {
 struct Recorder {
     /// Each plugin's request-hook series, indexed by position and
     /// [`abi::Hook::request_index`]: by plugin name, whatever its version.
-    series: Vec<[HookSeries; 3]>,
+    series: Vec<[HookSeries; abi::Hook::REQUEST.len()]>,
     metrics: Arc<Metrics>,
     handle: Handle,
 }

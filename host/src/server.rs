@@ -406,6 +406,7 @@ fn load_one(
         plugin = %entry.name,
         name = loaded.metadata().name,
         version = loaded.metadata().version,
+        abi = %loaded.raw.abi_revision(),
         key = loaded.key_id.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
         sha256 = loaded.sha256,
         "plugin verified and loaded"

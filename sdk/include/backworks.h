@@ -6,7 +6,9 @@
  *   - backworks_plugin_metadata: a BackworksMetadataRecord in section .bwmeta
  *     (__DATA,__bwmeta on Mach-O); declare it with BACKWORKS_DECLARE_METADATA;
  *   - plugin_info():   returns PluginInfo by value;
- *   - plugin_vtable(): returns PluginVTable by value.
+ *   - plugin_vtable(): returns PluginVTable by value (ABI 1.0), or
+ *     PluginVTableV1_1 (ABI 1.1: define BACKWORKS_PLUGIN_ABI_MINOR as 1
+ *     before including this header).
  *
  * BACKWORKS_DECLARE_METADATA is for C; from C++, declare the record in a C
  * file of the library.
@@ -21,8 +23,25 @@
 /*
  The ABI version of this contract: written into every plugin's metadata
  record and [`PluginInfo`], and the only version a host built with it loads.
+ It is the ABI's *major* version: it changes only when a change is not an
+ append (see [`ABI_MINOR`]).
  */
 #define BACKWORKS_ABI_VERSION 1
+
+/*
+ The newest minor revision of ABI v1 this contract defines: 1, "ABI 1.1"
+ (1.0 plus `initialize_with_host` and [`HostServices`]). A minor revision
+ only appends vtable entries; a host loads plugins of every minor
+ revision of its major version, older or newer (the entries it does not
+ know are never called).
+ */
+#define BACKWORKS_ABI_MINOR 1
+
+/*
+ The most vtable entries a host reads from a plugin of a newer minor
+ revision than it knows; a larger table is refused.
+ */
+#define BACKWORKS_MAX_VTABLE_ENTRIES 64
 
 /*
  Written in the target's byte order; tells a reader the record's order.
@@ -63,6 +82,31 @@
  the trait's default.
  */
 #define BACKWORKS_STATUS_NOT_IMPLEMENTED 5
+
+/*
+ Log level passed to [`HostServices::log`]: an error.
+ */
+#define BACKWORKS_LOG_ERROR 1
+
+/*
+ Log level: a warning.
+ */
+#define BACKWORKS_LOG_WARN 2
+
+/*
+ Log level: information.
+ */
+#define BACKWORKS_LOG_INFO 3
+
+/*
+ Log level: debugging detail.
+ */
+#define BACKWORKS_LOG_DEBUG 4
+
+/*
+ Log level: tracing detail.
+ */
+#define BACKWORKS_LOG_TRACE 5
 
 /*
  What `plugin_info` returns: the plugin's own name, version and
@@ -148,6 +192,69 @@ typedef struct PluginVTable {
 } PluginVTable;
 
 /*
+ What the host offers a plugin (ABI 1.1), passed to
+ `initialize_with_host`.
+
+ The struct grows by appending fields: `struct_size` says how many bytes
+ of it the host filled, and a plugin reads a field only when
+ `struct_size` covers it. The struct, `context` and every function stay
+ valid for as long as the plugin's library is loaded (hosts never unload
+ libraries); each function may be called from any thread, concurrently,
+ and never calls back into the plugin.
+ */
+typedef struct BackworksHostServices {
+  /*
+   `sizeof(HostServices)` in the host.
+   */
+  uint32_t struct_size;
+  /*
+   Zero; keeps `context` aligned on every target.
+   */
+  uint32_t reserved;
+  /*
+   The host's opaque value, passed back as every function's first
+   argument.
+   */
+  void *context;
+  /*
+   `log_enabled(context, level, target)`: non-zero when the host would
+   keep an event of `level` (`LOG_ERROR`..`LOG_TRACE`) from `target` (a
+   NUL-terminated UTF-8 string, the plugin's module path or any name),
+   so the plugin can skip formatting the others.
+   */
+  int32_t (*log_enabled)(void*, uint32_t, const char*);
+  /*
+   `log(context, level, target, message, fields_json)`: one event into
+   the host's log. `message` is NUL-terminated UTF-8; `fields_json` is
+   NULL or a JSON object of the event's other fields. The host copies
+   what it keeps; the strings only need to live for the call.
+   */
+  void (*log)(void*, uint32_t, const char*, const char*, const char*);
+} BackworksHostServices;
+
+/*
+ What `plugin_vtable` returns in ABI 1.1: the table of 1.0, then the
+ entries 1.1 appends (`docs/abi.md`, "Versioning").
+
+ A plugin built for 1.1 records `vtable_size = sizeof(PluginVTableV1_1)`
+ and minor revision 1 ([`metadata::FLAG_ABI_MINOR_SHIFT`]). Every entry
+ must be a function.
+ */
+typedef struct PluginVTableV1_1 {
+  /*
+   The entries of ABI 1.0, unchanged.
+   */
+  struct PluginVTable v1_0;
+  /*
+   `initialize_with_host(config_json, host)`: status code. Called by a
+   1.1 host *instead of* `initialize` (same contract, once, first), with
+   the [`HostServices`] the plugin may use from then on, from any thread,
+   for as long as the library is loaded.
+   */
+  int32_t (*initialize_with_host)(const char*, const struct BackworksHostServices*);
+} PluginVTableV1_1;
+
+/*
  The metadata record, exported as `backworks_plugin_metadata` and placed in
  the `.bwmeta` section (`__DATA,__bwmeta` on Mach-O).
 
@@ -182,7 +289,8 @@ typedef struct BackworksMetadataRecord {
    */
   uint32_t vtable_size;
   /*
-   Flag bits (`metadata::FLAG_*`).
+   Flag bits (`metadata::FLAG_*`); bits 16 to 23 hold the ABI minor
+   revision (`metadata::FLAG_ABI_MINOR_SHIFT`).
    */
   uint32_t flags;
   /*
@@ -206,6 +314,10 @@ typedef struct BackworksMetadataRecord {
    */
   uint8_t description[256];
 } BackworksMetadataRecord;
+
+
+
+
 
 /* ---- Declaring a plugin (hand-written part, kept in sdk/cbindgen.toml) ---- */
 
@@ -256,6 +368,22 @@ typedef struct BackworksMetadataRecord {
 
 BACKWORKS_STATIC_ASSERT(sizeof(BackworksMetadataRecord) == 512, "BackworksMetadataRecord must be 512 bytes");
 
+/* The ABI revision this plugin is written for: 1.BACKWORKS_PLUGIN_ABI_MINOR.
+ * 0 (the default): ABI 1.0, plugin_vtable returns a PluginVTable. 1: ABI 1.1,
+ * plugin_vtable returns a PluginVTableV1_1, whose initialize_with_host
+ * receives the host's services (BackworksHostServices). Hosts load both.
+ * Define it before including this header. */
+#ifndef BACKWORKS_PLUGIN_ABI_MINOR
+#  define BACKWORKS_PLUGIN_ABI_MINOR 0
+#endif
+#if BACKWORKS_PLUGIN_ABI_MINOR == 0
+typedef PluginVTable BackworksPluginTable;
+#elif BACKWORKS_PLUGIN_ABI_MINOR == 1
+typedef PluginVTableV1_1 BackworksPluginTable;
+#else
+#  error "backworks.h: BACKWORKS_PLUGIN_ABI_MINOR must be 0 (ABI 1.0) or 1 (ABI 1.1)"
+#endif
+
 /* Declares the plugin's metadata record. NAME and VERSION: string literals of
  * 1 to 63 bytes; DESCRIPTION: a string literal of at most 255 bytes. Use it
  * once, at file scope, in one source file of the library. */
@@ -270,8 +398,8 @@ BACKWORKS_STATIC_ASSERT(sizeof(BackworksMetadataRecord) == 512, "BackworksMetada
         (uint32_t)sizeof(BackworksMetadataRecord),                                           \
         BACKWORKS_ABI_VERSION,                                                               \
         (uint32_t)sizeof(PluginInfo),                                                        \
-        (uint32_t)sizeof(PluginVTable),                                                      \
-        0,                                                                                   \
+        (uint32_t)sizeof(BackworksPluginTable),                                              \
+        (uint32_t)BACKWORKS_PLUGIN_ABI_MINOR << 16, /* flags: the minor revision */          \
         BACKWORKS_SDK_VERSION,                                                               \
         NAME,                                                                                \
         VERSION,                                                                             \
@@ -285,7 +413,7 @@ extern "C" {
 
 /* The two functions every plugin defines. */
 BACKWORKS_EXPORT PluginInfo plugin_info(void);
-BACKWORKS_EXPORT PluginVTable plugin_vtable(void);
+BACKWORKS_EXPORT BackworksPluginTable plugin_vtable(void);
 
 #ifdef __cplusplus
 }  /* extern "C" */

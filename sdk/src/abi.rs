@@ -1,5 +1,5 @@
-//! The ABI between the Backworks host and a plugin library, v1, as a plugin
-//! sees it (`docs/abi.md`).
+//! The ABI between the Backworks host and a plugin library, v1 (revision
+//! 1.1), as a plugin sees it (`docs/abi.md`).
 //!
 //! Everything of [`backworks_abi`] (layouts, constants, the host half) is
 //! re-exported here, so `backworks_plugin_sdk::abi::PluginInfo` and
@@ -7,7 +7,10 @@
 //! side**: [`export_plugin!`](crate::export_plugin) and the [`ExportedPlugin`]
 //! machinery behind it, which turns a [`BackworksPlugin`] into the exported
 //! symbols, catches every panic at the boundary and runs async hooks on a
-//! tokio runtime the plugin owns.
+//! tokio runtime the plugin owns. A plugin built with this SDK is of ABI 1.1:
+//! its table ends with `initialize_with_host`, which keeps the host's
+//! [`HostServices`] ([`host_services`]) and installs the log forwarding
+//! (`host_log`) before it initializes the plugin.
 //!
 //! It is the only module of the SDK with `unsafe` code.
 
@@ -65,11 +68,19 @@ macro_rules! export_plugin {
             }
 
             #[unsafe(no_mangle)]
-            pub extern "C" fn plugin_vtable() -> $crate::abi::PluginVTable {
+            pub extern "C" fn plugin_vtable() -> $crate::abi::PluginVTableV1_1 {
                 extern "C" fn initialize(config: *const ::std::ffi::c_char) -> i32 {
                     // SAFETY: the host passes NULL or a NUL-terminated string
                     // that stays valid for the call (ABI contract).
                     unsafe { PLUGIN.initialize(config) }
+                }
+                extern "C" fn initialize_with_host(
+                    config: *const ::std::ffi::c_char,
+                    host: *const $crate::abi::HostServices,
+                ) -> i32 {
+                    // SAFETY: as for `initialize`; `host` is NULL or host
+                    // services valid while the library is loaded (ABI 1.1).
+                    unsafe { PLUGIN.initialize_with_host(config, host) }
                 }
                 extern "C" fn shutdown() -> i32 {
                     PLUGIN.shutdown()
@@ -107,15 +118,18 @@ macro_rules! export_plugin {
                     // i32 (ABI contract).
                     unsafe { $crate::abi::last_error(code) }
                 }
-                $crate::abi::PluginVTable {
-                    initialize: Some(initialize),
-                    shutdown: Some(shutdown),
-                    health_check: Some(health_check),
-                    before_request: Some(before_request),
-                    after_response: Some(after_response),
-                    process_endpoint: Some(process_endpoint),
-                    free_string: Some(free_string),
-                    last_error: Some(last_error),
+                $crate::abi::PluginVTableV1_1 {
+                    v1_0: $crate::abi::PluginVTable {
+                        initialize: Some(initialize),
+                        shutdown: Some(shutdown),
+                        health_check: Some(health_check),
+                        before_request: Some(before_request),
+                        after_response: Some(after_response),
+                        process_endpoint: Some(process_endpoint),
+                        free_string: Some(free_string),
+                        last_error: Some(last_error),
+                    },
+                    initialize_with_host: Some(initialize_with_host),
                 }
             }
         };
@@ -404,6 +418,33 @@ impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
         })
     }
 
+    /// `initialize_with_host` (ABI 1.1): keeps `host`'s services, installs
+    /// the log forwarding into the host (once per library), then does what
+    /// `initialize` does.
+    ///
+    /// # Safety
+    /// `config` is NULL or a NUL-terminated string valid for the call;
+    /// `host` is NULL or points to a [`HostServices`] whose first
+    /// `struct_size` bytes, `context` and functions stay valid while the
+    /// library is loaded.
+    pub unsafe fn initialize_with_host(
+        &self,
+        config: *const c_char,
+        host: *const HostServices,
+    ) -> i32 {
+        // SAFETY: forwarded from this function's contract.
+        match unsafe { read_host_services(host) } {
+            Ok(services) => {
+                if HOST.set(Host(services)).is_ok() {
+                    crate::host_log::install();
+                }
+                // SAFETY: forwarded from this function's contract.
+                unsafe { self.initialize(config) }
+            }
+            Err(failure) => status(|| Err(failure)),
+        }
+    }
+
     /// `shutdown`: runs the plugin's hook, then stops its runtime.
     pub fn shutdown(&self) -> i32 {
         status(|| {
@@ -571,4 +612,88 @@ pub unsafe fn last_error(code: *mut i32) -> *const c_char {
         unsafe { code.write(status) };
     }
     message
+}
+
+/// The host's services, as `initialize_with_host` received them: one per
+/// plugin library (every library has its own copy of this static).
+static HOST: OnceLock<Host> = OnceLock::new();
+
+/// The host's services, as the SDK's log forwarding calls them.
+#[derive(Debug)]
+pub(crate) struct Host(HostServices);
+
+/// The host's services, once the host initialized the plugin with them (ABI
+/// 1.1 hosts); `None` under a 1.0 host or before `initialize_with_host`.
+pub fn host_services() -> Option<&'static HostServices> {
+    HOST.get().map(|host| &host.0)
+}
+
+/// The services the SDK's log forwarding calls.
+pub(crate) fn host() -> Option<&'static Host> {
+    HOST.get()
+}
+
+impl Host {
+    /// Whether the host keeps events of `level` from `target`; false
+    /// when it offers no logging.
+    pub(crate) fn log_enabled(&self, level: u32, target: &str) -> bool {
+        let (Some(enabled), Some(_)) = (self.0.log_enabled, self.0.log) else {
+            return false;
+        };
+        let target = cstring_lossy(target);
+        enabled(self.0.context, level, target.as_ptr()) != 0
+    }
+
+    /// One event into the host's log; `fields` is a JSON object or `None`.
+    pub(crate) fn log(&self, level: u32, target: &str, message: &str, fields: Option<&str>) {
+        let Some(log) = self.0.log else {
+            return;
+        };
+        let target = cstring_lossy(target);
+        let message = cstring_lossy(message);
+        let fields = fields.map(cstring_lossy);
+        log(
+            self.0.context,
+            level,
+            target.as_ptr(),
+            message.as_ptr(),
+            fields.as_ref().map_or(ptr::null(), |f| f.as_ptr()),
+        );
+    }
+}
+
+/// A copy of the host's services: the fields its `struct_size` covers, the
+/// others NULL (a host of a later revision may pass a larger struct, of
+/// which this copy keeps what this SDK knows).
+///
+/// # Safety
+/// `host` is NULL or points to a `HostServices` whose first `struct_size`
+/// bytes are readable.
+unsafe fn read_host_services(host: *const HostServices) -> Result<HostServices, Failure> {
+    if host.is_null() {
+        return Err(Failure::invalid_input("argument `host` is NULL"));
+    }
+    // SAFETY: non-NULL, and `struct_size` is the first field of every
+    // revision of the struct, by this function's contract.
+    let declared = unsafe { host.cast::<u32>().read_unaligned() } as usize;
+    let size = std::mem::size_of::<HostServices>();
+    if declared < std::mem::offset_of!(HostServices, context) {
+        return Err(Failure::invalid_input(format!(
+            "argument `host` declares struct_size {declared}: HostServices has at least its 8-byte header (and is {size} bytes in ABI 1.1)"
+        )));
+    }
+    let mut copy = std::mem::MaybeUninit::<HostServices>::zeroed();
+    // SAFETY: `declared.min(size)` bytes are readable at `host` (contract)
+    // and writable in `copy`; the two do not overlap.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            host.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            declared.min(size),
+        );
+    }
+    // SAFETY: all-zero bytes are a valid `HostServices` (NULL pointers,
+    // `None` functions), and the bytes copied over them are the host's
+    // fields of the same types.
+    Ok(unsafe { copy.assume_init() })
 }

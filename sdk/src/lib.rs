@@ -35,6 +35,14 @@
 //! the request hooks, [`async_trait`](macro@async_trait), [`Value`], [`json!`] and
 //! [`export_plugin!`].
 //!
+//! **Logging** (ABI 1.1): a plugin logs with `tracing` or `log` as usual.
+//! When the host initializes it with its services (`initialize_with_host`),
+//! the SDK installs, in the plugin's own copies of those crates, a global
+//! `tracing` dispatcher and a `log` logger that forward every event the host
+//! wants (its `RUST_LOG` filter decides) into the host's log, under the
+//! plugin's name. A plugin that installs its own subscriber or logger first
+//! keeps it.
+//!
 //! This crate is what plugins link, and nothing more: the ABI contract both
 //! sides share is the crate `backworks-abi` (re-exported as [`abi`], with
 //! its [`metadata`] parser); reading, checking and signing a built library
@@ -42,6 +50,7 @@
 
 pub mod abi;
 mod error;
+mod host_log;
 mod plugin;
 
 pub use async_trait::async_trait;

@@ -5,6 +5,7 @@
 use backworks_test_support as support;
 use backworks_test_support::harness;
 
+mod abi_revisions;
 mod inspect;
 mod load;
 mod marketplace;

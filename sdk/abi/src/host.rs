@@ -4,17 +4,21 @@
 //! [`HookError`]s; strings a plugin returns go back to its own `free_string`
 //! ([`PluginString`]).
 
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::http::{HttpRequest, HttpResponse, RequestAction, ResponseExchange};
-use crate::metadata::{self, FLAG_PANIC_ABORT, MetadataError, PluginMetadata};
+use crate::metadata::{
+    self, AbiRevision, FLAG_PANIC_ABORT, MetadataError, PluginMetadata, VTableSizeError,
+};
 use crate::{
-    ABI_VERSION, CheckedVTable, METADATA_RECORD_MAX_SIZE, METADATA_RECORD_SIZE, PluginInfo,
-    PluginVTable, STATUS_INVALID_INPUT, STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK,
-    STATUS_PANIC, STATUS_PLUGIN_ERROR, TARGET,
+    ABI_VERSION, CheckedVTable, HostServices, MAX_VTABLE_ENTRIES, METADATA_RECORD_MAX_SIZE,
+    METADATA_RECORD_SIZE, PluginInfo, PluginVTable, PluginVTableV1_1, STATUS_INVALID_INPUT,
+    STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK, STATUS_PANIC, STATUS_PLUGIN_ERROR,
+    TARGET, VTABLE_ENTRIES,
 };
 
 /// Why a plugin cannot be used by this host. Each variant names the plugin.
@@ -46,6 +50,21 @@ pub enum AbiError {
         found: u32,
         /// Size the host expects.
         expected: usize,
+    },
+    /// The plugin was built for a newer minor revision, but its table's
+    /// size is not one a newer revision can have.
+    #[error(
+        "plugin `{name}` declares sizeof(PluginVTable) = {found} bytes, which is not a table of ABI {revision} on {TARGET}: {source}; it was built for another ABI or target"
+    )]
+    VTableSize {
+        /// The plugin's name.
+        name: String,
+        /// The revision the plugin declares.
+        revision: AbiRevision,
+        /// Size the plugin declares.
+        found: u32,
+        /// Why the size does not fit.
+        source: VTableSizeError,
     },
     /// The plugin was built for another target.
     #[error(
@@ -89,9 +108,16 @@ pub enum AbiError {
 }
 
 /// Checks that this host can use a plugin with `metadata`: same ABI
-/// version, same struct sizes, same target, panics caught. Run it before
-/// calling `plugin_info` or `plugin_vtable`.
+/// (major) version, the struct sizes of its minor revision (any minor: a
+/// newer one than this host knows is used through the entries the host
+/// knows; `docs/abi.md`, "Versioning"), same target, panics caught. Run it
+/// before calling `plugin_info` or `plugin_vtable`.
 pub fn check_compatible(metadata: &PluginMetadata) -> Result<(), AbiError> {
+    compatible(metadata).map(drop)
+}
+
+/// [`check_compatible`], returning how many vtable entries the plugin has.
+fn compatible(metadata: &PluginMetadata) -> Result<u32, AbiError> {
     let name = || metadata.name.clone();
     let found = metadata.abi_version();
     if found != ABI_VERSION {
@@ -106,28 +132,37 @@ pub fn check_compatible(metadata: &PluginMetadata) -> Result<(), AbiError> {
             hint,
         });
     }
-    let sizes = [
-        (
-            "PluginInfo",
-            metadata.header.info_size,
-            std::mem::size_of::<PluginInfo>(),
-        ),
-        (
-            "PluginVTable",
-            metadata.header.vtable_size,
-            std::mem::size_of::<PluginVTable>(),
-        ),
-    ];
-    for (what, found, expected) in sizes {
-        if found as usize != expected {
+    let info_size = metadata.header.info_size;
+    if info_size as usize != std::mem::size_of::<PluginInfo>() {
+        return Err(AbiError::StructSize {
+            name: name(),
+            what: "PluginInfo",
+            found: info_size,
+            expected: std::mem::size_of::<PluginInfo>(),
+        });
+    }
+    let revision = metadata.abi_revision();
+    let found = metadata.header.vtable_size;
+    let pointer = std::mem::size_of::<usize>() as u32;
+    let entries = match metadata::vtable_entries(revision, found, pointer) {
+        Ok(entries) => entries,
+        Err(VTableSizeError::Known { expected, .. }) => {
             return Err(AbiError::StructSize {
                 name: name(),
-                what,
+                what: "PluginVTable",
                 found,
-                expected,
+                expected: expected as usize,
             });
         }
-    }
+        Err(source) => {
+            return Err(AbiError::VTableSize {
+                name: name(),
+                revision,
+                found,
+                source,
+            });
+        }
+    };
     if metadata.target != TARGET {
         return Err(AbiError::Target {
             name: name(),
@@ -137,7 +172,7 @@ pub fn check_compatible(metadata: &PluginMetadata) -> Result<(), AbiError> {
     if metadata.header.flags & FLAG_PANIC_ABORT != 0 {
         return Err(AbiError::PanicAbort { name: name() });
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// Reads the metadata record a loaded library exports, without calling any
@@ -182,15 +217,20 @@ pub enum Hook {
 }
 
 impl Hook {
-    /// Index of a request hook (`before_request`, `process_endpoint`,
-    /// `after_response`: 0, 1, 2); `None` for the lifecycle hooks.
+    /// The request hooks, in the order a request passes them: the one list
+    /// every per-hook table of the host follows (adding a request hook is
+    /// one edit here).
+    pub const REQUEST: [Hook; 3] = [
+        Self::BeforeRequest,
+        Self::ProcessEndpoint,
+        Self::AfterResponse,
+    ];
+
+    /// Index of a request hook in [`Hook::REQUEST`] (`before_request`,
+    /// `process_endpoint`, `after_response`: 0, 1, 2); `None` for the
+    /// lifecycle hooks.
     pub fn request_index(self) -> Option<usize> {
-        match self {
-            Self::BeforeRequest => Some(0),
-            Self::ProcessEndpoint => Some(1),
-            Self::AfterResponse => Some(2),
-            Self::Initialize | Self::Shutdown | Self::HealthCheck => None,
-        }
+        Self::REQUEST.iter().position(|&hook| hook == self)
     }
 
     /// The vtable entry's name.
@@ -315,7 +355,64 @@ pub struct RawPlugin {
     description: String,
     /// Request hooks that answered [`STATUS_NOT_IMPLEMENTED`], indexed by
     /// [`Hook::request_index`]: never called again.
-    not_implemented: [AtomicBool; 3],
+    not_implemented: [AtomicBool; Hook::REQUEST.len()],
+}
+
+/// A vtable as it comes back from `plugin_vtable`, `N` pointer-sized slots.
+///
+/// A table of at least eight pointers is returned through a buffer the
+/// caller provides (its address is a hidden argument) on every target this
+/// ABI supports (System V x86-64 and AArch64 return aggregates larger than
+/// 16 bytes in memory, Windows x64 those that are not 1, 2, 4 or 8 bytes,
+/// i386 every aggregate): the plugin writes its own `sizeof` into it. So a
+/// buffer of exactly the plugin's size (a known revision) or larger (a
+/// newer one, up to [`MAX_VTABLE_ENTRIES`]) receives the whole table; the
+/// slots past the plugin's size stay uninitialised and are never read.
+#[repr(C)]
+struct Slots<const N: usize>([MaybeUninit<*const c_void>; N]);
+
+/// The first [`VTABLE_ENTRIES`]`[ABI_MINOR]` entries of the table
+/// `plugin_vtable` returns, for a plugin whose table has `entries` slots
+/// (checked from its record); the entries of later revisions than the
+/// plugin's are NULL.
+///
+/// # Safety
+/// `plugin_vtable` is a plugin's exported `plugin_vtable` that returns a
+/// table of exactly `entries` pointers, `VTABLE_ENTRIES[0] <= entries <=
+/// MAX_VTABLE_ENTRIES`.
+unsafe fn read_vtable(
+    plugin_vtable: extern "C" fn() -> PluginVTable,
+    entries: u32,
+) -> PluginVTableV1_1 {
+    const NEWEST: usize = VTABLE_ENTRIES[crate::ABI_MINOR as usize] as usize;
+    const MAX: usize = MAX_VTABLE_ENTRIES as usize;
+    fn call<const N: usize>(
+        plugin_vtable: extern "C" fn() -> PluginVTable,
+        entries: usize,
+    ) -> [*const c_void; NEWEST] {
+        // SAFETY: only the type of the returned aggregate changes, to one of
+        // at least the plugin's size, which every supported target returns
+        // through the same caller-provided buffer (see `Slots`).
+        let call: extern "C" fn() -> Slots<N> = unsafe { std::mem::transmute(plugin_vtable) };
+        let slots = call();
+        let mut out = [std::ptr::null(); NEWEST];
+        for (i, slot) in out.iter_mut().enumerate().take(entries.min(N)) {
+            // SAFETY: the plugin wrote its `entries` slots, and `i < entries`.
+            *slot = unsafe { slots.0[i].assume_init() };
+        }
+        out
+    }
+    let entries = entries as usize;
+    let pointers = match entries {
+        8 => call::<8>(plugin_vtable, entries),
+        9 => call::<9>(plugin_vtable, entries),
+        _ => call::<MAX>(plugin_vtable, entries),
+    };
+    // SAFETY: `PluginVTableV1_1` is `repr(C)`, `NEWEST` nullable function
+    // pointers, each the size of a data pointer; NULL reads as `None`, and
+    // the plugin's contract makes every non-NULL slot a function of its
+    // entry's signature.
+    unsafe { std::mem::transmute::<[*const c_void; NEWEST], PluginVTableV1_1>(pointers) }
 }
 
 fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, AbiError> {
@@ -338,19 +435,24 @@ fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, 
 
 impl RawPlugin {
     /// Checks `metadata` ([`check_compatible`]), and only then calls
-    /// `plugin_info` (and checks what it returns) and `plugin_vtable`.
+    /// `plugin_info` (and checks what it returns) and `plugin_vtable`, of
+    /// which it reads as many entries as the record declares (a 1.0 table, a
+    /// 1.1 table, or a newer one of which it uses the 1.1 entries).
     ///
     /// # Safety
     /// `plugin_info` and `plugin_vtable` are the functions of that name
-    /// exported by the library whose record is `metadata`, and that library
-    /// stays loaded as long as the returned value and every [`PluginString`]
-    /// it hands out live (hosts never unload plugin libraries).
+    /// exported by the library whose record is `metadata` (`plugin_vtable`
+    /// typed as returning a 1.0 table whatever its revision: this function
+    /// calls it with the return type of the record's revision), and that
+    /// library stays loaded as long as the returned value and every
+    /// [`PluginString`] it hands out live (hosts never unload plugin
+    /// libraries).
     pub unsafe fn new(
         metadata: PluginMetadata,
         plugin_info: extern "C" fn() -> PluginInfo,
         plugin_vtable: extern "C" fn() -> PluginVTable,
     ) -> Result<Self, AbiError> {
-        check_compatible(&metadata)?;
+        let entries = compatible(&metadata)?;
         let info = plugin_info();
         let problem = |problem: String| AbiError::Info {
             name: metadata.name.clone(),
@@ -372,12 +474,18 @@ impl RawPlugin {
         let name = info_string(info.name, "name", &metadata.name)?;
         let version = info_string(info.version, "version", &metadata.name)?;
         let description = info_string(info.description, "description", &metadata.name)?;
-        let vtable = plugin_vtable()
-            .checked()
-            .map_err(|entry| AbiError::NullEntry {
-                name: metadata.name.clone(),
-                entry,
-            })?;
+        // SAFETY: the record (checked above) declares a table of `entries`
+        // pointers, within the bounds `read_vtable` needs.
+        let table = unsafe { read_vtable(plugin_vtable, entries) };
+        let checked = if metadata.header.abi_minor() >= 1 {
+            table.checked()
+        } else {
+            table.v1_0.checked()
+        };
+        let vtable = checked.map_err(|entry| AbiError::NullEntry {
+            name: metadata.name.clone(),
+            entry,
+        })?;
         Ok(Self {
             vtable,
             metadata,
@@ -391,6 +499,19 @@ impl RawPlugin {
     /// The metadata record the plugin was checked against.
     pub fn metadata(&self) -> &PluginMetadata {
         &self.metadata
+    }
+
+    /// The ABI revision the plugin was built for (e.g. `1.1`); a newer
+    /// minor than [`AbiRevision::NEWEST`] is used through the entries of
+    /// the newest.
+    pub fn abi_revision(&self) -> AbiRevision {
+        self.metadata.abi_revision()
+    }
+
+    /// Whether the plugin takes [`HostServices`] (ABI 1.1 and later:
+    /// `initialize_with_host`).
+    pub fn takes_host_services(&self) -> bool {
+        self.vtable.initialize_with_host.is_some()
     }
 
     /// The checked table, for callers that need to pass what the typed
@@ -483,6 +604,27 @@ impl RawPlugin {
         self.check_status(Hook::Initialize, code)
     }
 
+    /// Initializes the plugin with `config` as JSON text, handing it `host`:
+    /// through `initialize_with_host` when the plugin has it (ABI 1.1 and
+    /// later), else through `initialize` (1.0), without the services.
+    /// Failures are reported as hook [`Hook::Initialize`].
+    ///
+    /// `host` is `'static`: the plugin may keep and call it for as long as
+    /// its library is loaded, which for hosts is forever.
+    pub fn initialize_with_host(
+        &self,
+        config: &CStr,
+        host: &'static HostServices,
+    ) -> Result<(), HookError> {
+        match self.vtable.initialize_with_host {
+            Some(initialize) => {
+                let code = initialize(config.as_ptr(), host);
+                self.check_status(Hook::Initialize, code)
+            }
+            None => self.initialize(config),
+        }
+    }
+
     /// `shutdown`.
     pub fn shutdown(&self) -> Result<(), HookError> {
         let code = (self.vtable.shutdown)();
@@ -571,6 +713,17 @@ impl RawPlugin {
     pub fn call_initialize(&self, config: &serde_json::Value) -> Result<(), HookError> {
         let input = self.encode(Hook::Initialize, config)?;
         self.initialize(&input)
+    }
+
+    /// [`initialize_with_host`](Self::initialize_with_host) with the config
+    /// as a JSON value.
+    pub fn call_initialize_with_host(
+        &self,
+        config: &serde_json::Value,
+        host: &'static HostServices,
+    ) -> Result<(), HookError> {
+        let input = self.encode(Hook::Initialize, config)?;
+        self.initialize_with_host(&input, host)
     }
 
     /// [`process_endpoint`](Self::process_endpoint) with Rust strings: `None`
@@ -714,12 +867,268 @@ mod tests {
     }
 
     #[test]
+    fn the_sdk_writes_the_newest_revision() {
+        let m = metadata();
+        assert_eq!(m.abi_revision().to_string(), "1.1");
+        assert_eq!(m.abi_revision(), AbiRevision::NEWEST);
+        assert_eq!(
+            m.header.vtable_size as usize,
+            std::mem::size_of::<PluginVTableV1_1>()
+        );
+    }
+
+    #[test]
+    fn every_known_revision_is_accepted_at_its_own_size_only() {
+        let pointer = std::mem::size_of::<usize>() as u32;
+        for (minor, &entries) in VTABLE_ENTRIES.iter().enumerate() {
+            let mut m = metadata();
+            m.header.flags = (minor as u32) << metadata::FLAG_ABI_MINOR_SHIFT;
+            m.header.vtable_size = entries * pointer;
+            assert_eq!(compatible(&m), Ok(entries), "1.{minor}");
+            for wrong in [entries - 1, entries + 1] {
+                m.header.vtable_size = wrong * pointer;
+                let error = check_compatible(&m).unwrap_err();
+                assert!(
+                    matches!(error, AbiError::StructSize { what: "PluginVTable", expected, .. }
+                        if expected == (entries * pointer) as usize),
+                    "1.{minor} with {wrong} entries: {error}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_newer_minor_revision_with_a_larger_table_is_accepted() {
+        let pointer = std::mem::size_of::<usize>() as u32;
+        let newest = VTABLE_ENTRIES[crate::ABI_MINOR as usize];
+        let mut m = metadata();
+        m.header.flags = (crate::ABI_MINOR + 1) << metadata::FLAG_ABI_MINOR_SHIFT;
+        for entries in [newest, newest + 1, newest + 5, MAX_VTABLE_ENTRIES] {
+            m.header.vtable_size = entries * pointer;
+            assert_eq!(compatible(&m), Ok(entries), "{entries} entries");
+        }
+        assert_eq!(m.abi_revision().to_string(), "1.2");
+    }
+
+    #[test]
+    fn a_newer_minor_revision_with_an_impossible_table_is_refused_naming_its_size() {
+        let pointer = std::mem::size_of::<usize>() as u32;
+        let newest = VTABLE_ENTRIES[crate::ABI_MINOR as usize];
+        let mut m = metadata();
+        m.header.flags = 7 << metadata::FLAG_ABI_MINOR_SHIFT;
+        for size in [
+            (newest - 1) * pointer,
+            newest * pointer + 1,
+            (MAX_VTABLE_ENTRIES + 1) * pointer,
+            0,
+        ] {
+            m.header.vtable_size = size;
+            let error = check_compatible(&m).unwrap_err();
+            assert!(
+                matches!(&error, AbiError::VTableSize { found, .. } if *found == size),
+                "{size}: {error:?}"
+            );
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("= {size} bytes")) && text.contains("ABI 1.7"),
+                "{text}"
+            );
+        }
+    }
+
+    /// An in-process plugin whose `plugin_vtable` returns the table a test
+    /// chooses: entries that count their calls.
+    mod in_process {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::*;
+
+        pub(super) static INITIALIZE: AtomicUsize = AtomicUsize::new(0);
+        pub(super) static WITH_HOST: AtomicUsize = AtomicUsize::new(0);
+
+        extern "C" fn initialize(_: *const c_char) -> i32 {
+            INITIALIZE.fetch_add(1, Ordering::SeqCst);
+            STATUS_OK
+        }
+        extern "C" fn initialize_with_host(_: *const c_char, host: *const HostServices) -> i32 {
+            assert!(!host.is_null());
+            WITH_HOST.fetch_add(1, Ordering::SeqCst);
+            STATUS_OK
+        }
+        extern "C" fn status() -> i32 {
+            STATUS_OK
+        }
+        extern "C" fn string(_: *const c_char) -> *const c_char {
+            std::ptr::null()
+        }
+        extern "C" fn endpoint(
+            _: *const c_char,
+            _: *const c_char,
+            _: *const c_char,
+        ) -> *const c_char {
+            std::ptr::null()
+        }
+        extern "C" fn free(_: *const c_char) {}
+        extern "C" fn last_error(code: *mut i32) -> *const c_char {
+            if !code.is_null() {
+                // SAFETY: non-NULL: the host passes a writable i32.
+                unsafe { code.write(STATUS_OK) };
+            }
+            std::ptr::null()
+        }
+
+        pub(super) extern "C" fn info() -> PluginInfo {
+            PluginInfo {
+                name: c"p".as_ptr(),
+                version: c"1.0.0".as_ptr(),
+                description: c"".as_ptr(),
+                abi_version: ABI_VERSION,
+                struct_size: std::mem::size_of::<PluginInfo>() as u32,
+            }
+        }
+
+        pub(super) const V1_0: PluginVTable = PluginVTable {
+            initialize: Some(initialize),
+            shutdown: Some(status),
+            health_check: Some(status),
+            before_request: Some(string),
+            after_response: Some(string),
+            process_endpoint: Some(endpoint),
+            free_string: Some(free),
+            last_error: Some(last_error),
+        };
+
+        pub(super) extern "C" fn vtable_1_0() -> PluginVTable {
+            V1_0
+        }
+
+        pub(super) extern "C" fn vtable_1_1() -> PluginVTableV1_1 {
+            PluginVTableV1_1 {
+                v1_0: V1_0,
+                initialize_with_host: Some(initialize_with_host),
+            }
+        }
+
+        pub(super) extern "C" fn vtable_1_1_without_host() -> PluginVTableV1_1 {
+            PluginVTableV1_1 {
+                v1_0: V1_0,
+                initialize_with_host: None,
+            }
+        }
+
+        pub(super) static HOST: HostServices = HostServices {
+            struct_size: std::mem::size_of::<HostServices>() as u32,
+            reserved: 0,
+            context: std::ptr::null_mut(),
+            log_enabled: None,
+            log: None,
+        };
+    }
+
+    /// `metadata()` declaring ABI 1.`minor` with a table of `entries`.
+    fn metadata_of(minor: u32, entries: u32) -> PluginMetadata {
+        let mut m = metadata();
+        m.header.flags = minor << metadata::FLAG_ABI_MINOR_SHIFT;
+        m.header.vtable_size = entries * std::mem::size_of::<usize>() as u32;
+        m
+    }
+
+    #[test]
+    fn tables_are_read_at_the_records_revision_and_initialized_accordingly() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // SAFETY: `vtable_1_1` returns a 1.1 table; `RawPlugin::new` calls it
+        // with that return type, as the record declares 1.1.
+        let plugin = unsafe {
+            RawPlugin::new(
+                metadata_of(1, 9),
+                in_process::info,
+                std::mem::transmute::<
+                    extern "C" fn() -> PluginVTableV1_1,
+                    extern "C" fn() -> PluginVTable,
+                >(in_process::vtable_1_1),
+            )
+        }
+        .unwrap();
+        assert!(plugin.takes_host_services());
+        assert_eq!(plugin.abi_revision().to_string(), "1.1");
+        let (before, with_host) = (
+            in_process::INITIALIZE.load(SeqCst),
+            in_process::WITH_HOST.load(SeqCst),
+        );
+        plugin
+            .initialize_with_host(c"null", &in_process::HOST)
+            .unwrap();
+        assert_eq!(in_process::WITH_HOST.load(SeqCst), with_host + 1);
+        assert_eq!(in_process::INITIALIZE.load(SeqCst), before);
+
+        // SAFETY: `vtable_1_0` returns a 1.0 table, as the record declares.
+        let plugin =
+            unsafe { RawPlugin::new(metadata_of(0, 8), in_process::info, in_process::vtable_1_0) }
+                .unwrap();
+        assert!(!plugin.takes_host_services());
+        assert_eq!(plugin.abi_revision().to_string(), "1.0");
+        let before = in_process::INITIALIZE.load(SeqCst);
+        plugin
+            .initialize_with_host(c"null", &in_process::HOST)
+            .unwrap();
+        assert_eq!(
+            in_process::INITIALIZE.load(SeqCst),
+            before + 1,
+            "a 1.0 plugin gets `initialize`"
+        );
+    }
+
+    #[test]
+    fn a_1_1_table_without_initialize_with_host_is_refused_naming_it() {
+        // SAFETY: as above, a 1.1 table for a 1.1 record.
+        let error = unsafe {
+            RawPlugin::new(
+                metadata_of(1, 9),
+                in_process::info,
+                std::mem::transmute::<
+                    extern "C" fn() -> PluginVTableV1_1,
+                    extern "C" fn() -> PluginVTable,
+                >(in_process::vtable_1_1_without_host),
+            )
+        }
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AbiError::NullEntry {
+                    entry: "initialize_with_host",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_request_hooks_are_one_list() {
+        for (i, hook) in Hook::REQUEST.into_iter().enumerate() {
+            assert_eq!(hook.request_index(), Some(i));
+        }
+        for hook in [Hook::Initialize, Hook::Shutdown, Hook::HealthCheck] {
+            assert_eq!(hook.request_index(), None);
+        }
+    }
+
+    #[test]
     fn layouts_match_docs_abi_md() {
         let pointer = std::mem::size_of::<usize>();
         assert_eq!(std::mem::size_of::<PluginInfo>(), 3 * pointer + 8);
         assert_eq!(std::mem::size_of::<PluginVTable>(), 8 * pointer);
         assert_eq!(std::mem::offset_of!(PluginVTable, free_string), 6 * pointer);
         assert_eq!(std::mem::offset_of!(PluginInfo, abi_version), 3 * pointer);
+        assert_eq!(std::mem::size_of::<PluginVTableV1_1>(), 9 * pointer);
+        assert_eq!(
+            std::mem::offset_of!(PluginVTableV1_1, initialize_with_host),
+            8 * pointer
+        );
+        assert_eq!(std::mem::offset_of!(HostServices, context), 8);
+        assert_eq!(std::mem::offset_of!(HostServices, log_enabled), 8 + pointer);
+        assert_eq!(std::mem::offset_of!(HostServices, log), 8 + 2 * pointer);
     }
 
     #[test]

@@ -1,10 +1,18 @@
-//! The Backworks plugin ABI, v1: the contract the host and plugin libraries
-//! share, byte for byte (`docs/abi.md`).
+//! The Backworks plugin ABI, v1 (revision 1.1): the contract the host and
+//! plugin libraries share, byte for byte (`docs/abi.md`).
 //!
 //! - **Layouts and constants** (this file): [`PluginInfo`], [`PluginVTable`]
-//!   and [`MetadataRecord`], `#[repr(C)]`, the symbol and section names and
-//!   the status codes; `sdk/include/backworks.h` is generated from this file
-//!   by cbindgen (`sdk/cbindgen.toml`).
+//!   (revision 1.0) and [`PluginVTableV1_1`] (1.0's entries, then
+//!   `initialize_with_host`), [`HostServices`] and [`MetadataRecord`],
+//!   `#[repr(C)]`, the symbol and section names, the status codes and log
+//!   levels; `sdk/include/backworks.h` is generated from this file by
+//!   cbindgen (`sdk/cbindgen.toml`).
+//! - **How the ABI grows** (`docs/abi.md`, "Versioning"): [`ABI_VERSION`] is
+//!   the major version, refused when it differs; a minor revision only
+//!   appends vtable entries (or fields of a struct passed by pointer that
+//!   carries its own `struct_size`, like [`HostServices`]); the record says
+//!   which minor revision a plugin was built for
+//!   ([`metadata::RecordHeader::abi_minor`]) and how large its table is.
 //! - **The metadata record's parser** ([`metadata`]) and the JSON payloads of
 //!   the request hooks ([`http`]).
 //! - **The host half** (module `host`, re-exported here): [`check_compatible`],
@@ -40,7 +48,25 @@ pub const TARGET: &str = env!("BACKWORKS_TARGET");
 
 /// The ABI version of this contract: written into every plugin's metadata
 /// record and [`PluginInfo`], and the only version a host built with it loads.
+/// It is the ABI's *major* version: it changes only when a change is not an
+/// append (see [`ABI_MINOR`]).
 pub const ABI_VERSION: u32 = 1;
+
+/// The newest minor revision of ABI v1 this contract defines: 1, "ABI 1.1"
+/// (1.0 plus `initialize_with_host` and [`HostServices`]). A minor revision
+/// only appends vtable entries; a host loads plugins of every minor
+/// revision of its major version, older or newer (the entries it does not
+/// know are never called).
+pub const ABI_MINOR: u32 = 1;
+
+/// Vtable entries of each minor revision of ABI v1, indexed by minor:
+/// 1.0 has 8, 1.1 has 9. A table of minor revision `n` is
+/// `VTABLE_ENTRIES[n]` pointers long.
+pub const VTABLE_ENTRIES: [u32; 2] = [8, 9];
+
+/// The most vtable entries a host reads from a plugin of a newer minor
+/// revision than it knows; a larger table is refused.
+pub const MAX_VTABLE_ENTRIES: u32 = 64;
 
 /// First eight bytes of a metadata record.
 pub const METADATA_MAGIC: [u8; 8] = *b"BWKSPLUG";
@@ -88,6 +114,17 @@ pub const STATUS_INVALID_STATE: i32 = 4;
 /// keep the response, not handled). The SDK reports it for hooks left to
 /// the trait's default.
 pub const STATUS_NOT_IMPLEMENTED: i32 = 5;
+
+/// Log level passed to [`HostServices::log`]: an error.
+pub const LOG_ERROR: u32 = 1;
+/// Log level: a warning.
+pub const LOG_WARN: u32 = 2;
+/// Log level: information.
+pub const LOG_INFO: u32 = 3;
+/// Log level: debugging detail.
+pub const LOG_DEBUG: u32 = 4;
+/// Log level: tracing detail.
+pub const LOG_TRACE: u32 = 5;
 
 /// What `plugin_info` returns: the plugin's own name, version and
 /// description, as static NUL-terminated UTF-8 strings owned by the plugin
@@ -147,6 +184,65 @@ pub struct PluginVTable {
     pub last_error: Option<extern "C" fn(*mut i32) -> *const c_char>,
 }
 
+/// What `plugin_vtable` returns in ABI 1.1: the table of 1.0, then the
+/// entries 1.1 appends (`docs/abi.md`, "Versioning").
+///
+/// A plugin built for 1.1 records `vtable_size = sizeof(PluginVTableV1_1)`
+/// and minor revision 1 ([`metadata::FLAG_ABI_MINOR_SHIFT`]). Every entry
+/// must be a function.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginVTableV1_1 {
+    /// The entries of ABI 1.0, unchanged.
+    pub v1_0: PluginVTable,
+    /// `initialize_with_host(config_json, host)`: status code. Called by a
+    /// 1.1 host *instead of* `initialize` (same contract, once, first), with
+    /// the [`HostServices`] the plugin may use from then on, from any thread,
+    /// for as long as the library is loaded.
+    pub initialize_with_host: Option<extern "C" fn(*const c_char, *const HostServices) -> i32>,
+}
+
+/// What the host offers a plugin (ABI 1.1), passed to
+/// `initialize_with_host`.
+///
+/// The struct grows by appending fields: `struct_size` says how many bytes
+/// of it the host filled, and a plugin reads a field only when
+/// `struct_size` covers it. The struct, `context` and every function stay
+/// valid for as long as the plugin's library is loaded (hosts never unload
+/// libraries); each function may be called from any thread, concurrently,
+/// and never calls back into the plugin.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostServices {
+    /// `sizeof(HostServices)` in the host.
+    pub struct_size: u32,
+    /// Zero; keeps `context` aligned on every target.
+    pub reserved: u32,
+    /// The host's opaque value, passed back as every function's first
+    /// argument.
+    pub context: *mut std::ffi::c_void,
+    /// `log_enabled(context, level, target)`: non-zero when the host would
+    /// keep an event of `level` (`LOG_ERROR`..`LOG_TRACE`) from `target` (a
+    /// NUL-terminated UTF-8 string, the plugin's module path or any name),
+    /// so the plugin can skip formatting the others.
+    pub log_enabled: Option<extern "C" fn(*mut std::ffi::c_void, u32, *const c_char) -> i32>,
+    /// `log(context, level, target, message, fields_json)`: one event into
+    /// the host's log. `message` is NUL-terminated UTF-8; `fields_json` is
+    /// NULL or a JSON object of the event's other fields. The host copies
+    /// what it keeps; the strings only need to live for the call.
+    pub log: Option<
+        extern "C" fn(*mut std::ffi::c_void, u32, *const c_char, *const c_char, *const c_char),
+    >,
+}
+
+// SAFETY: the ABI requires the host's functions to accept `context` from any
+// thread, concurrently, for as long as the plugin's library is loaded: the
+// struct is a bundle of thread-safe functions and the value they share.
+unsafe impl Send for HostServices {}
+// SAFETY: as for `Send`; shared use only reads the fields and calls the
+// functions.
+unsafe impl Sync for HostServices {}
+
 /// A [`PluginVTable`] whose every entry was checked to be a function: what
 /// [`RawPlugin`] calls through.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +264,9 @@ pub struct CheckedVTable {
     pub free_string: extern "C" fn(*const c_char),
     /// [`PluginVTable::last_error`].
     pub last_error: extern "C" fn(*mut i32) -> *const c_char,
+    /// [`PluginVTableV1_1::initialize_with_host`]: `Some` for plugins of ABI
+    /// 1.1 and later (checked to be a function), `None` for 1.0.
+    pub initialize_with_host: Option<extern "C" fn(*const c_char, *const HostServices) -> i32>,
 }
 
 impl PluginVTable {
@@ -183,6 +282,18 @@ impl PluginVTable {
             process_endpoint: self.process_endpoint.ok_or("process_endpoint")?,
             free_string: self.free_string.ok_or("free_string")?,
             last_error: self.last_error.ok_or("last_error")?,
+            initialize_with_host: None,
+        })
+    }
+}
+
+impl PluginVTableV1_1 {
+    /// The table with every entry checked, or the first NULL entry's name
+    /// (in table order).
+    pub fn checked(&self) -> Result<CheckedVTable, &'static str> {
+        Ok(CheckedVTable {
+            initialize_with_host: Some(self.initialize_with_host.ok_or("initialize_with_host")?),
+            ..self.v1_0.checked()?
         })
     }
 }
@@ -209,7 +320,8 @@ pub struct MetadataRecord {
     pub info_size: u32,
     /// `sizeof(PluginVTable)` in the plugin.
     pub vtable_size: u32,
-    /// Flag bits (`metadata::FLAG_*`).
+    /// Flag bits (`metadata::FLAG_*`); bits 16 to 23 hold the ABI minor
+    /// revision (`metadata::FLAG_ABI_MINOR_SHIFT`).
     pub flags: u32,
     /// SDK (or C header) version.
     pub sdk_version: [u8; 32],
@@ -241,7 +353,9 @@ impl MetadataRecord {
     };
 
     /// The record for package `name` at `version`, built with the SDK at
-    /// `sdk_version` for this target ([`TARGET`]). Evaluated at compile time by
+    /// `sdk_version` for this target ([`TARGET`]), for the newest revision
+    /// (ABI 1.[`ABI_MINOR`], a [`PluginVTableV1_1`]; `flags` gets the minor
+    /// revision added). Evaluated at compile time by
     /// `export_plugin!`: a name, version or SDK field that does not fit its
     /// slot, or holds a NUL byte, is a compile error; a long description is
     /// truncated.
@@ -258,8 +372,8 @@ impl MetadataRecord {
             record_size: METADATA_RECORD_SIZE as u32,
             abi_version: ABI_VERSION,
             info_size: std::mem::size_of::<PluginInfo>() as u32,
-            vtable_size: std::mem::size_of::<PluginVTable>() as u32,
-            flags,
+            vtable_size: std::mem::size_of::<PluginVTableV1_1>() as u32,
+            flags: flags | (ABI_MINOR << metadata::FLAG_ABI_MINOR_SHIFT),
             sdk_version: fixed(
                 sdk_version,
                 "backworks: the SDK version does not fit 31 bytes",
@@ -303,8 +417,14 @@ impl MetadataRecord {
     }
 }
 
-// The layout is part of the contract: 512 bytes, no padding, fixed offsets.
+// The layout is part of the contract: 512 bytes, no padding, fixed offsets;
+// each revision's table is `VTABLE_ENTRIES` pointers.
 const _: () = {
+    let pointer = std::mem::size_of::<usize>();
+    assert!(std::mem::size_of::<PluginVTable>() == VTABLE_ENTRIES[0] as usize * pointer);
+    assert!(std::mem::size_of::<PluginVTableV1_1>() == VTABLE_ENTRIES[1] as usize * pointer);
+    assert!(VTABLE_ENTRIES.len() == ABI_MINOR as usize + 1);
+    assert!(std::mem::size_of::<HostServices>() == 8 + 3 * pointer);
     assert!(METADATA_RECORD_SIZE == 512);
     assert!(std::mem::offset_of!(MetadataRecord, sdk_version) == 32);
     assert!(std::mem::offset_of!(MetadataRecord, name) == 64);

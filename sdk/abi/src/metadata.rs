@@ -8,7 +8,12 @@
 //! a [`PluginMetadata`], or says precisely what is wrong with them. It never
 //! panics on any input; the byte layout is in `docs/abi.md`.
 
-use crate::{ABI_VERSION, BYTE_ORDER_MARK, METADATA_MAGIC, METADATA_RECORD_SIZE, MetadataRecord};
+use std::fmt;
+
+use crate::{
+    ABI_MINOR, ABI_VERSION, BYTE_ORDER_MARK, MAX_VTABLE_ENTRIES, METADATA_MAGIC,
+    METADATA_RECORD_SIZE, MetadataRecord, VTABLE_ENTRIES,
+};
 
 /// Bytes every version of the record starts with: magic, byte-order mark,
 /// record size, ABI version, the two struct sizes and the flags.
@@ -18,6 +23,117 @@ pub const HEADER_SIZE: usize = 32;
 /// catch its panics at the boundary and one panic would end the host.
 /// Hosts refuse such plugins.
 pub const FLAG_PANIC_ABORT: u32 = 1;
+
+/// Where the ABI minor revision sits in the record's flags: bits 16 to 23
+/// (`(flags >> 16) & 0xff`). 0 is ABI 1.0, which every record written
+/// before revisions existed declares.
+pub const FLAG_ABI_MINOR_SHIFT: u32 = 16;
+
+/// The flag bits holding the ABI minor revision.
+pub const FLAG_ABI_MINOR_MASK: u32 = 0xff << FLAG_ABI_MINOR_SHIFT;
+
+/// An ABI revision: the major version ([`ABI_VERSION`]) and the minor
+/// revision of the vtable, shown as `1.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AbiRevision {
+    /// The major version: a plugin of another one is refused.
+    pub major: u32,
+    /// The minor revision: each appends vtable entries.
+    pub minor: u32,
+}
+
+impl AbiRevision {
+    /// The newest revision this crate defines (`1.1`).
+    pub const NEWEST: Self = Self {
+        major: ABI_VERSION,
+        minor: ABI_MINOR,
+    };
+}
+
+impl fmt::Display for AbiRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl serde::Serialize for AbiRevision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Why a record's `vtable_size` does not fit its ABI revision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VTableSizeError {
+    /// A revision this crate knows has exactly this size.
+    #[error("ABI {revision} needs `vtable_size` = {expected} ({entries} × pointer), found {found}")]
+    Known {
+        /// The record's revision.
+        revision: AbiRevision,
+        /// The record's `vtable_size`.
+        found: u32,
+        /// The revision's size on this pointer width.
+        expected: u32,
+        /// The revision's entries.
+        entries: u32,
+    },
+    /// A newer revision's table must hold the newest known one's entries,
+    /// whole pointers, at most [`MAX_VTABLE_ENTRIES`].
+    #[error(
+        "ABI {revision} (newer than {}) needs a `vtable_size` that is a multiple of {pointer} between {min} and {max}, found {found}",
+        AbiRevision::NEWEST
+    )]
+    Newer {
+        /// The record's revision.
+        revision: AbiRevision,
+        /// The record's `vtable_size`.
+        found: u32,
+        /// Pointer size in bytes.
+        pointer: u32,
+        /// The newest known revision's size.
+        min: u32,
+        /// [`MAX_VTABLE_ENTRIES`] pointers.
+        max: u32,
+    },
+}
+
+/// How many vtable entries a plugin of `revision` with a table of
+/// `vtable_size` bytes has, on a target with `pointer`-byte pointers: a
+/// known revision must have exactly its size ([`VTABLE_ENTRIES`]); a newer
+/// one at least the newest known size, in whole pointers, at most
+/// [`MAX_VTABLE_ENTRIES`] (the host then uses the entries it knows).
+pub fn vtable_entries(
+    revision: AbiRevision,
+    vtable_size: u32,
+    pointer: u32,
+) -> Result<u32, VTableSizeError> {
+    if let Some(&entries) = VTABLE_ENTRIES.get(revision.minor as usize) {
+        let expected = entries * pointer;
+        return if vtable_size == expected {
+            Ok(entries)
+        } else {
+            Err(VTableSizeError::Known {
+                revision,
+                found: vtable_size,
+                expected,
+                entries,
+            })
+        };
+    }
+    let min = VTABLE_ENTRIES[ABI_MINOR as usize] * pointer;
+    let max = MAX_VTABLE_ENTRIES * pointer;
+    if pointer == 0 || !vtable_size.is_multiple_of(pointer) || !(min..=max).contains(&vtable_size) {
+        return Err(VTableSizeError::Newer {
+            revision,
+            found: vtable_size,
+            pointer,
+            min,
+            max,
+        });
+    }
+    Ok(vtable_size / pointer)
+}
 
 /// Byte order of the record's integers (the target's own order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +162,21 @@ pub struct RecordHeader {
     pub flags: u32,
 }
 
+impl RecordHeader {
+    /// The ABI minor revision the record declares (flag bits 16 to 23).
+    pub fn abi_minor(&self) -> u32 {
+        (self.flags & FLAG_ABI_MINOR_MASK) >> FLAG_ABI_MINOR_SHIFT
+    }
+
+    /// The ABI revision the record declares, e.g. `1.1`.
+    pub fn abi_revision(&self) -> AbiRevision {
+        AbiRevision {
+            major: self.abi_version,
+            minor: self.abi_minor(),
+        }
+    }
+}
+
 /// A parsed, validated metadata record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginMetadata {
@@ -67,6 +198,11 @@ impl PluginMetadata {
     /// The ABI version the plugin was built against.
     pub fn abi_version(&self) -> u32 {
         self.header.abi_version
+    }
+
+    /// The ABI revision the plugin was built for, e.g. `1.1`.
+    pub fn abi_revision(&self) -> AbiRevision {
+        self.header.abi_revision()
     }
 
     /// Whether the plugin was built with `panic = "abort"`.

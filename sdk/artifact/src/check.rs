@@ -423,13 +423,14 @@ pub struct MetadataReport {
 impl Serialize for MetadataReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let m = &self.metadata;
-        let mut s = serializer.serialize_struct("MetadataReport", 14)?;
+        let mut s = serializer.serialize_struct("MetadataReport", 15)?;
         s.serialize_field("name", &m.name)?;
         s.serialize_field("version", &m.version)?;
         s.serialize_field("description", &m.description)?;
         s.serialize_field("target", &m.target)?;
         s.serialize_field("sdk_version", &m.sdk_version)?;
         s.serialize_field("abi_version", &m.header.abi_version)?;
+        s.serialize_field("abi_revision", &m.abi_revision())?;
         s.serialize_field("record_size", &m.header.record_size)?;
         s.serialize_field("info_size", &m.header.info_size)?;
         s.serialize_field("vtable_size", &m.header.vtable_size)?;
@@ -653,9 +654,10 @@ impl FileReport {
             let _ = writeln!(out, "  target:    {}", escape(&m.target));
             let _ = writeln!(
                 out,
-                "  abi:       v{} (this tool supports {}), sdk {}",
-                m.abi_version(),
+                "  abi:       {} (this tool supports {}, up to {}), sdk {}",
+                m.abi_revision(),
                 supported_abi_text(),
+                metadata::AbiRevision::NEWEST,
                 escape(&m.sdk_version)
             );
             let _ = writeln!(out, "  record:    {}", report.location);
@@ -1214,31 +1216,43 @@ impl Analysis<'_> {
         };
         if supported {
             let pointer = u32::from(facts.pointer_width / 8);
-            for (field, declared, structure, expected, formula) in [
-                (
-                    "info_size",
-                    header.info_size,
-                    "PluginInfo",
-                    3 * pointer + 8,
-                    "3 × pointer + 8",
+            let bits = facts.pointer_width;
+            let rebuild = "the plugin was built against a different ABI layout: rebuild it with a current backworks-plugin-sdk (C: use an unmodified backworks.h)";
+            let expected = 3 * pointer + 8;
+            if header.info_size != expected {
+                self.report.error_finding(
+                    FindingCode::StructSizeMismatch,
+                    format!(
+                        "the metadata record of `{name}` declares `info_size` = {}, but `PluginInfo` is {expected} bytes on this {bits}-bit file (3 × pointer + 8); {rebuild}",
+                        header.info_size
+                    ),
+                );
+            }
+            let revision = header.abi_revision();
+            let declared = header.vtable_size;
+            match metadata::vtable_entries(revision, declared, pointer) {
+                Ok(_) => {}
+                Err(metadata::VTableSizeError::Known {
+                    expected, entries, ..
+                }) => self.report.error_finding(
+                    FindingCode::StructSizeMismatch,
+                    format!(
+                        "the metadata record of `{name}` declares `vtable_size` = {declared}, but `PluginVTable` of ABI {revision} is {expected} bytes on this {bits}-bit file ({entries} × pointer); {rebuild}"
+                    ),
                 ),
-                (
-                    "vtable_size",
-                    header.vtable_size,
-                    "PluginVTable",
-                    8 * pointer,
-                    "8 × pointer",
-                ),
-            ] {
-                if declared != expected {
+                Err(metadata::VTableSizeError::Newer { min, max, .. }) => {
                     self.report.error_finding(
                         FindingCode::StructSizeMismatch,
                         format!(
-                            "the metadata record of `{name}` declares `{field}` = {declared}, but `{structure}` is {expected} bytes on this {}-bit file ({formula}); the plugin was built against a different ABI layout: rebuild it with a current backworks-plugin-sdk (C: use an unmodified backworks.h)",
-                            facts.pointer_width
+                            "the metadata record of `{name}` declares `vtable_size` = {declared} for ABI {revision}, newer than this tool knows ({}); a table of a newer revision is a whole number of pointers from {min} to {max} bytes on this {bits}-bit file; {rebuild}",
+                            metadata::AbiRevision::NEWEST
                         ),
-                    );
+                    )
                 }
+                Err(other) => self.report.error_finding(
+                    FindingCode::StructSizeMismatch,
+                    format!("the metadata record of `{name}`: {other}; {rebuild}"),
+                ),
             }
         }
         if metadata.panic_aborts() {

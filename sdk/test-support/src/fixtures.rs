@@ -209,6 +209,30 @@ pub fn abi_v2_plugin() -> PathBuf {
     })
 }
 
+/// A C plugin of ABI 1.2, a minor revision newer than the host's: its
+/// table appends two entries (which abort if called) to 1.1's.
+pub fn abi_future_minor_plugin() -> PathBuf {
+    once("abi-future-minor", || {
+        cc_build(
+            "abi_future_minor",
+            &[workspace().join("sdk/tests/fixtures/abi-future-minor/plugin.c")],
+            None,
+        )
+    })
+}
+
+/// A C plugin of ABI 1.1, declared with the header's macros
+/// (`BACKWORKS_PLUGIN_ABI_MINOR` 1).
+pub fn c_abi_1_1_plugin() -> PathBuf {
+    once("c-abi-1-1", || {
+        cc_build(
+            "c_abi_1_1",
+            &[workspace().join("sdk/tests/fixtures/c-abi-1-1/plugin.c")],
+            None,
+        )
+    })
+}
+
 /// The C weather plugin with a NULL `after_response` in its vtable.
 pub fn null_entry_plugin() -> PathBuf {
     once("null-entry", || {

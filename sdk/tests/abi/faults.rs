@@ -243,3 +243,74 @@ fn status_codes_are_the_documented_ones() {
         [0, 1, 2, 3, 4]
     );
 }
+
+/// `initialize_with_host` (ABI 1.1) with no host services, or with a
+/// `struct_size` too small for the struct's header: invalid input, named,
+/// and the plugin stays uninitialized (a correct call then succeeds).
+#[test]
+fn initialize_with_host_refuses_missing_or_truncated_host_services() {
+    let loaded = support::load_fresh(&support::echo_plugin());
+    let plugin = loaded.plugin().unwrap();
+    assert_eq!(plugin.abi_revision().to_string(), "1.1");
+    let entry = plugin
+        .vtable()
+        .initialize_with_host
+        .expect("a Rust plugin is of ABI 1.1");
+    let take_error = || {
+        let mut code = 0;
+        let message = (plugin.vtable().last_error)(&mut code);
+        assert!(!message.is_null());
+        // SAFETY: a non-NULL message from last_error is a NUL-terminated
+        // string the plugin owns until free_string.
+        let text = unsafe { std::ffi::CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned();
+        (plugin.vtable().free_string)(message);
+        (code, text)
+    };
+
+    assert_eq!(
+        entry(c"{}".as_ptr(), std::ptr::null()),
+        abi::STATUS_INVALID_INPUT
+    );
+    assert_eq!(
+        take_error(),
+        (
+            abi::STATUS_INVALID_INPUT,
+            String::from("argument `host` is NULL")
+        )
+    );
+
+    static TRUNCATED: abi::HostServices = abi::HostServices {
+        struct_size: 4,
+        reserved: 0,
+        context: std::ptr::null_mut(),
+        log_enabled: None,
+        log: None,
+    };
+    assert_eq!(entry(c"{}".as_ptr(), &TRUNCATED), abi::STATUS_INVALID_INPUT);
+    let (code, text) = take_error();
+    assert_eq!(code, abi::STATUS_INVALID_INPUT);
+    assert!(
+        text.starts_with("argument `host` declares struct_size 4:"),
+        "{text}"
+    );
+
+    // Host services without logging: accepted, the plugin initializes.
+    static QUIET: abi::HostServices = abi::HostServices {
+        struct_size: std::mem::size_of::<abi::HostServices>() as u32,
+        reserved: 0,
+        context: std::ptr::null_mut(),
+        log_enabled: None,
+        log: None,
+    };
+    plugin
+        .call_initialize_with_host(&json!({}), &QUIET)
+        .unwrap();
+    plugin.health_check().unwrap();
+    assert_eq!(
+        plugin.call_process_endpoint("/log", "GET", "").unwrap(),
+        Some(String::from("logged")),
+        "events with nowhere to go are dropped"
+    );
+}

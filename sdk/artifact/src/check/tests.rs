@@ -434,6 +434,70 @@ fn missing_and_misplaced_symbols() {
 }
 
 #[test]
+fn each_abi_revision_is_checked_against_its_own_table_size() {
+    let record = |record: Record| check(DIST_NAME, &MachO::plugin().with_record(record).bytes());
+    let minor = |m: u32| m << crate::metadata::FLAG_ABI_MINOR_SHIFT;
+
+    // 1.0 and 1.1 at their own sizes; 1.2 (newer than this tool) with one
+    // more entry than 1.1.
+    for (flags, vtable_size, revision) in
+        [(0, 64, "1.0"), (minor(1), 72, "1.1"), (minor(2), 80, "1.2")]
+    {
+        let report = record(Record {
+            flags,
+            vtable_size,
+            ..Record::default()
+        });
+        assert_eq!(codes(&report), [], "{revision}");
+        assert_eq!(
+            report.metadata().unwrap().abi_revision().to_string(),
+            revision
+        );
+        assert!(
+            report.render_text().contains(&format!(
+                "abi:       {revision} (this tool supports v1, up to 1.1)"
+            )),
+            "{}",
+            report.render_text()
+        );
+    }
+
+    // 1.1 at 1.0's size.
+    let report = record(Record {
+        flags: minor(1),
+        vtable_size: 64,
+        ..Record::default()
+    });
+    assert_eq!(
+        codes(&report),
+        [(FindingCode::StructSizeMismatch, Severity::Error)]
+    );
+    let text = message(&report, FindingCode::StructSizeMismatch);
+    assert!(
+        text.contains("`vtable_size` = 64, but `PluginVTable` of ABI 1.1 is 72 bytes on this 64-bit file (9 × pointer)"),
+        "{text}"
+    );
+
+    // 1.2 smaller than 1.1, or not whole pointers.
+    for vtable_size in [64, 81] {
+        let report = record(Record {
+            flags: minor(2),
+            vtable_size,
+            ..Record::default()
+        });
+        assert_eq!(
+            codes(&report),
+            [(FindingCode::StructSizeMismatch, Severity::Error)]
+        );
+        let text = message(&report, FindingCode::StructSizeMismatch);
+        assert!(
+            text.contains(&format!("`vtable_size` = {vtable_size} for ABI 1.2, newer than this tool knows (1.1); a table of a newer revision is a whole number of pointers from 72 to 512 bytes")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn metadata_findings() {
     let record = |record: Record| check(DIST_NAME, &MachO::plugin().with_record(record).bytes());
 
