@@ -45,8 +45,23 @@ use sha2::{Digest, Sha256};
 use backworks_artifact::signature::{self, KeyId, PublicKey, SecretKey, VerifyError};
 use backworks_artifact::{check, target};
 
-/// The version of the registry format this module reads and writes.
+/// The version of the registry format this module reads and writes: the
+/// `format` of the envelope, the index and every release file.
+///
+/// The compatibility policy (`docs/registry.md`, "Compatibility"): a field
+/// may be added to any document without a new format, as long as a reader
+/// that ignores it still reads the document right (readers ignore fields
+/// they do not know; an added field is optional for readers, absent in
+/// older files); anything else (a field removed, renamed, retyped or given
+/// another meaning, a field a reader must understand) needs a new format,
+/// which readers of an older one refuse ([`RegistryError::NewerFormat`])
+/// instead of misreading it. A document without `format` is format 1.
 pub const FORMAT: u32 = 1;
+
+/// The `format` of a document that has none: the first one.
+fn format_1() -> u32 {
+    1
+}
 
 /// The signed index, relative to the registry root.
 pub const INDEX_PATH: &str = "index.json";
@@ -62,9 +77,9 @@ pub const DEFAULT_INDEX_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 /// `index.json`: the index as a string, and the registry key's signature of
 /// that string's UTF-8 bytes. One file, so replacing it is one rename.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// The minisign signature (`.minisig` text) of `index`.
     pub signature: String,
@@ -74,9 +89,9 @@ pub struct Envelope {
 
 /// The registry's list of plugins and versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Index {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// Grows by at least one with every signed index.
     pub serial: u64,
@@ -90,7 +105,6 @@ pub struct Index {
 
 /// One plugin in the [`Index`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IndexEntry {
     /// The newest release's description.
     pub description: String,
@@ -103,7 +117,6 @@ pub struct IndexEntry {
 
 /// Where a release file is and what it hashes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReleaseRef {
     /// Path of `release.json`, relative to the root.
     pub path: String,
@@ -111,13 +124,19 @@ pub struct ReleaseRef {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The plugin ABI (major) the release was built for, as its
+    /// [`Release::abi`] says: a client picks a version its host can load
+    /// without fetching every release file. Absent in indexes written
+    /// before it was added (read the release file then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<u32>,
 }
 
 /// `release.json`: one version of one plugin, every target of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Release {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// The plugin's name (its metadata record's).
     pub name: String,
@@ -140,7 +159,6 @@ pub struct Release {
 
 /// One plugin library in a [`Release`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// Path of the library, relative to the root.
     pub path: String,
@@ -227,6 +245,19 @@ pub enum RegistryError {
         what: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A document of a registry format newer than [`FORMAT`]: this client
+    /// cannot read it right, so it refuses it rather than guess.
+    #[error(
+        "{what}: registry {document} format {found} is newer than this backworks reads ({FORMAT}); upgrade backworks to use this registry"
+    )]
+    NewerFormat {
+        /// Where the document came from (a URL or a path).
+        what: String,
+        /// `index` or `release file`.
+        document: &'static str,
+        /// The format it has.
+        found: u32,
     },
     /// The index was not signed by the registry key.
     #[error(
@@ -748,9 +779,14 @@ pub fn verify_index(
         what: what.to_owned(),
         reason,
     };
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| malformed(format!("not an index envelope: {e}")))?;
-    if envelope.format != FORMAT {
+    // The envelope keeps `signature` and `index` in every format: the
+    // signature is checked first, so only a format the registry key signed
+    // is believed (an unsigned "format 2" is no reason to stop).
+    let envelope: Envelope = parse_json(bytes).map_err(|reason| match probe_format(bytes) {
+        Some(found) if found > FORMAT => newer(what, "index", found),
+        _ => malformed(format!("not an index envelope: {reason}")),
+    })?;
+    if envelope.format < FORMAT {
         return Err(malformed(format!(
             "format {} (this backworks reads format {FORMAT})",
             envelope.format
@@ -781,7 +817,12 @@ pub fn verify_index(
     let comment = signature
         .trusted_comment()
         .map_err(|e| bad_signature(e.to_string()))?;
-    let index: Index = serde_json::from_str(&envelope.index)
+    let signed_format = probe_format(envelope.index.as_bytes()).unwrap_or(FORMAT);
+    let found = signed_format.max(envelope.format);
+    if found > FORMAT {
+        return Err(newer(what, "index", found));
+    }
+    let index: Index = parse_json(envelope.index.as_bytes())
         .map_err(|e| malformed(format!("the signed index is not valid: {e}")))?;
     let expected_comment = format!(
         "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
@@ -843,8 +884,12 @@ pub fn verify_release(
             reference.sha256
         )));
     }
+    // Hashed as the signed index says, so its format is the registry's.
+    if let Some(found) = probe_format(bytes).filter(|found| *found > FORMAT) {
+        return Err(newer(&reference.path, "release file", found));
+    }
     let release: Release =
-        serde_json::from_slice(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
+        parse_json(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
     if release.name != name || release.version != version {
         return Err(mismatch(format!(
             "it is the release of {:?} {:?}, not {name} {version}",
@@ -852,6 +897,91 @@ pub fn verify_release(
         )));
     }
     Ok(release)
+}
+
+fn newer(what: &str, document: &'static str, found: u32) -> RegistryError {
+    RegistryError::NewerFormat {
+        what: what.to_owned(),
+        document,
+        found,
+    }
+}
+
+/// The `format` of a registry document, read without reading anything
+/// else of it (absent: 1); `None` when `bytes` are not a JSON object with
+/// a numeric or absent `format`.
+pub fn probe_format(bytes: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default = "format_1")]
+        format: u32,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .ok()
+        .map(|probe| probe.format)
+}
+
+/// Reads a registry document (any of this crate's wire types) from JSON,
+/// ignoring fields it does not know. When it cannot be read, the message
+/// is serde's, followed by the fields of the object that `T` does not
+/// know (`unknown field `x``): a document of another kind or a newer
+/// format shows what it is.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let known = field_names::<T>();
+        let unknown: Vec<String> =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+                .map(|object| {
+                    object
+                        .keys()
+                        .filter(|key| !known.contains(&key.as_str()))
+                        .map(|key| format!("unknown field `{key}`"))
+                        .collect()
+                })
+                .unwrap_or_default();
+        if unknown.is_empty() || known.is_empty() {
+            error.to_string()
+        } else {
+            format!("{error}; it has {}", unknown.join(", "))
+        }
+    })
+}
+
+/// The field names a derived `Deserialize` struct declares (empty for
+/// anything else): what serde hands the deserializer in
+/// `deserialize_struct`, caught by a deserializer that does nothing else.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    struct Catch<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Catch<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields caught"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Catch(&mut fields));
+    fields
 }
 
 /// One search hit.
@@ -1031,6 +1161,8 @@ pub fn validate_upload(
     Ok(ValidatedUpload { release, files })
 }
 
+pub mod api;
+pub mod location;
 #[cfg(feature = "server")]
 mod search;
 #[cfg(feature = "server")]
@@ -1038,6 +1170,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use location::{Location, LocationError};
 #[cfg(feature = "server")]
 pub use search::search;
 #[cfg(feature = "server")]

@@ -83,6 +83,9 @@ impl Tree {
     /// Writes the index signed with a serial one above the current one and
     /// a fresh expiry; the caller holds the lock.
     fn commit(&self, mut index: Index) -> Result<Index, RegistryError> {
+        // What this writer writes is its own format (an index of another
+        // one was refused by `index`).
+        index.format = FORMAT;
         index.serial += 1;
         index.issued = now();
         index.expires = index.issued.saturating_add(self.lifetime);
@@ -205,6 +208,7 @@ impl Tree {
                 path: format!("{prefix}release.json"),
                 sha256: sha256_hex(&release_bytes),
                 size: release_bytes.len() as u64,
+                abi: Some(release.abi),
             },
         );
         let newest = semver::Version::parse(&release.version).ok();
