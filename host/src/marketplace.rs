@@ -52,6 +52,7 @@ use backworks_artifact::signature::{
 use backworks_plugin_sdk::TARGET;
 use backworks_registry::{
     self as registry, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
+    api,
 };
 use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
@@ -719,15 +720,12 @@ impl PluginMarketplace {
     /// directory.
     pub async fn search(&self, query: &str) -> Result<SearchPage, MarketplaceError> {
         if let (RegistryLocation::Http(base), Some(client)) = (&self.registry, &self.client) {
-            let mut url = base
-                .join("api/v1/search")
-                .map_err(|e| MarketplaceError::Fetch {
+            let url = registry::location::search_url(base, query, SEARCH_PAGE).map_err(|e| {
+                MarketplaceError::Fetch {
                     url: base.to_string(),
                     reason: e.to_string(),
-                })?;
-            url.query_pairs_mut()
-                .append_pair("q", query)
-                .append_pair("per_page", &SEARCH_PAGE.to_string());
+                }
+            })?;
             let mut pace = self.limits.start(url.as_str());
             let response = pace
                 .wait(async {
@@ -740,7 +738,7 @@ impl PluginMarketplace {
                 .await?;
             if response.status() != reqwest::StatusCode::NOT_FOUND {
                 let bytes = read_response(response, url.as_str(), SEARCH_LIMIT, &mut pace).await?;
-                return serde_json::from_slice(&bytes).map_err(|e| MarketplaceError::Fetch {
+                return registry::parse_json(&bytes).map_err(|e| MarketplaceError::Fetch {
                     url: url.to_string(),
                     reason: format!("the answer is not a search result: {e}"),
                 });
@@ -1021,7 +1019,7 @@ impl PluginMarketplace {
             let entry = entry.map_err(io_error("read the cache directory", &dir))?;
             let file_name = entry.file_name();
             let file_name = file_name.to_string_lossy();
-            if !file_name.starts_with('.') && !file_name.ends_with(".minisig") {
+            if !file_name.starts_with('.') && !file_name.ends_with(api::SIGNATURE_SUFFIX) {
                 libraries.push(entry.path());
             }
         }
@@ -1130,12 +1128,7 @@ impl PluginMarketplace {
 
     /// Where a tree path is, for messages: a URL or a path.
     fn location(&self, tree_path: &str) -> String {
-        match &self.registry {
-            RegistryLocation::Dir(root) => root.join(tree_path).display().to_string(),
-            RegistryLocation::Http(base) => base
-                .join(tree_path)
-                .map_or_else(|_| format!("{base}{tree_path}"), |url| url.to_string()),
-        }
+        self.registry.file(tree_path)
     }
 
     /// Fetches, verifies and accepts the index (see [`Self::accept_index`]),
@@ -1944,11 +1937,11 @@ fn artifact_file_name(release: &Release, artifact: &Artifact) -> Result<String, 
                 artifact.path
             )
         })?;
-    if artifact.signature != format!("{}.minisig", artifact.path) {
+    let expected = format!("{}{}", artifact.path, api::SIGNATURE_SUFFIX);
+    if artifact.signature != expected {
         return Err(format!(
-            "its signature path {:?} is not {:?}",
+            "its signature path {:?} is not {expected:?}",
             artifact.signature,
-            format!("{}.minisig", artifact.path)
         ));
     }
     Ok(file.to_owned())

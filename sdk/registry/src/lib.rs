@@ -1106,7 +1106,7 @@ pub fn validate_upload(
         );
         let entry = Artifact {
             path: format!("{dir}/{file}"),
-            signature: format!("{dir}/{file}.minisig"),
+            signature: format!("{dir}/{file}{}", api::SIGNATURE_SUFFIX),
             sha256: claims.sha256_hex(),
             size: artifact.bytes.len() as u64,
         };

@@ -171,7 +171,7 @@ impl Tree {
                 &join_component(
                     &target_dir,
                     "file name",
-                    &format!("{}.minisig", artifact.file_name),
+                    &format!("{}{}", artifact.file_name, crate::api::SIGNATURE_SUFFIX),
                 )?,
                 artifact.signature.as_bytes(),
             )?;
