@@ -50,6 +50,7 @@ use backworks_artifact::signature::{
     self, Chunk, Hashed, KeyId, PublicKey, StreamVerifier, Verified, VerifyError,
 };
 use backworks_plugin_sdk::TARGET;
+use backworks_plugin_sdk::abi::ABI_VERSION;
 use backworks_registry::{
     self as registry, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
     api,
@@ -232,6 +233,40 @@ pub enum MarketplaceError {
         requirement: String,
         /// The versions it has.
         available: String,
+    },
+    /// Releases match the requirement, but none is built for the plugin
+    /// ABI this host speaks.
+    #[error(
+        "no release of `{name}` matching `{requirement}` is built for plugin ABI v{host_abi}, which this host speaks: the newest, {name} {newest}, is built for ABI v{abi}{older}; install a version built for ABI v{host_abi} (`backworks plugins install {name}@<version>`) or upgrade backworks"
+    )]
+    NoCompatibleRelease {
+        /// The plugin.
+        name: String,
+        /// The requirement.
+        requirement: String,
+        /// The newest version matching it.
+        newest: Version,
+        /// The ABI it is built for.
+        abi: u32,
+        /// `, and so are the n others` or empty.
+        older: String,
+        /// The ABI this host speaks.
+        host_abi: u32,
+    },
+    /// A version (the one the lock pins, or the one chosen) is built for a
+    /// plugin ABI this host does not speak.
+    #[error(
+        "{name} {version} is built for plugin ABI v{abi}, this host speaks v{host_abi}: it cannot be loaded here; install a version built for ABI v{host_abi}, or upgrade backworks"
+    )]
+    IncompatibleAbi {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// The ABI its release is built for.
+        abi: u32,
+        /// The ABI this host speaks.
+        host_abi: u32,
     },
     /// The release has no artifact for this host's target.
     #[error(
@@ -538,6 +573,9 @@ pub struct Installed {
     pub plugin: LockedPlugin,
     /// The library in the cache.
     pub path: PathBuf,
+    /// Newer versions the requirement allowed but this host cannot load
+    /// (another plugin ABI), newest first.
+    pub skipped: Vec<Skipped>,
 }
 
 /// What [`PluginMarketplace::update`] did for one plugin.
@@ -549,6 +587,45 @@ pub struct UpdateOutcome {
     pub from: Version,
     /// The version installed and locked now; `None` when already up to date.
     pub to: Option<Installed>,
+    /// Newer versions the policy allowed but this host cannot load
+    /// (another plugin ABI), newest first.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Whether this host can load a plugin built for plugin ABI `abi` (a
+/// major version: a release records the major it was built for, and
+/// revisions within a major are compatible, `docs/abi.md`). The one
+/// place the marketplace decides it.
+pub fn host_speaks(abi: u32) -> bool {
+    abi == ABI_VERSION
+}
+
+/// A release passed over when choosing a version: built for a plugin ABI
+/// this host does not speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The plugin.
+    pub name: String,
+    /// The version passed over.
+    pub version: Version,
+    /// The plugin ABI it is built for.
+    pub abi: u32,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "skipped {} {}: built for plugin ABI v{}, this host speaks v{ABI_VERSION}",
+            self.name, self.version, self.abi
+        )
+    }
+}
+
+/// A version chosen from an index, and the newer ones passed over.
+struct Choice {
+    version: Version,
+    skipped: Vec<Skipped>,
 }
 
 /// A `type: marketplace` plugin of `backworks.yaml`, ready for the loader.
@@ -780,7 +857,7 @@ impl PluginMarketplace {
         requirement: &VersionReq,
         locked: Option<&LockedPlugin>,
     ) -> Result<Installed, MarketplaceError> {
-        let version = self.choose(index, name, requirement)?;
+        let Choice { version, skipped } = self.choose(index, name, requirement).await?;
         if let Some(locked) = &locked
             && version < locked.version
         {
@@ -793,14 +870,17 @@ impl PluginMarketplace {
         // The locked version again (e.g. after the cache was cleared) must be
         // the very bytes the lock pins.
         let same = locked.filter(|l| l.version == version);
-        self.fetch(
-            index,
-            name,
-            &version,
-            locked.map(|l| l.key_id.as_str()),
-            same.map(|l| l.sha256.as_str()),
-        )
-        .await
+        let mut installed = self
+            .fetch(
+                index,
+                name,
+                &version,
+                locked.map(|l| l.key_id.as_str()),
+                same.map(|l| l.sha256.as_str()),
+            )
+            .await?;
+        installed.skipped = skipped;
+        Ok(installed)
     }
 
     /// Updates `name`, or every plugin the lock pins for this target, to
@@ -829,7 +909,8 @@ impl PluginMarketplace {
         let index = self.fetch_index().await?;
         let mut outcomes = Vec::new();
         for entry in entries {
-            let to = match self.newer(&index, &entry)? {
+            let (newer, skipped) = self.newer(&index, &entry).await?;
+            let to = match newer {
                 Some(version) => {
                     let installed = self
                         .fetch(&index, &entry.name, &version, Some(&entry.key_id), None)
@@ -843,6 +924,7 @@ impl PluginMarketplace {
                 name: entry.name.clone(),
                 from: entry.version.clone(),
                 to,
+                skipped,
             });
         }
         Ok(outcomes)
@@ -862,7 +944,11 @@ impl PluginMarketplace {
         })?;
         let (index, recording) = self.accept_index().await?;
         let download = async {
-            match self.newer(&index, &entry)? {
+            let (newer, skipped) = self.newer(&index, &entry).await?;
+            for skipped in &skipped {
+                tracing::info!(plugin = %entry.name, "{skipped}");
+            }
+            match newer {
                 Some(version) => Ok(Some(
                     self.fetch(&index, name, &version, Some(&entry.key_id), None)
                         .await?,
@@ -939,7 +1025,11 @@ impl PluginMarketplace {
             };
             let installed = match pinned {
                 Some(pin) if requirement.matches(&pin.version) => match self.cached(&pin)? {
-                    Some(path) => Installed { plugin: pin, path },
+                    Some(path) => Installed {
+                        plugin: pin,
+                        path,
+                        skipped: Vec::new(),
+                    },
                     None if mode.offline => {
                         return Err(offline(format!(
                             "the lock pins {} but the cache has no file for it",
@@ -978,7 +1068,10 @@ impl PluginMarketplace {
                         return Err(offline(reason));
                     }
                     let index = self.index_once(&mut index).await?;
-                    let version = self.choose(index, name, requirement)?;
+                    let Choice { version, skipped } = self.choose(index, name, requirement).await?;
+                    for skipped in &skipped {
+                        tracing::info!(plugin = %name, "{skipped}");
+                    }
                     if let Some(pin) = &pinned
                         && version < pin.version
                     {
@@ -1048,37 +1141,145 @@ impl PluginMarketplace {
         }
     }
 
-    /// The newest version of `name` allowed by `requirement`.
-    fn choose(
+    /// The newest version of `name` allowed by `requirement` that is
+    /// built for a plugin ABI this host speaks ([`host_speaks`]), and the
+    /// newer ones allowed but built for another.
+    async fn choose(
         &self,
         index: &Index,
         name: &str,
         requirement: &VersionReq,
-    ) -> Result<Version, MarketplaceError> {
+    ) -> Result<Choice, MarketplaceError> {
         if !index.plugins.contains_key(name) {
             return Err(MarketplaceError::UnknownPlugin {
                 name: name.to_owned(),
                 registry: self.registry.to_string(),
             });
         }
-        index.newest_matching(name, requirement).ok_or_else(|| {
-            MarketplaceError::NoMatchingVersion {
+        let candidates = index
+            .versions(name)
+            .into_iter()
+            .filter(|version| requirement.matches(version));
+        let (chosen, skipped) = self.first_loadable(index, name, candidates).await?;
+        match (chosen, skipped.first()) {
+            (Some(version), _) => Ok(Choice { version, skipped }),
+            (None, Some(newest)) => Err(MarketplaceError::NoCompatibleRelease {
+                name: name.to_owned(),
+                requirement: requirement.to_string(),
+                newest: newest.version.clone(),
+                abi: newest.abi,
+                older: match skipped.len() - 1 {
+                    0 => String::new(),
+                    1 => String::from(", and so is the 1 other"),
+                    n => format!(", and so are the {n} others"),
+                },
+                host_abi: ABI_VERSION,
+            }),
+            (None, None) => Err(MarketplaceError::NoMatchingVersion {
                 name: name.to_owned(),
                 requirement: requirement.to_string(),
                 available: list_or(index.versions(name), "no versions"),
+            }),
+        }
+    }
+
+    /// The first of `candidates` (newest first) built for a plugin ABI this
+    /// host speaks, and those before it, which are not.
+    async fn first_loadable(
+        &self,
+        index: &Index,
+        name: &str,
+        candidates: impl IntoIterator<Item = Version>,
+    ) -> Result<(Option<Version>, Vec<Skipped>), MarketplaceError> {
+        let mut skipped = Vec::new();
+        for version in candidates {
+            let abi = self.abi_of(index, name, &version).await?;
+            if host_speaks(abi) {
+                return Ok((Some(version), skipped));
             }
-        })
+            skipped.push(Skipped {
+                name: name.to_owned(),
+                version,
+                abi,
+            });
+        }
+        Ok((None, skipped))
+    }
+
+    /// The plugin ABI `name` `version` is built for: what the index says,
+    /// or, in an index written before it said so, what its release file
+    /// (verified against the index) says.
+    async fn abi_of(
+        &self,
+        index: &Index,
+        name: &str,
+        version: &Version,
+    ) -> Result<u32, MarketplaceError> {
+        let version_text = version.to_string();
+        let reference = index.release_ref(name, &version_text).ok_or_else(|| {
+            MarketplaceError::NoMatchingVersion {
+                name: name.to_owned(),
+                requirement: format!("={version}"),
+                available: list_or(index.versions(name), "no versions"),
+            }
+        })?;
+        if let Some(abi) = reference.abi {
+            return Ok(abi);
+        }
+        Ok(self.release(reference, name, version).await?.abi)
+    }
+
+    /// The release file of `name` `version` that `reference` (from the
+    /// signed index) names, fetched and verified against it.
+    async fn release(
+        &self,
+        reference: &registry::ReleaseRef,
+        name: &str,
+        version: &Version,
+    ) -> Result<Release, MarketplaceError> {
+        let version_text = version.to_string();
+        let refuse = |reason: String| MarketplaceError::Release {
+            name: name.to_owned(),
+            version: version_text.clone(),
+            reason,
+        };
+        let expected_path = registry::release_path(name, &version_text);
+        if reference.path != expected_path {
+            return Err(refuse(format!(
+                "the index puts its release file at {:?}, not {expected_path:?}",
+                reference.path
+            )));
+        }
+        // One byte more than the index says: `verify_release` then names
+        // the size difference as the refusal it is.
+        let bytes = self
+            .fetch_small(&reference.path, reference.size.saturating_add(1))
+            .await?;
+        let release = registry::verify_release(&bytes, reference, name, &version_text)
+            .map_err(|e| refuse(e.to_string()))?;
+        if let Some(listed) = reference.abi
+            && listed != release.abi
+        {
+            return Err(refuse(format!(
+                "the index says it is built for plugin ABI v{listed}, its release file says v{}",
+                release.abi
+            )));
+        }
+        Ok(release)
     }
 
     /// The version an update of `entry` goes to: the newest one above the
     /// locked version that the policy allows; `None` when there is none.
     /// A registry whose newest version is below the locked one is refused
     /// as a downgrade.
-    fn newer(
+    ///
+    /// Versions built for a plugin ABI this host does not speak are passed
+    /// over (and returned, newest first) for the newest one it does.
+    async fn newer(
         &self,
         index: &Index,
         entry: &LockedPlugin,
-    ) -> Result<Option<Version>, MarketplaceError> {
+    ) -> Result<(Option<Version>, Vec<Skipped>), MarketplaceError> {
         let versions = index.versions(&entry.name);
         let Some(newest) = versions.first() else {
             return Err(MarketplaceError::UnknownPlugin {
@@ -1098,14 +1299,18 @@ impl PluginMarketplace {
             .iter()
             .find(|(name, _)| *name == entry.name)
             .map(|(_, requirement)| requirement);
-        Ok(versions.into_iter().find(|candidate| {
-            *candidate > entry.version
-                && match self.updates.requirement(&entry.name) {
-                    Some(requirement) => requirement.matches(candidate),
-                    None => self.updates.allow.permits(&entry.version, candidate),
-                }
-                && configured.is_none_or(|requirement| requirement.matches(candidate))
-        }))
+        let candidates: Vec<Version> = versions
+            .into_iter()
+            .filter(|candidate| {
+                *candidate > entry.version
+                    && match self.updates.requirement(&entry.name) {
+                        Some(requirement) => requirement.matches(candidate),
+                        None => self.updates.allow.permits(&entry.version, candidate),
+                    }
+                    && configured.is_none_or(|requirement| requirement.matches(candidate))
+            })
+            .collect();
+        self.first_loadable(index, &entry.name, candidates).await
     }
 
     /// `<cache_dir>/<name>/<version>/<target>`: the name must be a plugin
@@ -1228,20 +1433,15 @@ impl PluginMarketplace {
                 available: list_or(index.versions(name), "no versions"),
             }
         })?;
-        let expected_path = format!("plugins/{name}/{version}/release.json");
-        if reference.path != expected_path {
-            return Err(refuse(format!(
-                "the index puts its release file at {:?}, not {expected_path:?}",
-                reference.path
-            )));
+        let release = self.release(reference, name, version).await?;
+        if !host_speaks(release.abi) {
+            return Err(MarketplaceError::IncompatibleAbi {
+                name: name.to_owned(),
+                version: version_text,
+                abi: release.abi,
+                host_abi: ABI_VERSION,
+            });
         }
-        // One byte more than the index says: `verify_release` then names
-        // the size difference as the refusal it is.
-        let bytes = self
-            .fetch_small(&reference.path, reference.size.saturating_add(1))
-            .await?;
-        let release = registry::verify_release(&bytes, reference, name, &version_text)
-            .map_err(|e| refuse(e.to_string()))?;
         let artifact = release
             .targets
             .get(TARGET)
@@ -1309,6 +1509,7 @@ impl PluginMarketplace {
             return Ok(Installed {
                 plugin: plugin(key_id),
                 path: final_file,
+                skipped: Vec::new(),
             });
         }
         create_dir(&self.cache_dir)?;
@@ -1365,6 +1566,7 @@ impl PluginMarketplace {
         Ok(Installed {
             plugin: plugin(key_id),
             path: final_file,
+            skipped: Vec::new(),
         })
     }
 

@@ -519,6 +519,21 @@ pub const MAX_VERSION_LEN: usize = 63;
 /// The longest artifact file name the registry stores, in bytes.
 pub const MAX_FILE_NAME_LEN: usize = 200;
 
+/// The tree path of `name` `version`'s release file:
+/// `plugins/<name>/<version>/release.json` (the one place the layout of
+/// the tree is spelt; the grammar of each part is [`check_coordinates`]'s).
+pub fn release_path(name: &str, version: &str) -> String {
+    format!("{}{RELEASE_FILE}", version_dir(name, version))
+}
+
+/// The name of a version's release file in its directory.
+pub const RELEASE_FILE: &str = "release.json";
+
+/// The tree path of `name` `version`'s directory, with a trailing `/`.
+pub fn version_dir(name: &str, version: &str) -> String {
+    format!("plugins/{name}/{version}/")
+}
+
 /// Checks a plugin name ([`is_valid_name`]).
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
     if !is_name_shaped(name) {
@@ -728,6 +743,21 @@ pub fn check_listing(description: Option<&str>, keywords: &[String]) -> Result<(
 pub fn sign_index(index: &Index, key: &SecretKey) -> Result<Vec<u8>, RegistryError> {
     let text =
         serde_json::to_string_pretty(index).map_err(|e| RegistryError::Sign(e.to_string()))?;
+    sign_index_text(&text, key)
+}
+
+/// Signs the index JSON `text` as it is (fields this crate does not know
+/// kept: what a newer writer or a test of readers needs) with the registry
+/// key: the [`Envelope`] bytes to store as `index.json`. Its `serial` and
+/// `expires` go into the trusted comment; a text without them is refused.
+pub fn sign_index_text(text: &str, key: &SecretKey) -> Result<Vec<u8>, RegistryError> {
+    #[derive(Deserialize)]
+    struct Freshness {
+        serial: u64,
+        expires: u64,
+    }
+    let index: Freshness =
+        serde_json::from_str(text).map_err(|e| RegistryError::Sign(e.to_string()))?;
     let comment = format!(
         "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
         index.serial,
@@ -747,7 +777,7 @@ pub fn sign_index(index: &Index, key: &SecretKey) -> Result<Vec<u8>, RegistryErr
     let envelope = Envelope {
         format: FORMAT,
         signature: signature.into_string(),
-        index: text,
+        index: text.to_owned(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&envelope).map_err(|e| RegistryError::Sign(e.to_string()))?;
@@ -1101,8 +1131,9 @@ pub fn validate_upload(
         // tree: nothing but what their grammar allows.
         check_coordinates(&claims.name, &claims.version, &claims.target)?;
         let dir = format!(
-            "plugins/{}/{}/{}",
-            claims.name, claims.version, claims.target
+            "{}{}",
+            version_dir(&claims.name, &claims.version),
+            claims.target
         );
         let entry = Artifact {
             path: format!("{dir}/{file}"),

@@ -159,7 +159,7 @@ impl Tree {
             .prefix(STAGING_PREFIX)
             .tempdir_in(&self.root)
             .map_err(io_error("create a staging directory in", &self.root))?;
-        let prefix = format!("plugins/{}/{}/", release.name, release.version);
+        let prefix = version_dir(&release.name, &release.version);
         for (target, artifact) in &upload.files {
             let target_dir = join_component(staging.path(), "target", target)?;
             fs::create_dir(&target_dir).map_err(io_error("create", &target_dir))?;
@@ -179,7 +179,7 @@ impl Tree {
         let mut release_bytes =
             serde_json::to_vec_pretty(&release).map_err(|e| RegistryError::Sign(e.to_string()))?;
         release_bytes.push(b'\n');
-        write_synced(&staging.path().join("release.json"), &release_bytes)?;
+        write_synced(&staging.path().join(RELEASE_FILE), &release_bytes)?;
         let plugin_dir = join_component(&self.root.join("plugins"), "plugin name", &release.name)?;
         let version_dir = join_component(&plugin_dir, "version", &release.version)?;
         fs::create_dir_all(&plugin_dir).map_err(io_error("create", &plugin_dir))?;
@@ -205,7 +205,7 @@ impl Tree {
         entry.versions.insert(
             release.version.clone(),
             ReleaseRef {
-                path: format!("{prefix}release.json"),
+                path: format!("{prefix}{RELEASE_FILE}"),
                 sha256: sha256_hex(&release_bytes),
                 size: release_bytes.len() as u64,
                 abi: Some(release.abi),
