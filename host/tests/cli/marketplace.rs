@@ -1519,9 +1519,12 @@ fn install_and_update_pick_the_newest_release_this_host_can_load() {
         &config,
         &["plugins", "install", "weather"],
         1,
-        &[&format!(
-            "refusing weather 1.1.0: the index says it is built for plugin ABI v{host}, its release file says v{foreign}"
-        )],
+        &[
+            "refusing weather 1.1.0: release file plugins/weather/1.1.0/release.json does not match the signed index",
+            &format!(
+                "the index says it is built for plugin ABI v{host}, the release file says v{foreign}"
+            ),
+        ],
     );
     assert_eq!(market.locked(), None);
 }

@@ -888,8 +888,9 @@ pub fn verify_index(
 }
 
 /// Checks that `bytes` are the release file `reference` names (size and
-/// sha256, from the signed index) and that it is the release of `name`
-/// `version`; returns it.
+/// sha256, from the signed index), of a format this client reads, and
+/// that it is the release of `name` `version` built for the ABI the index
+/// says (when it says); returns it.
 pub fn verify_release(
     bytes: &[u8],
     reference: &ReleaseRef,
@@ -924,6 +925,14 @@ pub fn verify_release(
         return Err(mismatch(format!(
             "it is the release of {:?} {:?}, not {name} {version}",
             release.name, release.version
+        )));
+    }
+    if let Some(listed) = reference.abi
+        && listed != release.abi
+    {
+        return Err(mismatch(format!(
+            "the index says it is built for plugin ABI v{listed}, the release file says v{}",
+            release.abi
         )));
     }
     Ok(release)

@@ -1142,6 +1142,17 @@ fn a_release_with_unknown_fields_is_read_and_a_newer_one_refused() {
     assert_eq!((read.format, read.abi), (1, 1));
     assert_eq!(read.targets["x86_64-unknown-linux-gnu"].size, 1);
 
+    // The index says another ABI: the release does not match it.
+    let mut listed = reference(&bytes);
+    listed.abi = Some(2);
+    let error = verify_release(&bytes, &listed, "weather", "1.0.0").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the index says it is built for plugin ABI v2, the release file says v1"),
+        "{error}"
+    );
+
     let mut newer = release.clone();
     newer["format"] = 2.into();
     newer["targets"] = serde_json::json!([]);
