@@ -480,7 +480,7 @@ pub fn publish(options: &PublishOptions, progress: &Progress) -> Result<Publishe
             // are joined one plain component at a time all the same.
             let file = registry::join_component(&dir.join("plugins"), "plugin name", &release.name)
                 .and_then(|d| registry::join_component(&d, "version", &release.version))
-                .map(|d| d.join("release.json"))
+                .map(|d| d.join(registry::RELEASE_FILE))
                 .map_err(|source| PublishError::Registry {
                     registry: dir.clone(),
                     source,

@@ -59,7 +59,10 @@ impl StagedFile {
 /// files in its own directory (`plugins/<name>/<version>/<target>/<file>`,
 /// signature at `<file>.minisig`).
 pub(super) fn artifact_file_name(release: &Release, artifact: &Artifact) -> Result<String, String> {
-    let dir = format!("plugins/{}/{}/{TARGET}/", release.name, release.version);
+    let dir = format!(
+        "{}{TARGET}/",
+        registry::version_dir(&release.name, &release.version)
+    );
     let file = artifact
         .path
         .strip_prefix(&dir)
