@@ -168,7 +168,7 @@ impl PluginMarketplace {
         let download = async {
             let (newer, skipped) = self.newer(&index, &entry).await?;
             for skipped in &skipped {
-                tracing::info!(plugin = %entry.name, "{skipped}");
+                tracing::debug!(plugin = %entry.name, "{skipped}");
             }
             match newer {
                 Some(version) => Ok(Some(
