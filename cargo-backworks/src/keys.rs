@@ -29,7 +29,7 @@ use minisign::{KeyPair, SecretKey};
 pub const DEFAULT_PASSWORD_ENV: &str = "BACKWORKS_KEY_PASSWORD";
 
 /// The suffix of a signature file: `<artifact>.minisig`.
-pub const SIGNATURE_SUFFIX: &str = ".minisig";
+pub use backworks_registry::api::SIGNATURE_SUFFIX;
 
 /// Where the password of a secret key comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

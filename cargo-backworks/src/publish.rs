@@ -31,8 +31,9 @@ use backworks_artifact::check::MAX_FILE_SIZE;
 use backworks_artifact::file::{self, MAX_SIGNATURE_SIZE};
 use backworks_artifact::signature::{self, KeyId, PublicKey, VerifyError};
 use backworks_artifact::terminal::escape;
-use backworks_registry::{self as registry, RegistryError, Release, Tree, Upload, UploadArtifact};
-use serde::Serialize;
+use backworks_registry::{
+    self as registry, RegistryError, Release, Tree, Upload, UploadArtifact, api,
+};
 
 use crate::build::{BuildError, Workspace, dist_file_name};
 use crate::keys::{self, KeyError, PasswordSource, SecretKeySource, SigningKey};
@@ -40,7 +41,7 @@ use crate::progress::Progress;
 
 /// The environment variable holding the token an HTTP registry requires
 /// (`Authorization: Bearer <token>`).
-pub const TOKEN_ENV: &str = "BACKWORKS_REGISTRY_TOKEN";
+pub use registry::api::TOKEN_ENV;
 
 /// The publisher public key used when `--public-key` is not given and this
 /// file exists in the current directory (the name `cargo backworks keygen`
@@ -48,7 +49,7 @@ pub const TOKEN_ENV: &str = "BACKWORKS_REGISTRY_TOKEN";
 pub const DEFAULT_PUBLIC_KEY: &str = "backworks.pub";
 
 /// The publish endpoint, relative to an HTTP registry's base URL.
-pub const PUBLISH_ENDPOINT: &str = "api/v1/publish";
+pub use registry::api::PUBLISH_PATH as PUBLISH_ENDPOINT;
 
 /// How long connecting to an HTTP registry may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,35 +82,30 @@ pub enum Registry {
 }
 
 impl Registry {
-    /// Reads a `--registry` value: `http://` and `https://` URLs are HTTP
-    /// registries, a `file://` URL or anything without a scheme is a
-    /// directory; other schemes are refused.
+    /// Reads a `--registry` value by the registry's one location parser
+    /// ([`registry::Location::parse`], the rules of `backworks.yaml`'s
+    /// `marketplace.registry`): `http://` and `https://` URLs are HTTP
+    /// registries (a host, no query or fragment), a `file:///` URL or
+    /// anything without a scheme is a directory (relative to the current
+    /// directory); other schemes are refused.
     pub fn parse(value: &str) -> Result<Self, PublishError> {
-        let invalid = |reason: String| PublishError::InvalidRegistry {
-            registry: value.to_owned(),
-            reason,
-        };
-        if value.trim().is_empty() {
-            return Err(invalid(String::from("it is empty")));
-        }
-        let Some((scheme, _)) = value.split_once("://") else {
-            return Ok(Self::Directory(PathBuf::from(value)));
-        };
-        let url = reqwest::Url::parse(value).map_err(|e| invalid(e.to_string()))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" | "https" => Ok(Self::Http(url)),
-            "file" => url
-                .to_file_path()
-                .map(Self::Directory)
-                .map_err(|()| invalid(String::from("it is not a local absolute file:// path"))),
-            other => Err(invalid(format!("the scheme `{other}` is not supported"))),
+        match registry::Location::parse(value, |path| PathBuf::from(path)) {
+            Ok(registry::Location::Dir(dir)) => Ok(Self::Directory(dir)),
+            Ok(registry::Location::Http(url)) => Ok(Self::Http(url)),
+            Err(error) => Err(PublishError::InvalidRegistry {
+                registry: value.to_owned(),
+                reason: error.reason(),
+            }),
         }
     }
 
     /// The URL the publish request goes to: `<base>/api/v1/publish` (a
     /// trailing `/` on the base or not).
     fn endpoint(base: &reqwest::Url) -> String {
-        format!("{}/{PUBLISH_ENDPOINT}", base.as_str().trim_end_matches('/'))
+        registry::location::endpoint(base, PUBLISH_ENDPOINT).map_or_else(
+            |_| format!("{}/{PUBLISH_ENDPOINT}", base.as_str().trim_end_matches('/')),
+            String::from,
+        )
     }
 }
 
@@ -417,14 +413,6 @@ struct Checked {
     file: File,
 }
 
-/// The `metadata` part of an HTTP upload.
-#[derive(Debug, Serialize)]
-struct Metadata<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    keywords: &'a [String],
-}
-
 /// Publishes every target of the current package's version: finds and
 /// checks them all, then sends them to the HTTP registry in one request, or
 /// writes them into the directory registry. Nothing is sent or written
@@ -492,7 +480,7 @@ pub fn publish(options: &PublishOptions, progress: &Progress) -> Result<Publishe
             // are joined one plain component at a time all the same.
             let file = registry::join_component(&dir.join("plugins"), "plugin name", &release.name)
                 .and_then(|d| registry::join_component(&d, "version", &release.version))
-                .map(|d| d.join("release.json"))
+                .map(|d| d.join(registry::RELEASE_FILE))
                 .map_err(|source| PublishError::Registry {
                     registry: dir.clone(),
                     source,
@@ -780,9 +768,9 @@ async fn send_upload(
     use tokio_util::io::ReaderStream;
 
     let url = Registry::endpoint(base);
-    let metadata = serde_json::to_string(&Metadata {
-        description: package.description.as_deref(),
-        keywords: &package.keywords,
+    let metadata = serde_json::to_string(&registry::api::UploadMetadata {
+        description: package.description.clone(),
+        keywords: package.keywords.clone(),
     })
     .map_err(|e| PublishError::Client(e.to_string()))?;
     let total: u64 = checked.iter().map(|a| a.size).sum();
@@ -801,7 +789,10 @@ async fn send_upload(
     let count = checked.len();
     let artifacts = if count == 1 { "artifact" } else { "artifacts" };
     let bar = progress.bytes(total, &format!("uploading {count} {artifacts}"));
-    let mut form = Form::new().part("metadata", mime(Part::text(metadata), "application/json")?);
+    let mut form = Form::new().part(
+        api::PART_METADATA,
+        mime(Part::text(metadata), api::CONTENT_TYPE_JSON)?,
+    );
     for artifact in checked {
         // The handle the checks read, rewound; never more than was checked.
         let file = tokio::fs::File::from_std(artifact.file).take(artifact.size);
@@ -809,20 +800,20 @@ async fn send_upload(
             Some(bar) => reqwest::Body::wrap_stream(ReaderStream::new(bar.wrap_async_read(file))),
             None => reqwest::Body::wrap_stream(ReaderStream::new(file)),
         };
-        let signature_name = format!("{}{}", artifact.file_name, keys::SIGNATURE_SUFFIX);
+        let signature_name = format!("{}{}", artifact.file_name, api::SIGNATURE_SUFFIX);
         form = form
             .part(
-                "artifact",
+                api::PART_ARTIFACT,
                 mime(
                     Part::stream_with_length(body, artifact.size).file_name(artifact.file_name),
-                    "application/octet-stream",
+                    api::CONTENT_TYPE_BINARY,
                 )?,
             )
             .part(
-                "signature",
+                api::PART_SIGNATURE,
                 mime(
                     Part::text(artifact.signature).file_name(signature_name),
-                    "text/plain",
+                    api::CONTENT_TYPE_SIGNATURE,
                 )?,
             );
     }
@@ -879,11 +870,11 @@ async fn send_upload(
         }
     }
     let answer = String::from_utf8_lossy(&answer);
-    if status == reqwest::StatusCode::CREATED {
+    if status.as_u16() == api::PUBLISHED {
         let release: Release =
-            serde_json::from_str(&answer).map_err(|e| PublishError::BadAnswer {
+            registry::parse_json(answer.as_bytes()).map_err(|reason| PublishError::BadAnswer {
                 url: url.clone(),
-                reason: e.to_string(),
+                reason,
             })?;
         return Ok((release, answer.trim_end().to_owned()));
     }
@@ -895,9 +886,9 @@ async fn send_upload(
 /// registry's text is escaped ([`escape`]): it is printed, and must not be
 /// able to drive the terminal or add lines.
 fn refusal(url: String, status: reqwest::StatusCode, answer: &str) -> PublishError {
-    let message = serde_json::from_str::<serde_json::Value>(answer)
+    let message = serde_json::from_str::<api::ErrorAnswer>(answer)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .map(|answer| answer.error)
         .unwrap_or_else(|| {
             let text = answer.trim();
             match text.char_indices().nth(300) {

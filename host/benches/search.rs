@@ -228,6 +228,7 @@ fn generated_index() -> Index {
                     sha256: registry::sha256_hex(path.as_bytes()),
                     path,
                     size: 900 + rng.below(400),
+                    abi: Some(1),
                 };
                 (version, reference)
             })

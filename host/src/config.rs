@@ -209,67 +209,10 @@ impl fmt::Debug for MarketplaceConfig {
     }
 }
 
-/// Where a registry is: the three forms of `marketplace.registry`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistryLocation {
-    /// A local directory (a path, or a `file://` URL), resolved against the
-    /// configuration file's directory.
-    Dir(PathBuf),
-    /// An `http://` or `https://` base URL, ending with `/`.
-    Http(reqwest::Url),
-}
-
-impl RegistryLocation {
-    /// Reads a registry location: `http(s)://` and `file://` URLs, or a
-    /// path resolved with `resolve`. The message says what is wrong.
-    pub fn parse(text: &str, resolve: impl FnOnce(&str) -> PathBuf) -> Result<Self, String> {
-        if text.is_empty() {
-            return Err(String::from(
-                "the registry is empty; give a directory, a `file:///` URL or an `http(s)://` URL",
-            ));
-        }
-        let Some((scheme, _)) = text.split_once("://") else {
-            return Ok(Self::Dir(resolve(text)));
-        };
-        let url = reqwest::Url::parse(text)
-            .map_err(|error| format!("`{text}` is not a valid URL ({error})"))?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" | "https" => {
-                if url.host_str().is_none_or(str::is_empty) {
-                    return Err(format!("`{text}` has no host"));
-                }
-                if url.query().is_some() || url.fragment().is_some() {
-                    return Err(format!(
-                        "`{text}` has a query or fragment; give the registry's base URL, e.g. `https://plugins.example.com/`"
-                    ));
-                }
-                let mut url = url;
-                if !url.path().ends_with('/') {
-                    let path = format!("{}/", url.path());
-                    url.set_path(&path);
-                }
-                Ok(Self::Http(url))
-            }
-            "file" => url.to_file_path().map(Self::Dir).map_err(|()| {
-                format!(
-                    "`{text}` is not a local file URL; write `file:///absolute/path` (three slashes), or a plain path"
-                )
-            }),
-            other => Err(format!(
-                "`{text}`: the scheme `{other}` is not supported; give a directory, a `file:///` URL or an `http(s)://` URL"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for RegistryLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Dir(path) => write!(f, "{}", path.display()),
-            Self::Http(url) => write!(f, "{url}"),
-        }
-    }
-}
+/// Where a registry is: the three forms of `marketplace.registry`, read by
+/// the one parser of `backworks-registry` (a plain path resolved against
+/// the configuration file's directory).
+pub use backworks_registry::Location as RegistryLocation;
 
 /// `updates:`: the policy of `backworks plugins update` and of automatic
 /// updates.
@@ -782,7 +725,7 @@ impl Reader<'_> {
         };
         let registry = self.string(registry, &registry_at)?;
         let registry = RegistryLocation::parse(&registry, |path| self.resolve(path))
-            .map_err(|message| self.invalid(&registry_at, message))?;
+            .map_err(|error| self.invalid(&registry_at, error.to_string()))?;
         let key_at = at.key("key");
         let Some(key) = map.get("key") else {
             return Err(self.invalid(

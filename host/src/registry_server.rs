@@ -34,11 +34,9 @@ use backworks_artifact::signature::{
     KeyId, PublicKey, SecretKey, SecretKeyError, SecretKeyText, parse_public_key,
 };
 use backworks_registry::{
-    self as registry, INDEX_PATH, Index, RegistryError, Release, Tree, Upload, UploadArtifact,
+    self as registry, INDEX_PATH, Index, RegistryError, Release, Tree, Upload, UploadArtifact, api,
 };
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -49,7 +47,7 @@ use crate::http_serve::ConnectionLimits;
 const STREAM_CHUNK: usize = 256 * 1024;
 
 /// The environment variable holding the publish token.
-pub const TOKEN_ENV: &str = "BACKWORKS_REGISTRY_TOKEN";
+pub use backworks_registry::api::TOKEN_ENV;
 
 /// The environment variable holding the password of an encrypted registry
 /// key.
@@ -434,10 +432,10 @@ pub async fn serve(
         uploads: Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1))),
     };
     let app = Router::new()
-        .route("/api/v1/search", get(search))
+        .route(&api::route(api::SEARCH_PATH), get(search))
         // The publish handler bounds its body itself (`limited`).
         .route(
-            "/api/v1/publish",
+            &api::route(api::PUBLISH_PATH),
             post(publish).layer(DefaultBodyLimit::disable()),
         )
         .route("/{*path}", get(static_file))
@@ -533,7 +531,10 @@ async fn keep_index_fresh(tree: Arc<Tree>, current: Arc<CurrentIndex>, lifetime:
 
 /// A JSON error answer: `{"error": message}`.
 fn error(status: StatusCode, message: impl fmt::Display) -> Response {
-    (status, axum::Json(json!({"error": message.to_string()}))).into_response()
+    let answer = api::ErrorAnswer {
+        error: message.to_string(),
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 async fn not_found() -> Response {
@@ -543,23 +544,19 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: the tree and /api/v1/search are read with GET, /api/v1/publish takes POST",
+        format!(
+            "method not allowed: the tree and {} are read with GET, {} takes POST",
+            api::route(api::SEARCH_PATH),
+            api::route(api::PUBLISH_PATH)
+        ),
     )
-}
-
-#[derive(Debug, Deserialize)]
-struct SearchQuery {
-    #[serde(default)]
-    q: String,
-    page: Option<usize>,
-    per_page: Option<usize>,
 }
 
 /// `GET /api/v1/search?q=&page=&per_page=`: one page of
 /// [`registry::search`] over the current index.
 async fn search(
     State(state): State<AppState>,
-    query: Result<Query<SearchQuery>, QueryRejection>,
+    query: Result<Query<api::SearchParams>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {
         Ok(query) => query,
@@ -628,7 +625,7 @@ async fn static_file(
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&relative)),
+        HeaderValue::from_static(api::content_type_of(&path)),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(metadata.len()));
     // The index changes; everything else in the tree is immutable once
@@ -668,23 +665,6 @@ fn tree_path(path: &str) -> Option<PathBuf> {
         .components()
         .all(|c| matches!(c, Component::Normal(_)));
     (normal && relative.components().next().is_some()).then_some(relative)
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => "application/json",
-        Some("minisig") => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UploadMetadata {
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    keywords: Vec<String>,
 }
 
 /// Why an upload was refused, as an HTTP answer.
@@ -736,13 +716,18 @@ impl From<RegistryError> for Refusal {
 /// validation, then the atomic write; 201 with the release.
 async fn publish(State(state): State<AppState>, request: Request) -> Response {
     match publish_upload(&state, request).await {
-        Ok(release) => (StatusCode::CREATED, axum::Json(release)).into_response(),
+        Ok(release) => (
+            StatusCode::from_u16(api::PUBLISHED).unwrap_or(StatusCode::CREATED),
+            axum::Json(release),
+        )
+            .into_response(),
         Err(refusal) => {
             let mut response = error(refusal.status, &refusal.message);
             if refusal.status == StatusCode::UNAUTHORIZED {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(api::AUTH_SCHEME),
+                );
             }
             if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
                 response
@@ -931,7 +916,7 @@ fn authorize(token: Option<&Token>, headers: &HeaderMap) -> Result<(), Refusal> 
     let offered = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix(api::AUTH_SCHEME)?.strip_prefix(' '))
         .ok_or_else(|| {
             Refusal::new(
                 StatusCode::UNAUTHORIZED,
@@ -975,25 +960,29 @@ async fn read_upload(
             )
         }
     };
-    let mut metadata: Option<UploadMetadata> = None;
+    let mut metadata: Option<api::UploadMetadata> = None;
     let mut artifacts: Vec<(String, Vec<u8>)> = Vec::new();
     let mut signatures: Vec<(String, String)> = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(read_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         let file_name = field.file_name().map(str::to_owned);
         match name.as_str() {
-            "metadata" => {
+            api::PART_METADATA => {
                 let bytes = field.bytes().await.map_err(read_error)?;
                 if metadata.is_some() {
-                    return Err(Refusal::invalid("the upload has two `metadata` parts"));
+                    return Err(Refusal::invalid(format!(
+                        "the upload has two `{}` parts",
+                        api::PART_METADATA
+                    )));
                 }
                 metadata = Some(serde_json::from_slice(&bytes).map_err(|e| {
                     Refusal::invalid(format!(
-                        "the `metadata` part is not JSON {{\"description\": \"...\", \"keywords\": [\"...\"]}}: {e}"
+                        "the `{}` part is not JSON {{\"description\": \"...\", \"keywords\": [\"...\"]}}: {e}",
+                        api::PART_METADATA
                     ))
                 })?);
             }
-            "artifact" | "signature" => {
+            api::PART_ARTIFACT | api::PART_SIGNATURE => {
                 let Some(file_name) = file_name.filter(|f| !f.is_empty()) else {
                     return Err(Refusal::invalid(format!(
                         "an `{name}` part has no file name; give each part the file's name"
@@ -1007,7 +996,7 @@ async fn read_upload(
                         "the upload has two parts named {file_name:?}"
                     )));
                 }
-                if name == "artifact" {
+                if name == api::PART_ARTIFACT {
                     artifacts.push((file_name, bytes.to_vec()));
                 } else {
                     let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
@@ -1018,7 +1007,10 @@ async fn read_upload(
             }
             other => {
                 return Err(Refusal::invalid(format!(
-                    "unknown part {other:?}: the parts are `metadata`, `artifact` and `signature`"
+                    "unknown part {other:?}: the parts are `{}`, `{}` and `{}`",
+                    api::PART_METADATA,
+                    api::PART_ARTIFACT,
+                    api::PART_SIGNATURE
                 )));
             }
         }
@@ -1030,7 +1022,7 @@ async fn read_upload(
         artifacts: Vec::new(),
     };
     for (file_name, bytes) in artifacts {
-        let wanted = format!("{file_name}.minisig");
+        let wanted = format!("{file_name}{}", api::SIGNATURE_SUFFIX);
         let Some(position) = signatures.iter().position(|(f, _)| *f == wanted) else {
             return Err(RegistryError::MissingSignature { file: file_name }.into());
         };

@@ -25,7 +25,7 @@ use backworks_registry::{Index, SearchPage};
 use crate::config::UpdatesConfig;
 use crate::discovery::Discovered;
 use crate::lockfile::LockedPlugin;
-use crate::marketplace::{Installed, UpdateOutcome};
+use crate::marketplace::{Installed, Skipped, UpdateOutcome};
 
 /// The escaper shared with `cargo backworks` (`backworks_artifact::terminal`
 /// module): [`escape`] for text, [`json`] for JSON, [`must_escape`] says
@@ -56,13 +56,24 @@ pub fn search(query: &str, page: &SearchPage) -> String {
 }
 
 /// `plugins install`: what was installed, where, and the lock that pins it.
+/// Newer releases passed over because this host cannot load them follow,
+/// one line each.
 pub fn installed(installed: &Installed, lock: &Path) -> String {
-    format!(
+    let mut text = format!(
         "installed {}\n  into {}\n  pinned in {}\n",
         escape(&installed.plugin.to_string()),
         escape(&installed.path.display().to_string()),
         escape(&lock.display().to_string())
-    )
+    );
+    skipped_lines(&mut text, &installed.skipped);
+    text
+}
+
+/// One indented line per release passed over for its plugin ABI.
+fn skipped_lines(text: &mut String, skipped: &[Skipped]) {
+    for skipped in skipped {
+        let _ = writeln!(text, "  {}", escape(&skipped.to_string()));
+    }
 }
 
 /// `plugins update`: per plugin, the version it moved to, or that it is up
@@ -95,6 +106,7 @@ pub fn updated(outcomes: &[UpdateOutcome], lock: &Path, updates: &UpdatesConfig)
                     .map_or_else(|| updates.allow.to_string(), ToString::to_string)
             ),
         };
+        skipped_lines(&mut text, &outcome.skipped);
     }
     text
 }
@@ -250,11 +262,48 @@ mod tests {
     }
 
     #[test]
+    fn releases_passed_over_for_their_abi_are_named_under_the_install_or_update() {
+        let lock = Path::new("app/backworks.lock");
+        let skipped = |version: &str| Skipped {
+            name: String::from("weather"),
+            version: Version::parse(version).unwrap(),
+            abi: 7,
+        };
+        let weather = Installed {
+            plugin: pin("weather", "1.0.1"),
+            path: PathBuf::from("cache/weather.so"),
+            skipped: vec![skipped("3.0.0"), skipped("2.0.0")],
+        };
+        let host = backworks_plugin_sdk::abi::ABI_VERSION;
+        assert_eq!(
+            installed(&weather, lock),
+            format!(
+                "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  into cache/weather.so\n  pinned in app/backworks.lock\n  skipped weather 3.0.0: built for plugin ABI v7, this host speaks v{host}\n  skipped weather 2.0.0: built for plugin ABI v7, this host speaks v{host}\n"
+            )
+        );
+        let outcome = UpdateOutcome {
+            name: String::from("weather"),
+            from: Version::new(1, 0, 0),
+            to: None,
+            skipped: vec![skipped("2.0.0")],
+        };
+        let updates = UpdatesConfig::default();
+        assert_eq!(
+            updated(&[outcome], lock, &updates),
+            format!(
+                "weather 1.0.0 is up to date (updates allowed: {})\n  skipped weather 2.0.0: built for plugin ABI v7, this host speaks v{host}\n",
+                updates.allow
+            )
+        );
+    }
+
+    #[test]
     fn installs_updates_and_removals() {
         let lock = Path::new("app/backworks.lock");
         let weather = Installed {
             plugin: pin("weather", "1.0.1"),
             path: PathBuf::from("cache/weather.so"),
+            skipped: Vec::new(),
         };
         assert_eq!(
             installed(&weather, lock),
@@ -270,11 +319,13 @@ mod tests {
                 name: String::from("weather"),
                 from: Version::new(1, 0, 0),
                 to: Some(weather),
+                skipped: Vec::new(),
             },
             UpdateOutcome {
                 name: String::from("auth"),
                 from: Version::new(2, 1, 0),
                 to: None,
+                skipped: Vec::new(),
             },
         ];
         assert_eq!(

@@ -1317,3 +1317,214 @@ fn a_registry_slower_than_the_minimum_transfer_rate_is_given_up() {
     assert!(market.locked().is_none());
     assert!(market.staging().is_empty(), "{:?}", market.staging());
 }
+
+// Issue 14, part 5: a registry format that grows; part 4: versions chosen
+// by the plugin ABI this host speaks.
+
+/// Edits the tree's signed index as JSON (after its serial is raised by
+/// one, as a writer's is), then signs the text as it is with the registry
+/// key: fields this client does not know stay in it.
+fn edit_index(market: &Market, edit: impl FnOnce(&mut Value)) {
+    let path = market.root().join(registry::INDEX_PATH);
+    let envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut index: Value = serde_json::from_str(envelope["index"].as_str().unwrap()).unwrap();
+    index["serial"] = json!(index["serial"].as_u64().unwrap() + 1);
+    edit(&mut index);
+    let text = serde_json::to_string_pretty(&index).unwrap();
+    let bytes = registry::sign_index_text(&text, &market.registry_keys.sk).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Writes weather `version`'s release file as `release` and points the
+/// index at its bytes (`abi`: what the index says of it, if anything).
+fn put_release(market: &Market, version: &str, release: &Value, abi: Option<u32>) {
+    let path = market
+        .root()
+        .join(registry::release_path("weather", version));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let bytes = serde_json::to_vec_pretty(release).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    edit_index(market, |index| {
+        let mut reference = json!({
+            "path": registry::release_path("weather", version),
+            "sha256": registry::sha256_hex(&bytes),
+            "size": bytes.len(),
+        });
+        if let Some(abi) = abi {
+            reference["abi"] = json!(abi);
+        }
+        index["plugins"]["weather"]["versions"][version] = reference;
+    });
+}
+
+/// Weather `version`'s release file as JSON.
+fn release_of(market: &Market, version: &str) -> Value {
+    let path = market
+        .root()
+        .join(registry::release_path("weather", version));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A registry written by a newer backworks, which added fields to every
+/// document (the envelope, the index, a plugin's entry, a version's
+/// reference, the release file and its artifact), is read by this client
+/// over HTTP and as a directory: the fields it does not know are ignored,
+/// as `docs/registry.md` ("Compatibility") says. Before, every one of them
+/// was refused (`deny_unknown_fields`).
+#[test]
+fn a_registry_with_fields_this_client_does_not_know_is_read() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let mut release = release_of(&market, "1.0.0");
+    release["license"] = json!("MIT");
+    release["targets"][TARGET]["compression"] = json!("none");
+    put_release(&market, "1.0.0", &release, Some(1));
+    edit_index(&market, |index| {
+        index["mirrors"] = json!(["https://mirror.example/"]);
+        index["plugins"]["weather"]["downloads"] = json!(12);
+        index["plugins"]["weather"]["versions"]["1.0.0"]["yanked"] = json!(false);
+    });
+    let path = market.root().join(registry::INDEX_PATH);
+    let mut envelope: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    envelope["transparency_log"] = json!("https://log.example/");
+    std::fs::write(&path, serde_json::to_vec_pretty(&envelope).unwrap()).unwrap();
+
+    let peer = Peer::start(market.root());
+    let http = market.config(&peer.base, &[&market.publisher], None, "");
+    let page: Value =
+        serde_json::from_str(&ok(&http, &["plugins", "search", "weather", "--json"])).unwrap();
+    assert_eq!(page["hits"][0]["name"], "weather");
+    let out = ok(&http, &["plugins", "install", "weather"]);
+    assert!(out.contains("installed weather 1.0.0 for"), "{out}");
+    assert_eq!(
+        market.locked().unwrap().sha256,
+        sha256_of(&support::weather_plugin())
+    );
+
+    let dir = market.dir_config(None);
+    let out = ok(&dir, &["plugins", "search", "weather"]);
+    assert!(out.starts_with("weather 1.0.0"), "{out}");
+}
+
+/// A registry of a newer format (in its index, or in a release file) is
+/// refused with the format it has and the one this client reads, naming
+/// the file, and nothing is installed.
+#[test]
+fn a_newer_registry_format_is_refused_naming_its_version() {
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    let peer = Peer::start(market.root());
+    let config = market.config(&peer.base, &[&market.publisher], None, "");
+    edit_index(&market, |index| {
+        index["format"] = json!(2);
+        // What format 1 cannot read.
+        index["plugins"] = json!([]);
+    });
+    let message = format!(
+        "{}index.json: registry index format 2 is newer than this backworks reads (1); upgrade backworks to use this registry",
+        peer.base
+    );
+    refused(&config, &["plugins", "search", "weather"], 1, &[&message]);
+    refused(&config, &["plugins", "install", "weather"], 1, &[&message]);
+    assert_eq!(market.locked(), None);
+
+    // Back to format 1, but the release file is of format 2.
+    edit_index(&market, |index| {
+        index["format"] = json!(1);
+        index["plugins"] = json!({"weather": {"description": "", "versions": {}}});
+    });
+    let mut release = release_of(&market, "1.0.0");
+    release["format"] = json!(2);
+    put_release(&market, "1.0.0", &release, None);
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[
+            "refusing weather 1.0.0: plugins/weather/1.0.0/release.json: registry release file format 2 is newer than this backworks reads (1); upgrade backworks",
+        ],
+    );
+    assert_eq!(market.locked(), None);
+    assert!(!market.cache().join("weather").exists());
+}
+
+/// Publishes a release of weather `version` built for plugin ABI `abi`
+/// (this host speaks another): its release file, with an artifact that is
+/// never fetched, and its entry in the index, saying `index_abi`.
+fn put_foreign_abi_release(market: &Market, version: &str, abi: u32, index_abi: Option<u32>) {
+    let mut release = release_of(market, "1.0.1");
+    release["version"] = json!(version);
+    release["abi"] = json!(abi);
+    let file = artifact_name(version);
+    release["targets"][TARGET]["path"] =
+        json!(format!("plugins/weather/{version}/{TARGET}/{file}"));
+    release["targets"][TARGET]["signature"] =
+        json!(format!("plugins/weather/{version}/{TARGET}/{file}.minisig"));
+    put_release(market, version, &release, index_abi);
+}
+
+/// Part 4 of issue 14: install and update take the newest release built
+/// for the plugin ABI this host speaks, say which newer ones they passed
+/// over and why, and name the newest release and its ABI when none fits;
+/// an index written before it listed ABIs is read through the release
+/// files; an index that disagrees with a release file is refused.
+#[test]
+fn install_and_update_pick_the_newest_release_this_host_can_load() {
+    let host = backworks_plugin_sdk::abi::ABI_VERSION;
+    let foreign = host + 1;
+    let market = Market::new();
+    market.publish(&support::weather_plugin(), "1.0.0", &market.publisher);
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    put_foreign_abi_release(&market, "1.1.0", foreign, Some(foreign));
+    let config = market.dir_config(None);
+    let skipped = format!(
+        "  skipped weather 1.1.0: built for plugin ABI v{foreign}, this host speaks v{host}\n"
+    );
+
+    let out = ok(&config, &["plugins", "install", "weather@1.0.0"]);
+    assert!(out.contains("installed weather 1.0.0 for"), "{out}");
+    assert!(!out.contains("skipped"), "{out}");
+    let out = ok(&config, &["plugins", "update", "weather"]);
+    assert!(out.contains("updated weather 1.0.0 -> 1.0.1\n"), "{out}");
+    assert!(out.ends_with(&skipped), "{out}");
+    assert_eq!(market.locked().unwrap().version.to_string(), "1.0.1");
+    let out = ok(&config, &["plugins", "update", "weather"]);
+    assert_eq!(
+        out,
+        format!("weather 1.0.1 is up to date (updates allowed: minor)\n{skipped}")
+    );
+
+    refused(
+        &config,
+        &["plugins", "install", "weather@1.1.0"],
+        2,
+        &[&format!(
+            "no release of `weather` matching `=1.1.0` is built for plugin ABI v{host}, which this host speaks: the newest, weather 1.1.0, is built for ABI v{foreign}; install a version built for ABI v{host}"
+        )],
+    );
+    assert_eq!(market.locked().unwrap().version.to_string(), "1.0.1");
+
+    // An index from before the index listed ABIs: the release file says.
+    ok(&config, &["plugins", "remove", "weather"]);
+    put_foreign_abi_release(&market, "1.1.0", foreign, None);
+    let out = ok(&config, &["plugins", "install", "weather"]);
+    assert!(out.contains("installed weather 1.0.1 for"), "{out}");
+    assert!(out.ends_with(&skipped), "{out}");
+
+    // An index that lists the ABI this host speaks for a release built
+    // for another is refused, not believed.
+    ok(&config, &["plugins", "remove", "weather"]);
+    put_foreign_abi_release(&market, "1.1.0", foreign, Some(host));
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[
+            "refusing weather 1.1.0: release file plugins/weather/1.1.0/release.json does not match the signed index",
+            &format!(
+                "the index says it is built for plugin ABI v{host}, the release file says v{foreign}"
+            ),
+        ],
+    );
+    assert_eq!(market.locked(), None);
+}

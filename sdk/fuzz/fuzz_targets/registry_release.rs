@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         path: String::from("weather/1.0.0/release.json"),
         sha256: registry::sha256_hex(data),
         size: data.len() as u64,
+        abi: None,
     };
     let release = match registry::verify_release(data, &reference, "weather", "1.0.0") {
         Ok(release) => release,

@@ -45,8 +45,23 @@ use sha2::{Digest, Sha256};
 use backworks_artifact::signature::{self, KeyId, PublicKey, SecretKey, VerifyError};
 use backworks_artifact::{check, target};
 
-/// The version of the registry format this module reads and writes.
+/// The version of the registry format this module reads and writes: the
+/// `format` of the envelope, the index and every release file.
+///
+/// The compatibility policy (`docs/registry.md`, "Compatibility"): a field
+/// may be added to any document without a new format, as long as a reader
+/// that ignores it still reads the document right (readers ignore fields
+/// they do not know; an added field is optional for readers, absent in
+/// older files); anything else (a field removed, renamed, retyped or given
+/// another meaning, a field a reader must understand) needs a new format,
+/// which readers of an older one refuse ([`RegistryError::NewerFormat`])
+/// instead of misreading it. A document without `format` is format 1.
 pub const FORMAT: u32 = 1;
+
+/// The `format` of a document that has none: the first one.
+fn format_1() -> u32 {
+    1
+}
 
 /// The signed index, relative to the registry root.
 pub const INDEX_PATH: &str = "index.json";
@@ -62,9 +77,9 @@ pub const DEFAULT_INDEX_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 /// `index.json`: the index as a string, and the registry key's signature of
 /// that string's UTF-8 bytes. One file, so replacing it is one rename.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// The minisign signature (`.minisig` text) of `index`.
     pub signature: String,
@@ -74,9 +89,9 @@ pub struct Envelope {
 
 /// The registry's list of plugins and versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Index {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// Grows by at least one with every signed index.
     pub serial: u64,
@@ -90,7 +105,6 @@ pub struct Index {
 
 /// One plugin in the [`Index`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IndexEntry {
     /// The newest release's description.
     pub description: String,
@@ -103,7 +117,6 @@ pub struct IndexEntry {
 
 /// Where a release file is and what it hashes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReleaseRef {
     /// Path of `release.json`, relative to the root.
     pub path: String,
@@ -111,13 +124,19 @@ pub struct ReleaseRef {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
+    /// The plugin ABI (major) the release was built for, as its
+    /// [`Release::abi`] says: a client picks a version its host can load
+    /// without fetching every release file. Absent in indexes written
+    /// before it was added (read the release file then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<u32>,
 }
 
 /// `release.json`: one version of one plugin, every target of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Release {
-    /// [`FORMAT`].
+    /// The registry format ([`FORMAT`]; absent: 1).
+    #[serde(default = "format_1")]
     pub format: u32,
     /// The plugin's name (its metadata record's).
     pub name: String,
@@ -140,7 +159,6 @@ pub struct Release {
 
 /// One plugin library in a [`Release`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// Path of the library, relative to the root.
     pub path: String,
@@ -227,6 +245,19 @@ pub enum RegistryError {
         what: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A document of a registry format newer than [`FORMAT`]: this client
+    /// cannot read it right, so it refuses it rather than guess.
+    #[error(
+        "{what}: registry {document} format {found} is newer than this backworks reads ({FORMAT}); upgrade backworks to use this registry"
+    )]
+    NewerFormat {
+        /// Where the document came from (a URL or a path).
+        what: String,
+        /// `index` or `release file`.
+        document: &'static str,
+        /// The format it has.
+        found: u32,
     },
     /// The index was not signed by the registry key.
     #[error(
@@ -488,6 +519,21 @@ pub const MAX_VERSION_LEN: usize = 63;
 /// The longest artifact file name the registry stores, in bytes.
 pub const MAX_FILE_NAME_LEN: usize = 200;
 
+/// The tree path of `name` `version`'s release file:
+/// `plugins/<name>/<version>/release.json` (the one place the layout of
+/// the tree is spelt; the grammar of each part is [`check_coordinates`]'s).
+pub fn release_path(name: &str, version: &str) -> String {
+    format!("{}{RELEASE_FILE}", version_dir(name, version))
+}
+
+/// The name of a version's release file in its directory.
+pub const RELEASE_FILE: &str = "release.json";
+
+/// The tree path of `name` `version`'s directory, with a trailing `/`.
+pub fn version_dir(name: &str, version: &str) -> String {
+    format!("plugins/{name}/{version}/")
+}
+
 /// Checks a plugin name ([`is_valid_name`]).
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
     if !is_name_shaped(name) {
@@ -697,6 +743,21 @@ pub fn check_listing(description: Option<&str>, keywords: &[String]) -> Result<(
 pub fn sign_index(index: &Index, key: &SecretKey) -> Result<Vec<u8>, RegistryError> {
     let text =
         serde_json::to_string_pretty(index).map_err(|e| RegistryError::Sign(e.to_string()))?;
+    sign_index_text(&text, key)
+}
+
+/// Signs the index JSON `text` as it is (fields this crate does not know
+/// kept: what a newer writer or a test of readers needs) with the registry
+/// key: the [`Envelope`] bytes to store as `index.json`. Its `serial` and
+/// `expires` go into the trusted comment; a text without them is refused.
+pub fn sign_index_text(text: &str, key: &SecretKey) -> Result<Vec<u8>, RegistryError> {
+    #[derive(Deserialize)]
+    struct Freshness {
+        serial: u64,
+        expires: u64,
+    }
+    let index: Freshness =
+        serde_json::from_str(text).map_err(|e| RegistryError::Sign(e.to_string()))?;
     let comment = format!(
         "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
         index.serial,
@@ -716,7 +777,7 @@ pub fn sign_index(index: &Index, key: &SecretKey) -> Result<Vec<u8>, RegistryErr
     let envelope = Envelope {
         format: FORMAT,
         signature: signature.into_string(),
-        index: text,
+        index: text.to_owned(),
     };
     let mut bytes =
         serde_json::to_vec_pretty(&envelope).map_err(|e| RegistryError::Sign(e.to_string()))?;
@@ -748,9 +809,14 @@ pub fn verify_index(
         what: what.to_owned(),
         reason,
     };
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| malformed(format!("not an index envelope: {e}")))?;
-    if envelope.format != FORMAT {
+    // The envelope keeps `signature` and `index` in every format: the
+    // signature is checked first, so only a format the registry key signed
+    // is believed (an unsigned "format 2" is no reason to stop).
+    let envelope: Envelope = parse_json(bytes).map_err(|reason| match probe_format(bytes) {
+        Some(found) if found > FORMAT => newer(what, "index", found),
+        _ => malformed(format!("not an index envelope: {reason}")),
+    })?;
+    if envelope.format < FORMAT {
         return Err(malformed(format!(
             "format {} (this backworks reads format {FORMAT})",
             envelope.format
@@ -781,7 +847,12 @@ pub fn verify_index(
     let comment = signature
         .trusted_comment()
         .map_err(|e| bad_signature(e.to_string()))?;
-    let index: Index = serde_json::from_str(&envelope.index)
+    let signed_format = probe_format(envelope.index.as_bytes()).unwrap_or(FORMAT);
+    let found = signed_format.max(envelope.format);
+    if found > FORMAT {
+        return Err(newer(what, "index", found));
+    }
+    let index: Index = parse_json(envelope.index.as_bytes())
         .map_err(|e| malformed(format!("the signed index is not valid: {e}")))?;
     let expected_comment = format!(
         "{INDEX_COMMENT_TAG}:{FORMAT} serial:{} expires:{} sha256:{}",
@@ -817,8 +888,9 @@ pub fn verify_index(
 }
 
 /// Checks that `bytes` are the release file `reference` names (size and
-/// sha256, from the signed index) and that it is the release of `name`
-/// `version`; returns it.
+/// sha256, from the signed index), of a format this client reads, and
+/// that it is the release of `name` `version` built for the ABI the index
+/// says (when it says); returns it.
 pub fn verify_release(
     bytes: &[u8],
     reference: &ReleaseRef,
@@ -843,15 +915,112 @@ pub fn verify_release(
             reference.sha256
         )));
     }
+    // Hashed as the signed index says, so its format is the registry's.
+    if let Some(found) = probe_format(bytes).filter(|found| *found > FORMAT) {
+        return Err(newer(&reference.path, "release file", found));
+    }
     let release: Release =
-        serde_json::from_slice(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
+        parse_json(bytes).map_err(|e| mismatch(format!("not a release: {e}")))?;
     if release.name != name || release.version != version {
         return Err(mismatch(format!(
             "it is the release of {:?} {:?}, not {name} {version}",
             release.name, release.version
         )));
     }
+    if let Some(listed) = reference.abi
+        && listed != release.abi
+    {
+        return Err(mismatch(format!(
+            "the index says it is built for plugin ABI v{listed}, the release file says v{}",
+            release.abi
+        )));
+    }
     Ok(release)
+}
+
+fn newer(what: &str, document: &'static str, found: u32) -> RegistryError {
+    RegistryError::NewerFormat {
+        what: what.to_owned(),
+        document,
+        found,
+    }
+}
+
+/// The `format` of a registry document, read without reading anything
+/// else of it (absent: 1); `None` when `bytes` are not a JSON object with
+/// a numeric or absent `format`.
+pub fn probe_format(bytes: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default = "format_1")]
+        format: u32,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .ok()
+        .map(|probe| probe.format)
+}
+
+/// Reads a registry document (any of this crate's wire types) from JSON,
+/// ignoring fields it does not know. When it cannot be read, the message
+/// is serde's, followed by the fields of the object that `T` does not
+/// know (`unknown field `x``): a document of another kind or a newer
+/// format shows what it is.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let known = field_names::<T>();
+        let unknown: Vec<String> =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+                .map(|object| {
+                    object
+                        .keys()
+                        .filter(|key| !known.contains(&key.as_str()))
+                        .map(|key| format!("unknown field `{key}`"))
+                        .collect()
+                })
+                .unwrap_or_default();
+        if unknown.is_empty() || known.is_empty() {
+            error.to_string()
+        } else {
+            format!("{error}; it has {}", unknown.join(", "))
+        }
+    })
+}
+
+/// The field names a derived `Deserialize` struct declares (empty for
+/// anything else): what serde hands the deserializer in
+/// `deserialize_struct`, caught by a deserializer that does nothing else.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    struct Catch<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> de::Deserializer<'de> for Catch<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields caught"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Catch(&mut fields));
+    fields
 }
 
 /// One search hit.
@@ -971,12 +1140,13 @@ pub fn validate_upload(
         // tree: nothing but what their grammar allows.
         check_coordinates(&claims.name, &claims.version, &claims.target)?;
         let dir = format!(
-            "plugins/{}/{}/{}",
-            claims.name, claims.version, claims.target
+            "{}{}",
+            version_dir(&claims.name, &claims.version),
+            claims.target
         );
         let entry = Artifact {
             path: format!("{dir}/{file}"),
-            signature: format!("{dir}/{file}.minisig"),
+            signature: format!("{dir}/{file}{}", api::SIGNATURE_SUFFIX),
             sha256: claims.sha256_hex(),
             size: artifact.bytes.len() as u64,
         };
@@ -1031,6 +1201,8 @@ pub fn validate_upload(
     Ok(ValidatedUpload { release, files })
 }
 
+pub mod api;
+pub mod location;
 #[cfg(feature = "server")]
 mod search;
 #[cfg(feature = "server")]
@@ -1038,6 +1210,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use location::{Location, LocationError};
 #[cfg(feature = "server")]
 pub use search::search;
 #[cfg(feature = "server")]

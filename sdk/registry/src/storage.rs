@@ -83,6 +83,9 @@ impl Tree {
     /// Writes the index signed with a serial one above the current one and
     /// a fresh expiry; the caller holds the lock.
     fn commit(&self, mut index: Index) -> Result<Index, RegistryError> {
+        // What this writer writes is its own format (an index of another
+        // one was refused by `index`).
+        index.format = FORMAT;
         index.serial += 1;
         index.issued = now();
         index.expires = index.issued.saturating_add(self.lifetime);
@@ -156,7 +159,7 @@ impl Tree {
             .prefix(STAGING_PREFIX)
             .tempdir_in(&self.root)
             .map_err(io_error("create a staging directory in", &self.root))?;
-        let prefix = format!("plugins/{}/{}/", release.name, release.version);
+        let prefix = version_dir(&release.name, &release.version);
         for (target, artifact) in &upload.files {
             let target_dir = join_component(staging.path(), "target", target)?;
             fs::create_dir(&target_dir).map_err(io_error("create", &target_dir))?;
@@ -168,7 +171,7 @@ impl Tree {
                 &join_component(
                     &target_dir,
                     "file name",
-                    &format!("{}.minisig", artifact.file_name),
+                    &format!("{}{}", artifact.file_name, crate::api::SIGNATURE_SUFFIX),
                 )?,
                 artifact.signature.as_bytes(),
             )?;
@@ -176,7 +179,7 @@ impl Tree {
         let mut release_bytes =
             serde_json::to_vec_pretty(&release).map_err(|e| RegistryError::Sign(e.to_string()))?;
         release_bytes.push(b'\n');
-        write_synced(&staging.path().join("release.json"), &release_bytes)?;
+        write_synced(&staging.path().join(RELEASE_FILE), &release_bytes)?;
         let plugin_dir = join_component(&self.root.join("plugins"), "plugin name", &release.name)?;
         let version_dir = join_component(&plugin_dir, "version", &release.version)?;
         fs::create_dir_all(&plugin_dir).map_err(io_error("create", &plugin_dir))?;
@@ -202,9 +205,10 @@ impl Tree {
         entry.versions.insert(
             release.version.clone(),
             ReleaseRef {
-                path: format!("{prefix}release.json"),
+                path: format!("{prefix}{RELEASE_FILE}"),
                 sha256: sha256_hex(&release_bytes),
                 size: release_bytes.len() as u64,
+                abi: Some(release.abi),
             },
         );
         let newest = semver::Version::parse(&release.version).ok();

@@ -23,6 +23,7 @@ fn entry(description: &str, keywords: &[&str], versions: &[&str]) -> IndexEntry 
                         path: format!("plugins/x/{v}/release.json"),
                         sha256: "00".repeat(32),
                         size: 1,
+                        abi: None,
                     },
                 )
             })
@@ -231,6 +232,7 @@ fn a_release_must_match_the_index_in_size_hash_and_identity() {
         path: "plugins/weather/1.0.0/release.json".into(),
         sha256: sha256_hex(&bytes),
         size: bytes.len() as u64,
+        abi: None,
     };
     assert_eq!(
         verify_release(&bytes, &reference, "weather", "1.0.0").unwrap(),
@@ -544,6 +546,7 @@ fn index_of(plugins: &[(&str, &str, &[&str], &[&str])]) -> Index {
                     path: format!("plugins/{name}/{v}/release.json"),
                     sha256: sha256_hex(v.as_bytes()),
                     size: 1,
+                    abi: None,
                 };
                 ((*v).to_owned(), reference)
             })
@@ -970,4 +973,236 @@ fn windows_reserved_device_names_are_not_plugin_names() {
     ] {
         check_name(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
     }
+}
+
+// Forward compatibility (docs/registry.md, "Compatibility").
+
+/// Signs `text` as an index envelope of format `envelope_format`, with the
+/// trusted comment `verify_index` expects for `serial` and `expires`.
+fn envelope_of(
+    text: &str,
+    envelope_format: u32,
+    serial: u64,
+    expires: u64,
+    sk: &SecretKey,
+) -> Vec<u8> {
+    let comment = format!(
+        "{INDEX_COMMENT_TAG}:{FORMAT} serial:{serial} expires:{expires} sha256:{}",
+        sha256_hex(text.as_bytes())
+    );
+    let signature = minisign::sign(
+        None,
+        sk,
+        Cursor::new(text.as_bytes()),
+        Some(&comment),
+        Some("test"),
+    )
+    .unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "format": envelope_format,
+        "signature": signature.into_string(),
+        "index": text,
+        "mirrors": ["added by a newer registry"],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_index_with_fields_this_client_does_not_know_is_read() {
+    let (pk, sk) = keys();
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "format": 1,
+        "serial": 3,
+        "issued": 1_000,
+        "expires": 5_000,
+        "homepage": "https://plugins.example",
+        "plugins": {
+            "weather": {
+                "description": "Weather",
+                "keywords": ["weather"],
+                "downloads": 12,
+                "versions": {
+                    "1.0.0": {
+                        "path": "plugins/weather/1.0.0/release.json",
+                        "sha256": "00".repeat(32),
+                        "size": 10,
+                        "abi": 1,
+                        "yanked": false,
+                    },
+                    "0.9.0": {
+                        "path": "plugins/weather/0.9.0/release.json",
+                        "sha256": "00".repeat(32),
+                        "size": 10,
+                    }
+                }
+            }
+        }
+    }))
+    .unwrap();
+    let index = verify_index(&envelope_of(&text, 1, 3, 5_000, &sk), &pk, FRESH, "test").unwrap();
+    assert_eq!(index.serial, 3);
+    let versions = &index.plugins["weather"].versions;
+    assert_eq!(versions["1.0.0"].abi, Some(1));
+    // An index written before `abi` was added: absent, not an error.
+    assert_eq!(versions["0.9.0"].abi, None);
+}
+
+#[test]
+fn an_index_without_format_is_format_1() {
+    let (pk, sk) = keys();
+    let text = r#"{"serial": 2, "issued": 1, "expires": 5000, "plugins": {}}"#;
+    let mut envelope: serde_json::Value =
+        serde_json::from_slice(&envelope_of(text, 1, 2, 5_000, &sk)).unwrap();
+    envelope.as_object_mut().unwrap().remove("format");
+    let bytes = serde_json::to_vec(&envelope).unwrap();
+    let index = verify_index(&bytes, &pk, FRESH, "test").unwrap();
+    assert_eq!((index.format, index.serial), (1, 2));
+}
+
+#[test]
+fn a_newer_index_format_is_refused_naming_both_versions_and_the_source() {
+    let (pk, sk) = keys();
+    let expected = "https://r.example/index.json: registry index format 2 is newer than this backworks reads (1); upgrade backworks to use this registry";
+    // The index says so (and holds what format 1 does not: `plugins` is
+    // now a list).
+    let text = r#"{"format": 2, "serial": 2, "issued": 1, "expires": 5000, "plugins": []}"#;
+    let error = verify_index(
+        &envelope_of(text, 1, 2, 5_000, &sk),
+        &pk,
+        FRESH,
+        "https://r.example/index.json",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, RegistryError::NewerFormat { found: 2, .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.to_string(), expected);
+    // The envelope says so.
+    let text = serde_json::to_string(&index(2, 5_000)).unwrap();
+    let error = verify_index(
+        &envelope_of(&text, 2, 2, 5_000, &sk),
+        &pk,
+        FRESH,
+        "https://r.example/index.json",
+    )
+    .unwrap_err();
+    assert_eq!(error.to_string(), expected);
+    // An envelope of a newer format that has no `signature` at all: there
+    // is nothing else to read, so the version is what is said.
+    let error = verify_index(
+        br#"{"format": 3, "signatures": []}"#,
+        &pk,
+        FRESH,
+        "https://r.example/index.json",
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("registry index format 3 is newer than this backworks reads (1)"),
+        "{error}"
+    );
+    // Signed by someone else, a "format 2" is not believed.
+    let (_, other) = keys();
+    let text = r#"{"format": 2, "serial": 2, "issued": 1, "expires": 5000, "plugins": []}"#;
+    let error =
+        verify_index(&envelope_of(text, 2, 2, 5_000, &other), &pk, FRESH, "test").unwrap_err();
+    assert!(
+        matches!(error, RegistryError::IndexSignature { .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_release_with_unknown_fields_is_read_and_a_newer_one_refused() {
+    let release = serde_json::json!({
+        "format": 1,
+        "name": "weather",
+        "version": "1.0.0",
+        "description": "",
+        "abi": 1,
+        "publisher": "0000000000000001",
+        "published": 1,
+        "license": "MIT",
+        "targets": {
+            "x86_64-unknown-linux-gnu": {
+                "path": "p", "signature": "p.minisig", "sha256": "00", "size": 1, "compression": "none"
+            }
+        }
+    });
+    let reference = |bytes: &[u8]| ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        abi: Some(1),
+    };
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let read = verify_release(&bytes, &reference(&bytes), "weather", "1.0.0").unwrap();
+    assert_eq!((read.format, read.abi), (1, 1));
+    assert_eq!(read.targets["x86_64-unknown-linux-gnu"].size, 1);
+
+    // The index says another ABI: the release does not match it.
+    let mut listed = reference(&bytes);
+    listed.abi = Some(2);
+    let error = verify_release(&bytes, &listed, "weather", "1.0.0").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the index says it is built for plugin ABI v2, the release file says v1"),
+        "{error}"
+    );
+
+    let mut newer = release.clone();
+    newer["format"] = 2.into();
+    newer["targets"] = serde_json::json!([]);
+    let bytes = serde_json::to_vec(&newer).unwrap();
+    let error = verify_release(&bytes, &reference(&bytes), "weather", "1.0.0").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "plugins/weather/1.0.0/release.json: registry release file format 2 is newer than this backworks reads (1); upgrade backworks to use this registry"
+    );
+}
+
+#[test]
+fn a_document_that_cannot_be_read_names_the_fields_it_did_not_expect() {
+    let error = parse_json::<Envelope>(br#"{"format": 1, "sig": "x", "index": "{}"}"#).unwrap_err();
+    assert!(error.starts_with("missing field `signature`"), "{error}");
+    assert!(error.ends_with("; it has unknown field `sig`"), "{error}");
+    // Read: the unknown field is ignored.
+    let envelope =
+        parse_json::<Envelope>(br#"{"signature": "s", "index": "i", "sig": "x"}"#).unwrap();
+    assert_eq!(envelope.format, 1);
+    // Not an object: serde's message alone.
+    assert_eq!(
+        parse_json::<Envelope>(b"\"text\"").unwrap_err(),
+        "invalid type: string \"text\", expected struct Envelope at line 1 column 6"
+    );
+}
+
+#[test]
+fn publishing_writes_the_format_and_each_version_s_abi_into_the_index() {
+    let (pk, sk) = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::open(dir.path(), sk, 3600).unwrap();
+    tree.publish(demo_upload("1.0.0", b"library")).unwrap();
+    let bytes = std::fs::read(dir.path().join(INDEX_PATH)).unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(envelope["format"], FORMAT);
+    let index: serde_json::Value =
+        serde_json::from_str(envelope["index"].as_str().unwrap()).unwrap();
+    assert_eq!(index["format"], FORMAT);
+    let reference = &index["plugins"]["demo"]["versions"]["1.0.0"];
+    assert_eq!(reference["abi"], 1);
+    let index = verify_index(
+        &bytes,
+        &pk,
+        Freshness {
+            last_serial: None,
+            now: 0,
+        },
+        "t",
+    )
+    .unwrap();
+    assert_eq!(index.plugins["demo"].versions["1.0.0"].abi, Some(1));
 }

@@ -1,0 +1,199 @@
+//! Unit tests of the marketplace client: specs, the client's `Send`-ness,
+//! cache paths, transfer pacing and artifact paths. The registry end to end
+//! is in `host/tests/cli/marketplace.rs`.
+
+use super::download::artifact_file_name;
+use super::*;
+
+#[test]
+fn specs() {
+    let (name, requirement) = parse_spec("weather").unwrap();
+    assert_eq!((name.as_str(), requirement), ("weather", VersionReq::STAR));
+    let (_, exact) = parse_spec("weather@1.0.0").unwrap();
+    assert!(exact.matches(&Version::new(1, 0, 0)));
+    assert!(!exact.matches(&Version::new(1, 0, 1)));
+    let (_, caret) = parse_spec("weather@1.0").unwrap();
+    assert!(caret.matches(&Version::new(1, 4, 0)));
+    let (_, range) = parse_spec("weather@>=1.0, <2").unwrap();
+    assert!(range.matches(&Version::new(1, 9, 9)) && !range.matches(&Version::new(2, 0, 0)));
+    for bad in [
+        "",
+        "@1.0",
+        "Weather",
+        "weather@",
+        "weather@one",
+        "we/ather@1",
+    ] {
+        let error = parse_spec(bad).unwrap_err();
+        assert!(
+            matches!(error, MarketplaceError::InvalidSpec { .. }),
+            "{bad}"
+        );
+        assert_eq!(error.exit_code(), 2);
+    }
+}
+
+/// A client configured in `dir` for a registry at a closed port, with
+/// a made-up registry key: nothing is fetched.
+fn client_in(dir: &Path) -> PluginMarketplace {
+    let key = {
+        let mut bytes = b"Ed".to_vec();
+        bytes.extend([7; 40]);
+        PublicKey::from_bytes(&bytes).unwrap().to_base64()
+    };
+    let config = crate::config::parse(
+        &format!("marketplace:\n  registry: http://127.0.0.1:9/\n  key: {key}\n"),
+        &dir.join("backworks.yaml"),
+        &|_| None,
+    )
+    .unwrap();
+    PluginMarketplace::from_config(&config).unwrap()
+}
+
+/// The automatic updater runs the client on tokio tasks: it and its
+/// futures move between threads.
+#[test]
+fn the_client_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PluginMarketplace>();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_in(dir.path()).with_progress(false);
+    assert_eq!(client.lock_path(), dir.path().join("backworks.lock"));
+    assert_eq!(client.cache_dir(), dir.path().join(".backworks/plugins"));
+    // Futures do nothing until polled: these are only type checks.
+    send(&client.search("weather"));
+    send(&client.install("weather", &VersionReq::STAR));
+    send(&client.update(None));
+    send(&client.download_update("weather"));
+    send(&client.remove("weather"));
+    send(&client.prepare(&[], ServeMode::default()));
+}
+
+#[test]
+fn the_cached_library_is_the_only_one_or_an_error_and_paths_stay_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_in(dir.path());
+    let pin = |name: &str, target: &str| LockedPlugin {
+        name: name.to_owned(),
+        version: Version::new(1, 0, 0),
+        target: target.to_owned(),
+        sha256: String::new(),
+        key_id: String::new(),
+    };
+    let weather = pin("weather", TARGET);
+    assert_eq!(client.cached(&weather).unwrap(), None);
+    let version_dir = client.cache_dir().join(format!("weather/1.0.0/{TARGET}"));
+    std::fs::create_dir_all(&version_dir).unwrap();
+    for file in ["b.so", "b.so.minisig", ".staged"] {
+        std::fs::write(version_dir.join(file), b"x").unwrap();
+    }
+    assert_eq!(
+        client.cached(&weather).unwrap(),
+        Some(version_dir.join("b.so"))
+    );
+    // A second library: which one the lock pins is unknown, whatever
+    // the directory order.
+    std::fs::write(version_dir.join("a.so"), b"x").unwrap();
+    let error = client.cached(&weather).unwrap_err();
+    assert!(
+        matches!(&error, MarketplaceError::AmbiguousCache { files, .. } if files == "a.so, b.so"),
+        "{error}"
+    );
+    // A lock (or registry) naming paths: refused, never joined.
+    for hostile in [pin("../../etc", TARGET), pin("weather", "../../..")] {
+        let error = client.cached(&hostile).unwrap_err();
+        assert!(matches!(error, MarketplaceError::UnsafePath(_)), "{error}");
+    }
+}
+
+#[test]
+fn a_transfer_is_given_up_at_its_deadline_or_below_the_minimum_rate() {
+    let limits = TransferLimits {
+        timeout: Duration::from_secs(100),
+        min_rate: 10,
+        window: Duration::from_secs(30),
+    };
+    let start = Instant::now();
+    let at = |secs: u64| start + Duration::from_secs(secs);
+    // 10 bytes per second on average, in bursts: fine until the
+    // deadline, then given up whatever the rate.
+    let mut pace = Pace::new("http://registry/x", limits, start);
+    assert_eq!(pace.next_check(), at(30));
+    for secs in [10, 20, 30] {
+        pace.observe(at(secs), 100).unwrap();
+    }
+    assert_eq!(pace.next_check(), at(60), "a new window");
+    for secs in [40, 50, 60, 70, 80, 90] {
+        pace.observe(at(secs), 100).unwrap();
+    }
+    let error = pace.observe(at(100), 100).unwrap_err().to_string();
+    assert!(
+        error.contains("http://registry/x")
+            && error.contains("`marketplace.transfer_timeout` (1m 40s)"),
+        "{error}"
+    );
+    // A drip: a byte every 5 s is 6 bytes in 30 s, below 300.
+    let mut pace = Pace::new("http://registry/y", limits, start);
+    for secs in [5, 10, 15, 20, 25] {
+        pace.observe(at(secs), 1).unwrap();
+    }
+    let error = pace.observe(at(30), 1).unwrap_err().to_string();
+    assert!(
+        error.contains("http://registry/y")
+            && error.contains("6 bytes came in 30s")
+            && error.contains("`marketplace.min_transfer_rate` (10 bytes per second)"),
+        "{error}"
+    );
+    // Nothing at all: the check at the window's end gives up.
+    let mut pace = Pace::new("http://registry/z", limits, start);
+    assert!(pace.observe(at(29), 0).is_ok());
+    assert!(pace.observe(at(30), 0).is_err());
+    assert_eq!(humane(Duration::from_millis(750)), "750ms");
+    assert_eq!(humane(Duration::from_secs(2)), "2s");
+    assert_eq!(humane(Duration::from_secs(600)), "10m");
+}
+
+#[test]
+fn artifact_paths_stay_in_their_directory() {
+    let artifact = |path: &str, signature: &str| Artifact {
+        path: path.to_owned(),
+        signature: signature.to_owned(),
+        sha256: String::new(),
+        size: 0,
+    };
+    let release = Release {
+        format: 1,
+        name: String::from("weather"),
+        version: String::from("1.0.0"),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: String::new(),
+        published: 0,
+        targets: std::collections::BTreeMap::new(),
+    };
+    let dir = format!("plugins/weather/1.0.0/{TARGET}");
+    let good = format!("{dir}/libweather.so");
+    assert_eq!(
+        artifact_file_name(&release, &artifact(&good, &format!("{good}.minisig"))),
+        Ok(String::from("libweather.so"))
+    );
+    for (path, signature) in [
+        (format!("{dir}/../../../../etc/passwd"), String::new()),
+        (format!("{dir}/"), String::new()),
+        (format!("{dir}/.hidden"), String::new()),
+        (String::from("plugins/other/1.0.0/x/lib.so"), String::new()),
+        (good.clone(), String::from("elsewhere.minisig")),
+    ] {
+        let signature = if signature.is_empty() {
+            format!("{path}.minisig")
+        } else {
+            signature
+        };
+        assert!(
+            artifact_file_name(&release, &artifact(&path, &signature)).is_err(),
+            "{path}"
+        );
+    }
+}
