@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 
 use backworks_artifact::check::MAX_FILE_SIZE;
 use backworks_artifact::file::{self, FileError, MAX_SIGNATURE_SIZE};
-use backworks_artifact::write::{self, PathError, WriteOptions};
 use backworks_artifact::signature::{
     self, PublicKeyError, SecretKeyError, SecretKeyText, SignatureError, VerifyError,
     parse_public_key,
 };
 pub use backworks_artifact::signature::{Claims, KeyId, PublicKey, Verified};
+use backworks_artifact::write::{self, PathError, WriteOptions};
 use minisign::{KeyPair, SecretKey};
 
 /// The environment variable a password is read from when `--password-env`

@@ -232,7 +232,11 @@ impl Manifest {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
-    Ok(write::write_atomically(path, bytes, WriteOptions::default())?)
+    Ok(write::write_atomically(
+        path,
+        bytes,
+        WriteOptions::default(),
+    )?)
 }
 
 #[cfg(test)]
