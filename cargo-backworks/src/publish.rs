@@ -21,6 +21,7 @@
 //!   `registry::validate_upload` and `Tree::publish` (atomic; the index is
 //!   signed with the registry's secret key, `--registry-key`).
 
+use backworks_artifact::write::PathError;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek};
@@ -271,16 +272,8 @@ pub enum PublishError {
         source: VerifyError,
     },
     /// A file could not be read.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// A key could not be read.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -373,7 +366,7 @@ impl PublishError {
             Self::Registry { source, .. } => match source {
                 RegistryError::AlreadyPublished { .. }
                 | RegistryError::VersionCaseCollision { .. } => 5,
-                RegistryError::Io { .. } | RegistryError::Sign(_) => 2,
+                RegistryError::Io(_) | RegistryError::Sign(_) => 2,
                 _ => 1,
             },
             Self::Workspace(e) => e.exit_code(),
@@ -485,10 +478,12 @@ pub fn publish(options: &PublishOptions, progress: &Progress) -> Result<Publishe
                     registry: dir.clone(),
                     source,
                 })?;
-            let json = fs::read_to_string(&file).map_err(|source| PublishError::Io {
-                action: "read the published release",
-                path: file.clone(),
-                source,
+            let json = fs::read_to_string(&file).map_err(|source| {
+                PublishError::Io(PathError::new(
+                    "read the published release",
+                    file.clone(),
+                    source,
+                ))
             })?;
             (release, json.trim_end().to_owned())
         }
@@ -585,19 +580,21 @@ fn find_artifacts(dist: &Path, package: &Package) -> Result<Vec<PathBuf>, Publis
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(none()),
         Err(source) => {
-            return Err(PublishError::Io {
-                action: "read the dist directory",
-                path: dist.to_owned(),
+            return Err(PublishError::Io(PathError::new(
+                "read the dist directory",
+                dist.to_owned(),
                 source,
-            });
+            )));
         }
     };
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| PublishError::Io {
-            action: "read the dist directory",
-            path: dist.to_owned(),
-            source,
+        let entry = entry.map_err(|source| {
+            PublishError::Io(PathError::new(
+                "read the dist directory",
+                dist.to_owned(),
+                source,
+            ))
         })?;
         let Some(target) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -632,11 +629,7 @@ fn check_artifact(
     }
     let read_error = |path: &Path| {
         let path = path.to_owned();
-        move |source| PublishError::Io {
-            action: "read",
-            path,
-            source,
-        }
+        move |source| PublishError::Io(PathError::new("read", path, source))
     };
     // Opened without blocking, a regular file within check's limit, or
     // refused before it is read (a FIFO would hang the read).
@@ -653,13 +646,15 @@ fn check_artifact(
         });
     }
     let signature = keys::read_bounded(&signature_path, MAX_SIGNATURE_SIZE, "read")?;
-    let signature = String::from_utf8(signature).map_err(|_| PublishError::Io {
-        action: "read",
-        path: signature_path.clone(),
-        source: io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not UTF-8 text, so not a minisign signature",
-        ),
+    let signature = String::from_utf8(signature).map_err(|_| {
+        PublishError::Io(PathError::new(
+            "read",
+            signature_path.clone(),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not UTF-8 text, so not a minisign signature",
+            ),
+        ))
     })?;
     let key_id = publisher
         .map(|key| {
@@ -704,14 +699,9 @@ fn publish_to_directory(
     let mut artifacts = Vec::with_capacity(checked.len());
     for mut artifact in checked {
         let mut bytes = Vec::with_capacity(usize::try_from(artifact.size).unwrap_or_default());
-        artifact
-            .file
-            .read_to_end(&mut bytes)
-            .map_err(|source| PublishError::Io {
-                action: "read",
-                path: artifact.path.clone(),
-                source,
-            })?;
+        artifact.file.read_to_end(&mut bytes).map_err(|source| {
+            PublishError::Io(PathError::new("read", artifact.path.clone(), source))
+        })?;
         artifacts.push(UploadArtifact {
             file_name: artifact.file_name,
             bytes,

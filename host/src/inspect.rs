@@ -97,7 +97,7 @@ impl Report {
             escape(&m.version),
             escape(&m.description),
             escape(&m.target),
-            m.abi_version(),
+            m.abi_revision(),
             escape(&m.sdk_version),
             escape(&verdict)
         )
@@ -113,6 +113,7 @@ impl Report {
             "description": m.description,
             "target": m.target,
             "abi_version": m.abi_version(),
+            "abi_revision": m.abi_revision(),
             "sdk_version": m.sdk_version,
             "loadable": self.compatibility.is_ok(),
             "problem": self.compatibility.as_ref().err().map(ToString::to_string),

@@ -885,20 +885,33 @@ struct PluginLog {
 /// The host services handed to plugin `plugin` (its entry's name) at
 /// initialization (ABI 1.1; a 1.0 plugin never sees them).
 ///
-/// The struct and its context are leaked: a plugin may call them for as
-/// long as its library is loaded, and libraries are never unloaded. One is
-/// made per initialization (a few dozen bytes).
+/// The struct and its context live for the rest of the process: a plugin
+/// may call them for as long as its library is loaded, and libraries are
+/// never unloaded. One is made per plugin name and shared by every
+/// implementation of that plugin (start-up and each replacement), so swaps
+/// do not add up.
 pub fn host_services(plugin: &str) -> &'static HostServices {
+    /// The services made so far, by plugin name.
+    static MADE: std::sync::Mutex<Vec<(&'static str, &'static HostServices)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, services)) = made.iter().find(|(name, _)| *name == plugin) {
+        return services;
+    }
     let context: &'static PluginLog = Box::leak(Box::new(PluginLog {
         plugin: plugin.to_owned(),
     }));
-    Box::leak(Box::new(HostServices {
+    let services: &'static HostServices = Box::leak(Box::new(HostServices {
         struct_size: std::mem::size_of::<HostServices>() as u32,
         reserved: 0,
         context: (context as *const PluginLog).cast_mut().cast::<c_void>(),
         log_enabled: Some(plugin_log_enabled),
         log: Some(plugin_log),
-    }))
+    }));
+    made.push((context.plugin.as_str(), services));
+    services
 }
 
 /// The host's level for the ABI's `level`: 1 (error) to 5 (trace); a level

@@ -16,6 +16,7 @@
 //! another writer (`resign`, `cargo backworks publish` into the directory)
 //! replaced.
 
+use backworks_artifact::write::PathError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -472,11 +473,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&tree))
         .await
         .unwrap_or_else(|e| {
-            Err(RegistryError::Io {
-                action: "run a registry task on",
-                path: PathBuf::from(INDEX_PATH),
-                source: std::io::Error::other(e.to_string()),
-            })
+            Err(RegistryError::Io(PathError::new(
+                "run a registry task on",
+                PathBuf::from(INDEX_PATH),
+                std::io::Error::other(e.to_string()),
+            )))
         })
 }
 

@@ -4,6 +4,7 @@
 //! and URL a download refusal is about.
 
 use super::*;
+use backworks_artifact::write::PathError;
 
 /// Why the marketplace client refused or failed. Refusals (exit code 1) say
 /// what did not verify; the rest (exit code 2) are configuration, usage,
@@ -91,16 +92,8 @@ pub enum MarketplaceError {
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
     /// A local file (cache, registry state) could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// `registry-state.json` is not readable: refusing to forget the serials
     /// it records (that would allow a rollback).
     #[error(
@@ -452,11 +445,7 @@ pub(super) fn io_error(
     path: &Path,
 ) -> impl FnOnce(std::io::Error) -> MarketplaceError {
     let path = path.to_owned();
-    move |source| MarketplaceError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| MarketplaceError::Io(PathError::new(action, path, source))
 }
 
 /// `items` joined with commas, or `empty` when there are none.

@@ -6,6 +6,7 @@
 //! trusted keys and the locked key.
 
 use super::*;
+use backworks_artifact::write::PathError;
 
 impl PluginMarketplace {
     /// Fetches, verifies and accepts the index (see [`Self::accept_index`]),
@@ -137,11 +138,11 @@ impl PluginMarketplace {
                 expected: actual,
             },
             // Not a refusal: nothing could be checked.
-            VerifyError::Thread(source) => MarketplaceError::Io {
-                action: "start a thread to verify",
-                path: PathBuf::from(url),
+            VerifyError::Thread(source) => MarketplaceError::Io(PathError::new(
+                "start a thread to verify",
+                PathBuf::from(url),
                 source,
-            },
+            )),
             source => MarketplaceError::Signature {
                 subject: Subject::new(name, &version_text, url),
                 source,

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+use backworks_artifact::write::PathError;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
@@ -446,16 +447,8 @@ pub enum RegistryError {
     #[error("cannot sign the index with the registry key: {0}")]
     Sign(String),
     /// A file of the tree could not be read or written.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// The time now in unix seconds (0 if the clock is before 1970).

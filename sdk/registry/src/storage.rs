@@ -4,6 +4,7 @@
 //! serialising writers, stale staging directories removed);
 //! [`write_atomically`] replaces one file.
 
+use backworks_artifact::write::PathError;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,7 @@ pub(crate) const STAGING_PREFIX: &str = ".staging-";
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
     let path = path.to_owned();
-    move |source| RegistryError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| RegistryError::Io(PathError::new(action, path, source))
 }
 
 /// A registry tree on disk, and the key that signs its index.
@@ -260,18 +257,14 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     file.sync_all().map_err(io_error("sync", path))
 }
 
-/// Replaces `path` by a file holding `bytes`: written to a temporary file in
-/// the same directory, flushed, then renamed over `path`.
+/// Replaces `path` by a file holding `bytes` (`backworks_artifact::write`:
+/// a temporary file in the same directory, synced, then renamed over
+/// `path`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).map_err(io_error("create a file in", dir))?;
-    file.write_all(bytes).map_err(io_error("write", path))?;
-    file.as_file().sync_all().map_err(io_error("sync", path))?;
-    file.persist(path)
-        .map_err(|e| io_error("replace", path)(e.error))?;
+    backworks_artifact::write::write_atomically(
+        path,
+        bytes,
+        backworks_artifact::write::WriteOptions::default(),
+    )?;
     Ok(())
 }
