@@ -1138,6 +1138,78 @@ mod tests {
         assert_eq!(line("server: &s\n  listen: 1\nplugins: *s\n"), Some(2));
     }
 
+    /// The fields each section of `file` declares are the ones its
+    /// unknown-field message lists (`TOP_FIELDS`, ...): a field added to
+    /// one and not the other fails here.
+    #[test]
+    fn declared_fields_are_the_listed_ones() {
+        fn refused<T: for<'de> serde::Deserialize<'de>>() -> String {
+            match serde_yaml::from_str::<T>("zzz: 1\n") {
+                Ok(_) => String::from("accepted"),
+                Err(error) => error.to_string(),
+            }
+        }
+        for (message, fields) in [
+            (refused::<file::File>(), TOP_FIELDS),
+            (refused::<file::Server>(), SERVER_FIELDS),
+            (refused::<file::KeyEntry>(), KEY_FIELDS),
+            (refused::<file::PluginEntry>(), PLUGIN_FIELDS),
+            (refused::<file::Marketplace>(), MARKETPLACE_FIELDS),
+            (refused::<file::Updates>(), UPDATES_FIELDS),
+        ] {
+            let (refusal, expected) = message
+                .split_once(", expected ")
+                .unwrap_or_else(|| panic!("{message}"));
+            assert_eq!(refusal, "unknown field `zzz`");
+            let listed: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            assert_eq!(listed, fields, "{message}");
+        }
+    }
+
+    /// A key that is not a string (a number, `~`, `true`) where the format
+    /// has fixed fields is an unknown field, named as it is written.
+    #[test]
+    fn non_string_keys_are_unknown_fields() {
+        let fixture = Fixture::new();
+        for (text, field, name, line) in [
+            (
+                "server:\n  listen: \"127.0.0.1:1\"\n  0: x\n",
+                "server.0",
+                "0",
+                3,
+            ),
+            ("7: x\n", "7", "7", 1),
+            (
+                "plugins:\n  auth:\n    type: builtin\n    ~: x\n",
+                "plugins.auth.null",
+                "null",
+                4,
+            ),
+            (
+                "trusted_keys:\n  - file: keys/release.pub\n    true: 1\n",
+                "trusted_keys[0].true",
+                "true",
+                3,
+            ),
+        ] {
+            match fixture.parse(text) {
+                Err(ConfigError::UnknownField {
+                    field: found_field,
+                    name: found_name,
+                    line: found_line,
+                    ..
+                }) => {
+                    assert_eq!(
+                        (found_field.as_str(), found_name.as_str(), found_line),
+                        (field, name, Some(line)),
+                        "{text}"
+                    );
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
     /// Truncated and mutated configurations give errors, never panics.
     #[test]
     fn never_panics() {

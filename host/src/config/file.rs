@@ -106,6 +106,15 @@ pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
 #[derive(Debug, Default)]
 pub(super) struct Leaf(pub Option<Value>);
 
+impl Leaf {
+    /// The value of a field that is there (a list item, an entry's value):
+    /// null when written without one.
+    pub(super) fn value(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.0.as_ref().unwrap_or(&NULL)
+    }
+}
+
 impl<'de> Deserialize<'de> for Leaf {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Value::deserialize(deserializer).map(|value| Self(Some(value)))

@@ -421,9 +421,8 @@ impl Reader<'_> {
                         ),
                     ));
                 }
-                let value = value.0.as_ref().unwrap_or(&Value::Null);
                 let (_, requirement) =
-                    self.requirement(value, &plugin_at, &name, "`>=1.2, <2` or `~1.2`")?;
+                    self.requirement(value.value(), &plugin_at, &name, "`>=1.2, <2` or `~1.2`")?;
                 updates.plugins.push((name, requirement));
             }
         }
@@ -452,8 +451,7 @@ impl Reader<'_> {
         let mut dirs = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let item_at = at.index(i);
-            let dir =
-                self.resolve(&self.path_string(item.0.as_ref().unwrap_or(&Value::Null), &item_at)?);
+            let dir = self.resolve(&self.path_string(item.value(), &item_at)?);
             match std::fs::metadata(&dir) {
                 Ok(metadata) if metadata.is_dir() => dirs.push(dir),
                 Ok(_) => {
@@ -634,19 +632,8 @@ impl Reader<'_> {
         }
         let entry = match entry {
             Map::Is(entry) => entry,
-            Map::Not(_) | Map::Absent => {
-                let other = match entry {
-                    Map::Not(other) => other,
-                    _ => &Value::Null,
-                };
-                return Err(self.invalid(
-                    &at,
-                    format!(
-                        "expected a mapping with the plugin's `type` (and `path`, `version`, `config`), found {}",
-                        kind(other)
-                    ),
-                ));
-            }
+            Map::Not(other) => return Err(self.not_a_plugin_entry(other, &at)),
+            Map::Absent => return Err(self.not_a_plugin_entry(&Value::Null, &at)),
         };
         let type_at = at.key("type");
         let Some(type_value) = &entry.kind.0 else {
@@ -772,6 +759,16 @@ impl Reader<'_> {
             kind: plugin_kind,
             config,
         })
+    }
+
+    fn not_a_plugin_entry(&self, other: &Value, at: &FieldPath) -> ConfigError {
+        self.invalid(
+            at,
+            format!(
+                "expected a mapping with the plugin's `type` (and `path`, `version`, `config`), found {}",
+                kind(other)
+            ),
+        )
     }
 
     /// A YAML value as JSON, with `${VAR}` substituted in every string.
@@ -960,7 +957,7 @@ impl Reader<'_> {
         let mut public = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let field = at.index(i);
-            let endpoint = self.string(item.0.as_ref().unwrap_or(&Value::Null), &field)?;
+            let endpoint = self.string(item.value(), &field)?;
             if !HOST_ENDPOINTS.contains(&endpoint.as_str()) {
                 return Err(self.invalid(
                     &field,
