@@ -24,6 +24,15 @@ use super::{
 };
 use crate::http_serve::ConnectionLimits;
 
+/// What a path in the configuration must name.
+#[derive(Clone, Copy)]
+enum Existing {
+    /// A directory (`plugin_dirs`).
+    Dir,
+    /// A file (an external plugin's library).
+    Library,
+}
+
 /// Reads the checked configuration out of the parsed document.
 pub(super) struct Reader<'a> {
     /// The configuration file.
@@ -335,6 +344,35 @@ impl Reader<'_> {
         })
     }
 
+    /// Checks that `path`, named by the field `at`, is what it must be.
+    fn existing(&self, path: &Path, at: &FieldPath, what: Existing) -> Result<(), ConfigError> {
+        let (is_it, not, missing) = match what {
+            Existing::Dir => (
+                std::fs::Metadata::is_dir as fn(&std::fs::Metadata) -> bool,
+                "is not a directory",
+                ("the directory", "create it"),
+            ),
+            Existing::Library => (
+                std::fs::Metadata::is_file as fn(&std::fs::Metadata) -> bool,
+                "is not a file",
+                ("the plugin library", "build it (`cargo backworks build`)"),
+            ),
+        };
+        let message = match std::fs::metadata(path) {
+            Ok(metadata) if is_it(&metadata) => return Ok(()),
+            Ok(_) => format!("{} {not}", path.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => format!(
+                "{} {} does not exist; {} or fix the path{}",
+                missing.0,
+                path.display(),
+                missing.1,
+                self.relative_note()
+            ),
+            Err(error) => format!("cannot read {}: {error}", path.display()),
+        };
+        Err(self.invalid(at, message))
+    }
+
     /// The minisign public key in `file`, named by the field `at`.
     fn key_file(&self, file: &Path, at: &FieldPath) -> Result<PublicKey, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|error| {
@@ -452,29 +490,8 @@ impl Reader<'_> {
         for (i, item) in items.iter().enumerate() {
             let item_at = at.index(i);
             let dir = self.resolve(&self.path_string(item.value(), &item_at)?);
-            match std::fs::metadata(&dir) {
-                Ok(metadata) if metadata.is_dir() => dirs.push(dir),
-                Ok(_) => {
-                    return Err(
-                        self.invalid(&item_at, format!("{} is not a directory", dir.display()))
-                    );
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(self.invalid(
-                        &item_at,
-                        format!(
-                            "the directory {} does not exist; create it or fix the path{}",
-                            dir.display(),
-                            self.relative_note()
-                        ),
-                    ));
-                }
-                Err(error) => {
-                    return Err(
-                        self.invalid(&item_at, format!("cannot read {}: {error}", dir.display()))
-                    );
-                }
-            }
+            self.existing(&dir, &item_at, Existing::Dir)?;
+            dirs.push(dir);
         }
         Ok(dirs)
     }
@@ -694,30 +711,7 @@ impl Reader<'_> {
                     ));
                 };
                 let path = self.resolve(&self.path_string(path, &path_at)?);
-                match std::fs::metadata(&path) {
-                    Ok(metadata) if metadata.is_file() => {}
-                    Ok(_) => {
-                        return Err(
-                            self.invalid(&path_at, format!("{} is not a file", path.display()))
-                        );
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(self.invalid(
-                            &path_at,
-                            format!(
-                                "the plugin library {} does not exist; build it (`cargo backworks build`) or fix the path{}",
-                                path.display(),
-                                self.relative_note()
-                            ),
-                        ));
-                    }
-                    Err(error) => {
-                        return Err(self.invalid(
-                            &path_at,
-                            format!("cannot read {}: {error}", path.display()),
-                        ));
-                    }
-                }
+                self.existing(&path, &path_at, Existing::Library)?;
                 PluginKind::External { path }
             }
             _ => {
