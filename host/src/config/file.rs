@@ -2,11 +2,11 @@
 //! sections and fields exist, which are mappings, lists or values, and
 //! (`deny_unknown_fields`) that nothing else is there.
 //!
-//! This is the first of the two steps of [`super::parse`]. Deserializing the
-//! parsed document into [`File`] fails only on a field the format does not
+//! This is the second of the three steps of [`super::parse`], after the YAML
+//! parser. Deserializing the parsed document into [`File`] fails only on a field the format does not
 //! have; every value is kept as written ([`Leaf`]), and a section of the
 //! wrong shape as the value it is ([`Map::Not`], [`List::Not`]), for the
-//! second step ([`super::read`]) to check with the environment (`${VAR}`) and
+//! third step ([`super::read`]) to check with the environment (`${VAR}`) and
 //! the configuration file's directory at hand, which a `deserialize_with`
 //! function cannot see, and to word the message for that field.
 
@@ -97,7 +97,9 @@ pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
         [Key(section)] if section == "marketplace" => super::MARKETPLACE_FIELDS,
         [Key(section)] if section == "updates" => super::UPDATES_FIELDS,
         [Key(section), Index(_)] if section == "trusted_keys" => super::KEY_FIELDS,
-        _ => super::PLUGIN_FIELDS,
+        [Key(section), Key(_)] if section == "plugins" => super::PLUGIN_FIELDS,
+        // No other mapping has fixed fields.
+        _ => &[],
     }
 }
 

@@ -1,5 +1,5 @@
-//! The second step of [`super::parse`]: reads the checked [`Config`] out of
-//! the [`File`] the first step deserialized. Each value is converted here,
+//! The third step of [`super::parse`]: reads the checked [`Config`] out of
+//! the [`File`] the second step deserialized. Each value is converted here,
 //! with `${VAR}` substituted and relative paths resolved, and each check
 //! that needs the file system (files exist, keys parse) or several fields
 //! (a field allowed for one plugin type, a key id listed twice, an update
