@@ -551,6 +551,24 @@ fn declared_fields_are_the_listed_ones() {
     }
 }
 
+/// The order of `docs/config.md`: a field the format does not have is
+/// reported before any value, wherever the two are in the file.
+#[test]
+fn unknown_fields_are_found_before_values() {
+    let fixture = Fixture::new();
+    for text in [
+        "server:\n  listen: 1\nplugin_dir: [plugins]\n",
+        "plugin_dir: [plugins]\nserver:\n  listen: 1\n",
+        "plugins:\n  auth:\n    type: wasm\n  x:\n    type: builtin\n    settings: {}\n",
+    ] {
+        let error = fixture.parse(text).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::UnknownField { .. }),
+            "{text}: {error}"
+        );
+    }
+}
+
 /// A key that is not a string (a number, `~`, `true`) where the format
 /// has fixed fields is an unknown field, named as it is written.
 #[test]
