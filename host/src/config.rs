@@ -44,40 +44,9 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// `server.shutdown_timeout` when it is not given.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-const TOP_FIELDS: &[&str] = &[
-    "server",
-    "plugin_dirs",
-    "trusted_keys",
-    "require_signatures",
-    "max_plugin_size",
-    "plugins",
-    "marketplace",
-    "updates",
-];
-const SERVER_FIELDS: &[&str] = &[
-    "listen",
-    "hook_timeout",
-    "shutdown_timeout",
-    "header_timeout",
-    "idle_timeout",
-    "max_connections",
-    "public",
-];
-
 /// The host's own endpoints: what `server.public` may list.
 pub const HOST_ENDPOINTS: &[&str] = &["/healthz", "/plugins", "/metrics"];
-const KEY_FIELDS: &[&str] = &["file", "key"];
-const PLUGIN_FIELDS: &[&str] = &["type", "path", "version", "config"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
-const MARKETPLACE_FIELDS: &[&str] = &[
-    "registry",
-    "key",
-    "cache_dir",
-    "max_download",
-    "transfer_timeout",
-    "min_transfer_rate",
-];
-const UPDATES_FIELDS: &[&str] = &["check_interval", "allow", "plugins"];
 const ALLOW_VALUES: &[&str] = &["patch", "minor", "major"];
 
 /// `marketplace.cache_dir` when it is not given (relative to the

@@ -14,6 +14,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde::de::value::{EnumAccessDeserializer, MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde_yaml::Value;
@@ -88,18 +89,55 @@ pub(super) struct Updates {
 
 /// The fields of the section whose entry is at `parent` (a field path from
 /// the top of the document), for the unknown-field message: what
-/// `deny_unknown_fields` refused there.
+/// `deny_unknown_fields` refused there, as the derive declares them.
 pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
     use super::Seg::{Index, Key};
     match parent {
-        [] => super::TOP_FIELDS,
-        [Key(section)] if section == "server" => super::SERVER_FIELDS,
-        [Key(section)] if section == "marketplace" => super::MARKETPLACE_FIELDS,
-        [Key(section)] if section == "updates" => super::UPDATES_FIELDS,
-        [Key(section), Index(_)] if section == "trusted_keys" => super::KEY_FIELDS,
-        [Key(section), Key(_)] if section == "plugins" => super::PLUGIN_FIELDS,
+        [] => fields_of::<File>(),
+        [Key(section)] if section == "server" => fields_of::<Server>(),
+        [Key(section)] if section == "marketplace" => fields_of::<Marketplace>(),
+        [Key(section)] if section == "updates" => fields_of::<Updates>(),
+        [Key(section), Index(_)] if section == "trusted_keys" => fields_of::<KeyEntry>(),
+        [Key(section), Key(_)] if section == "plugins" => fields_of::<PluginEntry>(),
         // No other mapping has fixed fields.
         _ => &[],
+    }
+}
+
+/// The fields serde's derive declares for the struct `T`, in order: what
+/// it hands `Deserializer::deserialize_struct`, asked of a deserializer
+/// that only records them.
+pub(super) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    // Always an error: `Fields` gives no value.
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// Records the fields of the struct asked for, and gives nothing.
+struct Fields<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for Fields<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+        enum identifier ignored_any
     }
 }
 
