@@ -13,7 +13,9 @@ use std::time::Duration;
 use backworks_artifact::signature::{self, KeyId, PublicKey};
 use serde_yaml::Value;
 
-use super::file::{Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Updates};
+use super::file::{
+    Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Server, Updates,
+};
 use super::path::{FieldPath, Seg, line_of};
 use super::text::{SubstError, edit_distance, parse_duration, parse_size, substitute};
 use super::{
@@ -69,50 +71,31 @@ impl Reader<'_> {
         let file: File = serde_path_to_error::deserialize(document)
             .map_err(|error| self.unknown_field(&error, document))?;
 
-        let mut listen = DEFAULT_LISTEN;
-        let mut hook_timeout = DEFAULT_HOOK_TIMEOUT;
-        let mut shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
-        let mut limits = ConnectionLimits::default();
-        let mut public = Vec::new();
         let server_at = root.key("server");
-        if let Some(server) = self.mapping(&file.server, &server_at, "a mapping")? {
-            let at = |name: &str| server_at.key(name);
-            if let Some(value) = self.read(&server.listen, &at("listen"), Self::address)? {
-                listen = value;
-            }
-            let durations = [
-                (&server.hook_timeout, "hook_timeout", &mut hook_timeout),
-                (
-                    &server.shutdown_timeout,
-                    "shutdown_timeout",
-                    &mut shutdown_timeout,
-                ),
-                (
-                    &server.header_timeout,
-                    "header_timeout",
-                    &mut limits.header_timeout,
-                ),
-                (
-                    &server.idle_timeout,
-                    "idle_timeout",
-                    &mut limits.idle_timeout,
-                ),
-            ];
-            for (leaf, name, setting) in durations {
-                if let Some(value) = self.read(leaf, &at(name), Self::duration)? {
-                    *setting = value;
-                }
-            }
-            let max_connections = &at("max_connections");
-            if let Some(value) = self.read(
-                &server.max_connections,
-                max_connections,
-                Self::max_connections,
-            )? {
-                limits.max_connections = value;
-            }
-            public = self.public_endpoints(&server.public, &at("public"))?;
-        }
+        let absent = Server::default();
+        let server = self
+            .mapping(&file.server, &server_at, "a mapping")?
+            .unwrap_or(&absent);
+        let at = |name: &str| server_at.key(name);
+        let listen = self.read(&server.listen, &at("listen"), Self::address)?;
+        let duration = |leaf: &Leaf, name: &str| self.read(leaf, &at(name), Self::duration);
+        let hook_timeout = duration(&server.hook_timeout, "hook_timeout")?;
+        let shutdown_timeout = duration(&server.shutdown_timeout, "shutdown_timeout")?;
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            header_timeout: duration(&server.header_timeout, "header_timeout")?
+                .unwrap_or(defaults.header_timeout),
+            idle_timeout: duration(&server.idle_timeout, "idle_timeout")?
+                .unwrap_or(defaults.idle_timeout),
+            max_connections: self
+                .read(
+                    &server.max_connections,
+                    &at("max_connections"),
+                    Self::max_connections,
+                )?
+                .unwrap_or(defaults.max_connections),
+        };
+        let public = self.public_endpoints(&server.public, &at("public"))?;
 
         let plugin_dirs = self.plugin_dirs(&file.plugin_dirs, &root.key("plugin_dirs"))?;
         let trusted_keys = self.trusted_keys(&file.trusted_keys, &root.key("trusted_keys"))?;
@@ -160,9 +143,9 @@ impl Reader<'_> {
 
         Ok(Config {
             path: self.path.to_owned(),
-            listen,
-            hook_timeout,
-            shutdown_timeout,
+            listen: listen.unwrap_or(DEFAULT_LISTEN),
+            hook_timeout: hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+            shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             limits,
             public,
             plugin_dirs,
