@@ -8,6 +8,8 @@
 //! Run: `cargo bench -p cargo-backworks --bench build`. Prints medians and
 //! the overhead of `cargo backworks build` over `cargo build`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};

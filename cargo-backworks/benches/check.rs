@@ -8,6 +8,8 @@
 //! Run: `cargo bench -p cargo-backworks --bench check`; medians are printed
 //! at the end.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 

@@ -7,12 +7,12 @@ pub mod build;
 pub mod check;
 pub mod error;
 pub mod keys;
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod new;
 pub mod progress;
 pub mod publish;
 pub mod reproduce;
-pub mod toolchain;
+pub(crate) mod toolchain;
 
 pub use error::Error;
 

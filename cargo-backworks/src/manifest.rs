@@ -24,7 +24,7 @@ use crate::build::BuiltPlugin;
 use crate::toolchain::Builder;
 
 /// The `schema` of `manifest.json`.
-pub const SCHEMA: &str = "backworks-build/1";
+pub(crate) const SCHEMA: &str = "backworks-build/1";
 
 /// Why a manifest could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum ManifestError {
 
 /// The rustc that built the libraries, from `rustc -vV`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RustcVersion {
+pub(crate) struct RustcVersion {
     /// The first line: `rustc 1.95.0 (<hash> <date>)`.
     pub version: String,
     /// `host:`.
@@ -62,7 +62,7 @@ pub struct RustcVersion {
 impl RustcVersion {
     /// `rustc -vV` as run in `dir` (so rustup's toolchain file applies);
     /// fields it does not print are empty.
-    pub fn of(dir: &Path) -> Self {
+    pub(crate) fn of(dir: &Path) -> Self {
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
         let text = Command::new(rustc)
             .arg("-vV")
@@ -87,7 +87,7 @@ impl RustcVersion {
 
 /// One library in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Artifact {
+pub(crate) struct Artifact {
     /// Its path relative to the dist directory: `<target>/<file>`.
     pub file: String,
     /// Package name.
@@ -104,7 +104,7 @@ pub struct Artifact {
 
 /// How one target was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetBuilder {
+pub(crate) struct TargetBuilder {
     /// The target triple.
     pub target: String,
     /// `cargo`, `cargo with linker …`, `cargo zigbuild (zig …)`.
@@ -113,7 +113,7 @@ pub struct TargetBuilder {
 
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// [`SCHEMA`].
     pub schema: String,
     /// The version of `cargo-backworks` that built.
@@ -133,7 +133,7 @@ pub struct Manifest {
 }
 
 /// The lower-case hex SHA-256 and size of a file.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), ManifestError> {
+pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), ManifestError> {
     let error = |source| ManifestError::Io(PathError::new("hash", path, source));
     let mut file = std::fs::File::open(path).map_err(error)?;
     let mut hasher = Sha256::new();
@@ -143,7 +143,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), ManifestError> {
 
 impl Manifest {
     /// The manifest of `built`, whose files are in `dist_dir`.
-    pub fn new(
+    pub(crate) fn new(
         release: bool,
         packages: &[String],
         built: &[BuiltPlugin],
@@ -195,7 +195,7 @@ impl Manifest {
     }
 
     /// The `SHA256SUMS` text: `<hash>  <target>/<file>` per library.
-    pub fn sha256sums(&self) -> String {
+    pub(crate) fn sha256sums(&self) -> String {
         self.artifacts
             .iter()
             .map(|a| format!("{}  {}\n", a.sha256, a.file))
@@ -204,7 +204,7 @@ impl Manifest {
 
     /// Writes `SHA256SUMS` and `manifest.json` into `dir`, each atomically;
     /// returns their paths.
-    pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), ManifestError> {
+    pub(crate) fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), ManifestError> {
         let sums = dir.join("SHA256SUMS");
         let json = dir.join("manifest.json");
         let mut text = serde_json::to_string_pretty(self).expect("a manifest serialises");
@@ -215,7 +215,7 @@ impl Manifest {
     }
 
     /// Reads a `manifest.json`.
-    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(PathError::on("read", path))?;
         let manifest: Self = serde_json::from_str(&text).map_err(|e| ManifestError::Invalid {
             path: path.to_owned(),

@@ -38,15 +38,15 @@ use serde::Serialize;
 
 /// The `pip install` that provides zig and cargo-zigbuild, with the
 /// versions `scripts/setup` installs.
-pub const ZIGBUILD_INSTALL: &str = "pip install ziglang==0.17.1 cargo-zigbuild==0.24.1";
+pub(crate) const ZIGBUILD_INSTALL: &str = "pip install ziglang==0.17.1 cargo-zigbuild==0.24.1";
 
 /// `MACOSX_DEPLOYMENT_TARGET` for `aarch64-apple-darwin` unless the user set
 /// it: macOS 11, the first on Apple silicon.
-pub const DEFAULT_MACOS_DEPLOYMENT_TARGET_AARCH64: &str = "11.0";
+pub(crate) const DEFAULT_MACOS_DEPLOYMENT_TARGET_AARCH64: &str = "11.0";
 
 /// `MACOSX_DEPLOYMENT_TARGET` for `x86_64-apple-darwin` (and other Apple
 /// targets) unless the user set it: 10.12, rustc's minimum.
-pub const DEFAULT_MACOS_DEPLOYMENT_TARGET_X86_64: &str = "10.12";
+pub(crate) const DEFAULT_MACOS_DEPLOYMENT_TARGET_X86_64: &str = "10.12";
 
 /// How one target is built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,7 +96,7 @@ impl fmt::Display for Builder {
 
 /// A target that can be built: how, and with what environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The target triple.
     pub target: String,
     /// How.
@@ -143,12 +143,12 @@ impl fmt::Display for Missing {
 }
 
 /// The plan for one target: how to build it, or what is missing.
-pub type Decision = Result<Plan, Missing>;
+pub(crate) type Decision = Result<Plan, Missing>;
 
 /// What the build machine has, found once and shared by every target's
 /// decision.
 #[derive(Debug)]
-pub struct Probe {
+pub(crate) struct Probe {
     host: String,
     sysroot: Option<PathBuf>,
     known_targets: Option<Vec<String>>,
@@ -160,7 +160,7 @@ pub struct Probe {
 impl Probe {
     /// Probes the toolchain of the workspace at `dir` (where rustup's
     /// toolchain file applies) for host `host`.
-    pub fn new(dir: &Path, host: &str) -> Self {
+    pub(crate) fn new(dir: &Path, host: &str) -> Self {
         let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
         let print = |what: &str| {
             Command::new(&rustc)
@@ -203,7 +203,7 @@ impl Probe {
     }
 
     /// Decides how to build each target.
-    pub fn plan(&mut self, targets: &[String]) -> Vec<Decision> {
+    pub(crate) fn plan(&mut self, targets: &[String]) -> Vec<Decision> {
         targets.iter().map(|t| self.decide(t)).collect()
     }
 
@@ -346,12 +346,12 @@ impl Probe {
 /// functions of the `.def` file rustc writes but not the data symbol
 /// `backworks_plugin_metadata` (seen with zig 0.17.1; `check` refuses such
 /// a DLL), so those targets take the mingw-w64 gcc.
-pub fn zig_links(target: &str) -> bool {
+pub(crate) fn zig_links(target: &str) -> bool {
     !target.contains("-windows-gnu")
 }
 
 /// The `CARGO_TARGET_<TRIPLE>_LINKER` variable of a target.
-pub fn linker_variable(target: &str) -> String {
+pub(crate) fn linker_variable(target: &str) -> String {
     format!(
         "CARGO_TARGET_{}_LINKER",
         target.to_ascii_uppercase().replace(['-', '.'], "_")
@@ -359,7 +359,7 @@ pub fn linker_variable(target: &str) -> String {
 }
 
 /// The cross gcc Debian packages for a target, and the package providing it.
-pub fn known_cross_gcc(target: &str) -> Option<(&'static str, &'static str)> {
+pub(crate) fn known_cross_gcc(target: &str) -> Option<(&'static str, &'static str)> {
     Some(match target {
         "x86_64-pc-windows-gnu" => ("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64"),
         "i686-pc-windows-gnu" => ("i686-w64-mingw32-gcc", "gcc-mingw-w64-i686"),
@@ -378,7 +378,7 @@ fn cargo_home() -> Option<PathBuf> {
 }
 
 /// Whether `program` is an executable file in a `PATH` directory.
-pub fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     let path = std::env::var_os("PATH");
     find_in(path.as_deref(), program).is_some()
 }

@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench -p backworks-host --bench hook_memory`.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::CString;
 use std::time::Instant;
 

@@ -6,6 +6,8 @@
 //! Run: `cargo bench -p backworks-host --bench http` (installs Debian's `wrk`
 //! when it is missing and this runs as root).
 
+#![forbid(unsafe_code)]
+
 use std::process::Command;
 use std::time::Duration;
 

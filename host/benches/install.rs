@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo bench -p backworks-host --bench install`.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -9,6 +9,8 @@
 //!
 //! Run: `cargo bench -p backworks-host --bench search`.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

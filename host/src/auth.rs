@@ -54,14 +54,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 /// The header this plugin sets to the verified token's `sub` claim.
-pub const SUBJECT_HEADER: &str = "x-auth-subject";
+pub(crate) const SUBJECT_HEADER: &str = "x-auth-subject";
 
 /// The default allowance, in seconds, for clock skew on `exp` and `nbf`.
-pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+pub(crate) const DEFAULT_LEEWAY_SECONDS: u64 = 30;
 
 /// The largest `leeway_seconds` accepted: more than this is a
 /// misconfiguration, not clock skew.
-pub const MAX_LEEWAY_SECONDS: u64 = 3600;
+pub(crate) const MAX_LEEWAY_SECONDS: u64 = 3600;
 
 /// The fields `initialize` accepts.
 const FIELDS: &[&str] = &[
@@ -87,7 +87,7 @@ const FIELDS: &[&str] = &[
 ///
 /// `Debug` shows the key's kind and the validation settings, never the key.
 #[derive(Default)]
-pub struct JwtAuth {
+pub(crate) struct JwtAuth {
     verifier: RwLock<Option<Arc<Verifier>>>,
 }
 

@@ -34,14 +34,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// How long the oldest job may wait before the watchdog adds a runner.
-pub const GROW_AFTER: Duration = Duration::from_millis(2);
+pub(crate) const GROW_AFTER: Duration = Duration::from_millis(2);
 /// The least time between two looks of the watchdog at the queue.
-pub const GROW_TICK: Duration = Duration::from_millis(1);
+pub(crate) const GROW_TICK: Duration = Duration::from_millis(1);
 /// How long a runner beyond the base count may stay idle before it exits.
-pub const IDLE_RETIRE: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_RETIRE: Duration = Duration::from_secs(10);
 /// The most runners there can be, hung ones included (as tokio's blocking
 /// pool).
-pub const MAX_RUNNERS: usize = 512;
+pub(crate) const MAX_RUNNERS: usize = 512;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -80,7 +80,7 @@ impl Shared {
 /// The hook runner pool. Cloning gives another handle to the same pool; the
 /// threads stop when the last handle is dropped and the queue is empty.
 #[derive(Clone)]
-pub struct HookExecutor {
+pub(crate) struct HookExecutor {
     shared: Arc<Shared>,
     _owner: Arc<Owner>,
 }
@@ -112,7 +112,7 @@ impl HookExecutor {
     /// A pool that keeps `base` runners (at least one) and grows when jobs
     /// wait. Fails when the OS refuses the watchdog thread (a runner it
     /// refuses is started later by the watchdog, when jobs wait).
-    pub fn new(base: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(base: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -137,7 +137,7 @@ impl HookExecutor {
 
     /// Queues `job` and returns a receiver for its result. The receiver sees
     /// an error when the job panicked (or the pool closed before running it).
-    pub fn spawn<T: Send + 'static>(
+    pub(crate) fn spawn<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> oneshot::Receiver<T> {
@@ -161,7 +161,8 @@ impl HookExecutor {
     }
 
     /// Runners alive now, hung ones included.
-    pub fn runners(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn runners(&self) -> usize {
         self.shared.lock().runners
     }
 }

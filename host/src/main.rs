@@ -1,6 +1,8 @@
 //! `backworks`: the Backworks server binary. Parses arguments and calls the
 //! library (`backworks_host`), which holds the logic.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -376,7 +376,7 @@ pub struct Pipeline {
 }
 
 /// A JSON error response.
-pub fn error_response(status: u16, body: Value) -> HttpResponse {
+pub(crate) fn error_response(status: u16, body: Value) -> HttpResponse {
     HttpResponse::json(status, &body)
 }
 

@@ -1,6 +1,6 @@
 //! `backworks serve`: starts the plugins named in `backworks.yaml` (in
 //! order: load or build, `initialize` with the plugin's config, `health_check`)
-//! and serves HTTP through the [`Pipeline`].
+//! and serves HTTP through the `Pipeline` (`pipeline.rs`).
 //!
 //! Routes of the host itself: `GET /healthz` (each plugin's health, with
 //! the version running now), `GET /plugins` (what is loaded, versions, key
@@ -593,7 +593,7 @@ impl Server {
 
     /// While serving, watch each `type: external` plugin's library and
     /// signature files, polling every `interval`, and swap in a rebuilt
-    /// library (see [`watch`]).
+    /// library (see `watch.rs`).
     #[must_use]
     pub fn watch_files(mut self, interval: Duration) -> Self {
         self.watch = Some(interval);
@@ -601,7 +601,7 @@ impl Server {
     }
 
     /// While serving, keep the marketplace plugins up to date with
-    /// `updater` (see [`updater`](crate::updater)).
+    /// `updater` (see `updater.rs`).
     pub fn update_plugins(mut self, updater: Updater) -> Self {
         self.updater = Some(updater);
         self
@@ -678,7 +678,7 @@ pub struct ServeOptions {
     /// `--locked` / `--offline`.
     pub mode: ServeMode,
     /// `--watch`: swap in rebuilt `external` plugins (polled every
-    /// [`watch::POLL_INTERVAL`]).
+    /// `watch::POLL_INTERVAL`).
     pub watch: bool,
     /// The `backworks` binary that probes each replacement before it is
     /// loaded ([`Swapper::probe_replacements_with`]); `None` loads them

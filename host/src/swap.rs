@@ -243,7 +243,7 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// Replaces the plugins of a running [`Pipeline`] (see the module docs).
+/// Replaces the plugins of a running `Pipeline` (see the module docs).
 /// Share it in an `Arc`; `server::Server::swapper` hands it out.
 #[derive(Debug)]
 pub struct Swapper {

@@ -29,7 +29,7 @@ use crate::loader::signature_path;
 use crate::swap::Swapper;
 
 /// How often the watcher looks at the files.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What a look at one file sees: what changes when it is rewritten or
 /// replaced.
@@ -108,7 +108,7 @@ impl Watched {
 /// Watches the `type: external` plugins of `swapper` every `interval` and
 /// replaces each whose files changed and settled (module docs). Runs until
 /// its task is aborted.
-pub async fn watch(swapper: Arc<Swapper>, interval: Duration) {
+pub(crate) async fn watch(swapper: Arc<Swapper>, interval: Duration) {
     let mut watched: Vec<Watched> = swapper
         .watched_files()
         .into_iter()

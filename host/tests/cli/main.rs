@@ -2,6 +2,8 @@
 //! plugins (built once per run with cargo and cc, signed with real minisign
 //! keys), a real server on 127.0.0.1, real HTTP, everything bounded in time.
 
+#![forbid(unsafe_code)]
+
 use backworks_test_support as support;
 use backworks_test_support::harness;
 

@@ -13,9 +13,13 @@
 // Helpers for test binaries: not every one has a `Debug` worth writing.
 #![allow(missing_debug_implementations)]
 
+// `fixtures` loads plugins (dlopen, their C ABI): the only module here
+// with `unsafe`.
+#[forbid(unsafe_code)]
 pub mod check_files;
 pub mod fixtures;
 #[cfg(feature = "host")]
+#[forbid(unsafe_code)]
 pub mod harness;
 
 pub use fixtures::*;

@@ -2,6 +2,8 @@
 //! crates, the code map of ARCHITECTURE.md, the template `cargo backworks new`
 //! carries.
 
+#![forbid(unsafe_code)]
+
 mod code_map;
 mod deps;
 mod embedded;
