@@ -12,7 +12,7 @@
 //!    `hook_timeout`, never on an async worker;
 //! 3. **start**: the hooks of [`START_HOOKS`], in that order, each bounded
 //!    by `hook_timeout`, with the configuration the plugin carries
-//!    ([`HostPlugin::config`](crate::pipeline::HostPlugin::config));
+//!    (`HostPlugin::config`);
 //! 4. **serve**, then **retire** (`shutdown` once no request uses it; the
 //!    library stays mapped).
 //!

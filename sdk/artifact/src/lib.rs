@@ -14,7 +14,7 @@
 //! - [`file`](mod@file): reading a possibly hostile file bounded and without blocking.
 //! - [`terminal`]: text escaped for a terminal or a log line; both binaries
 //!   print through it.
-//! - [`write`]: writing a file whole (temporary file, then rename), and
+//! - [`write`](mod@write): writing a file whole (temporary file, then rename), and
 //!   [`PathError`](write::PathError), the workspace's one I/O error.
 //!
 //! Depends on `backworks-abi` only among the workspace's crates, and has no
