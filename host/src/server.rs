@@ -708,18 +708,13 @@ pub async fn serve(
     } else {
         Vec::new()
     };
-    // Verification hashes and `dlopen` blocks (bounded): off the async
-    // context, on a blocking thread.
-    let plugins = {
-        let (config, resolved) = (config.clone(), resolved);
-        tokio::task::spawn_blocking(move || load_plugins(&config, &resolved))
-            .await
-            .map_err(|join| {
-                ServeError::Io(std::io::Error::other(format!(
-                    "the start-up loading thread failed: {join}"
-                )))
-            })??
-    };
+    // On this thread, which is not an async worker (`backworks serve` runs
+    // `serve` in `block_on` on the main thread; nothing else runs before
+    // the server listens): each `dlopen` runs on a thread of its own and is
+    // bounded (`lifecycle::load_within`). Not in `spawn_blocking`: a
+    // constructor that hangs there left start-up waiting on the pool
+    // thread (seen under load), while here the timeout always returns.
+    let plugins = load_plugins(config, &resolved)?;
     start_plugins(&plugins, config.hook_timeout).await?;
     let metrics = Arc::new(Metrics::new());
     let mut server = Server::bind(
