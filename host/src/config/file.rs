@@ -108,37 +108,7 @@ pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
 /// it hands `Deserializer::deserialize_struct`, asked of a deserializer
 /// that only records them.
 pub(super) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
-    let mut fields: &'static [&'static str] = &[];
-    // Always an error: `Fields` gives no value.
-    let _ = T::deserialize(Fields(&mut fields));
-    fields
-}
-
-/// Records the fields of the struct asked for, and gives nothing.
-struct Fields<'a>(&'a mut &'static [&'static str]);
-
-impl<'de> Deserializer<'de> for Fields<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("not a struct"))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, Self::Error> {
-        *self.0 = fields;
-        Err(de::Error::custom("fields recorded"))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
-        enum identifier ignored_any
-    }
+    backworks_registry::field_names::<T>()
 }
 
 /// A field's value as written, `None` when the field is absent (a field

@@ -982,7 +982,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Str
 /// The field names a derived `Deserialize` struct declares (empty for
 /// anything else): what serde hands the deserializer in
 /// `deserialize_struct`, caught by a deserializer that does nothing else.
-fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+/// For messages that name the fields a document may have (the registry's
+/// documents here, `backworks.yaml` in the host).
+pub fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     use serde::de::{self, Visitor};
 
     struct Catch<'a>(&'a mut &'static [&'static str]);
