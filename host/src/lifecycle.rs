@@ -171,6 +171,20 @@ pub enum ProbeFailure {
     Refused(String),
 }
 
+/// The messages of the failures every caller words the same way; a caller
+/// words [`LoadFailure::TimedOut`] itself (what it means differs between
+/// start-up and a swap).
+impl std::fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(error) => write!(f, "{error}"),
+            Self::TimedOut => f.write_str("the loading did not return in time"),
+            Self::Panicked => f.write_str("the loading thread panicked (a host bug: see the log)"),
+            Self::NoThread(e) => write!(f, "cannot start a loading thread: {e}"),
+        }
+    }
+}
+
 /// The exit code of `backworks probe-load` when it refuses the library.
 pub const PROBE_REFUSED: u8 = 70;
 

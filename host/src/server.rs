@@ -394,12 +394,8 @@ fn load_one(
                 timeout.as_millis()
             ),
         ),
-        LoadFailure::Panicked => stopped(
-            "failed",
-            String::from("the loading thread panicked (a host bug: see the log)"),
-        ),
-        LoadFailure::NoThread(e) => {
-            stopped("failed", format!("cannot start a loading thread: {e}"))
+        failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_)) => {
+            stopped("failed", failure.to_string())
         }
     })?;
     tracing::info!(

@@ -585,17 +585,8 @@ impl Swapper {
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(LoadFailure::Refused(source)) => return Err(refused(source)),
-            Err(LoadFailure::Panicked) => {
-                return Err(load_failed(
-                    "failed",
-                    String::from("the loading thread panicked (a host bug: see the log)"),
-                ));
-            }
-            Err(LoadFailure::NoThread(e)) => {
-                return Err(load_failed(
-                    "failed",
-                    format!("cannot start a loading thread: {e}"),
-                ));
+            Err(failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_))) => {
+                return Err(load_failed("failed", failure.to_string()));
             }
             Err(LoadFailure::TimedOut) => {
                 return Err(load_failed(
