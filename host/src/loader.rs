@@ -535,6 +535,8 @@ impl std::fmt::Debug for PendingLoad {
 impl PendingLoad {
     /// Announces the loading of `file` ([`load_in_flight`] reports it).
     pub fn new(file: VerifiedFile) -> Self {
+        // Started while no loading of ours can hold the loader's lock.
+        let _ = exit_watchdog();
         let loading = Loading::start(&file.path);
         Self {
             file,
@@ -646,11 +648,157 @@ pub fn exit_now(code: u8) -> ! {
 
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    // Nothing else of this process needs to run at exit (the host keeps no
+    // state that needs flushing there).
+    exit_without_flushing(code)
+}
+
+/// How long [`exit_unless_ended`] lets the process end by itself.
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes sure the process ends with `code` within `grace` from now, even if
+/// the thread that is on its way out blocks first: after a loading that
+/// never returned, any thread that takes glibc's loader lock waits forever
+/// (`exit`, `dlsym`, the first thread-local with a destructor on a thread),
+/// and which code on the way out touches it is not under this crate's
+/// control (tokio, tracing, std). If the process still runs at the
+/// deadline, the exit watchdog writes `message` to standard error as it is
+/// and calls `_exit(code)`.
+///
+/// The watchdog is a thread started by the first [`PendingLoad::new`] of
+/// the process, before that loading's thread exists, and it has set up all
+/// it needs by then: once armed it only waits on a futex, writes and exits,
+/// so it never needs the loader's lock. Without a watchdog (its thread
+/// could not be started) this does nothing.
+pub fn exit_unless_ended(code: u8, message: String, grace: std::time::Duration) {
+    if let Some(watchdog) = exit_watchdog() {
+        watchdog.arm(code, message.into_bytes(), grace);
+    }
+}
+
+/// The exit watchdog of [`exit_unless_ended`]: armed at most once.
+struct ExitWatchdog {
+    /// `(code, message, deadline)` once armed.
+    armed: std::sync::Mutex<Option<(u8, Vec<u8>, std::time::Instant)>>,
+    wake: std::sync::Condvar,
+}
+
+impl ExitWatchdog {
+    fn arm(&self, code: u8, message: Vec<u8>, grace: std::time::Duration) {
+        let mut armed = self
+            .armed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if armed.is_none() {
+            *armed = Some((code, message, std::time::Instant::now() + grace));
+            self.wake.notify_one();
+        }
+    }
+
+    /// The watchdog thread: waits until armed and the deadline has passed,
+    /// then ends the process. Only futex waits, `write` and `_exit`.
+    fn watch(&self) -> ! {
+        let mut armed = self
+            .armed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            let wait = match &*armed {
+                None => None,
+                Some((code, message, deadline)) => {
+                    let now = std::time::Instant::now();
+                    if now >= *deadline {
+                        write_all_to_stderr(message);
+                        exit_without_flushing(*code);
+                    }
+                    Some(*deadline - now)
+                }
+            };
+            armed = match wait {
+                None => self
+                    .wake
+                    .wait(armed)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(wait) => {
+                    self.wake
+                        .wait_timeout(armed, wait)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// The process's exit watchdog, started on first use; `None` if its
+/// thread could not be started. Returns once the thread runs its loop.
+fn exit_watchdog() -> Option<&'static ExitWatchdog> {
+    static WATCHDOG: std::sync::OnceLock<Option<&'static ExitWatchdog>> =
+        std::sync::OnceLock::new();
+    *WATCHDOG.get_or_init(|| {
+        let watchdog: &'static ExitWatchdog = Box::leak(Box::new(ExitWatchdog {
+            armed: std::sync::Mutex::new(None),
+            wake: std::sync::Condvar::new(),
+        }));
+        // The thread is running (its thread-locals set up) once it holds
+        // the lock: `ready` is set under the same lock before it waits.
+        let ready = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let theirs = std::sync::Arc::clone(&ready);
+        std::thread::Builder::new()
+            .name(String::from("backworks-exit-watchdog"))
+            .spawn(move || {
+                {
+                    let (started, signal) = &*theirs;
+                    *started
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+                    signal.notify_one();
+                }
+                drop(theirs);
+                watchdog.watch()
+            })
+            .ok()?;
+        let (started, signal) = &*ready;
+        let _started = signal
+            .wait_while(
+                started
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                |started| !*started,
+            )
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(watchdog)
+    })
+}
+
+/// Writes `bytes` to file descriptor 2 with `write`, without std's stderr
+/// lock (which a thread of the watchdog's kind must not need).
+fn write_all_to_stderr(mut bytes: &[u8]) {
+    #[cfg(unix)]
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid, initialised buffer of `bytes.len()`
+        // bytes for the duration of the call; fd 2 is only written.
+        let written = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        match usize::try_from(written) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(_) if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+            }
+            Err(_) => return,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(bytes);
+    }
+}
+
+/// `_exit(code)`: no `atexit` handlers, no `_dl_fini`, no flushing.
+fn exit_without_flushing(code: u8) -> ! {
     #[cfg(unix)]
     // SAFETY: `_exit` ends the process without running any code of it;
-    // the standard streams were flushed above, and nothing else of this
-    // process needs to run at exit (the host keeps no state that needs
-    // flushing there).
+    // callers have written what must be written.
     unsafe {
         libc::_exit(i32::from(code))
     }
@@ -1017,6 +1165,53 @@ extern "C" fn plugin_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the child process of
+    /// `the_exit_watchdog_ends_a_process_whose_way_out_blocks`.
+    const WATCHDOG_CHILD: &str = "BACKWORKS_TEST_EXIT_WATCHDOG_CHILD";
+
+    /// The process ends with the armed code and message although the thread
+    /// on its way out never gets there (here it parks for good, as a thread
+    /// waiting on glibc's loader lock would). Run in a child process (this
+    /// test binary, re-executed for this one test).
+    #[test]
+    fn the_exit_watchdog_ends_a_process_whose_way_out_blocks() {
+        let name = "loader::tests::the_exit_watchdog_ends_a_process_whose_way_out_blocks";
+        if std::env::var_os(WATCHDOG_CHILD).is_some() {
+            assert!(exit_watchdog().is_some());
+            exit_unless_ended(
+                7,
+                String::from("stuck on the way out\n"),
+                std::time::Duration::from_millis(50),
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+            .env(WATCHDOG_CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Only catches a hang: the child ends after 50 ms.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the exit watchdog did not end the child process");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(7), "{stderr}");
+        assert!(stderr.contains("stuck on the way out\n"), "{stderr}");
+    }
 
     #[test]
     fn plugin_levels_map_to_the_hosts() {

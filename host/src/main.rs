@@ -503,32 +503,29 @@ fn serve(
         },
         server::shutdown_signal(),
     ));
-    // Hung hooks may hold blocking threads forever: do not wait for them.
-    runtime.shutdown_background();
     // A library whose initialisers never returned holds glibc's loader lock,
     // which `exit` takes, and so does the first use on a thread of a
     // thread-local with a destructor (the log's per-thread buffer): write
-    // to stderr directly and leave without `exit`.
-    let stuck = loader::load_in_flight();
+    // to stderr directly and leave at once, without `exit` (and the exit
+    // watchdog armed by start-up ends the process if this thread waits on
+    // the lock before it gets here).
+    if let Some(stuck) = loader::load_in_flight() {
+        let error = result.as_ref().err();
+        eprint!("{}", server::stuck_load_report(error, &stuck.path));
+        loader::exit_now(error.map_or(0, server::ServeError::exit_code));
+    }
+    // Hung hooks may hold blocking threads forever: do not wait for them.
+    runtime.shutdown_background();
     let code = match result {
         Ok(()) => 0,
         Err(error) => {
-            if stuck.is_none() {
-                // The log's formatter escapes it (`telemetry`).
-                tracing::error!("{error}");
-            }
+            // The log's formatter escapes it (`telemetry`).
+            tracing::error!("{error}");
             // A marketplace error quotes the registry's answer, a load
             // error the plugin's record.
             eprintln!("error: {}", report::escape(&error.to_string()));
             error.exit_code()
         }
     };
-    if let Some(stuck) = stuck {
-        eprintln!(
-            "warning: the loading of {} never returned (its initialisers hang while glibc's loader holds its process-wide lock); exiting without running exit handlers",
-            stuck.path.display()
-        );
-        loader::exit_now(code);
-    }
     ExitCode::from(code)
 }

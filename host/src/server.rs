@@ -363,8 +363,23 @@ fn check_one(
     }
 }
 
+/// What `backworks serve` writes to standard error when start-up failed
+/// with `error` (or ended without one) while the loading of `stuck` never
+/// returned: the error, then why the process leaves without running exit handlers.
+pub fn stuck_load_report(error: Option<&ServeError>, stuck: &std::path::Path) -> String {
+    let error = error
+        .map(|error| format!("error: {}\n", crate::report::escape(&error.to_string())))
+        .unwrap_or_default();
+    format!(
+        "{error}warning: the loading of {} never returned (its initialisers hang while glibc's loader holds its process-wide lock); exiting without running exit handlers\n",
+        stuck.display()
+    )
+}
+
 /// Loads a checked plugin ([`lifecycle::load_within`]: on a thread of its
-/// own, bounded by `timeout`).
+/// own, bounded by `timeout`). A timeout also arms
+/// [`loader::exit_unless_ended`]: the process ends within
+/// [`loader::EXIT_GRACE`].
 fn load_one(
     entry: &PluginConfig,
     checked: Checked,
@@ -386,14 +401,25 @@ fn load_one(
             name: entry.name.clone(),
             source,
         },
-        LoadFailure::TimedOut => stopped(
-            "timed out",
-            format!(
-                "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
-                path.display(),
-                timeout.as_millis()
-            ),
-        ),
+        LoadFailure::TimedOut => {
+            let error = stopped(
+                "timed out",
+                format!(
+                    "{} was not loaded within {} ms: its initialisers still run inside the dynamic loader, which holds its process-wide lock",
+                    path.display(),
+                    timeout.as_millis()
+                ),
+            );
+            // The process cannot go on (no library can be loaded any more)
+            // and its way out may wait on the loader's lock: it ends within
+            // the grace whatever it waits on.
+            loader::exit_unless_ended(
+                error.exit_code(),
+                stuck_load_report(Some(&error), &path),
+                loader::EXIT_GRACE,
+            );
+            error
+        }
         failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_)) => {
             stopped("failed", failure.to_string())
         }

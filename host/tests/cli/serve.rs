@@ -29,11 +29,48 @@ fn refuse(config: &Path) -> (i32, String) {
             return (status.code().unwrap_or(-1), stderr);
         }
         if Instant::now() > deadline {
+            // Where each thread waits, for a hang that only a busy CI shows.
+            let threads = thread_states(child.id());
             let _ = child.kill();
-            panic!("serve did not exit for {}", config.display());
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+            panic!(
+                "serve did not exit within 60 s for {}\nits threads:\n{threads}\nits stderr:\n{stderr}",
+                config.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One line per thread of process `pid`: id, name, the kernel function it
+/// sleeps in and its state (Linux `/proc`), then its kernel stack where
+/// readable.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::from("(no /proc)");
+    };
+    let mut lines = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        lines.push(format!(
+            "{} {} wchan={} syscall={} stack=[{}]",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            read("wchan"),
+            read("syscall"),
+            read("stack").replace('\n', " | ")
+        ));
+    }
+    lines.sort();
+    lines.join("\n")
 }
 
 fn client() -> reqwest::blocking::Client {
