@@ -44,6 +44,96 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// `server.shutdown_timeout` when it is not given.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `server.watchdog.threshold` when it is not given.
+pub const DEFAULT_WATCHDOG_THRESHOLD: Duration = Duration::from_millis(100);
+
+/// Where a plugin's hooks run (`isolation:` of its entry, else
+/// `server.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// On the server's own async workers, with no hand-off: for plugins the
+    /// operator trusts not to block (a hook that does holds a worker; the
+    /// watchdog reports it and, by `server.watchdog.action`, moves the
+    /// plugin to `thread`).
+    Inline,
+    /// On the hook pool's threads: a hook that blocks costs a pool thread,
+    /// never a server worker.
+    #[default]
+    Thread,
+}
+
+impl Isolation {
+    /// The tiers by name, as `backworks.yaml` writes them.
+    pub const NAMES: &[&str] = &["inline", "thread"];
+
+    /// The name as `backworks.yaml`, `/plugins` and the log write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inline => "inline",
+            Self::Thread => "thread",
+        }
+    }
+
+    /// The tier called `name` (one of [`Self::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "inline" => Some(Self::Inline),
+            "thread" => Some(Self::Thread),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the watchdog does when an `inline` hook keeps a server worker busy
+/// past `server.watchdog.threshold` (`server.watchdog.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchdogAction {
+    /// Report it (log, `/metrics`, `/healthz`) and run the plugin's later
+    /// requests in the `thread` tier, until the server restarts.
+    #[default]
+    Move,
+    /// Report it only.
+    Report,
+}
+
+impl WatchdogAction {
+    /// The actions by name, as `backworks.yaml` writes them.
+    pub const NAMES: &[&str] = &["move", "report"];
+
+    /// The name as `backworks.yaml` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Move => "move",
+            Self::Report => "report",
+        }
+    }
+}
+
+/// `server.watchdog`: how the server watches its `inline` plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// How long one `inline` hook may keep a server worker busy before it
+    /// is reported (default [`DEFAULT_WATCHDOG_THRESHOLD`]).
+    pub threshold: Duration,
+    /// What then happens to the plugin.
+    pub action: WatchdogAction,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_WATCHDOG_THRESHOLD,
+            action: WatchdogAction::default(),
+        }
+    }
+}
+
 /// The host's own endpoints: what `server.public` may list.
 pub const HOST_ENDPOINTS: &[&str] = &["/healthz", "/plugins", "/metrics"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
@@ -81,6 +171,11 @@ pub struct Config {
     /// `server.max_connections`: how long a client may take to send a
     /// request head or stay idle, and how many connections may be open.
     pub limits: ConnectionLimits,
+    /// `server.isolation`: the tier of plugins whose entry names none
+    /// (default `thread`).
+    pub isolation: Isolation,
+    /// `server.watchdog`: how `inline` hooks that block are handled.
+    pub watchdog: WatchdogConfig,
     /// `server.public`: the host's endpoints (of [`HOST_ENDPOINTS`]) served
     /// without the plugins' `before_request` (so without authentication);
     /// a public `/healthz` only says that the server is up.
@@ -289,6 +384,9 @@ pub struct PluginConfig {
     pub line: Option<usize>,
     /// Where the plugin comes from.
     pub kind: PluginKind,
+    /// Where its hooks run: the entry's `isolation`, else
+    /// `server.isolation`.
+    pub isolation: Isolation,
     /// The entry's `config` map as JSON (with `${VAR}` substituted), handed
     /// to the plugin's `initialize`; `Null` when absent.
     pub config: serde_json::Value,
@@ -301,6 +399,7 @@ impl fmt::Debug for PluginConfig {
             .field("name", &self.name)
             .field("line", &self.line)
             .field("kind", &self.kind)
+            .field("isolation", &self.isolation)
             .field("config", &Redacted(&self.config))
             .finish()
     }

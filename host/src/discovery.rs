@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::json;
 
+use crate::config::{Isolation, PluginConfig, PluginKind};
 use crate::loader::{self, LoadError, LoadPolicy, SizeLimit};
 
 /// What discovery says about one file.
@@ -20,6 +21,33 @@ pub struct Discovered {
     /// `verified by <key id>`, `signatures not required`, or why it would be
     /// refused.
     pub status: Result<String, String>,
+    /// The `backworks.yaml` entry that runs this file, with its tier:
+    /// set by [`match_entries`].
+    pub entry: Option<(String, Isolation)>,
+}
+
+/// Sets each file's [`Discovered::entry`]: the `type: external` entry
+/// whose `path` is that file, else the entry named as the file's record.
+pub fn match_entries(found: &mut [Discovered], plugins: &[PluginConfig]) {
+    let same_file = |a: &Path, b: &Path| {
+        a == b
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    for plugin in found {
+        let by_path = plugins.iter().find(|entry| {
+            matches!(&entry.kind, PluginKind::External { path } if same_file(path, &plugin.path))
+        });
+        let by_name = || {
+            let name = &plugin.metadata.as_ref()?.name;
+            plugins.iter().find(|entry| entry.name == *name)
+        };
+        plugin.entry = by_path
+            .or_else(by_name)
+            .map(|entry| (entry.name.clone(), entry.isolation));
+    }
 }
 
 impl Discovered {
@@ -33,6 +61,8 @@ impl Discovered {
             "abi_version": self.metadata.as_ref().map(PluginMetadata::abi_version),
             "loadable": self.status.is_ok(),
             "status": match &self.status { Ok(s) | Err(s) => s },
+            "entry": self.entry.as_ref().map(|(name, _)| name),
+            "isolation": self.entry.as_ref().map(|(_, isolation)| isolation.as_str()),
         })
     }
 }
@@ -85,6 +115,7 @@ pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
                 path: path.to_owned(),
                 metadata: None,
                 status: Err(e.to_string()),
+                entry: None,
             };
         }
     };
@@ -96,6 +127,7 @@ pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
                 Some(v) => format!("verified, signed by key {}", v.key_id),
                 None => String::from("signatures not required (not verified)"),
             }),
+            entry: None,
         },
         Err(error) => Discovered {
             path: path.to_owned(),
@@ -104,6 +136,7 @@ pub fn describe(path: &Path, policy: LoadPolicy<'_>) -> Discovered {
                 LoadError::NotAPlugin { source, .. } => format!("not a plugin: {source}"),
                 other => other.to_string(),
             }),
+            entry: None,
         },
     }
 }

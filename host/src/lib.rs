@@ -43,3 +43,5 @@ pub mod telemetry;
 pub(crate) mod updater;
 #[forbid(unsafe_code)]
 pub(crate) mod watch;
+#[forbid(unsafe_code)]
+pub(crate) mod watchdog;

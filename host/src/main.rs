@@ -450,10 +450,11 @@ fn list(path: &std::path::Path, json: bool) -> ExitCode {
         require_signatures: config.require_signatures,
         max_plugin_size: config.max_plugin_size,
     };
-    let found = match discovery::scan_for_plugins(&config.plugin_dirs, policy) {
+    let mut found = match discovery::scan_for_plugins(&config.plugin_dirs, policy) {
         Ok(found) => found,
         Err(error) => return fail(&error, 2),
     };
+    discovery::match_entries(&mut found, &config.plugins);
     if json {
         let list: Vec<_> = found.iter().map(discovery::Discovered::to_json).collect();
         print!("{}", report::json(&serde_json::Value::Array(list)));
@@ -478,7 +479,11 @@ fn serve(
             "require_signatures is false: plugins are loaded WITHOUT signature checks; use this for local development only"
         );
     }
+    // One worker per core, and at least two: an `inline` hook that blocks
+    // holds its worker, and another must still answer its 504.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -150,6 +150,7 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Histogram,
     swaps: Family<SwapLabels, Counter>,
+    inline_blocked: Family<HookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -201,6 +202,12 @@ impl Metrics {
             "Attempts to replace a running plugin, by plugin and outcome",
             swaps.clone(),
         );
+        let inline_blocked = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "backworks_inline_hooks_blocked",
+            "Hooks of inline plugins that kept a server worker busy past the watchdog's threshold",
+            inline_blocked.clone(),
+        );
         Self {
             registry,
             hook_calls,
@@ -209,7 +216,19 @@ impl Metrics {
             http_requests,
             http_duration,
             swaps,
+            inline_blocked,
         }
+    }
+
+    /// Records that `hook` of the `inline` plugin `plugin` kept a server
+    /// worker busy past the watchdog's threshold.
+    pub fn observe_inline_blocked(&self, plugin: &str, hook: &str) {
+        self.inline_blocked
+            .get_or_create(&HookLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+            })
+            .inc();
     }
 
     /// Records one call of `hook` on `plugin` that took `elapsed` and ended

@@ -41,9 +41,11 @@ use backworks_plugin_sdk::{
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::config::{Isolation, WatchdogConfig};
 use crate::executor::HookExecutor;
 use crate::loader::LoadedPlugin;
 use crate::metrics::{HookSeries, Metrics, Outcome};
+use crate::watchdog::{Blocked, Watchdog, Watched};
 
 /// How a plugin is implemented.
 #[derive(Clone)]
@@ -84,6 +86,9 @@ pub struct HostPlugin {
     /// The `config` of its entry in `backworks.yaml`, which `initialize`
     /// receives (at start-up and in every replacement).
     pub config: Arc<Value>,
+    /// Where its entry says its hooks run (`isolation`); the tier they
+    /// run in now is [`Pipeline::isolation`].
+    pub isolation: Isolation,
 }
 
 /// A hook that did not return normally.
@@ -127,13 +132,7 @@ fn builtin<T>(
     match catch_unwind(AssertUnwindSafe(|| handle.block_on(future))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(HookFailure::Error(error.to_string())),
-        Err(payload) => Err(HookFailure::Panic(
-            payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic with a non-string payload".to_owned()),
-        )),
+        Err(payload) => Err(HookFailure::Panic(panic_message(payload.as_ref()))),
     }
 }
 
@@ -144,11 +143,13 @@ impl HostPlugin {
         name: &str,
         kind: &'static str,
         config: Arc<Value>,
+        isolation: Isolation,
         loaded: LoadedPlugin,
     ) -> Self {
         Self {
             name: name.to_owned(),
             config,
+            isolation,
             version: loaded.raw.version().to_owned(),
             kind,
             path: Some(loaded.path),
@@ -219,45 +220,138 @@ impl HostPlugin {
         }
     }
 
-    fn before_request(
-        &self,
-        handle: &Handle,
-        request: &HttpRequest,
-    ) -> Result<RequestAction, HookFailure> {
+    /// Calls request hook `call` on this thread, blocking it until the hook
+    /// returns (a built-in's future through `handle.block_on`): for a hook
+    /// pool thread.
+    fn call_blocking(&self, handle: &Handle, call: &Call<'_>) -> Result<Output, HookFailure> {
         match &self.implementation {
-            PluginImpl::Builtin(p) => builtin(handle, p.before_request(request)),
-            PluginImpl::Dynamic(p) => Ok(p.call_before_request(request)?),
+            PluginImpl::Builtin(p) => match *call {
+                Call::Before(request) => {
+                    builtin(handle, p.before_request(request)).map(Output::Before)
+                }
+                Call::Endpoint(request) => builtin(
+                    handle,
+                    p.process_endpoint_data(&request.path, &request.method, body_of(request)),
+                )
+                .map(Output::Endpoint),
+                Call::After(request, response) => {
+                    builtin(handle, p.after_response(request, response)).map(Output::After)
+                }
+            },
+            PluginImpl::Dynamic(p) => Ok(dynamic(p, call)?),
         }
     }
 
-    fn process_endpoint(
-        &self,
-        handle: &Handle,
-        request: &HttpRequest,
-    ) -> Result<Option<String>, HookFailure> {
-        let body = request.body.as_deref().unwrap_or("");
+    /// Calls request hook `call` from an async task on a server worker: a
+    /// loaded plugin's hook runs on this worker (the `inline` tier), a
+    /// built-in's future is awaited.
+    async fn call_inline(&self, call: &Call<'_>) -> Result<Output, HookFailure> {
         match &self.implementation {
-            PluginImpl::Builtin(p) => builtin(
-                handle,
-                p.process_endpoint_data(&request.path, &request.method, body),
-            ),
-            PluginImpl::Dynamic(p) => {
-                Ok(p.call_process_endpoint(&request.path, &request.method, body)?)
+            PluginImpl::Builtin(p) => {
+                let future = async {
+                    match *call {
+                        Call::Before(request) => {
+                            p.before_request(request).await.map(Output::Before)
+                        }
+                        Call::Endpoint(request) => p
+                            .process_endpoint_data(&request.path, &request.method, body_of(request))
+                            .await
+                            .map(Output::Endpoint),
+                        Call::After(request, response) => {
+                            p.after_response(request, response).await.map(Output::After)
+                        }
+                    }
+                };
+                match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(future)).await {
+                    Ok(Ok(output)) => Ok(output),
+                    Ok(Err(error)) => Err(HookFailure::Error(error.to_string())),
+                    Err(payload) => Err(HookFailure::Panic(panic_message(payload.as_ref()))),
+                }
             }
+            PluginImpl::Dynamic(p) => Ok(dynamic(p, call)?),
+        }
+    }
+}
+
+/// A request hook with its arguments.
+#[derive(Debug, Clone, Copy)]
+enum Call<'a> {
+    Before(&'a HttpRequest),
+    Endpoint(&'a HttpRequest),
+    After(&'a HttpRequest, &'a HttpResponse),
+}
+
+impl Call<'_> {
+    fn hook(&self) -> abi::Hook {
+        match self {
+            Self::Before(_) => abi::Hook::BeforeRequest,
+            Self::Endpoint(_) => abi::Hook::ProcessEndpoint,
+            Self::After(..) => abi::Hook::AfterResponse,
         }
     }
 
-    fn after_response(
-        &self,
-        handle: &Handle,
-        request: &HttpRequest,
-        response: &HttpResponse,
-    ) -> Result<Option<HttpResponse>, HookFailure> {
-        match &self.implementation {
-            PluginImpl::Builtin(p) => builtin(handle, p.after_response(request, response)),
-            PluginImpl::Dynamic(p) => Ok(p.call_after_response(request, response)?),
+    /// The call with its own copies of the arguments, to hand to a hook
+    /// pool thread.
+    fn to_owned(self) -> OwnedCall {
+        match self {
+            Self::Before(request) => OwnedCall::Before(request.clone()),
+            Self::Endpoint(request) => OwnedCall::Endpoint(request.clone()),
+            Self::After(request, response) => OwnedCall::After(request.clone(), response.clone()),
         }
     }
+}
+
+/// A [`Call`] that owns its arguments.
+enum OwnedCall {
+    Before(HttpRequest),
+    Endpoint(HttpRequest),
+    After(HttpRequest, HttpResponse),
+}
+
+impl OwnedCall {
+    fn as_call(&self) -> Call<'_> {
+        match self {
+            Self::Before(request) => Call::Before(request),
+            Self::Endpoint(request) => Call::Endpoint(request),
+            Self::After(request, response) => Call::After(request, response),
+        }
+    }
+}
+
+/// What a request hook returned.
+enum Output {
+    Before(RequestAction),
+    Endpoint(Option<String>),
+    After(Option<HttpResponse>),
+}
+
+/// A request's body as `process_endpoint_data` receives it.
+fn body_of(request: &HttpRequest) -> &str {
+    request.body.as_deref().unwrap_or("")
+}
+
+/// Calls a loaded plugin's request hook (a C-ABI call on this thread).
+fn dynamic(plugin: &RawPlugin, call: &Call<'_>) -> Result<Output, HookError> {
+    Ok(match *call {
+        Call::Before(request) => Output::Before(plugin.call_before_request(request)?),
+        Call::Endpoint(request) => Output::Endpoint(plugin.call_process_endpoint(
+            &request.path,
+            &request.method,
+            body_of(request),
+        )?),
+        Call::After(request, response) => {
+            Output::After(plugin.call_after_response(request, response)?)
+        }
+    })
+}
+
+/// A caught panic's message.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned())
 }
 
 /// The hook running now, for the deadline.
@@ -345,6 +439,56 @@ struct Recorder {
     series: Vec<[HookSeries; abi::Hook::REQUEST.len()]>,
     metrics: Arc<Metrics>,
     handle: Handle,
+    /// The tier each position's plugin runs in now ([`Isolation`] as
+    /// `u8`): its entry's, until the watchdog moves it to `thread`; kept
+    /// across swaps.
+    tiers: Vec<std::sync::atomic::AtomicU8>,
+    /// The hook pool.
+    executor: HookExecutor,
+    /// The watchdog of the `inline` plugins (none when there is none).
+    watchdog: Option<Arc<Watchdog>>,
+    /// The plugins' names by position.
+    names: Vec<String>,
+}
+
+impl Watched for Recorder {
+    fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+
+    fn is_inline(&self, index: usize) -> bool {
+        self.tier(index) == Isolation::Inline
+    }
+
+    fn move_to_thread(&self, index: usize) {
+        self.tiers[index].store(TIER_THREAD, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn count(&self, index: usize, hook: &'static str) {
+        self.metrics
+            .observe_inline_blocked(&self.names[index], hook);
+    }
+}
+
+impl Recorder {
+    fn tier(&self, index: usize) -> Isolation {
+        match self.tiers[index].load(std::sync::atomic::Ordering::Relaxed) {
+            TIER_INLINE => Isolation::Inline,
+            _ => Isolation::Thread,
+        }
+    }
+}
+
+/// [`Isolation::Inline`] in [`Recorder::tiers`].
+const TIER_INLINE: u8 = 0;
+/// [`Isolation::Thread`] in [`Recorder::tiers`].
+const TIER_THREAD: u8 = 1;
+
+fn tier_code(isolation: Isolation) -> u8 {
+    match isolation {
+        Isolation::Inline => TIER_INLINE,
+        Isolation::Thread => TIER_THREAD,
+    }
 }
 
 /// One consistent view of the plugins, in config order. A request takes
@@ -372,7 +516,6 @@ pub struct Pipeline {
     publishing: Mutex<()>,
     hook_timeout: Duration,
     metrics: Arc<Metrics>,
-    executor: HookExecutor,
 }
 
 /// A JSON error response.
@@ -386,6 +529,7 @@ impl Pipeline {
     pub fn new(
         plugins: Vec<HostPlugin>,
         hook_timeout: Duration,
+        watchdog: WatchdogConfig,
         metrics: Arc<Metrics>,
         handle: Handle,
     ) -> std::io::Result<Self> {
@@ -393,11 +537,24 @@ impl Pipeline {
             .iter()
             .map(|p| REQUEST_HOOKS.map(|hook| metrics.hook_series(&p.name, hook.name())))
             .collect();
-        let names = plugins.iter().map(|p| p.name.clone()).collect();
-        let recorder = Arc::new(Recorder {
+        let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+        let executor = HookExecutor::new(1)?;
+        let any_inline = plugins.iter().any(|p| p.isolation == Isolation::Inline);
+        let recorder = Arc::new_cyclic(|me| Recorder {
             series,
             metrics: Arc::clone(&metrics),
             handle,
+            tiers: plugins
+                .iter()
+                .map(|p| std::sync::atomic::AtomicU8::new(tier_code(p.isolation)))
+                .collect(),
+            // Only `inline` plugins are watched, and the tier never moves
+            // back to `inline`.
+            watchdog: any_inline
+                .then(|| Watchdog::start(watchdog, plugins.len(), me.clone()))
+                .flatten(),
+            names: names.clone(),
+            executor,
         });
         Ok(Self {
             current: ArcSwap::from_pointee(Snapshot {
@@ -408,7 +565,6 @@ impl Pipeline {
             publishing: Mutex::new(()),
             hook_timeout,
             metrics,
-            executor: HookExecutor::new(1)?,
         })
     }
 
@@ -446,8 +602,12 @@ impl Pipeline {
     /// Runs `request` through the plugins and returns the response: never
     /// fails, whatever the plugins do.
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        self.run(request, Snapshot::run_blocking, |response| response)
-            .await
+        self.run(request, Walk::Request).await.unwrap_or_else(|| {
+            error_response(
+                500,
+                json!({"error": "the request pipeline gave no response (a host bug: see the log)"}),
+            )
+        })
     }
 
     /// Runs only the plugins' `before_request` hooks on `request`, for an
@@ -455,7 +615,7 @@ impl Pipeline {
     /// `Ok` when every plugin let it pass (a rewrite counts as passing; the
     /// host's endpoint ignores it), otherwise the response that refused it
     /// (a plugin's answer, such as the auth plugin's 401, or a hook's
-    /// failure or deadline). No job is queued when no plugin implements
+    /// failure or deadline). Nothing runs when no plugin implements
     /// `before_request`.
     pub async fn admit(&self, request: HttpRequest) -> Result<(), HttpResponse> {
         let anyone = self
@@ -467,28 +627,41 @@ impl Pipeline {
         if !anyone {
             return Ok(());
         }
-        self.run(request, Snapshot::admit_blocking, Err).await
+        match self.run(request, Walk::Admit).await {
+            None => Ok(()),
+            Some(refused) => Err(refused),
+        }
     }
 
-    /// Runs `job` over one snapshot as one job on the hook pool, under the
-    /// per-hook deadline; a deadline or pool failure becomes `failed(response)`.
-    async fn run<T: Send + 'static>(
-        &self,
-        request: HttpRequest,
-        job: fn(&Snapshot, HttpRequest, &Mutex<Option<Running>>) -> T,
-        failed: fn(HttpResponse) -> T,
-    ) -> T {
+    /// Runs `walk` over one snapshot under the per-hook deadline; a
+    /// deadline or a failure of the host becomes `Some` error response.
+    ///
+    /// Where: when no plugin of the walk runs `inline`, the whole walk is
+    /// one job on the hook pool (one hand-off per request); otherwise it is
+    /// a task on the server's workers, which calls the `inline` plugins'
+    /// hooks itself and hands each `thread` plugin's hook to the pool. The
+    /// walk is a task of its own, not this one, so that this task can
+    /// answer 504 while an `inline` hook blocks its worker.
+    async fn run(&self, request: HttpRequest, walk: Walk) -> Option<HttpResponse> {
         let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
         // The one snapshot this request runs through, hooks and all.
         let snapshot = self.current.load_full();
         let progress = Arc::clone(&running);
         // The request's span (request id, method, path) follows it onto the
-        // blocking thread, so each hook's log line carries it.
+        // hook thread or task, so each hook's log line carries it.
         let span = tracing::Span::current();
-        let mut job = self.executor.spawn(move || {
-            let _entered = span.enter();
-            job(&snapshot, request, &progress)
-        });
+        let mut job = if snapshot.any_inline(walk) {
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move { snapshot.walk(request, walk, &progress, Place::Worker).await },
+                span,
+            ));
+            Job::Task(task)
+        } else {
+            Job::Pool(self.recorder().executor.spawn(move || {
+                let _entered = span.enter();
+                run_to_completion(snapshot.walk(request, walk, &progress, Place::Pool))
+            }))
+        };
         loop {
             let now = running
                 .lock()
@@ -499,9 +672,15 @@ impl Pipeline {
                 None => self.hook_timeout,
             };
             match tokio::time::timeout(wait, &mut job).await {
-                Ok(Ok(response)) => return response,
-                Ok(Err(_)) => {
-                    return failed(error_response(
+                Ok(Some(Some(response))) => return response,
+                Ok(Some(None)) => {
+                    return Some(error_response(
+                        500,
+                        json!({"error": "the request pipeline failed (a host bug: see the log)"}),
+                    ));
+                }
+                Ok(None) => {
+                    return Some(error_response(
                         500,
                         json!({"error": "the request pipeline failed (a host bug: see the log)"}),
                     ));
@@ -513,6 +692,7 @@ impl Pipeline {
                         .clone();
                     match current {
                         Some(r) if r.since.elapsed() >= self.hook_timeout => {
+                            job.abandon();
                             let name = &self.names[r.plugin];
                             self.metrics.observe_hook(
                                 name,
@@ -526,9 +706,7 @@ impl Pipeline {
                                 timeout_ms = self.hook_timeout.as_millis() as u64,
                                 "hook timed out; its thread is abandoned"
                             );
-                            // The blocking thread is left to finish (or not)
-                            // on its own; its result is discarded.
-                            return failed(error_response(
+                            return Some(error_response(
                                 504,
                                 json!({
                                     "error": format!(
@@ -540,14 +718,15 @@ impl Pipeline {
                                 }),
                             ));
                         }
-                        // No hook thread took the request within a whole
-                        // hook timeout: every one is busy or hung.
+                        // No thread or worker took the request within a
+                        // whole hook timeout: every one is busy or hung.
                         None => {
+                            job.abandon();
                             tracing::error!(
                                 timeout_ms = self.hook_timeout.as_millis() as u64,
                                 "no hook thread was free for this request"
                             );
-                            return failed(error_response(
+                            return Some(error_response(
                                 503,
                                 json!({"error": format!(
                                     "no hook thread was free within {} ms; try again",
@@ -560,6 +739,95 @@ impl Pipeline {
                     }
                 }
             }
+        }
+    }
+
+    fn recorder(&self) -> Arc<Recorder> {
+        Arc::clone(&self.current.load().recorder)
+    }
+
+    /// The tier each plugin's requests run in now, by position: its
+    /// configured `isolation`, or `thread` once the watchdog moved it.
+    pub fn isolation(&self, index: usize) -> Isolation {
+        self.current.load().recorder.tier(index)
+    }
+
+    /// What the watchdog reported about the plugin at `index`, if anything.
+    pub fn blocked(&self, index: usize) -> Option<Blocked> {
+        self.current
+            .load()
+            .recorder
+            .watchdog
+            .as_ref()
+            .and_then(|watchdog| watchdog.found(index))
+    }
+}
+
+/// Which hooks a request's walk calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// The whole pipeline: every `before_request`, `process_endpoint_data`
+    /// until one answers, every `after_response`.
+    Request,
+    /// Every `before_request` only, for a host endpoint.
+    Admit,
+}
+
+/// Where a walk runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// On a hook pool thread: every hook is called there.
+    Pool,
+    /// In a task on a server worker: `inline` plugins' hooks are called
+    /// there, `thread` plugins' hooks are handed to the pool one by one.
+    Worker,
+}
+
+/// A request's walk, running on the pool or as a task.
+enum Job {
+    Pool(oneshot::Receiver<Option<Option<HttpResponse>>>),
+    Task(tokio::task::JoinHandle<Option<HttpResponse>>),
+}
+
+impl Job {
+    /// Stops waiting for the walk: a task stops at its next await (a hook
+    /// that blocks finishes first); a pool job runs on, its result dropped.
+    fn abandon(&self) {
+        if let Self::Task(task) = self {
+            task.abort();
+        }
+    }
+}
+
+impl std::future::Future for Job {
+    /// `None`: the walk failed (its thread or task ended without an
+    /// answer); `Some(None)`: a walk that cannot finish on one poll (a host
+    /// bug).
+    type Output = Option<Option<Option<HttpResponse>>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Pool(receiver) => std::pin::Pin::new(receiver).poll(cx).map(Result::ok),
+            Self::Task(task) => std::pin::Pin::new(task)
+                .poll(cx)
+                .map(|joined| joined.ok().map(Some)),
+        }
+    }
+}
+
+/// Runs a walk on the pool, where it never waits (every hook is called on
+/// this thread): one poll finishes it. `None` if it did not (a host bug).
+fn run_to_completion<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => {
+            tracing::error!("a request's walk waited on a hook pool thread (a host bug)");
+            None
         }
     }
 }
@@ -575,16 +843,30 @@ impl Snapshot {
         self.plugins().find(|plugin| plugin.name == name)
     }
 
-    /// Calls one hook, recording its start for the deadline, its metrics and
-    /// its log line; `Ok(None)` without a call when the plugin does not
-    /// implement it.
-    fn call<T>(
-        &self,
+    /// Whether some plugin whose hooks `walk` calls runs `inline` now.
+    fn any_inline(&self, walk: Walk) -> bool {
+        self.plugins.iter().enumerate().any(|(index, routed)| {
+            self.recorder.tier(index) == Isolation::Inline
+                && match walk {
+                    Walk::Request => abi::Hook::REQUEST
+                        .iter()
+                        .any(|hook| routed.plugin.implements(*hook)),
+                    Walk::Admit => routed.plugin.implements(abi::Hook::BeforeRequest),
+                }
+        })
+    }
+
+    /// Calls one hook where `place` and the plugin's tier say, recording
+    /// its start for the deadline, its metrics and its log line; `Ok(None)`
+    /// without a call when the plugin does not implement it.
+    async fn call(
+        self: &Arc<Self>,
         index: usize,
-        which: abi::Hook,
+        call: Call<'_>,
         running: &Mutex<Option<Running>>,
-        call: impl FnOnce(&HostPlugin) -> Result<T, HookFailure>,
-    ) -> Result<Option<T>, HttpResponse> {
+        place: Place,
+    ) -> Result<Option<Output>, HttpResponse> {
+        let which = call.hook();
         let plugin = &self.plugins[index].plugin;
         if !plugin.implements(which) {
             return Ok(None);
@@ -596,7 +878,36 @@ impl Snapshot {
             hook,
             since,
         });
-        let result = call(plugin);
+        let result = match (place, self.recorder.tier(index)) {
+            (Place::Pool, _) => plugin.call_blocking(&self.recorder.handle, &call),
+            (Place::Worker, Isolation::Inline) => {
+                // A loaded plugin's hook is a call on this worker: watched.
+                let _busy = match (&plugin.implementation, &self.recorder.watchdog) {
+                    (PluginImpl::Dynamic(_), Some(watchdog)) => {
+                        Some(watchdog.busy(index, which.request_index().unwrap_or(0)))
+                    }
+                    _ => None,
+                };
+                plugin.call_inline(&call).await
+            }
+            (Place::Worker, Isolation::Thread) => {
+                let owned = call.to_owned();
+                let snapshot = Arc::clone(self);
+                self.recorder
+                    .executor
+                    .spawn(move || {
+                        snapshot.plugins[index]
+                            .plugin
+                            .call_blocking(&snapshot.recorder.handle, &owned.as_call())
+                    })
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HookFailure::Panic(String::from(
+                            "the hook's thread ended without an answer",
+                        )))
+                    })
+            }
+        };
         let elapsed = since.elapsed();
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -633,59 +944,49 @@ impl Snapshot {
         })
     }
 
-    /// Every plugin's `before_request` for a request to one of the host's
-    /// endpoints, on a blocking thread: `Err` with the response of the
-    /// first plugin that answers or fails.
-    fn admit_blocking(
-        &self,
+    /// One request's walk through the plugins. For [`Walk::Request`]: the
+    /// response (`Some`); for [`Walk::Admit`]: `None` when every plugin let
+    /// it pass, else the response of the first that answered or failed.
+    async fn walk(
+        self: &Arc<Self>,
         mut request: HttpRequest,
+        walk: Walk,
         running: &Mutex<Option<Running>>,
-    ) -> Result<(), HttpResponse> {
-        let handle = &self.recorder.handle;
-        for index in 0..self.plugins.len() {
-            match self.call(index, abi::Hook::BeforeRequest, running, |p| {
-                p.before_request(handle, &request)
-            })? {
-                None | Some(RequestAction::Continue) => {}
-                Some(RequestAction::Rewrite(rewritten)) => request = rewritten,
-                Some(RequestAction::Respond(response)) => return Err(response),
-            }
-        }
-        Ok(())
-    }
-
-    /// The whole pipeline for one request, on a blocking thread.
-    fn run_blocking(
-        &self,
-        mut request: HttpRequest,
-        running: &Mutex<Option<Running>>,
-    ) -> HttpResponse {
-        let handle = &self.recorder.handle;
+        place: Place,
+    ) -> Option<HttpResponse> {
         let mut answer = None;
         for index in 0..self.plugins.len() {
-            match self.call(index, abi::Hook::BeforeRequest, running, |p| {
-                p.before_request(handle, &request)
-            }) {
-                Ok(None | Some(RequestAction::Continue)) => {}
-                Ok(Some(RequestAction::Rewrite(rewritten))) => request = rewritten,
-                Ok(Some(RequestAction::Respond(response))) => {
+            match self
+                .call(index, Call::Before(&request), running, place)
+                .await
+            {
+                Ok(None | Some(Output::Before(RequestAction::Continue))) => {}
+                Ok(Some(Output::Before(RequestAction::Rewrite(rewritten)))) => request = rewritten,
+                Ok(Some(Output::Before(RequestAction::Respond(response)))) => {
                     answer = Some(response);
                     break;
                 }
-                Err(response) => return response,
+                // Another hook's output: never (each call gives its own).
+                Ok(Some(_)) => {}
+                Err(response) => return Some(response),
             }
+        }
+        if walk == Walk::Admit {
+            return answer;
         }
         if answer.is_none() {
             for index in 0..self.plugins.len() {
-                match self.call(index, abi::Hook::ProcessEndpoint, running, |p| {
-                    p.process_endpoint(handle, &request)
-                }) {
-                    Ok(Some(Some(body))) => {
+                match self
+                    .call(index, Call::Endpoint(&request), running, place)
+                    .await
+                {
+                    Ok(Some(Output::Endpoint(Some(body)))) => {
                         answer = Some(endpoint_response(body));
                         break;
                     }
-                    Ok(None | Some(None)) => {}
-                    Err(response) => return response,
+                    Ok(None | Some(Output::Endpoint(None))) => {}
+                    Ok(Some(_)) => {}
+                    Err(response) => return Some(response),
                 }
             }
         }
@@ -698,15 +999,17 @@ impl Snapshot {
             )
         });
         for index in 0..self.plugins.len() {
-            match self.call(index, abi::Hook::AfterResponse, running, |p| {
-                p.after_response(handle, &request, &response)
-            }) {
-                Ok(Some(Some(replaced))) => response = replaced,
-                Ok(None | Some(None)) => {}
-                Err(error) => return error,
+            match self
+                .call(index, Call::After(&request, &response), running, place)
+                .await
+            {
+                Ok(Some(Output::After(Some(replaced)))) => response = replaced,
+                Ok(None | Some(Output::After(None))) => {}
+                Ok(Some(_)) => {}
+                Err(error) => return Some(error),
             }
         }
-        response
+        Some(response)
     }
 }
 
@@ -758,7 +1061,12 @@ mod tests {
     }
 
     fn plugin(version: &'static str) -> HostPlugin {
+        plugin_in(version, Isolation::Thread)
+    }
+
+    fn plugin_in(version: &'static str, isolation: Isolation) -> HostPlugin {
         HostPlugin {
+            isolation,
             name: "p".to_owned(),
             implementation: PluginImpl::Builtin(Arc::new(Versioned(version))),
             kind: "builtin",
@@ -782,9 +1090,17 @@ mod tests {
 
     /// A pipeline of plugin `p` version `1` on `runtime`.
     fn pipeline_of_version_1(runtime: &tokio::runtime::Runtime) -> Pipeline {
+        pipeline_of_version_1_in(runtime, Isolation::Thread)
+    }
+
+    fn pipeline_of_version_1_in(
+        runtime: &tokio::runtime::Runtime,
+        isolation: Isolation,
+    ) -> Pipeline {
         Pipeline::new(
-            vec![plugin("1")],
+            vec![plugin_in("1", isolation)],
             Duration::from_secs(5),
+            WatchdogConfig::default(),
             Arc::new(Metrics::new()),
             runtime.handle().clone(),
         )
@@ -793,17 +1109,24 @@ mod tests {
 
     #[test]
     fn a_switch_reaches_new_requests_and_the_old_retires_after_its_last_snapshot() {
+        for isolation in [Isolation::Thread, Isolation::Inline] {
+            a_switch_in(isolation);
+        }
+    }
+
+    fn a_switch_in(isolation: Isolation) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let pipeline = pipeline_of_version_1(&runtime);
+        let pipeline = pipeline_of_version_1_in(&runtime, isolation);
+        assert_eq!(pipeline.isolation(0), isolation);
         assert_eq!(runtime.block_on(pipeline.handle(request())).body, "1");
         // A request in flight: it holds the snapshot it started with.
         let in_flight = pipeline.snapshot();
 
-        let old = pipeline.route(plugin("2")).unwrap();
+        let old = pipeline.route(plugin_in("2", isolation)).unwrap();
         assert_eq!(old.plugin().version, "1");
         let mut retired = old.when_retired();
         drop(old);

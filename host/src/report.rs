@@ -142,6 +142,9 @@ pub fn plugin_list(found: &[Discovered], plugin_dirs: &[PathBuf]) -> String {
             escape(&identity),
             escape(&status)
         );
+        if let Some((name, isolation)) = &plugin.entry {
+            let _ = writeln!(text, "  runs as `{}`, isolation {isolation}", escape(name));
+        }
     }
     text
 }
@@ -354,16 +357,18 @@ mod tests {
                 path: PathBuf::from("plugins/notes.txt.so"),
                 metadata: None,
                 status: Err(String::from("not a plugin")),
+                entry: None,
             },
             Discovered {
                 path: PathBuf::from("plugins/libweather.so"),
                 metadata: None,
                 status: Ok(String::from("verified by CAB78193ADCAB890")),
+                entry: Some((String::from("weather"), crate::config::Isolation::Inline)),
             },
         ];
         assert_eq!(
             plugin_list(&found, &dirs),
-            "plugins/notes.txt.so\n  (not a plugin)\n  refused: not a plugin\nplugins/libweather.so\n  (not a plugin)\n  verified by CAB78193ADCAB890\n"
+            "plugins/notes.txt.so\n  (not a plugin)\n  refused: not a plugin\nplugins/libweather.so\n  (not a plugin)\n  verified by CAB78193ADCAB890\n  runs as `weather`, isolation inline\n"
         );
     }
 

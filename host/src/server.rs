@@ -318,6 +318,7 @@ fn check_one(
                 key_id: None,
                 sha256: None,
                 config: Arc::new(entry.config.clone()),
+                isolation: entry.isolation,
             }))
         }
         PluginKind::External { .. } | PluginKind::Marketplace { .. } => {
@@ -429,6 +430,7 @@ fn load_one(
         name = loaded.metadata().name,
         version = loaded.metadata().version,
         abi = %loaded.raw.abi_revision(),
+        isolation = %entry.isolation,
         key = loaded.key_id.map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
         sha256 = loaded.sha256,
         "plugin verified and loaded"
@@ -437,6 +439,7 @@ fn load_one(
         &entry.name,
         kind,
         Arc::new(entry.config.clone()),
+        entry.isolation,
         loaded,
     ))
 }
@@ -582,6 +585,7 @@ impl Server {
         let pipeline = Arc::new(Pipeline::new(
             plugins,
             config.hook_timeout,
+            config.watchdog,
             Arc::clone(&metrics),
             Handle::current(),
         )?);
@@ -814,7 +818,7 @@ async fn healthz(state: &AppState) -> Response {
     let mut healthy = true;
     // One snapshot: each entry's version is the one health-checked.
     let snapshot = state.pipeline.snapshot();
-    for plugin in snapshot.plugins() {
+    for (index, plugin) in snapshot.plugins().enumerate() {
         let (p, handle) = (plugin.clone(), Handle::current());
         let mut entry = match bounded(timeout, move || p.health_check(&handle)).await {
             Ok(()) => json!({"healthy": true}),
@@ -826,6 +830,10 @@ async fn healthz(state: &AppState) -> Response {
         entry["version"] = json!(plugin.version);
         entry["sha256"] = json!(plugin.sha256);
         entry["key_id"] = json!(plugin.key_id);
+        entry["isolation"] = json!(state.pipeline.isolation(index).as_str());
+        if let Some(blocked) = state.pipeline.blocked(index) {
+            entry["watchdog"] = watchdog_json(&blocked);
+        }
         report.insert(plugin.name.clone(), entry);
     }
     let status = if healthy { 200 } else { 503 };
@@ -835,20 +843,38 @@ async fn healthz(state: &AppState) -> Response {
     ))
 }
 
+/// What the watchdog reported about an `inline` plugin, as `/healthz` and
+/// `/plugins` show it.
+fn watchdog_json(blocked: &crate::watchdog::Blocked) -> serde_json::Value {
+    json!({
+        "blocked": blocked.times,
+        "last_hook": blocked.hook,
+        "last_busy_ms": u64::try_from(blocked.busy.as_millis()).unwrap_or(u64::MAX),
+        "moved_to_thread": blocked.moved,
+    })
+}
+
 fn list_plugins(state: &AppState) -> Response {
     let plugins: Vec<_> = state
         .pipeline
         .snapshot()
         .plugins()
-        .map(|p| {
-            json!({
+        .enumerate()
+        .map(|(index, p)| {
+            let mut entry = json!({
                 "name": p.name,
                 "kind": p.kind,
                 "version": p.version,
                 "path": p.path,
                 "key_id": p.key_id,
                 "sha256": p.sha256,
-            })
+                "isolation": state.pipeline.isolation(index).as_str(),
+                "configured_isolation": p.isolation.as_str(),
+            });
+            if let Some(blocked) = state.pipeline.blocked(index) {
+                entry["watchdog"] = watchdog_json(&blocked);
+            }
+            entry
         })
         .collect();
     to_response(HttpResponse::json(200, &json!({"plugins": plugins})))

@@ -598,8 +598,13 @@ impl Swapper {
                 ));
             }
         };
-        let candidate =
-            HostPlugin::from_loaded(name, running.kind, Arc::clone(&entry.config), loaded);
+        let candidate = HostPlugin::from_loaded(
+            name,
+            running.kind,
+            Arc::clone(&entry.config),
+            running.isolation,
+            loaded,
+        );
         *new_version = Some(candidate.version.clone());
 
         // 2. Start it beside the running one.

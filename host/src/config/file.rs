@@ -44,6 +44,16 @@ pub(super) struct Server {
     pub idle_timeout: Leaf,
     pub max_connections: Leaf,
     pub public: List<Leaf>,
+    pub isolation: Leaf,
+    pub watchdog: Map<Watchdog>,
+}
+
+/// `server.watchdog:`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct Watchdog {
+    pub threshold: Leaf,
+    pub action: Leaf,
 }
 
 /// One entry of `trusted_keys`.
@@ -63,6 +73,7 @@ pub(super) struct PluginEntry {
     pub kind: Leaf,
     pub path: Leaf,
     pub version: Leaf,
+    pub isolation: Leaf,
     pub config: Leaf,
 }
 
@@ -95,6 +106,9 @@ pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
     match parent {
         [] => fields_of::<File>(),
         [Key(section)] if section == "server" => fields_of::<Server>(),
+        [Key(section), Key(sub)] if section == "server" && sub == "watchdog" => {
+            fields_of::<Watchdog>()
+        }
         [Key(section)] if section == "marketplace" => fields_of::<Marketplace>(),
         [Key(section)] if section == "updates" => fields_of::<Updates>(),
         [Key(section), Index(_)] if section == "trusted_keys" => fields_of::<KeyEntry>(),

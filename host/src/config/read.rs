@@ -14,15 +14,16 @@ use backworks_artifact::signature::{self, KeyId, PublicKey};
 use serde_yaml::Value;
 
 use super::file::{
-    Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Server, Updates,
+    Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Server, Updates, Watchdog,
 };
 use super::path::{FieldPath, Seg, line_of};
 use super::text::{SubstError, edit_distance, parse_duration, parse_size, substitute};
 use super::{
     ALLOW_VALUES, Allow, BUILTINS, Config, ConfigError, DEFAULT_CACHE_DIR, DEFAULT_HOOK_TIMEOUT,
     DEFAULT_LISTEN, DEFAULT_MAX_DOWNLOAD, DEFAULT_MIN_TRANSFER_RATE, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TRANSFER_TIMEOUT, HOST_ENDPOINTS, MarketplaceConfig, PLUGIN_TYPES, PluginConfig,
-    PluginKind, RegistryLocation, TrustedKey, UpdatesConfig, list,
+    DEFAULT_TRANSFER_TIMEOUT, DEFAULT_WATCHDOG_THRESHOLD, HOST_ENDPOINTS, Isolation,
+    MarketplaceConfig, PLUGIN_TYPES, PluginConfig, PluginKind, RegistryLocation, TrustedKey,
+    UpdatesConfig, WatchdogAction, WatchdogConfig, list,
 };
 use crate::http_serve::ConnectionLimits;
 
@@ -96,6 +97,18 @@ impl Reader<'_> {
                 .unwrap_or(defaults.max_connections),
         };
         let public = self.public_endpoints(&server.public, &at("public"))?;
+        let isolation = self
+            .read(&server.isolation, &at("isolation"), Self::isolation)?
+            .unwrap_or_default();
+        let watchdog_at = at("watchdog");
+        let watchdog = match self.mapping(
+            &server.watchdog,
+            &watchdog_at,
+            "a mapping with `threshold` and `action` (`watchdog: {threshold: 100ms, action: move}`)",
+        )? {
+            Some(section) => self.watchdog(section, &watchdog_at)?,
+            None => WatchdogConfig::default(),
+        };
 
         let plugin_dirs = self.plugin_dirs(&file.plugin_dirs, &root.key("plugin_dirs"))?;
         let trusted_keys = self.trusted_keys(&file.trusted_keys, &root.key("trusted_keys"))?;
@@ -122,7 +135,7 @@ impl Reader<'_> {
             "a mapping from plugin name to its settings (`auth: {type: builtin}`)",
         )? {
             for (key, entry) in entries {
-                plugins.push(self.plugin(key, entry, &plugins_at)?);
+                plugins.push(self.plugin(key, entry, &plugins_at, isolation)?);
             }
         }
 
@@ -147,6 +160,8 @@ impl Reader<'_> {
             hook_timeout: hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
             shutdown_timeout: shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             limits,
+            isolation,
+            watchdog,
             public,
             plugin_dirs,
             trusted_keys,
@@ -596,11 +611,54 @@ impl Reader<'_> {
         ))
     }
 
+    /// `server.watchdog`.
+    fn watchdog(&self, section: &Watchdog, at: &FieldPath) -> Result<WatchdogConfig, ConfigError> {
+        let threshold_at = at.key("threshold");
+        let threshold = self
+            .read(&section.threshold, &threshold_at, Self::duration)?
+            .unwrap_or(DEFAULT_WATCHDOG_THRESHOLD);
+        if threshold.is_zero() {
+            return Err(self.invalid(&threshold_at, "must be longer than 0; write e.g. `100ms`"));
+        }
+        let action = self
+            .read(&section.action, &at.key("action"), |reader, value, at| {
+                let name = reader.string(value, at)?;
+                match name.as_str() {
+                    "move" => Ok(WatchdogAction::Move),
+                    "report" => Ok(WatchdogAction::Report),
+                    other => Err(reader.invalid(
+                        at,
+                        format!(
+                            "unknown watchdog action `{other}`; the actions are {} (`move`: the plugin's later requests run in the `thread` tier)",
+                            list(WatchdogAction::NAMES)
+                        ),
+                    )),
+                }
+            })?
+            .unwrap_or_default();
+        Ok(WatchdogConfig { threshold, action })
+    }
+
+    /// An `isolation` value: one of [`Isolation::NAMES`].
+    fn isolation(&self, value: &Value, at: &FieldPath) -> Result<Isolation, ConfigError> {
+        let name = self.string(value, at)?;
+        Isolation::from_name(&name).ok_or_else(|| {
+            self.invalid(
+                at,
+                format!(
+                    "unknown isolation `{name}`; the tiers are {} (`inline`: on the server's workers, for plugins trusted not to block; `thread`: on the hook pool)",
+                    list(Isolation::NAMES)
+                ),
+            )
+        })
+    }
+
     fn plugin(
         &self,
         key: &Value,
         entry: &Map<PluginEntry>,
         plugins_at: &FieldPath,
+        default_isolation: Isolation,
     ) -> Result<PluginConfig, ConfigError> {
         let name = match key {
             Value::String(name) => name.clone(),
@@ -644,9 +702,9 @@ impl Reader<'_> {
         };
         let type_name = self.string(type_value, &type_at)?;
         let allowed: &[&str] = match type_name.as_str() {
-            "builtin" => &["type", "config"],
-            "external" => &["type", "path", "config"],
-            "marketplace" => &["type", "version", "config"],
+            "builtin" => &["type", "isolation", "config"],
+            "external" => &["type", "path", "isolation", "config"],
+            "marketplace" => &["type", "version", "isolation", "config"],
             other => {
                 return Err(self.invalid(
                     &type_at,
@@ -730,10 +788,14 @@ impl Reader<'_> {
                 ));
             }
         };
+        let isolation = self
+            .read(&entry.isolation, &at.key("isolation"), Self::isolation)?
+            .unwrap_or(default_isolation);
         Ok(PluginConfig {
             line: self.line_of(&at),
             name,
             kind: plugin_kind,
+            isolation,
             config,
         })
     }

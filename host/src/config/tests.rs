@@ -560,9 +560,12 @@ fn unknown_field_lists_are_the_declared_fields() {
         "idle_timeout",
         "max_connections",
         "public",
+        "isolation",
+        "watchdog",
     ]);
     check::<file::KeyEntry>(&["file", "key"]);
-    check::<file::PluginEntry>(&["type", "path", "version", "config"]);
+    check::<file::PluginEntry>(&["type", "path", "version", "isolation", "config"]);
+    check::<file::Watchdog>(&["threshold", "action"]);
     check::<file::Marketplace>(&[
         "registry",
         "key",

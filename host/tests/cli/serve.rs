@@ -346,6 +346,18 @@ fn a_plugin_with_a_null_vtable_entry_is_refused_at_start_up() {
 
 #[test]
 fn faulty_hooks_are_contained() {
+    faulty_hooks_are_contained_in("thread");
+}
+
+/// The same faults in the `inline` tier: the first hang blocks a server
+/// worker (the watchdog then moves the plugin to `thread`), and still gets
+/// its 504 from another worker while other requests are served.
+#[test]
+fn faulty_hooks_are_contained_inline() {
+    faulty_hooks_are_contained_in("inline");
+}
+
+fn faulty_hooks_are_contained_in(isolation: &str) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
@@ -354,7 +366,7 @@ fn faulty_hooks_are_contained() {
         &keys,
         "500ms",
         &format!(
-            "  echo-plugin:\n    type: external\n    path: {}\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n    isolation: {isolation}\n",
             echo.display()
         ),
     );
@@ -420,6 +432,148 @@ fn faulty_hooks_are_contained() {
         .send()
         .unwrap();
     assert_eq!(response.text().unwrap(), "POST after all that");
+}
+
+/// Waits (at most 60 s: only a hang) for a line of the server's log that
+/// contains every one of `parts`; returns the lines read on the way.
+fn wait_for_log(server: &Server, parts: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match server.stderr.recv_timeout(left) {
+            Ok(line) => {
+                let found = parts.iter().all(|part| line.contains(part));
+                log.push(line);
+                if found {
+                    return log;
+                }
+            }
+            Err(_) => panic!("no log line with {parts:?} in:\n{}", log.join("\n")),
+        }
+    }
+}
+
+/// Issue 15: a hook of an `inline` plugin that blocks its server worker
+/// (echo's `/hang` sleeps in `before_request`) is reported by the watchdog
+/// (log line, `/metrics`, `/healthz`, `/plugins`); the plugin's later
+/// requests run in the `thread` tier, so more hangs than there are workers
+/// no longer stop the other plugin's requests.
+#[test]
+fn an_inline_hook_that_blocks_is_reported_and_its_plugin_moved_to_the_thread_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
+    let weather = keys.signed_copy(&support::weather_plugin(), dir.path(), "libweather.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "500ms",
+        &format!(
+            "  echo-plugin:\n    type: external\n    path: {}\n  weather:\n    type: external\n    path: {}\n",
+            echo.display(),
+            weather.display()
+        ),
+    );
+    // Every plugin inline, the watchdog's defaults (100 ms, move).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("server:\n", "server:\n  isolation: inline\n", 1),
+    )
+    .unwrap();
+    let server = crate::harness::start(&config, "info");
+    let log = wait_for_log(
+        &server,
+        &["plugin verified and loaded", "weather", "isolation=inline"],
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("echo-plugin") && line.contains("isolation=inline")),
+        "{}",
+        log.join("\n")
+    );
+
+    let hang = |server: &Server| {
+        let url = format!("{}/hang", server.base);
+        std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
+    };
+    let first = hang(&server);
+    wait_for_log(
+        &server,
+        &[
+            "an inline hook kept a server worker busy",
+            "echo-plugin",
+            "before_request",
+            "moved_to_thread=true",
+        ],
+    );
+    // Another plugin's requests are served meanwhile (echo's
+    // `before_request` passes them, now on the pool).
+    let (status, body) = get(&server, "/weather");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(first.join().unwrap(), 504);
+
+    let (_, plugins) = get(&server, "/plugins");
+    let entry = |name: &str| {
+        plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let echo_entry = entry("echo-plugin");
+    assert_eq!(echo_entry["isolation"], "thread", "{plugins}");
+    assert_eq!(echo_entry["configured_isolation"], "inline", "{plugins}");
+    assert_eq!(echo_entry["watchdog"]["blocked"], 1, "{plugins}");
+    assert_eq!(
+        echo_entry["watchdog"]["last_hook"], "before_request",
+        "{plugins}"
+    );
+    assert_eq!(echo_entry["watchdog"]["moved_to_thread"], true, "{plugins}");
+    assert!(
+        echo_entry["watchdog"]["last_busy_ms"].as_u64().unwrap() >= 100,
+        "{plugins}"
+    );
+    assert_eq!(entry("weather")["isolation"], "inline", "{plugins}");
+    assert_eq!(entry("weather").get("watchdog"), None, "{plugins}");
+
+    let (status, health) = get(&server, "/healthz");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(
+        health["plugins"]["echo-plugin"]["watchdog"]["moved_to_thread"], true,
+        "{health}"
+    );
+    assert_eq!(
+        health["plugins"]["echo-plugin"]["isolation"], "thread",
+        "{health}"
+    );
+
+    let metrics = client()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "backworks_inline_hooks_blocked_total{plugin=\"echo-plugin\",hook=\"before_request\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // More hangs than the server has workers: in the thread tier they hold
+    // pool threads, and the other plugin is still served.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hangs: Vec<_> = (0..workers + 2).map(|_| hang(&server)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, body) = get(&server, "/weather");
+    assert_eq!(status, 200, "{body}");
+    for hang in hangs {
+        assert_eq!(hang.join().unwrap(), 504);
+    }
 }
 
 #[test]
@@ -1058,6 +1212,11 @@ fn a_signature_that_is_not_a_small_regular_file_is_refused_not_waited_on() {
         assert!(
             stdout.contains(&named),
             "{name}: expected `{named}` in:\n{stdout}"
+        );
+        // The entry that runs it, with its tier (issue 15).
+        assert!(
+            stdout.contains("runs as `weather`, isolation thread"),
+            "{name}: {stdout}"
         );
     };
     case(
