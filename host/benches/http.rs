@@ -1,7 +1,15 @@
-//! Throughput of `backworks serve` with the weather plugin plus a plugin with
-//! a trivial `before_request` (the C weather plugin: its hooks return NULL),
-//! against a bare axum handler returning the same JSON, both measured with
-//! `wrk` on 127.0.0.1 in the same run.
+//! Throughput, latency and server CPU of `backworks serve` in each
+//! isolation tier, against a bare axum handler that answers the same JSON,
+//! all measured with `wrk` on 127.0.0.1 in the same run:
+//!
+//! - the weather plugin `inline` (on the server's workers);
+//! - the weather plugin `thread` (one hand-off to the hook pool);
+//! - the built-in JWT `auth` plugin (a valid bearer token on every request)
+//!   and the weather plugin, both `inline`;
+//! - the bare handler.
+//!
+//! Goals (issue 15): `inline` at least 85 % of bare's requests per second,
+//! `thread` at least 65 %, p99 of each at most 2x bare's.
 //!
 //! Run: `cargo bench -p backworks-host --bench http` (installs Debian's `wrk`
 //! when it is missing and this runs as root).
@@ -61,23 +69,63 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
-/// Requests per second `wrk` measured against `url`, and the CPU time
-/// process `pid` spent per request meanwhile.
-fn measure(url: &str, pid: u32) -> (f64, Duration) {
+/// What `wrk` measured against one server.
+struct Measured {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    /// The server's CPU time (user + system) per request.
+    cpu: Duration,
+}
+
+/// Measures `url` with `wrk` (sending `headers`), and the CPU time process
+/// `pid` spent per request meanwhile.
+fn measure(url: &str, headers: &[String], pid: u32) -> Measured {
     let before = cpu_time(pid);
-    let output = wrk_output(url);
+    let output = wrk_output(url, headers);
     let spent = cpu_time(pid) - before;
     let requests: f64 = output
         .lines()
         .find_map(|l| l.trim().split_once(" requests in "))
         .and_then(|(n, _)| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no request count in wrk's output:\n{output}"));
-    (rate(url, &output), spent.div_f64(requests))
+    Measured {
+        rate: rate(url, &output),
+        p50: percentile(&output, "50%"),
+        p99: percentile(&output, "99%"),
+        cpu: spent.div_f64(requests),
+    }
 }
 
-fn wrk_output(url: &str) -> String {
+/// A latency percentile of `wrk --latency`'s distribution (`99%  1.23ms`).
+fn percentile(output: &str, which: &str) -> Duration {
+    let value = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(which))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {which} latency in wrk's output:\n{output}"));
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("latency {value:?}"));
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => panic!("latency unit {unit:?} in {value:?}"),
+    };
+    Duration::from_secs_f64(seconds)
+}
+
+fn wrk_output(url: &str, headers: &[String]) -> String {
     let output = Command::new("wrk")
-        .args(["-t1", "-c", CONNECTIONS, "-d", DURATION, "--latency", url])
+        .args(["-t1", "-c", CONNECTIONS, "-d", DURATION, "--latency"])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .arg(url)
         .output()
         .expect("run wrk");
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -94,6 +142,29 @@ fn rate(url: &str, text: &str) -> f64 {
         .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
 }
 
+/// A `serve` of `plugins` (config entries) with every plugin in
+/// `isolation`, answering `/weather`.
+fn server(
+    dir: &std::path::Path,
+    keys: &support::harness::Keys,
+    plugins: &str,
+    isolation: &str,
+) -> support::harness::Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = support::harness::config(dir, keys, "5s", plugins);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "server:\n",
+            &format!("server:\n  isolation: {isolation}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    support::harness::start(&config, "warn")
+}
+
 fn main() {
     ensure_wrk();
     let dir = tempfile::tempdir().unwrap();
@@ -103,24 +174,26 @@ fn main() {
         dir.path(),
         "libweather.so",
     );
-    let trivial = keys.signed_copy(&support::fixtures::c_plugin(), dir.path(), "libtrivial.so");
-    let config = support::harness::config(
-        dir.path(),
-        &keys,
-        "5s",
-        &support::harness::external_plugins(&[
-            ("weather".into(), weather),
-            // The entry's name is the one the library's record gives.
-            ("weather-c".into(), trivial),
-        ]),
+    let weather_entry = format!(
+        "  weather:\n    type: external\n    path: {}\n",
+        weather.display()
     );
-    let server = support::harness::start(&config, "warn");
-    let check = Command::new("curl")
-        .args(["-s", &format!("{}/weather", server.base)])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    println!("backworks answers: {check}");
+    let secret = "bench-secret";
+    let with_auth = format!(
+        "  auth:\n    type: builtin\n    config:\n      jwt_secret: \"{secret}\"\n{weather_entry}"
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "bench", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let bearer = vec![format!("Authorization: Bearer {token}")];
 
     // The bare handler, on its own runtime in this process.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -130,7 +203,7 @@ fn main() {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
-    let bare = format!("http://{}/weather", listener.local_addr().unwrap());
+    let bare_url = format!("http://{}/weather", listener.local_addr().unwrap());
     runtime.spawn(async move {
         let app = Router::new().route(
             "/weather",
@@ -144,20 +217,49 @@ fn main() {
         axum::serve(listener, app).await.unwrap();
     });
 
-    let (backworks, backworks_cpu) =
-        measure(&format!("{}/weather", server.base), server.child.id());
-    let (bare, bare_cpu) = measure(&bare, std::process::id());
-    println!("wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1 (req/s; server CPU per request):");
+    let mut rows = Vec::new();
+    for (label, plugins, isolation, headers) in [
+        ("weather, inline", &weather_entry, "inline", &Vec::new()),
+        ("weather, thread", &weather_entry, "thread", &Vec::new()),
+        ("JWT auth + weather, inline", &with_auth, "inline", &bearer),
+    ] {
+        let server = server(
+            &dir.path().join(isolation).join(label.len().to_string()),
+            &keys,
+            plugins,
+            isolation,
+        );
+        let url = format!("{}/weather", server.base);
+        let check = Command::new("curl")
+            .arg("-s")
+            .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+            .arg(&url)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        println!("{label}: backworks answers {check}");
+        rows.push((label, measure(&url, headers, server.child.id())));
+    }
+    let bare = measure(&bare_url, &[], std::process::id());
+
+    println!("wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1:");
     println!(
-        "  backworks serve (weather + trivial plugin): {backworks:>10.0} req/s {:>8.1} µs",
-        backworks_cpu.as_secs_f64() * 1e6
+        "  {:<28} {:>10} {:>8} {:>10} {:>10} {:>12}",
+        "", "req/s", "of bare", "p50", "p99", "CPU/request"
     );
-    println!(
-        "  bare axum handler, same JSON:                {bare:>10.0} req/s {:>8.1} µs",
-        bare_cpu.as_secs_f64() * 1e6
-    );
-    println!(
-        "  ratio: {:.1}% of bare (goal: at least 85%)",
-        backworks / bare * 100.0
-    );
+    let line = |label: &str, m: &Measured| {
+        println!(
+            "  {label:<28} {:>10.0} {:>7.1}% {:>8.0}µs {:>8.0}µs {:>10.1}µs",
+            m.rate,
+            m.rate / bare.rate * 100.0,
+            m.p50.as_secs_f64() * 1e6,
+            m.p99.as_secs_f64() * 1e6,
+            m.cpu.as_secs_f64() * 1e6
+        );
+    };
+    for (label, measured) in &rows {
+        line(label, measured);
+    }
+    line("bare axum handler", &bare);
+    println!("  goals: inline >= 85% of bare, thread >= 65%, p99 <= 2x bare's");
 }
