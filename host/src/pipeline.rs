@@ -468,6 +468,11 @@ impl Watched for Recorder {
         self.metrics
             .observe_inline_blocked(&self.names[index], hook);
     }
+
+    fn wake_a_worker(&self) {
+        // Dropping the handle detaches the task.
+        drop(self.handle.spawn(async {}));
+    }
 }
 
 impl Recorder {

@@ -16,7 +16,11 @@
 //!
 //! The watchdog cannot give the worker back: a hook that blocks holds its
 //! worker until it returns (its request gets its 504 from another worker).
-//! What it prevents is the next requests doing the same.
+//! What it prevents is the next requests doing the same. It also wakes a
+//! sleeping worker when it reports, since the blocked worker may have been
+//! the one polling the runtime's I/O and timer driver: until the report,
+//! the server may see no new connection and no timer (at most
+//! `threshold` plus a quarter of it).
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -93,6 +97,8 @@ pub(crate) trait Watched: Send + Sync + 'static {
     fn move_to_thread(&self, index: usize);
     /// Counts a report in `/metrics`.
     fn count(&self, index: usize, hook: &'static str);
+    /// Wakes a parked server worker (see [`Watchdog`]'s `report`).
+    fn wake_a_worker(&self);
 }
 
 /// The watchdog of one pipeline.
@@ -197,6 +203,14 @@ impl Watchdog {
     }
 
     fn report(&self, watched: &dyn Watched, index: usize, hook: &'static str, busy: Duration) {
+        // A blocked worker may be the one that last waited on the runtime's
+        // I/O and timer driver, while the others sleep until told there is
+        // work: then nobody polls the driver, and no connection, timer (so
+        // no 504) or wake-up is seen until the hook returns. A task spawned
+        // from here wakes a sleeping worker, which takes the driver when it
+        // goes back to sleep. Seen in the e2e test: one blocked inline hook
+        // stopped every request.
+        watched.wake_a_worker();
         let moved = self.config.action == WatchdogAction::Move && watched.is_inline(index);
         if moved {
             watched.move_to_thread(index);
@@ -264,6 +278,7 @@ mod tests {
         fn count(&self, _index: usize, _hook: &'static str) {
             self.counted.fetch_add(1, Ordering::Relaxed);
         }
+        fn wake_a_worker(&self) {}
     }
 
     /// A call busy past the threshold is reported once, and its plugin is

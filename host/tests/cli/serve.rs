@@ -434,26 +434,6 @@ fn faulty_hooks_are_contained_in(isolation: &str) {
     assert_eq!(response.text().unwrap(), "POST after all that");
 }
 
-/// Waits (at most 60 s: only a hang) for a line of the server's log that
-/// contains every one of `parts`; returns the lines read on the way.
-fn wait_for_log(server: &Server, parts: &[&str]) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match server.stderr.recv_timeout(left) {
-            Ok(line) => {
-                let found = parts.iter().all(|part| line.contains(part));
-                log.push(line);
-                if found {
-                    return log;
-                }
-            }
-            Err(_) => panic!("no log line with {parts:?} in:\n{}", log.join("\n")),
-        }
-    }
-}
-
 /// Issue 15: a hook of an `inline` plugin that blocks its server worker
 /// (echo's `/hang` sleeps in `before_request`) is reported by the watchdog
 /// (log line, `/metrics`, `/healthz`, `/plugins`); the plugin's later
@@ -483,23 +463,20 @@ fn an_inline_hook_that_blocks_is_reported_and_its_plugin_moved_to_the_thread_tie
     )
     .unwrap();
     let server = crate::harness::start(&config, "info");
-    let log = wait_for_log(
-        &server,
-        &["plugin verified and loaded", "weather", "isolation=inline"],
-    );
-    assert!(
-        log.iter()
-            .any(|line| line.contains("echo-plugin") && line.contains("isolation=inline")),
-        "{}",
-        log.join("\n")
-    );
+    let mut log = crate::swap::Log::new();
+    for plugin in ["plugin=echo-plugin", "plugin=weather"] {
+        log.wait_for(
+            &server,
+            &["plugin verified and loaded", plugin, "isolation=inline"],
+        );
+    }
 
     let hang = |server: &Server| {
         let url = format!("{}/hang", server.base);
         std::thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
     };
     let first = hang(&server);
-    wait_for_log(
+    log.wait_for(
         &server,
         &[
             "an inline hook kept a server worker busy",

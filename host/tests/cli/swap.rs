@@ -136,17 +136,18 @@ fn signature_of(library: &Path, keys: &Keys) -> String {
 }
 
 /// The server's log, read as it comes.
-struct Log {
+pub(crate) struct Log {
     lines: Vec<String>,
 }
 
 impl Log {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { lines: Vec::new() }
     }
 
-    /// Waits (at most [`WAIT`]) for a line containing every one of `parts`.
-    fn wait_for(&mut self, server: &Server, parts: &[&str]) -> String {
+    /// Waits (at most [`WAIT`]) for a line containing every one of `parts`
+    /// (lines read by earlier waits included).
+    pub(crate) fn wait_for(&mut self, server: &Server, parts: &[&str]) -> String {
         let deadline = Instant::now() + WAIT;
         let mut checked = 0;
         loop {
