@@ -202,6 +202,11 @@ fn listed(client: &reqwest::blocking::Client, server: &Server, name: &str) -> Va
 /// `external` plugin `weather` by `backworks serve --watch`: the running
 /// file's path and the server.
 fn serve_watched(library: &Path, dir: &Path, keys: &Keys) -> (PathBuf, Server) {
+    serve_watched_in(library, dir, keys, "thread")
+}
+
+/// [`serve_watched`] with every plugin in the tier `isolation`.
+fn serve_watched_in(library: &Path, dir: &Path, keys: &Keys, isolation: &str) -> (PathBuf, Server) {
     let running = keys.signed_copy(library, dir, "libweather.so");
     // The hook timeout only catches a hang: a 2 ms hook on a busy machine
     // must not turn into a 504.
@@ -211,18 +216,40 @@ fn serve_watched(library: &Path, dir: &Path, keys: &Keys) -> (PathBuf, Server) {
         "60s",
         &external_plugins(&[("weather".into(), running.clone())]),
     );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "server:\n",
+            &format!("server:\n  isolation: {isolation}\n"),
+            1,
+        ),
+    )
+    .unwrap();
     (running, start_with(&config, "info", &["--watch"]))
 }
 
 #[test]
 fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request() {
+    swapped_in_under_load("thread");
+}
+
+/// The same swap in the `inline` tier (issue 15): the replacement runs
+/// inline too.
+#[test]
+fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request_inline() {
+    swapped_in_under_load("inline");
+}
+
+fn swapped_in_under_load(isolation: &str) {
     let (a, b) = (version_a(), version_b());
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
-    let (running, server) = serve_watched(&a, dir.path(), &keys);
+    let (running, server) = serve_watched_in(&a, dir.path(), &keys, isolation);
     let mut log = Log::new();
     let http = harness::http_client();
     assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
+    assert_eq!(listed(&http, &server, "weather")["isolation"], isolation);
 
     let load = Load::start(&server, 4);
     let load_started = Instant::now();
@@ -283,6 +310,7 @@ fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request() {
     eprintln!("{total} requests in {load_time:?}, {from_b} answered by B, none failed");
 
     assert_eq!(entry["sha256"], sha256_of(&b));
+    assert_eq!(entry["isolation"], isolation, "{entry}");
     assert_eq!(
         entry["key_id"],
         signature::KeyId::of_public_key(&keys.pk).to_string()
