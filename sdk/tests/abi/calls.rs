@@ -53,6 +53,17 @@ impl Task {
     }
 }
 
+/// Waits until only the test holds `task`: every clone of its waker was
+/// released (a plugin thread that woke a clone releases it just after the
+/// wake; 60 s at most: a bound for a hang).
+fn assert_released(task: &Arc<Task>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while Arc::strong_count(task) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(Arc::strong_count(task), 1, "{what}");
+}
+
 fn new_task() -> (Arc<Task>, Waker) {
     let task = Arc::new(Task::default());
     (Arc::clone(&task), Waker::from(task))
@@ -88,11 +99,7 @@ fn a_waiting_hook_is_pending_until_the_plugins_runtime_wakes_the_host() {
         Poll::Pending => panic!("woken, but still pending"),
     }
     drop(waker);
-    assert_eq!(
-        Arc::strong_count(&task),
-        1,
-        "the plugin released every clone of the waker"
-    );
+    assert_released(&task, "the plugin released every clone of the waker");
     plugin.shutdown().unwrap();
 }
 
