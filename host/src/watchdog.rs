@@ -93,6 +93,13 @@ pub(crate) trait Watched: Send + Sync + 'static {
     fn move_to_thread(&self, index: usize);
     /// Counts a report in `/metrics`.
     fn count(&self, index: usize, hook: &'static str);
+    /// Wakes an idle server worker, so that one drives the server's I/O
+    /// and timers while a busy one cannot: the worker that was driving
+    /// them may be the one an inline hook blocks, and a blocked worker
+    /// wakes no other (the runtime only does when it queues work), so
+    /// without this the request's own 504, and every other connection,
+    /// would wait for the hook.
+    fn nudge(&self);
 }
 
 /// The watchdog of one pipeline.
@@ -168,14 +175,20 @@ impl Watchdog {
     /// One look at every slot.
     fn look(&self, watched: &dyn Watched) {
         let threshold = u64::try_from(self.config.threshold.as_nanos()).unwrap_or(u64::MAX);
+        let tick = u64::try_from((self.config.threshold / 4).max(MIN_TICK).as_nanos())
+            .unwrap_or(u64::MAX);
         let now = nanos_since_epoch();
         let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut nudge = false;
         for slot in slots {
             let since = slot.since.load(Ordering::Acquire);
-            if since == 0 || now.saturating_sub(since) < threshold {
+            if since == 0 || slot.pipeline.load(Ordering::Relaxed) != self.id {
                 continue;
             }
-            if slot.pipeline.load(Ordering::Relaxed) != self.id {
+            // Busy for a tick already: make sure another worker drives
+            // the server's I/O (see `Watched::nudge`).
+            nudge |= now.saturating_sub(since) >= tick;
+            if now.saturating_sub(since) < threshold {
                 continue;
             }
             let index = slot.plugin.load(Ordering::Relaxed);
@@ -193,6 +206,9 @@ impl Watchdog {
                 continue;
             }
             self.report(watched, index, hook, Duration::from_nanos(now - since));
+        }
+        if nudge {
+            watched.nudge();
         }
     }
 
@@ -255,6 +271,7 @@ mod tests {
         fn name(&self, index: usize) -> &str {
             ["fast", "slow"][index]
         }
+        fn nudge(&self) {}
         fn is_inline(&self, index: usize) -> bool {
             self.inline[index].load(Ordering::Relaxed)
         }
