@@ -1,9 +1,16 @@
 //! The request pipeline: every request through every plugin's hooks, in
 //! config order, with each hook bounded in time and contained.
 //!
-//! A request runs as **one job on the hook pool** ([`HookExecutor`]): all
-//! hooks of all plugins are called there, one after the other. The request's
-//! async task only waits, with a per-hook deadline it re-arms whenever a hook
+//! A request whose plugins all run in the `thread` tier is **one walk driven
+//! on the hook pool** ([`HookExecutor`], [`on_pool`]): all hooks of all
+//! plugins are called there, one after the other, and when a loaded
+//! plugin's hook waits (ABI 1.2: it is a [`HookCall`](abi::HookCall)
+//! future) the walk leaves its thread and the request's task awaits the
+//! plugin's wake before it hands the next poll to the pool. A request that
+//! passes an `inline` plugin is a task on the server's workers, which polls
+//! the `inline` hooks itself (a hook that waits then holds no worker either)
+//! and hands each `thread` hook to the pool the same way. The request's
+//! async task waits with a per-hook deadline it re-arms whenever a hook
 //! finishes. So:
 //!
 //! - a hook that hangs costs one hook thread, never a tokio worker: the
@@ -14,7 +21,8 @@
 //!   that panics (caught at the ABI for dynamic plugins, with `catch_unwind`
 //!   for built-ins) gives a 500 and nothing else is affected;
 //! - a request costs one queue push, not one thread hand-off per hook, and
-//!   under load no wake-up at all (see `executor`).
+//!   under load no wake-up at all (see `executor`); a hook that waits adds
+//!   one push per wake, and holds no thread meanwhile.
 //!
 //! Order: every `before_request` (pass, rewrite or answer), then
 //! `process_endpoint_data` of each plugin until one answers (none: JSON
@@ -745,7 +753,9 @@ impl Pipeline {
                 async move { snapshot.walk(request, walk, &progress, Place::Pool).await },
                 span,
             );
-            Job::Pool(Box::pin(async move { on_pool(&recorder.executor, walk).await }))
+            Job::Pool(Box::pin(
+                async move { on_pool(&recorder.executor, walk).await },
+            ))
         };
         loop {
             let now = running
@@ -945,20 +955,14 @@ impl Snapshot {
         });
         let result = match (place, self.recorder.tier(index)) {
             // The walk is polled on a pool thread: so is this hook.
-            (Place::Pool, _) => {
-                plugin
-                    .call_pooled(&self.recorder.handle, &call)
-                    .await
-            }
+            (Place::Pool, _) => plugin.call_pooled(&self.recorder.handle, &call).await,
             (Place::Worker, Isolation::Inline) => {
                 // A loaded plugin's hook is polled on this worker: each
                 // poll watched.
                 let watch = match (&plugin.implementation, &self.recorder.watchdog) {
-                    (PluginImpl::Dynamic(_), Some(watchdog)) => Some((
-                        watchdog.as_ref(),
-                        index,
-                        which.request_index().unwrap_or(0),
-                    )),
+                    (PluginImpl::Dynamic(_), Some(watchdog)) => {
+                        Some((watchdog.as_ref(), index, which.request_index().unwrap_or(0)))
+                    }
                     _ => None,
                 };
                 plugin.call_inline(&call, watch).await

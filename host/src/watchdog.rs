@@ -175,8 +175,8 @@ impl Watchdog {
     /// One look at every slot.
     fn look(&self, watched: &dyn Watched) {
         let threshold = u64::try_from(self.config.threshold.as_nanos()).unwrap_or(u64::MAX);
-        let tick = u64::try_from((self.config.threshold / 4).max(MIN_TICK).as_nanos())
-            .unwrap_or(u64::MAX);
+        let tick =
+            u64::try_from((self.config.threshold / 4).max(MIN_TICK).as_nanos()).unwrap_or(u64::MAX);
         let now = nanos_since_epoch();
         let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut nudge = false;

@@ -24,9 +24,9 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::ptr;
-use std::task::{Context, Poll};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use backworks_abi::*;
@@ -661,7 +661,8 @@ unsafe fn hook_future<P: BackworksPlugin>(
     Ok(match hook {
         HOOK_BEFORE_REQUEST => {
             // SAFETY: forwarded from this function's contract.
-            let request: HttpRequest = json_input(unsafe { input(args[0], "request") }?, "request")?;
+            let request: HttpRequest =
+                json_input(unsafe { input(args[0], "request") }?, "request")?;
             Box::pin(async move {
                 let action = plugin.before_request(&request).await;
                 not_implemented_if_default(plugin, "before_request")?;

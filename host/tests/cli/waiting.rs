@@ -81,10 +81,13 @@ async fn burst(
     path: &str,
     expected: fn(usize) -> String,
 ) -> usize {
-    let requests = connections.iter_mut().enumerate().map(|(i, stream)| async move {
-        let (status, body) = exchange(stream, method, path, &i.to_string()).await;
-        assert_eq!((status, body), (200, expected(i)), "request {i} to {path}");
-    });
+    let requests = connections
+        .iter_mut()
+        .enumerate()
+        .map(|(i, stream)| async move {
+            let (status, body) = exchange(stream, method, path, &i.to_string()).await;
+            assert_eq!((status, body), (200, expected(i)), "request {i} to {path}");
+        });
     let all = futures_util::future::join_all(requests);
     let mut all = std::pin::pin!(all);
     let mut most = threads(pid);

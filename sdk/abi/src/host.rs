@@ -17,9 +17,8 @@ use crate::metadata::{
 use crate::{
     ABI_VERSION, CheckedVTable, HostServices, MAX_VTABLE_ENTRIES, METADATA_RECORD_MAX_SIZE,
     METADATA_RECORD_SIZE, POLL_READY, PluginInfo, PluginVTable, PluginVTableV1_2,
-    STATUS_INVALID_INPUT,
-    STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK, STATUS_PANIC, STATUS_PLUGIN_ERROR,
-    TARGET, VTABLE_ENTRIES,
+    STATUS_INVALID_INPUT, STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK, STATUS_PANIC,
+    STATUS_PLUGIN_ERROR, TARGET, VTABLE_ENTRIES,
 };
 
 /// Why a plugin cannot be used by this host. Each variant names the plugin.
@@ -721,7 +720,13 @@ impl RawPlugin {
 
     /// Request hook `hook` with its C arguments (`b` and `c` for
     /// `process_endpoint` only) as a future: see [`HookCall`].
-    pub fn call(&self, hook: Hook, a: CString, b: Option<CString>, c: Option<CString>) -> HookCall<'_> {
+    pub fn call(
+        &self,
+        hook: Hook,
+        a: CString,
+        b: Option<CString>,
+        c: Option<CString>,
+    ) -> HookCall<'_> {
         HookCall {
             plugin: self,
             hook,
@@ -780,20 +785,16 @@ impl RawPlugin {
         if !self.implements(hook) {
             return Ok(None);
         }
-        let [endpoint, method, data] = [
-            (endpoint, "endpoint"),
-            (method, "method"),
-            (data, "body"),
-        ]
-        .map(|(text, what)| {
-            CString::new(text).map_err(|e| {
-                self.error(
-                    hook,
-                    FailureKind::InvalidInput,
-                    format!("the {what} has a NUL byte at offset {}", e.nul_position()),
-                )
-            })
-        });
+        let [endpoint, method, data] = [(endpoint, "endpoint"), (method, "method"), (data, "body")]
+            .map(|(text, what)| {
+                CString::new(text).map_err(|e| {
+                    self.error(
+                        hook,
+                        FailureKind::InvalidInput,
+                        format!("the {what} has a NUL byte at offset {}", e.nul_position()),
+                    )
+                })
+            });
         let out = self
             .call(hook, endpoint?, Some(method?), Some(data?))
             .await?;

@@ -24,7 +24,7 @@
 //!   hooks, turn NULL returns and status codes into [`HookError`]s and hand
 //!   every returned string back to the plugin's own `free_string`
 //!   ([`PluginString`]); for a 1.2 plugin it drives a request hook as a
-//!   [`Future`](std::future::Future) ([`HookCall`]).
+//!   `Future` ([`HookCall`]).
 //! - **The waker glue** ([`waker`]): a host's `std::task::Waker` as a
 //!   [`HostWaker`], and a [`HostWaker`] as a plugin's `std::task::Waker`.
 //!

@@ -139,7 +139,10 @@ fn dropping_a_waiting_call_cancels_it_and_releases_the_waker() {
     let (_task, waker) = new_task();
     let mut cx = Context::from_waker(&waker);
     let mut call = pin!(plugin.process_endpoint_async("/echo", "GET", "x"));
-    assert!(matches!(call.as_mut().poll(&mut cx), Poll::Ready(Ok(Some(_)))));
+    assert!(matches!(
+        call.as_mut().poll(&mut cx),
+        Poll::Ready(Ok(Some(_)))
+    ));
     plugin.shutdown().unwrap();
 }
 
