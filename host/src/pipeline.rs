@@ -1219,6 +1219,54 @@ mod tests {
         assert_eq!(retired.try_recv(), Ok(()));
     }
 
+    /// Futures driven on the pool hold no pool thread while they wait: 50
+    /// of them wait at once on a pool that has far fewer threads, and each
+    /// completes once woken (from another thread), with its own value.
+    #[test]
+    fn futures_on_the_pool_hold_no_thread_while_they_wait() {
+        const WAITING: usize = 50;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let executor = Arc::new(HookExecutor::new(1).unwrap());
+        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        let mut driven = Vec::new();
+        for i in 0..WAITING {
+            let (sender, receiver) = oneshot::channel::<usize>();
+            senders.push(sender);
+            let polled = Arc::clone(&polled);
+            let future = async move {
+                polled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                receiver.await.map(|value| (i, value))
+            };
+            let executor = Arc::clone(&executor);
+            driven.push(runtime.spawn(async move { on_pool(&executor, future).await }));
+        }
+        // Every future was polled once and waits (60 s at most: a hang).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while polled.load(std::sync::atomic::Ordering::SeqCst) < WAITING {
+            assert!(Instant::now() < deadline, "not every future was polled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            executor.runners() < WAITING,
+            "{} pool threads for {WAITING} waiting futures",
+            executor.runners()
+        );
+        std::thread::spawn(move || {
+            for (i, sender) in senders.into_iter().enumerate() {
+                sender.send(i * 10).unwrap();
+            }
+        });
+        for (i, task) in driven.into_iter().enumerate() {
+            let output = runtime.block_on(task).unwrap();
+            assert_eq!(output, Some(Ok((i, i * 10))));
+        }
+    }
+
     #[test]
     fn routing_an_unknown_name_changes_nothing() {
         let runtime = tokio::runtime::Builder::new_current_thread()
