@@ -3,7 +3,8 @@
 //! fixture's `/wait`) all complete, each with its own answer, in the
 //! `inline` and in the `thread` tier, and the server's thread count does not
 //! grow with them: a waiting hook holds no thread (the plugin's runtime
-//! drives its timer and wakes the host's task).
+//! drives its timer and wakes the host's task). A hook that waits past the
+//! hook timeout gets its 504 in both tiers.
 
 use std::time::{Duration, Instant};
 
@@ -159,4 +160,55 @@ fn a_thousand_waiting_requests_hold_no_thread_inline() {
 #[test]
 fn a_thousand_waiting_requests_hold_no_thread_in_the_thread_tier() {
     waiting_costs_no_thread_in("thread");
+}
+
+/// A hook that waits past the hook timeout gets the request its 504, as a
+/// hook that blocks does, and the call is dropped (the plugin cancels its
+/// future); the plugin and the connection serve on.
+fn a_wait_past_the_deadline_is_a_504_in(isolation: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "1s",
+        &format!(
+            "  echo-plugin:\n    type: external\n    path: {}\n    isolation: {isolation}\n",
+            echo.display()
+        ),
+    );
+    let server: Server = crate::harness::start(&config, "warn");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let mut stream = BufReader::new(stream);
+        for _ in 0..3 {
+            let (status, body) = exchange(&mut stream, "POST", "/wait-long", "late").await;
+            assert_eq!(status, 504, "{isolation}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["hook"], "process_endpoint", "{body}");
+            assert_eq!(body["plugin"], "echo-plugin", "{body}");
+            let (status, body) = exchange(&mut stream, "POST", "/echo", "on time").await;
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "POST on time"),
+                "{isolation}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_wait_past_the_deadline_is_a_504_inline() {
+    a_wait_past_the_deadline_is_a_504_in("inline");
+}
+
+#[test]
+fn a_wait_past_the_deadline_is_a_504_in_the_thread_tier() {
+    a_wait_past_the_deadline_is_a_504_in("thread");
 }
