@@ -63,7 +63,7 @@ fn get(server: &Server, path: &str) -> (u16, String) {
 }
 
 #[test]
-fn a_1_0_and_a_1_1_plugin_serve_side_by_side_and_the_1_1_plugin_logs_into_the_host() {
+fn plugins_of_abi_1_0_1_1_and_1_2_serve_side_by_side_and_the_rust_plugin_logs_into_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let config = side_by_side(dir.path(), &keys);
