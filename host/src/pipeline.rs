@@ -1,9 +1,16 @@
 //! The request pipeline: every request through every plugin's hooks, in
 //! config order, with each hook bounded in time and contained.
 //!
-//! A request runs as **one job on the hook pool** ([`HookExecutor`]): all
-//! hooks of all plugins are called there, one after the other. The request's
-//! async task only waits, with a per-hook deadline it re-arms whenever a hook
+//! A request whose plugins all run in the `thread` tier is **one walk driven
+//! on the hook pool** ([`HookExecutor`], [`on_pool`]): all hooks of all
+//! plugins are called there, one after the other, and when a loaded
+//! plugin's hook waits (ABI 1.2: it is a [`HookCall`](abi::HookCall)
+//! future) the walk leaves its thread and the request's task awaits the
+//! plugin's wake before it hands the next poll to the pool. A request that
+//! passes an `inline` plugin is a task on the server's workers, which polls
+//! the `inline` hooks itself (a hook that waits then holds no worker either)
+//! and hands each `thread` hook to the pool the same way. The request's
+//! async task waits with a per-hook deadline it re-arms whenever a hook
 //! finishes. So:
 //!
 //! - a hook that hangs costs one hook thread, never a tokio worker: the
@@ -14,7 +21,8 @@
 //!   that panics (caught at the ABI for dynamic plugins, with `catch_unwind`
 //!   for built-ins) gives a 500 and nothing else is affected;
 //! - a request costs one queue push, not one thread hand-off per hook, and
-//!   under load no wake-up at all (see `executor`).
+//!   under load no wake-up at all (see `executor`); a hook that waits adds
+//!   one push per wake, and holds no thread meanwhile.
 //!
 //! Order: every `before_request` (pass, rewrite or answer), then
 //! `process_endpoint_data` of each plugin until one answers (none: JSON
@@ -220,10 +228,14 @@ impl HostPlugin {
         }
     }
 
-    /// Calls request hook `call` on this thread, blocking it until the hook
-    /// returns (a built-in's future through `handle.block_on`): for a hook
-    /// pool thread.
-    fn call_blocking(&self, handle: &Handle, call: &Call<'_>) -> Result<Output, HookFailure> {
+    /// Calls request hook `call` from a future polled on a hook pool
+    /// thread: a built-in's future runs to its end through `handle.block_on`
+    /// (blocking this thread); a loaded plugin's hook is a [`HookCall`]
+    /// whose every poll is one call on this thread and which, while it
+    /// waits, holds none (see [`on_pool`]).
+    ///
+    /// [`HookCall`]: abi::HookCall
+    async fn call_pooled(&self, handle: &Handle, call: &Call<'_>) -> Result<Output, HookFailure> {
         match &self.implementation {
             PluginImpl::Builtin(p) => match *call {
                 Call::Before(request) => {
@@ -238,14 +250,23 @@ impl HostPlugin {
                     builtin(handle, p.after_response(request, response)).map(Output::After)
                 }
             },
-            PluginImpl::Dynamic(p) => Ok(dynamic(p, call)?),
+            PluginImpl::Dynamic(p) => Ok(dynamic(p, call).await?),
         }
     }
 
-    /// Calls request hook `call` from an async task on a server worker: a
-    /// loaded plugin's hook runs on this worker (the `inline` tier), a
-    /// built-in's future is awaited.
-    async fn call_inline(&self, call: &Call<'_>) -> Result<Output, HookFailure> {
+    /// Calls request hook `call` from an async task on a server worker (the
+    /// `inline` tier): a loaded plugin's hook is a [`HookCall`] awaited
+    /// here, each poll a call on this worker, marked busy for the watchdog
+    /// (`watch`: the watchdog, the plugin's position and the hook's index)
+    /// for that poll only, never across a wait; a built-in's future is
+    /// awaited.
+    ///
+    /// [`HookCall`]: abi::HookCall
+    async fn call_inline(
+        &self,
+        call: &Call<'_>,
+        watch: Option<(&Watchdog, usize, usize)>,
+    ) -> Result<Output, HookFailure> {
         match &self.implementation {
             PluginImpl::Builtin(p) => {
                 let future = async {
@@ -268,7 +289,15 @@ impl HostPlugin {
                     Err(payload) => Err(HookFailure::Panic(panic_message(payload.as_ref()))),
                 }
             }
-            PluginImpl::Dynamic(p) => Ok(dynamic(p, call)?),
+            PluginImpl::Dynamic(p) => {
+                let mut hook = std::pin::pin!(dynamic(p, call));
+                let output = std::future::poll_fn(|cx| {
+                    let _busy = watch.map(|(watchdog, index, hook)| watchdog.busy(index, hook));
+                    hook.as_mut().poll(cx)
+                })
+                .await;
+                Ok(output?)
+            }
         }
     }
 }
@@ -330,19 +359,75 @@ fn body_of(request: &HttpRequest) -> &str {
     request.body.as_deref().unwrap_or("")
 }
 
-/// Calls a loaded plugin's request hook (a C-ABI call on this thread).
-fn dynamic(plugin: &RawPlugin, call: &Call<'_>) -> Result<Output, HookError> {
+/// Calls a loaded plugin's request hook as a future ([`abi::HookCall`]):
+/// each poll is one C-ABI call on the polling thread; a plugin of ABI 1.2
+/// that waits returns `Pending` and wakes the task from its own runtime, an
+/// older plugin's hook is one synchronous call on the first poll.
+async fn dynamic(plugin: &RawPlugin, call: &Call<'_>) -> Result<Output, HookError> {
     Ok(match *call {
-        Call::Before(request) => Output::Before(plugin.call_before_request(request)?),
-        Call::Endpoint(request) => Output::Endpoint(plugin.call_process_endpoint(
-            &request.path,
-            &request.method,
-            body_of(request),
-        )?),
+        Call::Before(request) => Output::Before(plugin.before_request_async(request).await?),
+        Call::Endpoint(request) => Output::Endpoint(
+            plugin
+                .process_endpoint_async(&request.path, &request.method, body_of(request))
+                .await?,
+        ),
         Call::After(request, response) => {
-            Output::After(plugin.call_after_response(request, response)?)
+            Output::After(plugin.after_response_async(request, response).await?)
         }
     })
+}
+
+/// Wakes the task that drives a future on the hook pool ([`on_pool`]). A
+/// wake that comes while a poll still runs is kept (a `Notify` permit), so
+/// none is lost.
+#[derive(Debug, Default)]
+struct PoolSignal(tokio::sync::Notify);
+
+impl std::task::Wake for PoolSignal {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
+    }
+}
+
+/// Drives `future` on the hook pool: each poll is one job on a pool thread
+/// (a poll may block that thread, as a plugin's code may); while the future
+/// waits, no thread holds it: this task awaits its wake, then hands the next
+/// poll to the pool. A future ready on its first poll costs one hand-off.
+/// `None` when a pool thread ended without an answer (a panic in the host's
+/// own code around the hook; plugins' panics are caught below it). Dropping
+/// this future while a poll runs leaves that poll to finish on its thread,
+/// where the future is then dropped.
+pub(crate) async fn on_pool<F>(executor: &HookExecutor, future: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let signal = Arc::new(PoolSignal::default());
+    let waker = std::task::Waker::from(Arc::clone(&signal));
+    let mut future = Box::pin(future);
+    loop {
+        let waker = waker.clone();
+        let (back, polled) = executor
+            .spawn(move || {
+                let polled = future
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker));
+                (future, polled)
+            })
+            .await
+            .ok()?;
+        match polled {
+            std::task::Poll::Ready(output) => return Some(output),
+            std::task::Poll::Pending => {
+                future = back;
+                signal.0.notified().await;
+            }
+        }
+    }
 }
 
 /// A caught panic's message.
@@ -445,8 +530,8 @@ struct Recorder {
     tiers: Vec<std::sync::atomic::AtomicU8>,
     /// The hook pool.
     executor: HookExecutor,
-    /// The watchdog of the `inline` plugins (none when there is none).
-    watchdog: Option<Arc<Watchdog>>,
+    /// The watchdog of the `inline` plugins (unset when there is none).
+    watchdog: std::sync::OnceLock<Arc<Watchdog>>,
     /// The plugins' names by position.
     names: Vec<String>,
 }
@@ -469,8 +554,9 @@ impl Watched for Recorder {
             .observe_inline_blocked(&self.names[index], hook);
     }
 
-    fn wake_a_worker(&self) {
-        // Dropping the handle detaches the task.
+    fn nudge(&self) {
+        // A task spawned from outside the runtime wakes a parked worker,
+        // which then parks again on the I/O driver.
         drop(self.handle.spawn(async {}));
     }
 }
@@ -545,7 +631,7 @@ impl Pipeline {
         let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
         let executor = HookExecutor::new(1)?;
         let any_inline = plugins.iter().any(|p| p.isolation == Isolation::Inline);
-        let recorder = Arc::new_cyclic(|me| Recorder {
+        let recorder = Arc::new(Recorder {
             series,
             metrics: Arc::clone(&metrics),
             handle,
@@ -553,14 +639,19 @@ impl Pipeline {
                 .iter()
                 .map(|p| std::sync::atomic::AtomicU8::new(tier_code(p.isolation)))
                 .collect(),
-            // Only `inline` plugins are watched, and the tier never moves
-            // back to `inline`.
-            watchdog: any_inline
-                .then(|| Watchdog::start(watchdog, plugins.len(), me.clone()))
-                .flatten(),
+            watchdog: std::sync::OnceLock::new(),
             names: names.clone(),
             executor,
         });
+        // Only `inline` plugins are watched, and the tier never moves back
+        // to `inline`. Started once the recorder exists: the watchdog's
+        // thread stops when it finds the recorder gone.
+        if any_inline
+            && let Some(started) =
+                Watchdog::start(watchdog, plugins.len(), Arc::downgrade(&recorder))
+        {
+            let _ = recorder.watchdog.set(started);
+        }
         Ok(Self {
             current: ArcSwap::from_pointee(Snapshot {
                 plugins: plugins.into_iter().map(Routed::new).collect(),
@@ -662,10 +753,14 @@ impl Pipeline {
             ));
             Job::Task(task)
         } else {
-            Job::Pool(self.recorder().executor.spawn(move || {
-                let _entered = span.enter();
-                run_to_completion(snapshot.walk(request, walk, &progress, Place::Pool))
-            }))
+            let recorder = self.recorder();
+            let walk = tracing::Instrument::instrument(
+                async move { snapshot.walk(request, walk, &progress, Place::Pool).await },
+                span,
+            );
+            Job::Pool(Box::pin(
+                async move { on_pool(&recorder.executor, walk).await },
+            ))
         };
         loop {
             let now = running
@@ -677,13 +772,7 @@ impl Pipeline {
                 None => self.hook_timeout,
             };
             match tokio::time::timeout(wait, &mut job).await {
-                Ok(Some(Some(response))) => return response,
-                Ok(Some(None)) => {
-                    return Some(error_response(
-                        500,
-                        json!({"error": "the request pipeline failed (a host bug: see the log)"}),
-                    ));
-                }
+                Ok(Some(response)) => return response,
                 Ok(None) => {
                     return Some(error_response(
                         500,
@@ -763,7 +852,7 @@ impl Pipeline {
             .load()
             .recorder
             .watchdog
-            .as_ref()
+            .get()
             .and_then(|watchdog| watchdog.found(index))
     }
 }
@@ -788,15 +877,18 @@ enum Place {
     Worker,
 }
 
-/// A request's walk, running on the pool or as a task.
+/// A request's walk, running on the pool (each poll a pool job, see
+/// [`on_pool`]) or as a task.
 enum Job {
-    Pool(oneshot::Receiver<Option<Option<HttpResponse>>>),
+    Pool(std::pin::Pin<Box<dyn std::future::Future<Output = Option<Option<HttpResponse>>> + Send>>),
     Task(tokio::task::JoinHandle<Option<HttpResponse>>),
 }
 
 impl Job {
     /// Stops waiting for the walk: a task stops at its next await (a hook
-    /// that blocks finishes first); a pool job runs on, its result dropped.
+    /// that blocks finishes first); a poll running on the pool runs on, its
+    /// result (and the walk) dropped there; a waiting walk is dropped with
+    /// the job (its calls cancelled).
     fn abandon(&self) {
         if let Self::Task(task) = self {
             task.abort();
@@ -806,33 +898,16 @@ impl Job {
 
 impl std::future::Future for Job {
     /// `None`: the walk failed (its thread or task ended without an
-    /// answer); `Some(None)`: a walk that cannot finish on one poll (a host
-    /// bug).
-    type Output = Option<Option<Option<HttpResponse>>>;
+    /// answer).
+    type Output = Option<Option<HttpResponse>>;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         match self.get_mut() {
-            Self::Pool(receiver) => std::pin::Pin::new(receiver).poll(cx).map(Result::ok),
-            Self::Task(task) => std::pin::Pin::new(task)
-                .poll(cx)
-                .map(|joined| joined.ok().map(Some)),
-        }
-    }
-}
-
-/// Runs a walk on the pool, where it never waits (every hook is called on
-/// this thread): one poll finishes it. `None` if it did not (a host bug).
-fn run_to_completion<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(value) => Some(value),
-        std::task::Poll::Pending => {
-            tracing::error!("a request's walk waited on a hook pool thread (a host bug)");
-            None
+            Self::Pool(walk) => walk.as_mut().poll(cx),
+            Self::Task(task) => std::pin::Pin::new(task).poll(cx).map(Result::ok),
         }
     }
 }
@@ -884,29 +959,31 @@ impl Snapshot {
             since,
         });
         let result = match (place, self.recorder.tier(index)) {
-            (Place::Pool, _) => plugin.call_blocking(&self.recorder.handle, &call),
+            // The walk is polled on a pool thread: so is this hook.
+            (Place::Pool, _) => plugin.call_pooled(&self.recorder.handle, &call).await,
             (Place::Worker, Isolation::Inline) => {
-                // A loaded plugin's hook is a call on this worker: watched.
-                let _busy = match (&plugin.implementation, &self.recorder.watchdog) {
+                // A loaded plugin's hook is polled on this worker: each
+                // poll watched.
+                let watch = match (&plugin.implementation, self.recorder.watchdog.get()) {
                     (PluginImpl::Dynamic(_), Some(watchdog)) => {
-                        Some(watchdog.busy(index, which.request_index().unwrap_or(0)))
+                        Some((watchdog.as_ref(), index, which.request_index().unwrap_or(0)))
                     }
                     _ => None,
                 };
-                plugin.call_inline(&call).await
+                plugin.call_inline(&call, watch).await
             }
             (Place::Worker, Isolation::Thread) => {
                 let owned = call.to_owned();
                 let snapshot = Arc::clone(self);
-                self.recorder
-                    .executor
-                    .spawn(move || {
-                        snapshot.plugins[index]
-                            .plugin
-                            .call_blocking(&snapshot.recorder.handle, &owned.as_call())
-                    })
+                let hook = async move {
+                    snapshot.plugins[index]
+                        .plugin
+                        .call_pooled(&snapshot.recorder.handle, &owned.as_call())
+                        .await
+                };
+                on_pool(&self.recorder.executor, hook)
                     .await
-                    .unwrap_or_else(|_| {
+                    .unwrap_or_else(|| {
                         Err(HookFailure::Panic(String::from(
                             "the hook's thread ended without an answer",
                         )))
@@ -1145,6 +1222,54 @@ mod tests {
         );
         drop(in_flight);
         assert_eq!(retired.try_recv(), Ok(()));
+    }
+
+    /// Futures driven on the pool hold no pool thread while they wait: 50
+    /// of them wait at once on a pool that has far fewer threads, and each
+    /// completes once woken (from another thread), with its own value.
+    #[test]
+    fn futures_on_the_pool_hold_no_thread_while_they_wait() {
+        const WAITING: usize = 50;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let executor = Arc::new(HookExecutor::new(1).unwrap());
+        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        let mut driven = Vec::new();
+        for i in 0..WAITING {
+            let (sender, receiver) = oneshot::channel::<usize>();
+            senders.push(sender);
+            let polled = Arc::clone(&polled);
+            let future = async move {
+                polled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                receiver.await.map(|value| (i, value))
+            };
+            let executor = Arc::clone(&executor);
+            driven.push(runtime.spawn(async move { on_pool(&executor, future).await }));
+        }
+        // Every future was polled once and waits (60 s at most: a hang).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while polled.load(std::sync::atomic::Ordering::SeqCst) < WAITING {
+            assert!(Instant::now() < deadline, "not every future was polled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            executor.runners() < WAITING,
+            "{} pool threads for {WAITING} waiting futures",
+            executor.runners()
+        );
+        std::thread::spawn(move || {
+            for (i, sender) in senders.into_iter().enumerate() {
+                sender.send(i * 10).unwrap();
+            }
+        });
+        for (i, task) in driven.into_iter().enumerate() {
+            let output = runtime.block_on(task).unwrap();
+            assert_eq!(output, Some(Ok((i, i * 10))));
+        }
     }
 
     #[test]

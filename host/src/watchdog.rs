@@ -17,10 +17,10 @@
 //! The watchdog cannot give the worker back: a hook that blocks holds its
 //! worker until it returns (its request gets its 504 from another worker).
 //! What it prevents is the next requests doing the same. It also wakes a
-//! sleeping worker when it reports, since the blocked worker may have been
-//! the one polling the runtime's I/O and timer driver: until the report,
-//! the server may see no new connection and no timer (at most
-//! `threshold` plus a quarter of it).
+//! sleeping worker once a call has been busy for one look's interval
+//! (`Watched::nudge`), since the blocked worker may have been the one
+//! polling the runtime's I/O and timer driver: until then the server may
+//! see no new connection and no timer (at most half the threshold).
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -97,8 +97,13 @@ pub(crate) trait Watched: Send + Sync + 'static {
     fn move_to_thread(&self, index: usize);
     /// Counts a report in `/metrics`.
     fn count(&self, index: usize, hook: &'static str);
-    /// Wakes a parked server worker (see [`Watchdog`]'s `report`).
-    fn wake_a_worker(&self);
+    /// Wakes an idle server worker, so that one drives the server's I/O
+    /// and timers while a busy one cannot: the worker that was driving
+    /// them may be the one an inline hook blocks, and a blocked worker
+    /// wakes no other (the runtime only does when it queues work), so
+    /// without this the request's own 504, and every other connection,
+    /// would wait for the hook.
+    fn nudge(&self);
 }
 
 /// The watchdog of one pipeline.
@@ -174,14 +179,20 @@ impl Watchdog {
     /// One look at every slot.
     fn look(&self, watched: &dyn Watched) {
         let threshold = u64::try_from(self.config.threshold.as_nanos()).unwrap_or(u64::MAX);
+        let tick =
+            u64::try_from((self.config.threshold / 4).max(MIN_TICK).as_nanos()).unwrap_or(u64::MAX);
         let now = nanos_since_epoch();
         let slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut nudge = false;
         for slot in slots {
             let since = slot.since.load(Ordering::Acquire);
-            if since == 0 || now.saturating_sub(since) < threshold {
+            if since == 0 || slot.pipeline.load(Ordering::Relaxed) != self.id {
                 continue;
             }
-            if slot.pipeline.load(Ordering::Relaxed) != self.id {
+            // Busy for a tick already: make sure another worker drives
+            // the server's I/O (see `Watched::nudge`).
+            nudge |= now.saturating_sub(since) >= tick;
+            if now.saturating_sub(since) < threshold {
                 continue;
             }
             let index = slot.plugin.load(Ordering::Relaxed);
@@ -200,17 +211,12 @@ impl Watchdog {
             }
             self.report(watched, index, hook, Duration::from_nanos(now - since));
         }
+        if nudge {
+            watched.nudge();
+        }
     }
 
     fn report(&self, watched: &dyn Watched, index: usize, hook: &'static str, busy: Duration) {
-        // A blocked worker may be the one that last waited on the runtime's
-        // I/O and timer driver, while the others sleep until told there is
-        // work: then nobody polls the driver, and no connection, timer (so
-        // no 504) or wake-up is seen until the hook returns. A task spawned
-        // from here wakes a sleeping worker, which takes the driver when it
-        // goes back to sleep. Seen in the e2e test: one blocked inline hook
-        // stopped every request.
-        watched.wake_a_worker();
         let moved = self.config.action == WatchdogAction::Move && watched.is_inline(index);
         if moved {
             watched.move_to_thread(index);
@@ -269,6 +275,7 @@ mod tests {
         fn name(&self, index: usize) -> &str {
             ["fast", "slow"][index]
         }
+        fn nudge(&self) {}
         fn is_inline(&self, index: usize) -> bool {
             self.inline[index].load(Ordering::Relaxed)
         }
@@ -278,7 +285,6 @@ mod tests {
         fn count(&self, _index: usize, _hook: &'static str) {
             self.counted.fetch_add(1, Ordering::Relaxed);
         }
-        fn wake_a_worker(&self) {}
     }
 
     /// A call busy past the threshold is reported once, and its plugin is

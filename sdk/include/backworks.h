@@ -8,7 +8,8 @@
  *   - plugin_info():   returns PluginInfo by value;
  *   - plugin_vtable(): returns PluginVTable by value (ABI 1.0), or
  *     PluginVTableV1_1 (ABI 1.1: define BACKWORKS_PLUGIN_ABI_MINOR as 1
- *     before including this header).
+ *     before including this header), or PluginVTableV1_2 (ABI 1.2, request
+ *     hooks driven as futures: BACKWORKS_PLUGIN_ABI_MINOR 2).
  *
  * BACKWORKS_DECLARE_METADATA is for C; from C++, declare the record in a C
  * file of the library.
@@ -29,13 +30,14 @@
 #define BACKWORKS_ABI_VERSION 1
 
 /*
- The newest minor revision of ABI v1 this contract defines: 1, "ABI 1.1"
- (1.0 plus `initialize_with_host` and [`HostServices`]). A minor revision
+ The newest minor revision of ABI v1 this contract defines: 2, "ABI 1.2"
+ (1.1 plus the request hooks driven as futures, [`PluginVTableV1_2`]; 1.1
+ added `initialize_with_host` and [`HostServices`]). A minor revision
  only appends vtable entries; a host loads plugins of every minor
  revision of its major version, older or newer (the entries it does not
  know are never called).
  */
-#define BACKWORKS_ABI_MINOR 1
+#define BACKWORKS_ABI_MINOR 2
 
 /*
  The most vtable entries a host reads from a plugin of a newer minor
@@ -82,6 +84,36 @@
  the trait's default.
  */
 #define BACKWORKS_STATUS_NOT_IMPLEMENTED 5
+
+/*
+ `call_start`'s hook number (ABI 1.2): `before_request`; its first
+ argument is the request as JSON, the other two are ignored.
+ */
+#define BACKWORKS_HOOK_BEFORE_REQUEST 0
+
+/*
+ `call_start`'s hook number: `process_endpoint`, with its three
+ arguments (endpoint, method, data).
+ */
+#define BACKWORKS_HOOK_PROCESS_ENDPOINT 1
+
+/*
+ `call_start`'s hook number: `after_response`; its first argument is the
+ exchange as JSON, the other two are ignored.
+ */
+#define BACKWORKS_HOOK_AFTER_RESPONSE 2
+
+/*
+ What `call_poll` returns (ABI 1.2): the call waits; the plugin has kept
+ a clone of the waker and wakes it when the call can go on.
+ */
+#define BACKWORKS_POLL_PENDING 0
+
+/*
+ What `call_poll` returns: the call is finished (with its result or a
+ failure); take it with `call_finish`.
+ */
+#define BACKWORKS_POLL_READY 1
 
 /*
  Log level passed to [`HostServices::log`]: an error.
@@ -255,6 +287,91 @@ typedef struct PluginVTableV1_1 {
 } PluginVTableV1_1;
 
 /*
+ A host's waker, as a plugin receives it in `call_start` and `call_poll`
+ (ABI 1.2): the host's value and three functions over it. The plugin
+ wakes it when a waiting call can go on (from any thread, at any time,
+ also after the call was finished or dropped), clones it to keep it past
+ the call it was passed to, and drops every clone it made exactly once.
+ The struct passed by pointer lives only for the call; the plugin never
+ drops it (only its clones).
+ */
+typedef struct BackworksHostWaker {
+  /*
+   The host's value, passed to every function.
+   */
+  const void *data;
+  /*
+   `clone(data)`: a new waker for the same task, owned by the caller,
+   who drops it with its own `drop`.
+   */
+  struct BackworksHostWaker (*clone)(const void*);
+  /*
+   `wake(data)`: the task should be polled again. Does not release the
+   waker.
+   */
+  void (*wake)(const void*);
+  /*
+   `drop(data)`: releases this waker (a clone); never called on the
+   struct the host passed.
+   */
+  void (*drop)(const void*);
+} BackworksHostWaker;
+
+/*
+ What `plugin_vtable` returns in ABI 1.2: the table of 1.1, then four
+ entries through which the host drives a request hook as a future
+ (`docs/abi.md`, section 5b). Every entry must be a function.
+
+ A call: `call_start` runs the hook until it first waits. When it
+ finished, it returns what the synchronous hook returns (a string, or NULL
+ and maybe an error in `last_error`) and writes NULL to `*call`; when it
+ waits, it writes a call handle to `*call` (and returns NULL). The host
+ then calls `call_poll(handle, waker)` each time the plugin woke the
+ waker, until it returns [`POLL_READY`], and then `call_finish(handle)`,
+ which returns the result as the synchronous hook would and frees the
+ handle; or `call_drop(handle)` at any time to cancel the call.
+ */
+typedef struct PluginVTableV1_2 {
+  /*
+   The entries of ABI 1.1, unchanged.
+   */
+  struct PluginVTableV1_1 v1_1;
+  /*
+   `call_start(hook, a, b, c, waker, call)`: starts request hook `hook`
+   (`HOOK_BEFORE_REQUEST`, `HOOK_PROCESS_ENDPOINT`,
+   `HOOK_AFTER_RESPONSE`) with the synchronous hook's arguments (`b` and
+   `c` only for `process_endpoint`, else ignored), and polls it once
+   with `waker`. Finished: writes NULL to `*call` and returns what the
+   synchronous hook returns; waiting: writes the call's handle to
+   `*call` and returns NULL.
+   */
+  const char *(*call_start)(uint32_t,
+                            const char*,
+                            const char*,
+                            const char*,
+                            const struct BackworksHostWaker*,
+                            void**);
+  /*
+   `call_poll(call, waker)`: polls a waiting call with `waker` (which
+   the plugin clones if it keeps it): [`POLL_PENDING`] or
+   [`POLL_READY`].
+   */
+  int32_t (*call_poll)(void*, const struct BackworksHostWaker*);
+  /*
+   `call_finish(call)`: the result of a call `call_poll` reported
+   ready, as the synchronous hook returns it (a string, or NULL and
+   maybe an error in the calling thread's `last_error`); frees the
+   call.
+   */
+  const char *(*call_finish)(void*);
+  /*
+   `call_drop(call)`: cancels and frees a call that was not finished
+   (the plugin drops its future). NULL does nothing.
+   */
+  void (*call_drop)(void*);
+} PluginVTableV1_2;
+
+/*
  The metadata record, exported as `backworks_plugin_metadata` and placed in
  the `.bwmeta` section (`__DATA,__bwmeta` on Mach-O).
 
@@ -371,8 +488,10 @@ BACKWORKS_STATIC_ASSERT(sizeof(BackworksMetadataRecord) == 512, "BackworksMetada
 /* The ABI revision this plugin is written for: 1.BACKWORKS_PLUGIN_ABI_MINOR.
  * 0 (the default): ABI 1.0, plugin_vtable returns a PluginVTable. 1: ABI 1.1,
  * plugin_vtable returns a PluginVTableV1_1, whose initialize_with_host
- * receives the host's services (BackworksHostServices). Hosts load both.
- * Define it before including this header. */
+ * receives the host's services (BackworksHostServices). 2: ABI 1.2,
+ * plugin_vtable returns a PluginVTableV1_2, whose call_* entries let the host
+ * drive request hooks as futures (docs/abi.md, section 5b). Hosts load all
+ * three. Define it before including this header. */
 #ifndef BACKWORKS_PLUGIN_ABI_MINOR
 #  define BACKWORKS_PLUGIN_ABI_MINOR 0
 #endif
@@ -380,8 +499,10 @@ BACKWORKS_STATIC_ASSERT(sizeof(BackworksMetadataRecord) == 512, "BackworksMetada
 typedef PluginVTable BackworksPluginTable;
 #elif BACKWORKS_PLUGIN_ABI_MINOR == 1
 typedef PluginVTableV1_1 BackworksPluginTable;
+#elif BACKWORKS_PLUGIN_ABI_MINOR == 2
+typedef PluginVTableV1_2 BackworksPluginTable;
 #else
-#  error "backworks.h: BACKWORKS_PLUGIN_ABI_MINOR must be 0 (ABI 1.0) or 1 (ABI 1.1)"
+#  error "backworks.h: BACKWORKS_PLUGIN_ABI_MINOR must be 0 (ABI 1.0), 1 (ABI 1.1) or 2 (ABI 1.2)"
 #endif
 
 /* Declares the plugin's metadata record. NAME and VERSION: string literals of

@@ -1,5 +1,5 @@
 //! The ABI between the Backworks host and a plugin library, v1 (revision
-//! 1.1), as a plugin sees it (`docs/abi.md`).
+//! 1.2), as a plugin sees it (`docs/abi.md`).
 //!
 //! Everything of [`backworks_abi`] (layouts, constants, the host half) is
 //! re-exported here, so `backworks_plugin_sdk::abi::PluginInfo` and
@@ -7,20 +7,26 @@
 //! side**: [`export_plugin!`](crate::export_plugin) and the [`ExportedPlugin`]
 //! machinery behind it, which turns a [`BackworksPlugin`] into the exported
 //! symbols, catches every panic at the boundary and runs async hooks on a
-//! tokio runtime the plugin owns. A plugin built with this SDK is of ABI 1.1:
-//! its table ends with `initialize_with_host`, which keeps the host's
-//! [`HostServices`] ([`host_services`]) and installs the log forwarding
-//! (`host_log`) before it initializes the plugin.
+//! tokio runtime the plugin owns. A plugin built with this SDK is of ABI 1.2:
+//! `initialize_with_host` (1.1) keeps the host's [`HostServices`]
+//! ([`host_services`]) and installs the log forwarding (`host_log`) before
+//! it initializes the plugin; `call_start`, `call_poll`, `call_finish` and
+//! `call_drop` (1.2) let the host drive each request hook as a future, which
+//! the plugin polls inside its own runtime's context, so a hook that awaits
+//! a timer or I/O holds no host thread while it waits ([`PendingCall`]).
 //!
 //! It is the only module of the SDK with `unsafe` code.
 
 use std::cell::RefCell;
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
 use std::ptr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use backworks_abi::*;
@@ -68,7 +74,7 @@ macro_rules! export_plugin {
             }
 
             #[unsafe(no_mangle)]
-            pub extern "C" fn plugin_vtable() -> $crate::abi::PluginVTableV1_1 {
+            pub extern "C" fn plugin_vtable() -> $crate::abi::PluginVTableV1_2 {
                 extern "C" fn initialize(config: *const ::std::ffi::c_char) -> i32 {
                     // SAFETY: the host passes NULL or a NUL-terminated string
                     // that stays valid for the call (ABI contract).
@@ -118,18 +124,57 @@ macro_rules! export_plugin {
                     // i32 (ABI contract).
                     unsafe { $crate::abi::last_error(code) }
                 }
-                $crate::abi::PluginVTableV1_1 {
-                    v1_0: $crate::abi::PluginVTable {
-                        initialize: Some(initialize),
-                        shutdown: Some(shutdown),
-                        health_check: Some(health_check),
-                        before_request: Some(before_request),
-                        after_response: Some(after_response),
-                        process_endpoint: Some(process_endpoint),
-                        free_string: Some(free_string),
-                        last_error: Some(last_error),
+                extern "C" fn call_start(
+                    hook: u32,
+                    a: *const ::std::ffi::c_char,
+                    b: *const ::std::ffi::c_char,
+                    c: *const ::std::ffi::c_char,
+                    waker: *const $crate::abi::HostWaker,
+                    call: *mut *mut ::std::ffi::c_void,
+                ) -> *const ::std::ffi::c_char {
+                    // SAFETY: the host passes NULL or NUL-terminated
+                    // strings valid for the call, NULL or a waker valid for
+                    // the call, NULL or a writable handle slot (ABI 1.2).
+                    unsafe { PLUGIN.call_start(hook, [a, b, c], waker, call) }
+                }
+                extern "C" fn call_poll(
+                    call: *mut ::std::ffi::c_void,
+                    waker: *const $crate::abi::HostWaker,
+                ) -> i32 {
+                    // SAFETY: the host passes a handle `call_start` gave and
+                    // that it has not finished or dropped, polled by one
+                    // thread at a time, and a waker as in `call_start`.
+                    unsafe { $crate::abi::call_poll(call, waker) }
+                }
+                extern "C" fn call_finish(
+                    call: *mut ::std::ffi::c_void,
+                ) -> *const ::std::ffi::c_char {
+                    // SAFETY: as for `call_poll`; the handle is not used
+                    // again.
+                    unsafe { $crate::abi::call_finish(call) }
+                }
+                extern "C" fn call_drop(call: *mut ::std::ffi::c_void) {
+                    // SAFETY: as for `call_finish`.
+                    unsafe { $crate::abi::call_drop(call) }
+                }
+                $crate::abi::PluginVTableV1_2 {
+                    v1_1: $crate::abi::PluginVTableV1_1 {
+                        v1_0: $crate::abi::PluginVTable {
+                            initialize: Some(initialize),
+                            shutdown: Some(shutdown),
+                            health_check: Some(health_check),
+                            before_request: Some(before_request),
+                            after_response: Some(after_response),
+                            process_endpoint: Some(process_endpoint),
+                            free_string: Some(free_string),
+                            last_error: Some(last_error),
+                        },
+                        initialize_with_host: Some(initialize_with_host),
                     },
-                    initialize_with_host: Some(initialize_with_host),
+                    call_start: Some(call_start),
+                    call_poll: Some(call_poll),
+                    call_finish: Some(call_finish),
+                    call_drop: Some(call_drop),
                 }
             }
         };
@@ -146,8 +191,10 @@ const STOPPED: u8 = 4;
 /// How long `shutdown` waits for the plugin's background tasks to stop.
 const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Worker threads of each plugin's runtime. Hooks run on the host's calling
-/// thread (`block_on`); workers only drive tasks the plugin spawns.
+/// Worker threads of each plugin's runtime. Synchronous hooks run on the
+/// host's calling thread (`block_on`), and so does each poll of a call
+/// (ABI 1.2); workers drive the tasks the plugin spawns and the timers and
+/// I/O its calls wait on, and wake the host's tasks.
 const RUNTIME_WORKERS: usize = 2;
 
 /// The state behind one `export_plugin!`: the plugin instance, its tokio
@@ -542,6 +589,300 @@ impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
             })?
             .map_err(Failure::plugin)
         })
+    }
+}
+
+impl<P: BackworksPlugin + Default> ExportedPlugin<P> {
+    /// `call_start` (ABI 1.2): request hook `hook` as a future, polled
+    /// once with `waker`; its result when that poll finished it, else a
+    /// [`PendingCall`] written to `*call`.
+    ///
+    /// # Safety
+    /// Each of `args` is NULL or a NUL-terminated string valid for the call;
+    /// `waker` is NULL or a [`HostWaker`] valid for the call; `call` is NULL
+    /// or writable.
+    pub unsafe fn call_start(
+        &'static self,
+        hook: u32,
+        args: [*const c_char; 3],
+        waker: *const HostWaker,
+        call: *mut *mut c_void,
+    ) -> *const c_char {
+        string_out(|| {
+            if call.is_null() {
+                return Err(Failure::invalid_input("argument `call` is NULL"));
+            }
+            // SAFETY: non-NULL and writable, by this function's contract.
+            unsafe { call.write(ptr::null_mut()) };
+            // SAFETY: forwarded from this function's contract.
+            let waker = unsafe { host_waker(waker) }?;
+            let name = match hook {
+                HOOK_BEFORE_REQUEST => "before_request",
+                HOOK_PROCESS_ENDPOINT => "process_endpoint",
+                HOOK_AFTER_RESPONSE => "after_response",
+                other => {
+                    return Err(Failure::invalid_input(format!(
+                        "argument `hook` is {other}: a request hook is {HOOK_BEFORE_REQUEST} (before_request), {HOOK_PROCESS_ENDPOINT} (process_endpoint) or {HOOK_AFTER_RESPONSE} (after_response)"
+                    )));
+                }
+            };
+            let (plugin, handle) = self.ready(name)?;
+            // SAFETY: forwarded from this function's contract.
+            let future = unsafe { hook_future(plugin, hook, args) }?;
+            let mut pending = PendingCall {
+                future: Some(future),
+                result: None,
+                handle: handle.clone(),
+            };
+            if pending.poll(waker) {
+                return pending.take();
+            }
+            // SAFETY: checked non-NULL and writable above.
+            unsafe { call.write(Box::into_raw(Box::new(pending)).cast()) };
+            Ok(None)
+        })
+    }
+}
+
+/// Type of the futures of [`PendingCall`]: a hook's output as the
+/// synchronous hook returns it.
+type HookFuture = Pin<Box<dyn Future<Output = Result<Option<String>, Failure>> + Send>>;
+
+/// Request hook `hook` of `plugin` with its C arguments read (copied), as a
+/// future whose output is what the synchronous hook returns.
+///
+/// # Safety
+/// Each of `args` is NULL or a NUL-terminated string valid for the call.
+unsafe fn hook_future<P: BackworksPlugin>(
+    plugin: &'static P,
+    hook: u32,
+    args: [*const c_char; 3],
+) -> Result<HookFuture, Failure> {
+    Ok(match hook {
+        HOOK_BEFORE_REQUEST => {
+            // SAFETY: forwarded from this function's contract.
+            let request: HttpRequest =
+                json_input(unsafe { input(args[0], "request") }?, "request")?;
+            Box::pin(async move {
+                let action = plugin.before_request(&request).await;
+                not_implemented_if_default(plugin, "before_request")?;
+                match action.map_err(Failure::plugin)? {
+                    RequestAction::Continue => Ok(None),
+                    action => to_json(&action).map(Some),
+                }
+            })
+        }
+        HOOK_AFTER_RESPONSE => {
+            let exchange: ResponseExchange =
+                // SAFETY: forwarded from this function's contract.
+                json_input(unsafe { input(args[0], "exchange") }?, "exchange")?;
+            Box::pin(async move {
+                let response = plugin
+                    .after_response(&exchange.request, &exchange.response)
+                    .await;
+                not_implemented_if_default(plugin, "after_response")?;
+                response
+                    .map_err(Failure::plugin)?
+                    .map(|response| to_json(&response))
+                    .transpose()
+            })
+        }
+        _ => {
+            // SAFETY: forwarded from this function's contract.
+            let (endpoint, method, data) = unsafe {
+                (
+                    input(args[0], "endpoint")?.to_owned(),
+                    input(args[1], "method")?.to_owned(),
+                    input(args[2], "data")?.to_owned(),
+                )
+            };
+            Box::pin(async move {
+                let body = plugin
+                    .process_endpoint_data(&endpoint, &method, &data)
+                    .await;
+                not_implemented_if_default(plugin, "process_endpoint")?;
+                body.map_err(Failure::plugin)
+            })
+        }
+    })
+}
+
+/// [`STATUS_NOT_IMPLEMENTED`] when the request hook of `plugin` that just
+/// finished, in this poll, was the trait's default (the defaults never
+/// wait, so their mark is on this thread: see `plugin::take_default_hook`).
+fn not_implemented_if_default<P: BackworksPlugin>(plugin: &P, hook: &str) -> Result<(), Failure> {
+    if crate::plugin::take_default_hook(plugin) {
+        return Err(Failure::new(
+            STATUS_NOT_IMPLEMENTED,
+            format!("`{hook}` is not implemented (the trait's default); the host may skip it"),
+        ));
+    }
+    Ok(())
+}
+
+/// The host's waker of one call, checked.
+///
+/// # Safety
+/// `waker` is NULL or a [`HostWaker`] valid for the call.
+unsafe fn host_waker<'a>(waker: *const HostWaker) -> Result<&'a HostWaker, Failure> {
+    // SAFETY: NULL or valid for the call, by this function's contract.
+    let waker = unsafe { waker.as_ref() }
+        .ok_or_else(|| Failure::invalid_input("argument `waker` is NULL"))?;
+    match waker::missing_function(waker) {
+        Some(function) => Err(Failure::invalid_input(format!(
+            "argument `waker` has a NULL `{function}`; a HostWaker needs clone, wake and drop"
+        ))),
+        None => Ok(waker),
+    }
+}
+
+/// A request hook call the host drives as a future (ABI 1.2): what a call
+/// handle points to, from `call_start` until `call_finish` or `call_drop`.
+///
+/// Every poll, and the drop of the future, runs inside the plugin's own
+/// runtime's context (`Handle::enter`), so the timers and I/O the hook
+/// awaits are driven by the plugin's runtime threads, which wake the host's
+/// waker. A panic while polling (or dropping) is caught: the call is then
+/// ready with status 2.
+pub struct PendingCall {
+    future: Option<HookFuture>,
+    result: Option<Result<Option<String>, Failure>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("ready", &self.result.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCall {
+    /// Polls the hook with `waker` once (nothing when it is already
+    /// ready): true when it is ready.
+    fn poll(&mut self, waker: &HostWaker) -> bool {
+        if self.result.is_some() {
+            return true;
+        }
+        let Some(future) = self.future.as_mut() else {
+            self.result = Some(Err(Failure::new(
+                STATUS_INVALID_STATE,
+                "the call has no future (a bug of the SDK)",
+            )));
+            return true;
+        };
+        let _runtime = self.handle.enter();
+        crate::plugin::clear_default_hook();
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `waker` was checked (`host_waker`) and is valid for
+            // this call (the ABI's contract for `call_start`/`call_poll`).
+            unsafe {
+                waker::with_lent(waker, |waker| {
+                    future.as_mut().poll(&mut Context::from_waker(waker))
+                })
+            }
+        }));
+        let result = match polled {
+            Ok(Poll::Pending) => return false,
+            Ok(Poll::Ready(result)) => result,
+            Err(payload) => Err(Failure::new(
+                STATUS_PANIC,
+                format!("panicked: {}", panic_message(&*payload)),
+            )),
+        };
+        self.result = Some(result);
+        drop_quietly(self.future.take());
+        true
+    }
+
+    /// The result of a ready call (`STATUS_INVALID_STATE` before).
+    fn take(&mut self) -> Result<Option<String>, Failure> {
+        self.result.take().unwrap_or_else(|| {
+            Err(Failure::new(
+                STATUS_INVALID_STATE,
+                "`call_finish` called before `call_poll` reported the call ready",
+            ))
+        })
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if self.future.is_some() {
+            let _runtime = self.handle.enter();
+            drop_quietly(self.future.take());
+        }
+    }
+}
+
+/// Drops `value`, catching a panic of its destructor (and leaking that
+/// panic's payload rather than unwinding again).
+fn drop_quietly<T>(value: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        std::mem::forget(payload);
+    }
+}
+
+/// `call_poll` of every Rust plugin (ABI 1.2).
+///
+/// # Safety
+/// `call` is NULL or a handle `call_start` returned, not finished or
+/// dropped, that no other thread uses during this call; `waker` is NULL or
+/// a [`HostWaker`] valid for the call.
+#[doc(hidden)]
+pub unsafe fn call_poll(call: *mut c_void, waker: *const HostWaker) -> i32 {
+    // SAFETY: NULL or a live `PendingCall` used by this thread alone, by
+    // this function's contract.
+    let Some(pending) = (unsafe { call.cast::<PendingCall>().as_mut() }) else {
+        return POLL_READY;
+    };
+    // SAFETY: forwarded from this function's contract.
+    match unsafe { host_waker(waker) } {
+        Ok(waker) => {
+            if pending.poll(waker) {
+                POLL_READY
+            } else {
+                POLL_PENDING
+            }
+        }
+        Err(failure) => {
+            // The call ends with the failure; its future is dropped.
+            pending.result = Some(Err(failure));
+            let _runtime = pending.handle.enter();
+            drop_quietly(pending.future.take());
+            POLL_READY
+        }
+    }
+}
+
+/// `call_finish` of every Rust plugin (ABI 1.2): the result as the
+/// synchronous hook returns it; frees the call.
+///
+/// # Safety
+/// As for [`call_poll`]; the handle is not used again.
+#[doc(hidden)]
+pub unsafe fn call_finish(call: *mut c_void) -> *const c_char {
+    string_out(|| {
+        if call.is_null() {
+            return Err(Failure::invalid_input("argument `call` is NULL"));
+        }
+        // SAFETY: a handle from `Box::into_raw` in `call_start`, given back
+        // once, by this function's contract.
+        let mut pending = unsafe { Box::from_raw(call.cast::<PendingCall>()) };
+        pending.take()
+    })
+}
+
+/// `call_drop` of every Rust plugin (ABI 1.2): cancels and frees a call.
+///
+/// # Safety
+/// As for [`call_finish`].
+#[doc(hidden)]
+pub unsafe fn call_drop(call: *mut c_void) {
+    if !call.is_null() {
+        // SAFETY: as in `call_finish`.
+        drop_quietly(unsafe { Box::from_raw(call.cast::<PendingCall>()) });
     }
 }
 

@@ -93,6 +93,12 @@ fn default_hook_ran(plugin: *const (), type_id: TypeId) {
     DEFAULT_HOOK_RAN.set(Some((plugin, type_id)));
 }
 
+/// Clears this thread's mark, before a poll of a request hook's future
+/// (ABI 1.2: a call is polled on whichever thread the host chooses).
+pub(crate) fn clear_default_hook() {
+    DEFAULT_HOOK_RAN.set(None);
+}
+
 /// Whether the request hook just polled to completion on this thread was the
 /// trait's default (a hook `plugin` does not implement); clears the mark
 /// either way.

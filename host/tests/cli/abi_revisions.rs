@@ -1,8 +1,9 @@
 //! ABI revisions side by side: one `backworks serve` process serves a plugin
-//! of ABI 1.0 (the C weather plugin) and one of ABI 1.1 (the Rust echo
-//! fixture), and the 1.1 plugin's `tracing` and `log` events reach the
-//! host's log through its host services, under the plugin's name, filtered
-//! by the host's `RUST_LOG`.
+//! of ABI 1.0 (the C weather plugin), one of ABI 1.1 (the C fixture
+//! `c-abi-1-1`, whose hooks pass every request) and one of ABI 1.2 (the Rust
+//! echo fixture, whose hooks the host drives as futures), and the echo
+//! plugin's `tracing` and `log` events (host services, since 1.1) reach the
+//! host's log under the plugin's name, filtered by the host's `RUST_LOG`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
@@ -11,18 +12,21 @@ use std::time::{Duration, Instant};
 use crate::harness::{Keys, Server, config};
 use crate::support;
 
-/// A config serving the echo fixture (1.1) and the C weather plugin (1.0).
+/// A config serving the echo fixture (1.2), the C weather plugin (1.0) and
+/// the C plugin of 1.1.
 fn side_by_side(dir: &Path, keys: &Keys) -> PathBuf {
     let echo = keys.signed_copy(&support::echo_plugin(), dir, "libecho.so");
     let weather_c = keys.signed_copy(&support::c_plugin(), dir, "libweather_c.so");
+    let c_1_1 = keys.signed_copy(&support::c_abi_1_1_plugin(), dir, "libc_abi_1_1.so");
     config(
         dir,
         keys,
         "5s",
         &format!(
-            "  echo-plugin:\n    type: external\n    path: {}\n  weather-c:\n    type: external\n    path: {}\n",
+            "  echo-plugin:\n    type: external\n    path: {}\n  weather-c:\n    type: external\n    path: {}\n  c-abi-1-1:\n    type: external\n    path: {}\n",
             echo.display(),
-            weather_c.display()
+            weather_c.display(),
+            c_1_1.display()
         ),
     )
 }
@@ -59,14 +63,14 @@ fn get(server: &Server, path: &str) -> (u16, String) {
 }
 
 #[test]
-fn a_1_0_and_a_1_1_plugin_serve_side_by_side_and_the_1_1_plugin_logs_into_the_host() {
+fn plugins_of_abi_1_0_1_1_and_1_2_serve_side_by_side_and_the_rust_plugin_logs_into_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::new();
     let config = side_by_side(dir.path(), &keys);
     let server = crate::harness::start(&config, "info");
 
     // Each is loaded at its own revision.
-    let loaded = lines_until(&server, "plugin verified and loaded", 2);
+    let loaded = lines_until(&server, "plugin verified and loaded", 3);
     let load_line = |name: &str| {
         let name = format!("name=\"{name}\"");
         loaded
@@ -75,10 +79,11 @@ fn a_1_0_and_a_1_1_plugin_serve_side_by_side_and_the_1_1_plugin_logs_into_the_ho
             .unwrap_or_else(|| panic!("no load line with {name}:\n{}", loaded.join("\n")))
             .clone()
     };
-    assert!(load_line("echo-plugin").contains("abi=1.1"), "{loaded:?}");
+    assert!(load_line("echo-plugin").contains("abi=1.2"), "{loaded:?}");
     assert!(load_line("weather-c").contains("abi=1.0"), "{loaded:?}");
+    assert!(load_line("c-abi-1-1").contains("abi=1.1"), "{loaded:?}");
 
-    // Both answer.
+    // Both answer, through the 1.1 plugin's hooks (which pass everything).
     let (status, body) = get(&server, "/weather");
     assert_eq!(status, 200, "{body}");
     let weather: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -91,7 +96,10 @@ fn a_1_0_and_a_1_1_plugin_serve_side_by_side_and_the_1_1_plugin_logs_into_the_ho
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.text().unwrap(), "POST side by side");
 
-    // The 1.1 plugin logs at every level; twice, so that every line of the
+    // A 1.2 hook that waits, between the others.
+    assert_eq!(get(&server, "/wait"), (200, String::from("waited GET ")));
+
+    // The echo plugin logs at every level; twice, so that every line of the
     // first request is in the log before the second request's first line.
     for _ in 0..2 {
         assert_eq!(get(&server, "/log"), (200, String::from("logged")));

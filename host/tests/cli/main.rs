@@ -16,3 +16,4 @@ mod registry_server;
 mod serve;
 mod swap;
 mod telemetry;
+mod waiting;

@@ -16,9 +16,9 @@ use crate::metadata::{
 };
 use crate::{
     ABI_VERSION, CheckedVTable, HostServices, MAX_VTABLE_ENTRIES, METADATA_RECORD_MAX_SIZE,
-    METADATA_RECORD_SIZE, PluginInfo, PluginVTable, PluginVTableV1_1, STATUS_INVALID_INPUT,
-    STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK, STATUS_PANIC, STATUS_PLUGIN_ERROR,
-    TARGET, VTABLE_ENTRIES,
+    METADATA_RECORD_SIZE, POLL_READY, PluginInfo, PluginVTable, PluginVTableV1_2,
+    STATUS_INVALID_INPUT, STATUS_INVALID_STATE, STATUS_NOT_IMPLEMENTED, STATUS_OK, STATUS_PANIC,
+    STATUS_PLUGIN_ERROR, TARGET, VTABLE_ENTRIES,
 };
 
 /// Why a plugin cannot be used by this host. Each variant names the plugin.
@@ -383,7 +383,7 @@ struct Slots<const N: usize>([MaybeUninit<*const c_void>; N]);
 unsafe fn read_vtable(
     plugin_vtable: extern "C" fn() -> PluginVTable,
     entries: u32,
-) -> PluginVTableV1_1 {
+) -> PluginVTableV1_2 {
     const NEWEST: usize = VTABLE_ENTRIES[crate::ABI_MINOR as usize] as usize;
     const MAX: usize = MAX_VTABLE_ENTRIES as usize;
     fn call<const N: usize>(
@@ -406,13 +406,14 @@ unsafe fn read_vtable(
     let pointers = match entries {
         8 => call::<8>(plugin_vtable, entries),
         9 => call::<9>(plugin_vtable, entries),
+        13 => call::<13>(plugin_vtable, entries),
         _ => call::<MAX>(plugin_vtable, entries),
     };
-    // SAFETY: `PluginVTableV1_1` is `repr(C)`, `NEWEST` nullable function
+    // SAFETY: `PluginVTableV1_2` is `repr(C)`, `NEWEST` nullable function
     // pointers, each the size of a data pointer; NULL reads as `None`, and
     // the plugin's contract makes every non-NULL slot a function of its
     // entry's signature.
-    unsafe { std::mem::transmute::<[*const c_void; NEWEST], PluginVTableV1_1>(pointers) }
+    unsafe { std::mem::transmute::<[*const c_void; NEWEST], PluginVTableV1_2>(pointers) }
 }
 
 fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, AbiError> {
@@ -436,8 +437,8 @@ fn info_string(ptr: *const c_char, field: &str, plugin: &str) -> Result<String, 
 impl RawPlugin {
     /// Checks `metadata` ([`check_compatible`]), and only then calls
     /// `plugin_info` (and checks what it returns) and `plugin_vtable`, of
-    /// which it reads as many entries as the record declares (a 1.0 table, a
-    /// 1.1 table, or a newer one of which it uses the 1.1 entries).
+    /// which it reads as many entries as the record declares (a 1.0, 1.1 or
+    /// 1.2 table, or a newer one of which it uses the 1.2 entries).
     ///
     /// # Safety
     /// `plugin_info` and `plugin_vtable` are the functions of that name
@@ -477,10 +478,10 @@ impl RawPlugin {
         // SAFETY: the record (checked above) declares a table of `entries`
         // pointers, within the bounds `read_vtable` needs.
         let table = unsafe { read_vtable(plugin_vtable, entries) };
-        let checked = if metadata.header.abi_minor() >= 1 {
-            table.checked()
-        } else {
-            table.v1_0.checked()
+        let checked = match metadata.header.abi_minor() {
+            0 => table.v1_1.v1_0.checked(),
+            1 => table.v1_1.checked(),
+            _ => table.checked(),
         };
         let vtable = checked.map_err(|entry| AbiError::NullEntry {
             name: metadata.name.clone(),
@@ -709,6 +710,106 @@ impl RawPlugin {
             .transpose()
     }
 
+    /// Whether the plugin's request hooks are driven as futures (ABI 1.2
+    /// and later: `call_start`, `call_poll`, `call_finish`, `call_drop`);
+    /// for older plugins [`HookCall`] makes the synchronous call on its
+    /// first poll.
+    pub fn drives_futures(&self) -> bool {
+        self.vtable.calls.is_some()
+    }
+
+    /// Request hook `hook` with its C arguments (`b` and `c` for
+    /// `process_endpoint` only) as a future: see [`HookCall`].
+    pub fn call(
+        &self,
+        hook: Hook,
+        a: CString,
+        b: Option<CString>,
+        c: Option<CString>,
+    ) -> HookCall<'_> {
+        HookCall {
+            plugin: self,
+            hook,
+            state: CallState::Start([Some(a), b, c]),
+        }
+    }
+
+    /// [`call_before_request`](Self::call_before_request) as a future
+    /// ([`HookCall`]): a hook that waits holds no thread while it waits.
+    pub async fn before_request_async(
+        &self,
+        request: &HttpRequest,
+    ) -> Result<RequestAction, HookError> {
+        let hook = Hook::BeforeRequest;
+        if !self.implements(hook) {
+            return Ok(RequestAction::Continue);
+        }
+        let input = self.encode(hook, request)?;
+        match self.call(hook, input, None, None).await? {
+            None => Ok(RequestAction::Continue),
+            Some(out) => self.decode(hook, &out),
+        }
+    }
+
+    /// [`call_after_response`](Self::call_after_response) as a future
+    /// ([`HookCall`]).
+    pub async fn after_response_async(
+        &self,
+        request: &HttpRequest,
+        response: &HttpResponse,
+    ) -> Result<Option<HttpResponse>, HookError> {
+        let hook = Hook::AfterResponse;
+        if !self.implements(hook) {
+            return Ok(None);
+        }
+        let exchange = ResponseExchange {
+            request: request.clone(),
+            response: response.clone(),
+        };
+        let input = self.encode(hook, &exchange)?;
+        self.call(hook, input, None, None)
+            .await?
+            .map(|out| self.decode(hook, &out))
+            .transpose()
+    }
+
+    /// [`call_process_endpoint`](Self::call_process_endpoint) as a future
+    /// ([`HookCall`]).
+    pub async fn process_endpoint_async(
+        &self,
+        endpoint: &str,
+        method: &str,
+        data: &str,
+    ) -> Result<Option<String>, HookError> {
+        let hook = Hook::ProcessEndpoint;
+        if !self.implements(hook) {
+            return Ok(None);
+        }
+        let [endpoint, method, data] = [(endpoint, "endpoint"), (method, "method"), (data, "body")]
+            .map(|(text, what)| {
+                CString::new(text).map_err(|e| {
+                    self.error(
+                        hook,
+                        FailureKind::InvalidInput,
+                        format!("the {what} has a NUL byte at offset {}", e.nul_position()),
+                    )
+                })
+            });
+        let out = self
+            .call(hook, endpoint?, Some(method?), Some(data?))
+            .await?;
+        out.map(|body| {
+            body.to_str().map(str::to_owned).map_err(|e| {
+                self.error(
+                    hook,
+                    FailureKind::BadOutput,
+                    format!("returned a body that is not UTF-8: {e}"),
+                )
+            })
+        })
+        .transpose()
+    }
+
     /// [`initialize`](Self::initialize) with the config as a JSON value.
     pub fn call_initialize(&self, config: &serde_json::Value) -> Result<(), HookError> {
         let input = self.encode(Hook::Initialize, config)?;
@@ -794,10 +895,158 @@ impl RawPlugin {
     }
 }
 
+/// One request hook call as a future, from [`RawPlugin::call`].
+///
+/// For a plugin of ABI 1.2 or later the first poll is `call_start` (which
+/// runs the hook until it first waits: a hook that does not wait costs this
+/// one call), every later poll one `call_poll` and, once ready,
+/// `call_finish`; the task's waker is lent to the plugin for each of those
+/// calls ([`crate::waker::lend`]), which wakes it from its own runtime's
+/// threads. Each poll is one call into the plugin on the polling thread,
+/// which it may block as long as the hook's code runs. Dropping an
+/// unfinished call calls `call_drop` (the plugin drops its future). For an
+/// older plugin the first poll makes the synchronous call and is ready.
+///
+/// The output is the synchronous hook's: `None`, a string, or the failure
+/// (including [`STATUS_NOT_IMPLEMENTED`], which marks the hook as not
+/// implemented and reads as `None`).
+#[must_use = "a hook call does nothing until it is polled"]
+pub struct HookCall<'a> {
+    plugin: &'a RawPlugin,
+    hook: Hook,
+    state: CallState,
+}
+
+enum CallState {
+    /// Not started: the arguments.
+    Start([Option<CString>; 3]),
+    /// Started and waiting: the plugin's handle.
+    Waiting(NonNull<c_void>),
+    /// Finished (or failed to start).
+    Done,
+}
+
+// SAFETY: the ABI (1.2) lets a call handle be polled, finished or dropped
+// from any thread, by one thread at a time: this value owns the handle and
+// `poll`/`drop` take it by `&mut`. The plugin (`&RawPlugin`) is `Sync`.
+unsafe impl Send for HookCall<'_> {}
+
+impl fmt::Debug for HookCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            CallState::Start(_) => "start",
+            CallState::Waiting(_) => "waiting",
+            CallState::Done => "done",
+        };
+        f.debug_struct("HookCall")
+            .field("plugin", &self.plugin.name)
+            .field("hook", &self.hook)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl HookCall<'_> {
+    fn hook_number(&self) -> u32 {
+        match self.hook {
+            Hook::BeforeRequest => crate::HOOK_BEFORE_REQUEST,
+            Hook::ProcessEndpoint => crate::HOOK_PROCESS_ENDPOINT,
+            Hook::AfterResponse => crate::HOOK_AFTER_RESPONSE,
+            // Lifecycle hooks are not started as calls: `u32::MAX` is
+            // refused by the plugin as invalid input.
+            Hook::Initialize | Hook::Shutdown | Hook::HealthCheck => u32::MAX,
+        }
+    }
+
+    /// The synchronous call, for a plugin before ABI 1.2.
+    fn call_synchronously(&self, args: &[Option<CString>; 3]) -> *const c_char {
+        let arg = |i: usize| args[i].as_deref().map_or(std::ptr::null(), CStr::as_ptr);
+        let vtable = &self.plugin.vtable;
+        match self.hook {
+            Hook::BeforeRequest => (vtable.before_request)(arg(0)),
+            Hook::AfterResponse => (vtable.after_response)(arg(0)),
+            Hook::ProcessEndpoint => (vtable.process_endpoint)(arg(0), arg(1), arg(2)),
+            Hook::Initialize | Hook::Shutdown | Hook::HealthCheck => std::ptr::null(),
+        }
+    }
+}
+
+impl std::future::Future for HookCall<'_> {
+    type Output = Result<Option<PluginString>, HookError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let plugin = this.plugin;
+        let waker = crate::waker::lend(cx.waker());
+        match std::mem::replace(&mut this.state, CallState::Done) {
+            CallState::Start(args) => {
+                let Some(calls) = plugin.vtable.calls else {
+                    let out = this.call_synchronously(&args);
+                    return Poll::Ready(plugin.check_string(this.hook, out));
+                };
+                let arg = |i: usize| args[i].as_deref().map_or(std::ptr::null(), CStr::as_ptr);
+                let mut handle: *mut c_void = std::ptr::null_mut();
+                let out = (calls.start)(
+                    this.hook_number(),
+                    arg(0),
+                    arg(1),
+                    arg(2),
+                    &waker,
+                    &mut handle,
+                );
+                match NonNull::new(handle) {
+                    Some(handle) => {
+                        if let Some(text) = NonNull::new(out.cast_mut()) {
+                            // Both a result and a handle: the ABI allows
+                            // neither; free the string, keep the call.
+                            drop(PluginString {
+                                text,
+                                free: plugin.vtable.free_string,
+                            });
+                        }
+                        this.state = CallState::Waiting(handle);
+                        Poll::Pending
+                    }
+                    None => Poll::Ready(plugin.check_string(this.hook, out)),
+                }
+            }
+            CallState::Waiting(handle) => {
+                let Some(calls) = plugin.vtable.calls else {
+                    // Only 1.2 plugins hand out handles.
+                    return Poll::Ready(Ok(None));
+                };
+                if (calls.poll)(handle.as_ptr(), &waker) != POLL_READY {
+                    this.state = CallState::Waiting(handle);
+                    return Poll::Pending;
+                }
+                let out = (calls.finish)(handle.as_ptr());
+                Poll::Ready(plugin.check_string(this.hook, out))
+            }
+            CallState::Done => Poll::Ready(Err(plugin.error(
+                this.hook,
+                FailureKind::InvalidState,
+                String::from("the call was polled after it finished (a host bug)"),
+            ))),
+        }
+    }
+}
+
+impl Drop for HookCall<'_> {
+    fn drop(&mut self) {
+        if let (CallState::Waiting(handle), Some(calls)) = (&self.state, self.plugin.vtable.calls) {
+            (calls.drop)(handle.as_ptr());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MetadataRecord;
+    use crate::{MetadataRecord, PluginVTableV1_1};
 
     fn metadata() -> PluginMetadata {
         let record = MetadataRecord::new("0.1.0", "p", "1.0.0", "", 0);
@@ -869,11 +1118,11 @@ mod tests {
     #[test]
     fn the_sdk_writes_the_newest_revision() {
         let m = metadata();
-        assert_eq!(m.abi_revision().to_string(), "1.1");
+        assert_eq!(m.abi_revision().to_string(), "1.2");
         assert_eq!(m.abi_revision(), AbiRevision::NEWEST);
         assert_eq!(
             m.header.vtable_size as usize,
-            std::mem::size_of::<PluginVTableV1_1>()
+            std::mem::size_of::<PluginVTableV1_2>()
         );
     }
 
@@ -907,7 +1156,7 @@ mod tests {
             m.header.vtable_size = entries * pointer;
             assert_eq!(compatible(&m), Ok(entries), "{entries} entries");
         }
-        assert_eq!(m.abi_revision().to_string(), "1.2");
+        assert_eq!(m.abi_revision().to_string(), "1.3");
     }
 
     #[test]
@@ -1126,6 +1375,17 @@ mod tests {
             std::mem::offset_of!(PluginVTableV1_1, initialize_with_host),
             8 * pointer
         );
+        assert_eq!(std::mem::size_of::<PluginVTableV1_2>(), 13 * pointer);
+        assert_eq!(
+            std::mem::offset_of!(PluginVTableV1_2, call_start),
+            9 * pointer
+        );
+        assert_eq!(
+            std::mem::offset_of!(PluginVTableV1_2, call_drop),
+            12 * pointer
+        );
+        assert_eq!(std::mem::size_of::<crate::HostWaker>(), 4 * pointer);
+        assert_eq!(std::mem::offset_of!(crate::HostWaker, drop), 3 * pointer);
         assert_eq!(std::mem::offset_of!(HostServices, context), 8);
         assert_eq!(std::mem::offset_of!(HostServices, log_enabled), 8 + pointer);
         assert_eq!(std::mem::offset_of!(HostServices, log), 8 + 2 * pointer);

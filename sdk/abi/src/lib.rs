@@ -1,9 +1,12 @@
-//! The Backworks plugin ABI, v1 (revision 1.1): the contract the host and
+//! The Backworks plugin ABI, v1 (revision 1.2): the contract the host and
 //! plugin libraries share, byte for byte (`docs/abi.md`).
 //!
 //! - **Layouts and constants** (this file): [`PluginInfo`], [`PluginVTable`]
-//!   (revision 1.0) and [`PluginVTableV1_1`] (1.0's entries, then
-//!   `initialize_with_host`), [`HostServices`] and [`MetadataRecord`],
+//!   (revision 1.0), [`PluginVTableV1_1`] (1.0's entries, then
+//!   `initialize_with_host`) and [`PluginVTableV1_2`] (1.1's, then the
+//!   request hooks as futures: `call_start`, `call_poll`, `call_finish`,
+//!   `call_drop`, with the host's [`HostWaker`]), [`HostServices`] and
+//!   [`MetadataRecord`],
 //!   `#[repr(C)]`, the symbol and section names, the status codes and log
 //!   levels; `sdk/include/backworks.h` is generated from this file by
 //!   cbindgen (`sdk/cbindgen.toml`).
@@ -20,7 +23,10 @@
 //!   version and struct sizes *before* `plugin_vtable` is called, call the
 //!   hooks, turn NULL returns and status codes into [`HookError`]s and hand
 //!   every returned string back to the plugin's own `free_string`
-//!   ([`PluginString`]).
+//!   ([`PluginString`]); for a 1.2 plugin it drives a request hook as a
+//!   `Future` ([`HookCall`]).
+//! - **The waker glue** ([`waker`]): a host's `std::task::Waker` as a
+//!   [`HostWaker`], and a [`HostWaker`] as a plugin's `std::task::Waker`.
 //!
 //! The plugin half (`export_plugin!`, `ExportedPlugin`) lives in
 //! `backworks-plugin-sdk`, which re-exports this crate as
@@ -36,9 +42,10 @@ pub mod http;
 #[cfg(doc)]
 use http::{HttpResponse, RequestAction};
 pub mod metadata;
+pub mod waker;
 
 pub use host::{
-    AbiError, FailureKind, Hook, HookError, PluginString, RawPlugin, check_compatible,
+    AbiError, FailureKind, Hook, HookCall, HookError, PluginString, RawPlugin, check_compatible,
     read_metadata_at,
 };
 
@@ -52,17 +59,18 @@ pub const TARGET: &str = env!("BACKWORKS_TARGET");
 /// append (see [`ABI_MINOR`]).
 pub const ABI_VERSION: u32 = 1;
 
-/// The newest minor revision of ABI v1 this contract defines: 1, "ABI 1.1"
-/// (1.0 plus `initialize_with_host` and [`HostServices`]). A minor revision
+/// The newest minor revision of ABI v1 this contract defines: 2, "ABI 1.2"
+/// (1.1 plus the request hooks driven as futures, [`PluginVTableV1_2`]; 1.1
+/// added `initialize_with_host` and [`HostServices`]). A minor revision
 /// only appends vtable entries; a host loads plugins of every minor
 /// revision of its major version, older or newer (the entries it does not
 /// know are never called).
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 
 /// Vtable entries of each minor revision of ABI v1, indexed by minor:
-/// 1.0 has 8, 1.1 has 9. A table of minor revision `n` is
+/// 1.0 has 8, 1.1 has 9, 1.2 has 13. A table of minor revision `n` is
 /// `VTABLE_ENTRIES[n]` pointers long.
-pub const VTABLE_ENTRIES: [u32; 2] = [8, 9];
+pub const VTABLE_ENTRIES: [u32; 3] = [8, 9, 13];
 
 /// The most vtable entries a host reads from a plugin of a newer minor
 /// revision than it knows; a larger table is refused.
@@ -114,6 +122,23 @@ pub const STATUS_INVALID_STATE: i32 = 4;
 /// keep the response, not handled). The SDK reports it for hooks left to
 /// the trait's default.
 pub const STATUS_NOT_IMPLEMENTED: i32 = 5;
+
+/// `call_start`'s hook number (ABI 1.2): `before_request`; its first
+/// argument is the request as JSON, the other two are ignored.
+pub const HOOK_BEFORE_REQUEST: u32 = 0;
+/// `call_start`'s hook number: `process_endpoint`, with its three
+/// arguments (endpoint, method, data).
+pub const HOOK_PROCESS_ENDPOINT: u32 = 1;
+/// `call_start`'s hook number: `after_response`; its first argument is the
+/// exchange as JSON, the other two are ignored.
+pub const HOOK_AFTER_RESPONSE: u32 = 2;
+
+/// What `call_poll` returns (ABI 1.2): the call waits; the plugin has kept
+/// a clone of the waker and wakes it when the call can go on.
+pub const POLL_PENDING: i32 = 0;
+/// What `call_poll` returns: the call is finished (with its result or a
+/// failure); take it with `call_finish`.
+pub const POLL_READY: i32 = 1;
 
 /// Log level passed to [`HostServices::log`]: an error.
 pub const LOG_ERROR: u32 = 1;
@@ -202,6 +227,77 @@ pub struct PluginVTableV1_1 {
     pub initialize_with_host: Option<extern "C" fn(*const c_char, *const HostServices) -> i32>,
 }
 
+/// What `plugin_vtable` returns in ABI 1.2: the table of 1.1, then four
+/// entries through which the host drives a request hook as a future
+/// (`docs/abi.md`, section 5b). Every entry must be a function.
+///
+/// A call: `call_start` runs the hook until it first waits. When it
+/// finished, it returns what the synchronous hook returns (a string, or NULL
+/// and maybe an error in `last_error`) and writes NULL to `*call`; when it
+/// waits, it writes a call handle to `*call` (and returns NULL). The host
+/// then calls `call_poll(handle, waker)` each time the plugin woke the
+/// waker, until it returns [`POLL_READY`], and then `call_finish(handle)`,
+/// which returns the result as the synchronous hook would and frees the
+/// handle; or `call_drop(handle)` at any time to cancel the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginVTableV1_2 {
+    /// The entries of ABI 1.1, unchanged.
+    pub v1_1: PluginVTableV1_1,
+    /// `call_start(hook, a, b, c, waker, call)`: starts request hook `hook`
+    /// (`HOOK_BEFORE_REQUEST`, `HOOK_PROCESS_ENDPOINT`,
+    /// `HOOK_AFTER_RESPONSE`) with the synchronous hook's arguments (`b` and
+    /// `c` only for `process_endpoint`, else ignored), and polls it once
+    /// with `waker`. Finished: writes NULL to `*call` and returns what the
+    /// synchronous hook returns; waiting: writes the call's handle to
+    /// `*call` and returns NULL.
+    pub call_start: Option<
+        extern "C" fn(
+            u32,
+            *const c_char,
+            *const c_char,
+            *const c_char,
+            *const HostWaker,
+            *mut *mut std::ffi::c_void,
+        ) -> *const c_char,
+    >,
+    /// `call_poll(call, waker)`: polls a waiting call with `waker` (which
+    /// the plugin clones if it keeps it): [`POLL_PENDING`] or
+    /// [`POLL_READY`].
+    pub call_poll: Option<extern "C" fn(*mut std::ffi::c_void, *const HostWaker) -> i32>,
+    /// `call_finish(call)`: the result of a call `call_poll` reported
+    /// ready, as the synchronous hook returns it (a string, or NULL and
+    /// maybe an error in the calling thread's `last_error`); frees the
+    /// call.
+    pub call_finish: Option<extern "C" fn(*mut std::ffi::c_void) -> *const c_char>,
+    /// `call_drop(call)`: cancels and frees a call that was not finished
+    /// (the plugin drops its future). NULL does nothing.
+    pub call_drop: Option<extern "C" fn(*mut std::ffi::c_void)>,
+}
+
+/// A host's waker, as a plugin receives it in `call_start` and `call_poll`
+/// (ABI 1.2): the host's value and three functions over it. The plugin
+/// wakes it when a waiting call can go on (from any thread, at any time,
+/// also after the call was finished or dropped), clones it to keep it past
+/// the call it was passed to, and drops every clone it made exactly once.
+/// The struct passed by pointer lives only for the call; the plugin never
+/// drops it (only its clones).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostWaker {
+    /// The host's value, passed to every function.
+    pub data: *const std::ffi::c_void,
+    /// `clone(data)`: a new waker for the same task, owned by the caller,
+    /// who drops it with its own `drop`.
+    pub clone: Option<extern "C" fn(*const std::ffi::c_void) -> HostWaker>,
+    /// `wake(data)`: the task should be polled again. Does not release the
+    /// waker.
+    pub wake: Option<extern "C" fn(*const std::ffi::c_void)>,
+    /// `drop(data)`: releases this waker (a clone); never called on the
+    /// struct the host passed.
+    pub drop: Option<extern "C" fn(*const std::ffi::c_void)>,
+}
+
 /// What the host offers a plugin (ABI 1.1), passed to
 /// `initialize_with_host`.
 ///
@@ -267,6 +363,30 @@ pub struct CheckedVTable {
     /// [`PluginVTableV1_1::initialize_with_host`]: `Some` for plugins of ABI
     /// 1.1 and later (checked to be a function), `None` for 1.0.
     pub initialize_with_host: Option<extern "C" fn(*const c_char, *const HostServices) -> i32>,
+    /// The request hooks as futures ([`PluginVTableV1_2`]): `Some` for
+    /// plugins of ABI 1.2 and later (each entry checked to be a function),
+    /// `None` for 1.0 and 1.1.
+    pub calls: Option<CheckedCalls>,
+}
+
+/// The entries of [`PluginVTableV1_2`] beyond 1.1, checked to be functions.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckedCalls {
+    /// [`PluginVTableV1_2::call_start`].
+    pub start: extern "C" fn(
+        u32,
+        *const c_char,
+        *const c_char,
+        *const c_char,
+        *const HostWaker,
+        *mut *mut std::ffi::c_void,
+    ) -> *const c_char,
+    /// [`PluginVTableV1_2::call_poll`].
+    pub poll: extern "C" fn(*mut std::ffi::c_void, *const HostWaker) -> i32,
+    /// [`PluginVTableV1_2::call_finish`].
+    pub finish: extern "C" fn(*mut std::ffi::c_void) -> *const c_char,
+    /// [`PluginVTableV1_2::call_drop`].
+    pub drop: extern "C" fn(*mut std::ffi::c_void),
 }
 
 impl PluginVTable {
@@ -283,6 +403,7 @@ impl PluginVTable {
             free_string: self.free_string.ok_or("free_string")?,
             last_error: self.last_error.ok_or("last_error")?,
             initialize_with_host: None,
+            calls: None,
         })
     }
 }
@@ -294,6 +415,23 @@ impl PluginVTableV1_1 {
         Ok(CheckedVTable {
             initialize_with_host: Some(self.initialize_with_host.ok_or("initialize_with_host")?),
             ..self.v1_0.checked()?
+        })
+    }
+}
+
+impl PluginVTableV1_2 {
+    /// The table with every entry checked, or the first NULL entry's name
+    /// (in table order).
+    pub fn checked(&self) -> Result<CheckedVTable, &'static str> {
+        let v1_1 = self.v1_1.checked()?;
+        Ok(CheckedVTable {
+            calls: Some(CheckedCalls {
+                start: self.call_start.ok_or("call_start")?,
+                poll: self.call_poll.ok_or("call_poll")?,
+                finish: self.call_finish.ok_or("call_finish")?,
+                drop: self.call_drop.ok_or("call_drop")?,
+            }),
+            ..v1_1
         })
     }
 }
@@ -354,7 +492,7 @@ impl MetadataRecord {
 
     /// The record for package `name` at `version`, built with the SDK at
     /// `sdk_version` for this target ([`TARGET`]), for the newest revision
-    /// (ABI 1.[`ABI_MINOR`], a [`PluginVTableV1_1`]; `flags` gets the minor
+    /// (ABI 1.[`ABI_MINOR`], a [`PluginVTableV1_2`]; `flags` gets the minor
     /// revision added). Evaluated at compile time by
     /// `export_plugin!`: a name, version or SDK field that does not fit its
     /// slot, or holds a NUL byte, is a compile error; a long description is
@@ -372,7 +510,7 @@ impl MetadataRecord {
             record_size: METADATA_RECORD_SIZE as u32,
             abi_version: ABI_VERSION,
             info_size: std::mem::size_of::<PluginInfo>() as u32,
-            vtable_size: std::mem::size_of::<PluginVTableV1_1>() as u32,
+            vtable_size: std::mem::size_of::<PluginVTableV1_2>() as u32,
             flags: flags | (ABI_MINOR << metadata::FLAG_ABI_MINOR_SHIFT),
             sdk_version: fixed(
                 sdk_version,
@@ -423,6 +561,8 @@ const _: () = {
     let pointer = std::mem::size_of::<usize>();
     assert!(std::mem::size_of::<PluginVTable>() == VTABLE_ENTRIES[0] as usize * pointer);
     assert!(std::mem::size_of::<PluginVTableV1_1>() == VTABLE_ENTRIES[1] as usize * pointer);
+    assert!(std::mem::size_of::<PluginVTableV1_2>() == VTABLE_ENTRIES[2] as usize * pointer);
+    assert!(std::mem::size_of::<HostWaker>() == 4 * pointer);
     assert!(VTABLE_ENTRIES.len() == ABI_MINOR as usize + 1);
     assert!(std::mem::size_of::<HostServices>() == 8 + 3 * pointer);
     assert!(METADATA_RECORD_SIZE == 512);

@@ -209,8 +209,8 @@ pub fn abi_v2_plugin() -> PathBuf {
     })
 }
 
-/// A C plugin of ABI 1.2, a minor revision newer than the host's: its
-/// table appends two entries (which abort if called) to 1.1's.
+/// A C plugin of ABI 1.3, a minor revision newer than the host's: its
+/// table appends two entries (which abort if called) to 1.2's.
 pub fn abi_future_minor_plugin() -> PathBuf {
     once("abi-future-minor", || {
         cc_build(

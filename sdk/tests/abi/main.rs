@@ -2,6 +2,7 @@
 //! the system compiler) are built once per run, read from their bytes,
 //! loaded with libloading and driven through every vtable entry.
 
+mod calls;
 mod faults;
 mod header;
 mod round_trip;

@@ -148,7 +148,7 @@ static TEST_HOST: abi::HostServices = abi::HostServices {
     log: Some(test_log),
 };
 
-/// A plugin of ABI 1.2 (two more entries than 1.1) is loaded by this 1.1
+/// A plugin of ABI 1.3 (two more entries than 1.2) is loaded by this 1.2
 /// host: its record and table are accepted, the entries of 1.1 are called
 /// (the two it does not know abort if called), and the plugin uses the host
 /// services it received.
@@ -156,16 +156,16 @@ static TEST_HOST: abi::HostServices = abi::HostServices {
 fn a_plugin_of_a_newer_minor_revision_is_used_through_the_entries_this_host_knows() {
     let library = support::abi_future_minor_plugin();
     let from_file = find_metadata(&std::fs::read(&library).unwrap()).unwrap();
-    assert_eq!(from_file.abi_revision().to_string(), "1.2");
+    assert_eq!(from_file.abi_revision().to_string(), "1.3");
     assert_eq!(
         from_file.header.vtable_size as usize,
-        std::mem::size_of::<abi::PluginVTableV1_1>() + 2 * std::mem::size_of::<usize>()
+        std::mem::size_of::<abi::PluginVTableV1_2>() + 2 * std::mem::size_of::<usize>()
     );
     abi::check_compatible(&from_file).unwrap();
 
     let loaded = support::load_fresh(&library);
     let plugin = loaded.plugin().unwrap();
-    assert_eq!(plugin.abi_revision().to_string(), "1.2");
+    assert_eq!(plugin.abi_revision().to_string(), "1.3");
     assert!(plugin.takes_host_services());
     plugin
         .call_initialize_with_host(&serde_json::json!({}), &TEST_HOST)
@@ -173,7 +173,7 @@ fn a_plugin_of_a_newer_minor_revision_is_used_through_the_entries_this_host_know
     plugin.health_check().unwrap();
     assert_eq!(
         plugin.call_process_endpoint("/future", "GET", "").unwrap(),
-        Some(String::from("served by ABI 1.2"))
+        Some(String::from("served by ABI 1.3"))
     );
     assert_eq!(
         plugin.call_process_endpoint("/other", "GET", "").unwrap(),
@@ -195,7 +195,7 @@ fn a_plugin_of_a_newer_minor_revision_is_used_through_the_entries_this_host_know
                 abi::LOG_INFO,
                 String::from("future_minor"),
                 String::from("initialized with the host's services"),
-                Some(String::from(r#"{"revision":"1.2"}"#)),
+                Some(String::from(r#"{"revision":"1.3"}"#)),
             ),
             (
                 abi::LOG_WARN,
@@ -262,7 +262,7 @@ fn a_newer_minor_revision_with_a_table_of_the_wrong_size_is_refused() {
     );
     assert!(
         error.to_string().contains(&format!(
-            "declares sizeof(PluginVTable) = {} bytes, which is not a table of ABI 1.2",
+            "declares sizeof(PluginVTable) = {} bytes, which is not a table of ABI 1.3",
             metadata.header.vtable_size
         )),
         "{error}"

@@ -438,11 +438,14 @@ fn each_abi_revision_is_checked_against_its_own_table_size() {
     let record = |record: Record| check(DIST_NAME, &MachO::plugin().with_record(record).bytes());
     let minor = |m: u32| m << crate::metadata::FLAG_ABI_MINOR_SHIFT;
 
-    // 1.0 and 1.1 at their own sizes; 1.2 (newer than this tool) with one
-    // more entry than 1.1.
-    for (flags, vtable_size, revision) in
-        [(0, 64, "1.0"), (minor(1), 72, "1.1"), (minor(2), 80, "1.2")]
-    {
+    // 1.0, 1.1 and 1.2 at their own sizes; 1.3 (newer than this tool) with
+    // one more entry than 1.2.
+    for (flags, vtable_size, revision) in [
+        (0, 64, "1.0"),
+        (minor(1), 72, "1.1"),
+        (minor(2), 104, "1.2"),
+        (minor(3), 112, "1.3"),
+    ] {
         let report = record(Record {
             flags,
             vtable_size,
@@ -455,7 +458,7 @@ fn each_abi_revision_is_checked_against_its_own_table_size() {
         );
         assert!(
             report.render_text().contains(&format!(
-                "abi:       {revision} (this tool supports v1, up to 1.1)"
+                "abi:       {revision} (this tool supports v1, up to 1.2)"
             )),
             "{}",
             report.render_text()
@@ -478,10 +481,10 @@ fn each_abi_revision_is_checked_against_its_own_table_size() {
         "{text}"
     );
 
-    // 1.2 smaller than 1.1, or not whole pointers.
-    for vtable_size in [64, 81] {
+    // 1.3 smaller than 1.2, or not whole pointers.
+    for vtable_size in [72, 105] {
         let report = record(Record {
-            flags: minor(2),
+            flags: minor(3),
             vtable_size,
             ..Record::default()
         });
@@ -491,7 +494,7 @@ fn each_abi_revision_is_checked_against_its_own_table_size() {
         );
         let text = message(&report, FindingCode::StructSizeMismatch);
         assert!(
-            text.contains(&format!("`vtable_size` = {vtable_size} for ABI 1.2, newer than this tool knows (1.1); a table of a newer revision is a whole number of pointers from 72 to 512 bytes")),
+            text.contains(&format!("`vtable_size` = {vtable_size} for ABI 1.3, newer than this tool knows (1.2); a table of a newer revision is a whole number of pointers from 104 to 512 bytes")),
             "{text}"
         );
     }
