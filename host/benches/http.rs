@@ -152,16 +152,7 @@ fn server(
 ) -> support::harness::Server {
     std::fs::create_dir_all(dir).unwrap();
     let config = support::harness::config(dir, keys, "5s", plugins);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen(
-            "server:\n",
-            &format!("server:\n  isolation: {isolation}\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    support::harness::with_server_settings(&config, &format!("  isolation: {isolation}\n"));
     support::harness::start(&config, "warn")
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use backworks_artifact::signature;
 use serde_json::{Value, json};
 
-use crate::harness::{Keys, Server, backworks, config, copy_into};
+use crate::harness::{Keys, Server, backworks, config, copy_into, with_server_settings};
 use crate::support;
 
 /// Runs `serve` expecting it to refuse to start; returns (exit code, stderr).
@@ -456,12 +456,7 @@ fn an_inline_hook_that_blocks_is_reported_and_its_plugin_moved_to_the_thread_tie
         ),
     );
     // Every plugin inline, the watchdog's defaults (100 ms, move).
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen("server:\n", "server:\n  isolation: inline\n", 1),
-    )
-    .unwrap();
+    with_server_settings(&config, "  isolation: inline\n");
     let server = crate::harness::start(&config, "info");
     let mut log = crate::swap::Log::new();
     for plugin in ["plugin=echo-plugin", "plugin=weather"] {
@@ -756,18 +751,6 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
         assert!(error.to_string().contains("panicked"), "{error}");
         plugin.shutdown().await.unwrap();
     });
-}
-
-/// Adds `lines` (each `  key: value\n`) to the `server:` section of the
-/// config at `path`.
-fn with_server_settings(path: &Path, lines: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains("server:\n"), "no server section in:\n{text}");
-    std::fs::write(
-        path,
-        text.replacen("server:\n", &format!("server:\n{lines}"), 1),
-    )
-    .unwrap();
 }
 
 /// `backworks serve` with the signed weather plugin, a hook timeout of 5 s

@@ -216,16 +216,7 @@ fn serve_watched_in(library: &Path, dir: &Path, keys: &Keys, isolation: &str) ->
         "60s",
         &external_plugins(&[("weather".into(), running.clone())]),
     );
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replacen(
-            "server:\n",
-            &format!("server:\n  isolation: {isolation}\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    harness::with_server_settings(&config, &format!("  isolation: {isolation}\n"));
     (running, start_with(&config, "info", &["--watch"]))
 }
 

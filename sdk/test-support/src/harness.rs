@@ -75,6 +75,18 @@ pub fn external_plugins(plugins: &[(String, PathBuf)]) -> String {
         .collect()
 }
 
+/// Adds `lines` (each `  key: value\n`) to the `server:` section of the
+/// config at `path` (one [`config`] wrote).
+pub fn with_server_settings(path: &Path, lines: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("server:\n"), "no server section in:\n{text}");
+    std::fs::write(
+        path,
+        text.replacen("server:\n", &format!("server:\n{lines}"), 1),
+    )
+    .unwrap();
+}
+
 /// A `backworks.yaml` in `dir` trusting `keys`, with `plugins` (YAML text).
 pub fn config(dir: &Path, keys: &Keys, hook_timeout: &str, plugins: &str) -> PathBuf {
     let path = dir.join("backworks.yaml");
