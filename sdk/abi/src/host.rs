@@ -785,29 +785,9 @@ impl RawPlugin {
         if !self.implements(hook) {
             return Ok(None);
         }
-        let [endpoint, method, data] = [(endpoint, "endpoint"), (method, "method"), (data, "body")]
-            .map(|(text, what)| {
-                CString::new(text).map_err(|e| {
-                    self.error(
-                        hook,
-                        FailureKind::InvalidInput,
-                        format!("the {what} has a NUL byte at offset {}", e.nul_position()),
-                    )
-                })
-            });
-        let out = self
-            .call(hook, endpoint?, Some(method?), Some(data?))
-            .await?;
-        out.map(|body| {
-            body.to_str().map(str::to_owned).map_err(|e| {
-                self.error(
-                    hook,
-                    FailureKind::BadOutput,
-                    format!("returned a body that is not UTF-8: {e}"),
-                )
-            })
-        })
-        .transpose()
+        let [endpoint, method, data] = self.endpoint_arguments(endpoint, method, data)?;
+        let out = self.call(hook, endpoint, Some(method), Some(data)).await?;
+        self.endpoint_body(out)
     }
 
     /// [`initialize`](Self::initialize) with the config as a JSON value.
@@ -839,24 +819,42 @@ impl RawPlugin {
         if !self.implements(hook) {
             return Ok(None);
         }
+        let [endpoint, method, data] = self.endpoint_arguments(endpoint, method, data)?;
+        let out = self.process_endpoint(&endpoint, &method, &data)?;
+        self.endpoint_body(out)
+    }
+
+    /// `process_endpoint`'s three arguments as C strings, whichever way it
+    /// is called; one with a NUL byte is refused, naming it.
+    fn endpoint_arguments(
+        &self,
+        endpoint: &str,
+        method: &str,
+        data: &str,
+    ) -> Result<[CString; 3], HookError> {
         let c_string = |text: &str, what: &str| {
             CString::new(text).map_err(|e| {
                 self.error(
-                    hook,
+                    Hook::ProcessEndpoint,
                     FailureKind::InvalidInput,
                     format!("the {what} has a NUL byte at offset {}", e.nul_position()),
                 )
             })
         };
-        let out = self.process_endpoint(
-            &c_string(endpoint, "endpoint")?,
-            &c_string(method, "method")?,
-            &c_string(data, "body")?,
-        )?;
+        Ok([
+            c_string(endpoint, "endpoint")?,
+            c_string(method, "method")?,
+            c_string(data, "body")?,
+        ])
+    }
+
+    /// `process_endpoint`'s answer as a Rust string: `None` when not handled;
+    /// a body that is not UTF-8 is refused.
+    fn endpoint_body(&self, out: Option<PluginString>) -> Result<Option<String>, HookError> {
         out.map(|body| {
             body.to_str().map(str::to_owned).map_err(|e| {
                 self.error(
-                    hook,
+                    Hook::ProcessEndpoint,
                     FailureKind::BadOutput,
                     format!("returned a body that is not UTF-8: {e}"),
                 )
