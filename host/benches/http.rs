@@ -1,6 +1,7 @@
 //! Throughput, latency and server CPU of `backworks serve` in each
 //! isolation tier, against a bare axum handler that answers the same JSON,
-//! all measured with `wrk` on 127.0.0.1 in the same run:
+//! all measured with `wrk` on 127.0.0.1 in the same run, the rows in turn,
+//! three rounds, each figure the median of its rounds:
 //!
 //! - the weather plugin `inline` (on the server's workers);
 //! - the weather plugin `thread` (one hand-off to the hook pool);
@@ -24,8 +25,10 @@ use axum::routing::get;
 
 use backworks_test_support as support;
 
-const DURATION: &str = "10s";
+const DURATION: &str = "5s";
 const CONNECTIONS: &str = "32";
+/// Each row is measured this many times, alternating with the others.
+const ROUNDS: usize = 3;
 
 fn ensure_wrk() {
     if Command::new("wrk").arg("--version").output().is_ok() {
@@ -94,6 +97,20 @@ fn measure(url: &str, headers: &[String], pid: u32) -> Measured {
         p50: percentile(&output, "50%"),
         p99: percentile(&output, "99%"),
         cpu: spent.div_f64(requests),
+    }
+}
+
+/// Each figure's median over `runs` (an odd number of rounds).
+fn median(runs: Vec<Measured>) -> Measured {
+    fn mid<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+        values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        values[values.len() / 2]
+    }
+    Measured {
+        rate: mid(runs.iter().map(|m| m.rate).collect()),
+        p50: mid(runs.iter().map(|m| m.p50).collect()),
+        p99: mid(runs.iter().map(|m| m.p99).collect()),
+        cpu: mid(runs.iter().map(|m| m.cpu).collect()),
     }
 }
 
@@ -208,7 +225,10 @@ fn main() {
         axum::serve(listener, app).await.unwrap();
     });
 
-    let mut rows = Vec::new();
+    // Every server runs for the whole bench; the rows are measured in
+    // turn, ROUNDS times over, so that a slow spell of the machine touches
+    // every row alike, and each figure is the median of its rounds.
+    let mut servers = Vec::new();
     for (label, plugins, isolation, headers) in [
         ("weather, inline", &weather_entry, "inline", &Vec::new()),
         ("weather, thread", &weather_entry, "thread", &Vec::new()),
@@ -229,11 +249,27 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         println!("{label}: backworks answers {check}");
-        rows.push((label, measure(&url, headers, server.child.id())));
+        let pid = server.child.id();
+        servers.push((label, url, headers.clone(), pid, server));
     }
-    let bare = measure(&bare_url, &[], std::process::id());
+    let mut runs: Vec<Vec<Measured>> = (0..=servers.len()).map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, url, headers, pid, _)) in servers.iter().enumerate() {
+            runs[i].push(measure(url, headers, *pid));
+        }
+        runs[servers.len()].push(measure(&bare_url, &[], std::process::id()));
+    }
+    let mut medians: Vec<Measured> = runs.into_iter().map(median).collect();
+    let bare = medians.pop().expect("the bare row");
+    let rows: Vec<(&str, Measured)> = servers
+        .iter()
+        .map(|(label, ..)| *label)
+        .zip(medians)
+        .collect();
 
-    println!("wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1:");
+    println!(
+        "wrk -t1 -c{CONNECTIONS} -d{DURATION} on 127.0.0.1, median of {ROUNDS} rounds (rows alternate):"
+    );
     println!(
         "  {:<28} {:>10} {:>8} {:>10} {:>10} {:>12}",
         "", "req/s", "of bare", "p50", "p99", "CPU/request"

@@ -24,6 +24,8 @@ pub mod loader;
 #[forbid(unsafe_code)]
 pub mod lockfile;
 #[forbid(unsafe_code)]
+pub mod log_output;
+#[forbid(unsafe_code)]
 pub mod marketplace;
 #[forbid(unsafe_code)]
 pub mod metrics;

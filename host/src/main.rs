@@ -272,9 +272,11 @@ fn main() -> ExitCode {
             offline,
             watch,
         } => {
-            if let Err(error) = telemetry::init(cli.log_format) {
-                return fail(&error, 2);
-            }
+            // Held to the end: dropping it writes the log lines still batched.
+            let _log = match telemetry::init(cli.log_format) {
+                Ok(guard) => guard,
+                Err(error) => return fail(&error, 2),
+            };
             // Before plugins open their files; the cap follows the limit.
             backworks_host::http_serve::raise_open_file_limit();
             serve(&config, listen, ServeMode { locked, offline }, watch)
@@ -308,9 +310,10 @@ fn main() -> ExitCode {
             idle_timeout,
             max_connections,
         }) => {
-            if let Err(error) = telemetry::init(cli.log_format) {
-                return fail(&error, 2);
-            }
+            let _log = match telemetry::init(cli.log_format) {
+                Ok(guard) => guard,
+                Err(error) => return fail(&error, 2),
+            };
             backworks_host::http_serve::raise_open_file_limit();
             let options = registry_server::load_registry_key(&key).and_then(|key| {
                 Ok(registry_server::ServeOptions {
@@ -515,6 +518,8 @@ fn serve(
     // watchdog armed by start-up ends the process if this thread waits on
     // the lock before it gets here).
     if let Some(stuck) = loader::load_in_flight() {
+        // Lines logged before, unless a thread holds the log's locks.
+        backworks_host::log_output::try_flush();
         let error = result.as_ref().err();
         eprint!("{}", server::stuck_load_report(error, &stuck.path));
         loader::exit_now(error.map_or(0, server::ServeError::exit_code));

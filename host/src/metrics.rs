@@ -120,16 +120,68 @@ struct RequestLabels {
     status: u16,
 }
 
+/// The standard methods, each its own `method` label value.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// The `method` label value: the standard methods as they are, anything
 /// else `OTHER`, so clients cannot grow the number of series at will.
 fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == method)
+    KNOWN_METHODS
+        .get(method_index(method))
+        .copied()
         .unwrap_or("OTHER")
+}
+
+/// The position of `method` in [`KNOWN_METHODS`]; `KNOWN_METHODS.len()`
+/// for `OTHER`.
+fn method_index(method: &str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|known| *known == method)
+        .unwrap_or(KNOWN_METHODS.len())
+}
+
+/// The statuses whose request counters are cached (every valid one).
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
+
+/// The `backworks_http_requests_total` counters already resolved, by method
+/// (each `KNOWN_METHODS` index, then `OTHER`) and status, so that counting
+/// a request costs no label hashing and no lock once its series exists.
+/// A method's row is made when the method is first seen.
+#[derive(Debug, Default)]
+struct RequestCounters([OnceLock<Box<[OnceLock<Counter>]>>; KNOWN_METHODS.len() + 1]);
+
+impl RequestCounters {
+    /// The cached counter for (`method`, `status`), resolved from `family`
+    /// the first time; `None` for a status outside [`STATUSES`].
+    fn get(
+        &self,
+        family: &Family<RequestLabels, Counter>,
+        method: &str,
+        status: u16,
+    ) -> Option<&Counter> {
+        if !STATUSES.contains(&status) {
+            return None;
+        }
+        let index = method_index(method);
+        let row = self.0[index].get_or_init(|| {
+            (0..STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+        });
+        let cell = &row[usize::from(status - STATUSES.start())];
+        Some(cell.get_or_init(|| {
+            family
+                .get_or_create(&RequestLabels {
+                    method: method_label(method),
+                    status,
+                })
+                .clone()
+        }))
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -140,7 +192,8 @@ fn duration_histogram() -> Histogram {
 ///
 /// `Send + Sync`: share one (e.g. in an `Arc`) and record from any thread.
 /// Recording takes a read lock on the family (a write lock only the first
-/// time a label set is seen) and updates atomics or a short mutex.
+/// time a label set is seen) and updates atomics or a short mutex; a
+/// request's counter, once its series exists, only atomics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -148,6 +201,7 @@ pub struct Metrics {
     hook_errors: Family<HookLabels, Counter>,
     hook_duration: Family<HookLabels, Histogram>,
     http_requests: Family<RequestLabels, Counter>,
+    request_counters: RequestCounters,
     http_duration: Histogram,
     swaps: Family<SwapLabels, Counter>,
     inline_blocked: Family<HookLabels, Counter>,
@@ -214,6 +268,7 @@ impl Metrics {
             hook_errors,
             hook_duration,
             http_requests,
+            request_counters: RequestCounters::default(),
             http_duration,
             swaps,
             inline_blocked,
@@ -269,12 +324,22 @@ impl Metrics {
     /// `elapsed`. Methods other than the nine standard ones are counted as
     /// `OTHER`.
     pub fn observe_request(&self, method: &str, status: u16, elapsed: Duration) {
-        self.http_requests
-            .get_or_create(&RequestLabels {
-                method: method_label(method),
-                status,
-            })
-            .inc();
+        match self
+            .request_counters
+            .get(&self.http_requests, method, status)
+        {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.http_requests
+                    .get_or_create(&RequestLabels {
+                        method: method_label(method),
+                        status,
+                    })
+                    .inc();
+            }
+        }
         self.http_duration.observe(elapsed.as_secs_f64());
     }
 

@@ -892,7 +892,7 @@ async fn through_plugins(State(state): State<AppState>, request: Request) -> Res
     use tracing::Instrument;
 
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let request_id = request_id();
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %request.uri().path());
     let response = async {
@@ -902,7 +902,7 @@ async fn through_plugins(State(state): State<AppState>, request: Request) -> Res
         };
         state
             .metrics
-            .observe_request(&method, response.status, started.elapsed());
+            .observe_request(method.as_str(), response.status, started.elapsed());
         tracing::info!(
             status = response.status,
             duration_us = started.elapsed().as_micros() as u64,
@@ -913,20 +913,27 @@ async fn through_plugins(State(state): State<AppState>, request: Request) -> Res
     .instrument(span)
     .await;
     let mut response = to_response(response);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::try_from(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
+/// A request id unique in this host's lifetime: the process id in hex, a
+/// dash, and a counter (`1f2e-42`).
 fn request_id() -> String {
+    use std::fmt::Write as _;
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "{:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    // The process id does not change: asked once, not per request.
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| format!("{:x}-", std::process::id()));
+    let mut id = String::with_capacity(prefix.len() + 20);
+    id.push_str(prefix);
+    // Writing into a `String` cannot fail.
+    let _ = write!(id, "{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    id
 }
 
 /// The plugins' view of an HTTP request; a 400/413 response when the body

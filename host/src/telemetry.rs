@@ -9,6 +9,11 @@
 //! another one or drive the terminal (ESC, C1, bidirectional controls),
 //! whichever call site logged it. The JSON format is escaped by its
 //! encoder (every character below U+0020 as `\uXXXX`).
+//!
+//! Lines go out through [`crate::log_output`]: `info` and below batched by
+//! a background thread, `warn` and `error` at once. [`init`] returns a
+//! [`LogGuard`]: keep it until the process ends; dropping it writes what is
+//! still batched.
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
@@ -72,33 +77,55 @@ fn filter(value: Option<&str>) -> Result<EnvFilter, TelemetryError> {
 }
 
 /// Installs the global subscriber: events that pass `RUST_LOG`'s filter
-/// (default `info`) go to stderr in `format`.
+/// (default `info`) go to stderr in `format`. Keep the returned guard until
+/// the process ends (see [`LogGuard`]).
 ///
 /// Fails, without changing anything, if `RUST_LOG` does not parse or if a
 /// global subscriber is already installed (so a second call returns
 /// [`TelemetryError::AlreadyInitialized`] rather than panicking).
-pub fn init(format: LogFormat) -> Result<(), TelemetryError> {
+pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
     let value = match std::env::var(FILTER_ENV) {
         Ok(value) => Some(value),
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => return Err(TelemetryError::FilterNotUnicode),
     };
     let filter = filter(value.as_deref())?;
+    let writer = crate::log_output::stderr();
     let installed = match format {
-        LogFormat::Text => {
-            text_subscriber(filter, std::io::stderr, std::io::stderr().is_terminal())
-                .try_init()
-                .map_err(|e| e.to_string())
-        }
+        LogFormat::Text => text_subscriber(filter, writer, std::io::stderr().is_terminal())
+            .try_init()
+            .map_err(|e| e.to_string()),
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .try_init()
             .map_err(|e| e.to_string()),
     };
-    installed.map_err(TelemetryError::AlreadyInitialized)
+    installed.map_err(TelemetryError::AlreadyInitialized)?;
+    // A panic's report (written by the default hook, straight to stderr)
+    // comes after the lines logged before it.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        crate::log_output::try_flush();
+        previous(info);
+    }));
+    Ok(LogGuard(()))
+}
+
+/// Keeps the log's batched lines from being lost: dropping it writes every
+/// line still waiting to stderr. Hold it (in `main`) until the process
+/// ends; a process that ends without dropping it (`std::process::exit`)
+/// may lose up to [`crate::log_output::BATCH_DELAY`] of `info` lines.
+#[must_use = "dropping the guard at once leaves later log lines to be lost at exit: keep it"]
+#[derive(Debug)]
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        crate::log_output::flush();
+    }
 }
 
 /// The text format's subscriber: events that pass `filter` written to

@@ -617,7 +617,19 @@ fn sigterm_shuts_the_plugins_down_gracefully() {
         ),
     );
     let mut server = crate::harness::start(&config, "info");
-    assert_eq!(get(&server, "/weather").0, 200);
+    // The access log is batched (`log_output`): every request's line must
+    // still be out when the server stops, the last ones included.
+    let http = client();
+    let ids: Vec<String> = (0..50)
+        .map(|_| {
+            let response = http.get(format!("{}/weather", server.base)).send().unwrap();
+            assert_eq!(response.status(), 200);
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -632,12 +644,25 @@ fn sigterm_shuts_the_plugins_down_gracefully() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
-    let log: Vec<String> = server.stderr.try_iter().collect();
+    // Every line the process wrote, up to its end of stderr (the bound only
+    // catches a reader that never ends).
+    let mut log = Vec::new();
+    while let Ok(line) = server.stderr.recv_timeout(Duration::from_secs(30)) {
+        log.push(line);
+    }
     assert!(
         log.iter().any(|l| l.contains("plugin shut down")),
         "{}",
         log.join("\n")
     );
+    for id in &ids {
+        assert!(
+            log.iter()
+                .any(|l| l.contains("request served") && l.contains(&format!("id={id}"))),
+            "no access log line for request {id}:\n{}",
+            log.join("\n")
+        );
+    }
 }
 
 /// The file is swapped between a signed plugin and an unsigned one while the

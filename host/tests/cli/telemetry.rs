@@ -31,7 +31,8 @@ fn child_logs_json() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
-    telemetry::init(LogFormat::Json).unwrap();
+    // Held to the end: dropping it writes the batched lines.
+    let _log = telemetry::init(LogFormat::Json).unwrap();
     tracing::info!(answer = 42, "hello from the child");
     tracing::debug!("filtered out");
     let again = telemetry::init(LogFormat::Text);
