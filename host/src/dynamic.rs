@@ -1,11 +1,14 @@
 //! `DynamicPlugin`: a loaded plugin library seen through the same
 //! [`BackworksPlugin`] trait as the built-in plugins.
 //!
-//! Each hook runs the C-ABI call on tokio's blocking pool
-//! (`spawn_blocking`), so awaiting it never blocks a runtime worker. (The
-//! server's pipeline calls [`RawPlugin`] directly from its hook threads
-//! instead, to pay one queue push per request rather than one hand-off per
-//! hook.)
+//! Each C-ABI call runs on tokio's blocking pool (`spawn_blocking`), so
+//! awaiting a hook never blocks a runtime worker. The request hooks are
+//! driven as futures (ABI 1.2, [`backworks_plugin_sdk::abi::HookCall`]):
+//! each poll is one blocking-pool job, and a hook that waits (a timer, a
+//! call to another service) holds no thread while it waits; a plugin of
+//! ABI 1.0 or 1.1 answers on the first poll. (The server's pipeline calls
+//! [`RawPlugin`] directly, on its hook pool or its own workers, to pay one
+//! hand-off per request rather than one per hook.)
 
 use std::sync::Arc;
 
@@ -46,6 +49,19 @@ impl DynamicPlugin {
             .map_err(|e| BackworksError::msg(format!("the hook's thread failed: {e}")))?
             .map_err(|e| BackworksError::msg(e.to_string()))
     }
+
+    /// Drives request hook `call` (a future over this plugin) with each
+    /// poll on a blocking-pool thread, holding none while it waits.
+    async fn polled<T, F>(&self, call: impl FnOnce(Arc<RawPlugin>) -> F) -> BackworksResult<T>
+    where
+        F: std::future::Future<Output = Result<T, HookError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        crate::pipeline::on_blocking_threads(call(Arc::clone(&self.raw)))
+            .await
+            .ok_or_else(|| BackworksError::msg("the hook's thread failed"))?
+            .map_err(|e| BackworksError::msg(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -79,7 +95,7 @@ impl BackworksPlugin for DynamicPlugin {
 
     async fn before_request(&self, request: &HttpRequest) -> BackworksResult<RequestAction> {
         let request = request.clone();
-        self.blocking(move |raw| raw.call_before_request(&request))
+        self.polled(|raw| async move { raw.before_request_async(&request).await })
             .await
     }
 
@@ -89,7 +105,7 @@ impl BackworksPlugin for DynamicPlugin {
         response: &HttpResponse,
     ) -> BackworksResult<Option<HttpResponse>> {
         let (request, response) = (request.clone(), response.clone());
-        self.blocking(move |raw| raw.call_after_response(&request, &response))
+        self.polled(|raw| async move { raw.after_response_async(&request, &response).await })
             .await
     }
 
@@ -100,7 +116,9 @@ impl BackworksPlugin for DynamicPlugin {
         data: &str,
     ) -> BackworksResult<Option<String>> {
         let (endpoint, method, data) = (endpoint.to_owned(), method.to_owned(), data.to_owned());
-        self.blocking(move |raw| raw.call_process_endpoint(&endpoint, &method, &data))
-            .await
+        self.polled(
+            |raw| async move { raw.process_endpoint_async(&endpoint, &method, &data).await },
+        )
+        .await
     }
 }

@@ -406,20 +406,70 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    polled_elsewhere(future, |poll| async move {
+        executor.spawn(move || poll.run()).await.ok()
+    })
+    .await
+}
+
+/// As [`on_pool`], each poll one job of tokio's blocking pool
+/// (`spawn_blocking`): for callers outside the server, which have no hook
+/// pool ([`crate::dynamic::DynamicPlugin`]).
+pub(crate) async fn on_blocking_threads<F>(future: F) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    polled_elsewhere(future, |poll| async move {
+        tokio::task::spawn_blocking(move || poll.run()).await.ok()
+    })
+    .await
+}
+
+/// One poll of a future, to be run on another thread ([`PollJob::run`]):
+/// gives the future back with what the poll returned.
+pub(crate) struct PollJob<F: std::future::Future> {
+    future: std::pin::Pin<Box<F>>,
+    waker: std::task::Waker,
+}
+
+/// What [`PollJob::run`] gives back: the future and its poll's result.
+type Polled<F> = (
+    std::pin::Pin<Box<F>>,
+    std::task::Poll<<F as std::future::Future>::Output>,
+);
+
+impl<F: std::future::Future> PollJob<F> {
+    /// Polls the future once, on the calling thread.
+    pub(crate) fn run(mut self) -> Polled<F> {
+        let polled = self
+            .future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&self.waker));
+        (self.future, polled)
+    }
+}
+
+/// Drives `future` by handing each poll to `run` (which runs the
+/// [`PollJob`] on some thread and gives back its result, `None` if that
+/// thread ended without one); between polls this task awaits the future's
+/// wake, holding no thread.
+async fn polled_elsewhere<F, R, J>(future: F, run: R) -> Option<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+    R: Fn(PollJob<F>) -> J,
+    J: std::future::Future<Output = Option<Polled<F>>>,
+{
     let signal = Arc::new(PoolSignal::default());
     let waker = std::task::Waker::from(Arc::clone(&signal));
     let mut future = Box::pin(future);
     loop {
-        let waker = waker.clone();
-        let (back, polled) = executor
-            .spawn(move || {
-                let polled = future
-                    .as_mut()
-                    .poll(&mut std::task::Context::from_waker(&waker));
-                (future, polled)
-            })
-            .await
-            .ok()?;
+        let (back, polled) = run(PollJob {
+            future,
+            waker: waker.clone(),
+        })
+        .await?;
         match polled {
             std::task::Poll::Ready(output) => return Some(output),
             std::task::Poll::Pending => {
@@ -698,7 +748,14 @@ impl Pipeline {
     /// Runs `request` through the plugins and returns the response: never
     /// fails, whatever the plugins do.
     pub async fn handle(&self, request: HttpRequest) -> HttpResponse {
-        self.run(request, Walk::Request).await.unwrap_or_else(|| {
+        self.handle_in(self.snapshot(), request).await
+    }
+
+    /// As [`Pipeline::handle`], through `snapshot` (one the caller took
+    /// from [`Pipeline::snapshot`], e.g. to see whether its plugins read
+    /// the request's headers: [`Snapshot::reads_whole_requests`]).
+    pub async fn handle_in(&self, snapshot: Arc<Snapshot>, request: HttpRequest) -> HttpResponse {
+        self.run(snapshot, request, Walk::Request).await.unwrap_or_else(|| {
             error_response(
                 500,
                 json!({"error": "the request pipeline gave no response (a host bug: see the log)"}),
@@ -723,7 +780,7 @@ impl Pipeline {
         if !anyone {
             return Ok(());
         }
-        match self.run(request, Walk::Admit).await {
+        match self.run(self.snapshot(), request, Walk::Admit).await {
             None => Ok(()),
             Some(refused) => Err(refused),
         }
@@ -738,10 +795,14 @@ impl Pipeline {
     /// hooks itself and hands each `thread` plugin's hook to the pool. The
     /// walk is a task of its own, not this one, so that this task can
     /// answer 504 while an `inline` hook blocks its worker.
-    async fn run(&self, request: HttpRequest, walk: Walk) -> Option<HttpResponse> {
+    async fn run(
+        &self,
+        snapshot: Arc<Snapshot>,
+        request: HttpRequest,
+        walk: Walk,
+    ) -> Option<HttpResponse> {
         let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
-        // The one snapshot this request runs through, hooks and all.
-        let snapshot = self.current.load_full();
+        // `snapshot` is the one this request runs through, hooks and all.
         let progress = Arc::clone(&running);
         // The request's span (request id, method, path) follows it onto the
         // hook thread or task, so each hook's log line carries it.
@@ -921,6 +982,17 @@ impl Snapshot {
     /// The plugin named `name` (its name in `backworks.yaml`).
     pub fn plugin(&self, name: &str) -> Option<&HostPlugin> {
         self.plugins().find(|plugin| plugin.name == name)
+    }
+
+    /// Whether some plugin may call `before_request` or `after_response`,
+    /// the hooks that see the whole request (headers and query included);
+    /// when none does, the endpoint hooks see only method, path and body,
+    /// and the request's headers need not be converted.
+    pub fn reads_whole_requests(&self) -> bool {
+        self.plugins.iter().any(|routed| {
+            routed.plugin.implements(abi::Hook::BeforeRequest)
+                || routed.plugin.implements(abi::Hook::AfterResponse)
+        })
     }
 
     /// Whether some plugin whose hooks `walk` calls runs `inline` now.

@@ -794,7 +794,7 @@ pub async fn shutdown_signal() {
 async fn host_endpoint(state: AppState, which: HostEndpoint, request: Request) -> Response {
     let public = state.public.iter().any(|path| path == which.path());
     if !public {
-        let request = match to_plugin_request(request).await {
+        let request = match to_plugin_request(request, true).await {
             Ok(request) => request,
             Err(response) => return to_response(response),
         };
@@ -896,8 +896,11 @@ async fn through_plugins(State(state): State<AppState>, request: Request) -> Res
     let request_id = request_id();
     let span = tracing::info_span!("request", id = %request_id, method = %method, path = %request.uri().path());
     let response = async {
-        let response = match to_plugin_request(request).await {
-            Ok(request) => state.pipeline.handle(request).await,
+        // The snapshot the request runs through: its plugins decide whether
+        // the headers are worth converting.
+        let snapshot = state.pipeline.snapshot();
+        let response = match to_plugin_request(request, snapshot.reads_whole_requests()).await {
+            Ok(request) => state.pipeline.handle_in(snapshot, request).await,
             Err(response) => response,
         };
         state
@@ -936,12 +939,16 @@ fn request_id() -> String {
     id
 }
 
-/// The plugins' view of an HTTP request; a 400/413 response when the body
-/// is not UTF-8 or too large.
-async fn to_plugin_request(request: Request) -> Result<HttpRequest, HttpResponse> {
+/// The plugins' view of an HTTP request, its headers left out unless
+/// `with_headers` (only `before_request` and `after_response` see them); a
+/// 400/413 response when the body is not UTF-8 or too large.
+async fn to_plugin_request(
+    request: Request,
+    with_headers: bool,
+) -> Result<HttpRequest, HttpResponse> {
     let (parts, body) = request.into_parts();
     let mut headers = std::collections::BTreeMap::new();
-    for (name, value) in &parts.headers {
+    for (name, value) in parts.headers.iter().filter(|_| with_headers) {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         headers
             .entry(name.as_str().to_owned())
@@ -986,4 +993,35 @@ fn to_response(response: HttpResponse) -> Response {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/echo?x=1")
+            .header("authorization", "Bearer t")
+            .header("accept", "a")
+            .header("accept", "b")
+            .body(Body::from("hello"))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plugin_request_carries_headers_only_when_a_plugin_reads_them() {
+        let whole = to_plugin_request(request(), true).await.unwrap();
+        assert_eq!(whole.headers["authorization"], "Bearer t");
+        assert_eq!(whole.headers["accept"], "a, b");
+        let lean = to_plugin_request(request(), false).await.unwrap();
+        assert!(lean.headers.is_empty(), "{:?}", lean.headers);
+        for converted in [whole, lean] {
+            assert_eq!(converted.method, "POST");
+            assert_eq!(converted.path, "/echo");
+            assert_eq!(converted.query.as_deref(), Some("x=1"));
+            assert_eq!(converted.body.as_deref(), Some("hello"));
+        }
+    }
 }

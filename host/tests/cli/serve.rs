@@ -753,10 +753,13 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
         },
     )
     .unwrap();
-    let plugin: Box<dyn BackworksPlugin> =
-        Box::new(backworks_host::dynamic::DynamicPlugin::new(loaded));
+    let plugin: std::sync::Arc<dyn BackworksPlugin> =
+        std::sync::Arc::new(backworks_host::dynamic::DynamicPlugin::new(loaded));
+    // Two blocking threads: hooks that held one while they wait would leave
+    // none for the `/echo` below.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -774,6 +777,31 @@ fn a_dynamic_plugin_is_a_backworks_plugin() {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("panicked"), "{error}");
+
+        // Hooks that wait (ABI 1.2) hold no thread: eight calls waiting ten
+        // minutes each, and a ninth call is still answered.
+        let waiting: Vec<_> = (0..8)
+            .map(|_| {
+                let plugin = std::sync::Arc::clone(&plugin);
+                tokio::spawn(
+                    async move { plugin.process_endpoint_data("/wait-long", "GET", "").await },
+                )
+            })
+            .collect();
+        // Let every waiting call start (its first poll) before the ninth.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let body = tokio::time::timeout(
+            Duration::from_secs(60),
+            plugin.process_endpoint_data("/echo", "POST", "still answered"),
+        )
+        .await
+        .expect("a call waited behind hooks that hold the blocking threads")
+        .unwrap();
+        assert_eq!(body.as_deref(), Some("POST still answered"));
+        for call in &waiting {
+            assert!(!call.is_finished(), "a ten-minute wait ended early");
+            call.abort();
+        }
         plugin.shutdown().await.unwrap();
     });
 }
