@@ -207,7 +207,13 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.header_read_timeout(limits.header_timeout);
-    let open = Arc::new(Open::default());
+    let open = Arc::new(Open {
+        ticks: crate::ticks::start(
+            &tokio::runtime::Handle::current(),
+            crate::ticks::period_for(limits.header_timeout.min(limits.idle_timeout)),
+        ),
+        ..Open::default()
+    });
     let (stop, stopped) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = pin!(shutdown);
@@ -317,6 +323,8 @@ struct Open {
     /// Woken when a connection becomes idle or declines to close (it was
     /// no longer idle when asked).
     changed: Notify,
+    /// The clock of every connection's head wait ([`HeadTimer`]).
+    ticks: Arc<Notify>,
 }
 
 impl Open {
@@ -388,6 +396,7 @@ fn connection(
     http.timer(HeadTimer {
         traffic: Arc::clone(&traffic),
         open: Arc::clone(open),
+        ticks: Arc::clone(&open.ticks),
         header: settings.limits.header_timeout,
         idle: settings.limits.idle_timeout,
     });
@@ -867,11 +876,14 @@ impl hyper::body::Body for WatchedBody {
 /// after the accept) that deadline stands; later (after a response, the
 /// connection idle, and hyper holding no byte of the next head) the wait
 /// may last `idle` until a byte arrives, and `header` from then; while it
-/// is idle, the connection may be closed to make room for a new one.
+/// is idle, the connection may be closed to make room for a new one. The
+/// waits run on the server's coarse clock ([`crate::ticks`]): a deadline
+/// is seen at most 1/16 of the shorter timeout late.
 #[derive(Debug)]
 struct HeadTimer {
     traffic: Arc<Traffic>,
     open: Arc<Open>,
+    ticks: Arc<Notify>,
     header: Duration,
     idle: Duration,
 }
@@ -898,7 +910,7 @@ impl Timer for HeadTimer {
             (armed + self.idle, Phase::Idle { bytes })
         };
         Box::pin(HeadSleep {
-            sleep: tokio::time::sleep_until(deadline.into()),
+            sleep: crate::ticks::CoarseSleep::until(&self.ticks, deadline),
             traffic: Arc::clone(&self.traffic),
             header: self.header,
             phase,
@@ -924,7 +936,7 @@ pin_project_lite::pin_project! {
     #[derive(Debug)]
     struct HeadSleep {
         #[pin]
-        sleep: tokio::time::Sleep,
+        sleep: crate::ticks::CoarseSleep,
         traffic: Arc<Traffic>,
         header: Duration,
         phase: Phase,
@@ -956,9 +968,7 @@ impl Future for HeadSleep {
         {
             *this.phase = Phase::Head;
             this.traffic.idle_at.store(0, Ordering::Relaxed);
-            this.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + *this.header);
+            this.sleep.as_mut().reset(Instant::now() + *this.header);
         }
         this.sleep.poll(cx)
     }

@@ -42,6 +42,8 @@ pub mod swap;
 #[forbid(unsafe_code)]
 pub mod telemetry;
 #[forbid(unsafe_code)]
+pub(crate) mod ticks;
+#[forbid(unsafe_code)]
 pub(crate) mod updater;
 #[forbid(unsafe_code)]
 pub(crate) mod watch;

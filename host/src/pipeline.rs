@@ -656,43 +656,10 @@ pub struct Pipeline {
     /// swaps never lose one another's change.
     publishing: Mutex<()>,
     hook_timeout: Duration,
-    /// The deadline clock's ticks ([`DeadlineClock`]).
+    /// The hook deadline's clock ([`crate::ticks`]): a request waiting for
+    /// its walk looks at its deadline on each tick.
     ticks: Arc<tokio::sync::Notify>,
     metrics: Arc<Metrics>,
-}
-
-/// How many times per hook timeout the [`DeadlineClock`] ticks: a hook
-/// past its deadline is answered at most this fraction of the timeout late.
-const TICKS_PER_TIMEOUT: u32 = 16;
-
-/// The clock of the hook deadline: one thread per pipeline wakes every
-/// request waiting for its walk once per tick (`hook_timeout /
-/// TICKS_PER_TIMEOUT`, at least 1 ms), and each request then looks at its
-/// own deadline. A request thus registers on one wait list instead of a
-/// timer of its own: the timer wheel's insert, re-registration and removal,
-/// on every request, cost about 8 % of the server's throughput (issue 15
-/// note). The thread ends once the pipeline is gone.
-struct DeadlineClock;
-
-impl DeadlineClock {
-    /// Starts the clock for `hook_timeout`: the ticks to wait on.
-    fn start(hook_timeout: Duration) -> std::io::Result<Arc<tokio::sync::Notify>> {
-        let ticks = Arc::new(tokio::sync::Notify::new());
-        let weak = Arc::downgrade(&ticks);
-        let period = (hook_timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
-        std::thread::Builder::new()
-            .name("backworks-deadlines".to_owned())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(period);
-                    match weak.upgrade() {
-                        Some(ticks) => ticks.notify_waiters(),
-                        None => return,
-                    }
-                }
-            })?;
-        Ok(ticks)
-    }
 }
 
 /// A JSON error response.
@@ -717,6 +684,7 @@ impl Pipeline {
         let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
         let executor = HookExecutor::new(1)?;
         let any_inline = plugins.iter().any(|p| p.isolation == Isolation::Inline);
+        let ticks = crate::ticks::start(&handle, crate::ticks::period_for(hook_timeout));
         let recorder = Arc::new(Recorder {
             series,
             metrics: Arc::clone(&metrics),
@@ -746,7 +714,7 @@ impl Pipeline {
             names,
             publishing: Mutex::new(()),
             hook_timeout,
-            ticks: DeadlineClock::start(hook_timeout)?,
+            ticks,
             metrics,
         })
     }
@@ -825,8 +793,8 @@ impl Pipeline {
 
     /// Runs `walk` over `snapshot` under the per-hook deadline; a deadline
     /// or a failure of the host becomes `Some` error response. The deadline
-    /// is looked at on each tick of the [`DeadlineClock`]: a hook past it
-    /// is answered 504 at most 1/[`TICKS_PER_TIMEOUT`] of the timeout late.
+    /// is looked at on each tick of the pipeline's clock ([`crate::ticks`]):
+    /// a hook past it is answered 504 at most 1/16 of the timeout late.
     ///
     /// Where: when no plugin of the walk runs `inline`, the whole walk is
     /// one job on the hook pool (one hand-off per request); otherwise it is
