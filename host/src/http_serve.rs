@@ -396,7 +396,6 @@ fn connection(
     http.timer(HeadTimer {
         traffic: Arc::clone(&traffic),
         open: Arc::clone(open),
-        ticks: Arc::clone(&open.ticks),
         header: settings.limits.header_timeout,
         idle: settings.limits.idle_timeout,
     });
@@ -883,7 +882,6 @@ impl hyper::body::Body for WatchedBody {
 struct HeadTimer {
     traffic: Arc<Traffic>,
     open: Arc<Open>,
-    ticks: Arc<Notify>,
     header: Duration,
     idle: Duration,
 }
@@ -910,7 +908,7 @@ impl Timer for HeadTimer {
             (armed + self.idle, Phase::Idle { bytes })
         };
         Box::pin(HeadSleep {
-            sleep: crate::ticks::CoarseSleep::until(&self.ticks, deadline),
+            sleep: crate::ticks::CoarseSleep::until(&self.open.ticks, deadline),
             traffic: Arc::clone(&self.traffic),
             header: self.header,
             phase,
