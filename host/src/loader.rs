@@ -773,7 +773,9 @@ fn exit_watchdog() -> Option<&'static ExitWatchdog> {
 
 /// Writes `bytes` to file descriptor 2 with `write`, without std's stderr
 /// lock (which a thread of the watchdog's kind must not need).
-fn write_all_to_stderr(mut bytes: &[u8]) {
+fn write_all_to_stderr(bytes: &[u8]) {
+    #[cfg(unix)]
+    let mut bytes = bytes;
     #[cfg(unix)]
     while !bytes.is_empty() {
         // SAFETY: `bytes` is a valid, initialised buffer of `bytes.len()`
