@@ -948,15 +948,17 @@ async fn to_plugin_request(
 ) -> Result<HttpRequest, HttpResponse> {
     let (parts, body) = request.into_parts();
     let mut headers = std::collections::BTreeMap::new();
-    for (name, value) in parts.headers.iter().filter(|_| with_headers) {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|joined: &mut String| {
-                joined.push_str(", ");
-                joined.push_str(&value);
-            })
-            .or_insert(value);
+    if with_headers {
+        for (name, value) in &parts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.as_str().to_owned())
+                .and_modify(|joined: &mut String| {
+                    joined.push_str(", ");
+                    joined.push_str(&value);
+                })
+                .or_insert(value);
+        }
     }
     let bytes = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         HttpResponse::json(
