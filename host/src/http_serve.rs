@@ -210,7 +210,7 @@ pub(crate) async fn serve(
     let open = Arc::new(Open {
         ticks: crate::ticks::start(
             &tokio::runtime::Handle::current(),
-            crate::ticks::period_for(limits.header_timeout.min(limits.idle_timeout)),
+            limits.header_timeout.min(limits.idle_timeout),
         ),
         ..Open::default()
     });

@@ -684,7 +684,7 @@ impl Pipeline {
         let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
         let executor = HookExecutor::new(1)?;
         let any_inline = plugins.iter().any(|p| p.isolation == Isolation::Inline);
-        let ticks = crate::ticks::start(&handle, crate::ticks::period_for(hook_timeout));
+        let ticks = crate::ticks::start(&handle, hook_timeout);
         let recorder = Arc::new(Recorder {
             series,
             metrics: Arc::clone(&metrics),

@@ -25,14 +25,11 @@ use tokio::sync::futures::OwnedNotified;
 /// most this fraction of its length late.
 pub(crate) const TICKS_PER_DEADLINE: u32 = 16;
 
-/// The period of a clock for deadlines of `shortest` length or more.
-pub(crate) fn period_for(shortest: Duration) -> Duration {
-    (shortest / TICKS_PER_DEADLINE).max(Duration::from_millis(1))
-}
-
-/// Starts a clock on `runtime` ticking every `period`: the ticks to wait on
-/// (`notified()` resolves at the next tick).
-pub(crate) fn start(runtime: &Handle, period: Duration) -> Arc<Notify> {
+/// Starts a clock on `runtime` for deadlines of `shortest` length or more:
+/// it ticks every `shortest / TICKS_PER_DEADLINE` (at least 1 ms). Returns
+/// the ticks to wait on (`notified()` resolves at the next tick).
+pub(crate) fn start(runtime: &Handle, shortest: Duration) -> Arc<Notify> {
+    let period = (shortest / TICKS_PER_DEADLINE).max(Duration::from_millis(1));
     let ticks = Arc::new(Notify::new());
     let weak = Arc::downgrade(&ticks);
     drop(runtime.spawn(async move {
@@ -107,7 +104,8 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let ticks = start(&Handle::current(), Duration::from_millis(5));
+            // A tick every 5 ms.
+            let ticks = start(&Handle::current(), Duration::from_millis(80));
             let started = Instant::now();
             let deadline = started + Duration::from_millis(50);
             CoarseSleep::until(&ticks, deadline).await;
