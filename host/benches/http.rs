@@ -249,13 +249,12 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         println!("{label}: backworks answers {check}");
-        let pid = server.child.id();
-        servers.push((label, url, headers.clone(), pid, server));
+        servers.push((label, url, headers.clone(), server));
     }
     let mut runs: Vec<Vec<Measured>> = (0..=servers.len()).map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
-        for (i, (_, url, headers, pid, _)) in servers.iter().enumerate() {
-            runs[i].push(measure(url, headers, *pid));
+        for (i, (_, url, headers, server)) in servers.iter().enumerate() {
+            runs[i].push(measure(url, headers, server.child.id()));
         }
         runs[servers.len()].push(measure(&bare_url, &[], std::process::id()));
     }
