@@ -60,17 +60,23 @@ pub enum Isolation {
     /// never a server worker.
     #[default]
     Thread,
+    /// In a worker process of its own, supervised by the host
+    /// (`crate::process`): a crash, an abort or `exit()` in the plugin
+    /// costs the requests in flight in it (502) and a restart, never the
+    /// server. Linux only.
+    Process,
 }
 
 impl Isolation {
     /// The tiers by name, as `backworks.yaml` writes them.
-    pub const NAMES: &[&str] = &["inline", "thread"];
+    pub const NAMES: &[&str] = &["inline", "thread", "process"];
 
     /// The name as `backworks.yaml`, `/plugins` and the log write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inline => "inline",
             Self::Thread => "thread",
+            Self::Process => "process",
         }
     }
 
@@ -79,6 +85,7 @@ impl Isolation {
         match name {
             "inline" => Some(Self::Inline),
             "thread" => Some(Self::Thread),
+            "process" => Some(Self::Process),
             _ => None,
         }
     }
@@ -134,6 +141,45 @@ impl Default for WatchdogConfig {
     }
 }
 
+/// `server.process`: how the `process` tier supervises and confines its
+/// workers (`docs/config.md`, "Isolation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// `max_crashes` within `crash_window` mark a plugin failed (503 until
+    /// it is replaced or the server restarts).
+    pub max_crashes: u32,
+    /// See `max_crashes`.
+    pub crash_window: Duration,
+    /// The worker's address-space limit (`RLIMIT_AS`), in bytes.
+    pub memory: u64,
+    /// The worker's open-file limit (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+}
+
+/// `server.process.max_crashes` when it is not given.
+pub const DEFAULT_MAX_CRASHES: u32 = 5;
+/// `server.process.crash_window` when it is not given.
+pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// `server.process.memory` when it is not given: 4 GiB of address space
+/// (a tokio runtime's threads and their allocators' arenas reserve far
+/// more than they use).
+pub const DEFAULT_WORKER_MEMORY: u64 = 4 << 30;
+/// The smallest `server.process.memory` accepted.
+pub const MIN_WORKER_MEMORY: u64 = 64 << 20;
+/// `server.process.open_files` when it is not given.
+pub const DEFAULT_WORKER_OPEN_FILES: u64 = 1024;
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            max_crashes: DEFAULT_MAX_CRASHES,
+            crash_window: DEFAULT_CRASH_WINDOW,
+            memory: DEFAULT_WORKER_MEMORY,
+            open_files: DEFAULT_WORKER_OPEN_FILES,
+        }
+    }
+}
+
 /// The host's own endpoints: what `server.public` may list.
 pub const HOST_ENDPOINTS: &[&str] = &["/healthz", "/plugins", "/metrics"];
 const PLUGIN_TYPES: &[&str] = &["builtin", "external", "marketplace"];
@@ -176,6 +222,8 @@ pub struct Config {
     pub isolation: Isolation,
     /// `server.watchdog`: how `inline` hooks that block are handled.
     pub watchdog: WatchdogConfig,
+    /// `server.process`: the `process` tier's supervision and limits.
+    pub process: ProcessConfig,
     /// `server.public`: the host's endpoints (of [`HOST_ENDPOINTS`]) served
     /// without the plugins' `before_request` (so without authentication);
     /// a public `/healthz` only says that the server is up.

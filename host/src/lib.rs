@@ -3,8 +3,10 @@
 //!
 //! The public modules are what the `backworks` binary (`main.rs`), the
 //! benchmarks, the end-to-end tests and the fuzz targets use; the rest is
-//! the host's own (`pub(crate)`). Only [`loader`] and `dynamic` may hold
-//! `unsafe` code (dlopen, the plugin's C ABI); every other module forbids it.
+//! the host's own (`pub(crate)`). Only [`loader`] and `dynamic` (dlopen,
+//! the plugin's C ABI) and the process tier's `process::confine` (a
+//! worker's descriptors, `prctl`) may hold `unsafe` code; every other
+//! module forbids it.
 
 #[forbid(unsafe_code)]
 pub(crate) mod auth;
@@ -31,6 +33,8 @@ pub mod marketplace;
 pub mod metrics;
 #[forbid(unsafe_code)]
 pub(crate) mod pipeline;
+#[cfg(target_os = "linux")]
+pub mod process;
 #[forbid(unsafe_code)]
 pub mod registry_server;
 #[forbid(unsafe_code)]

@@ -432,6 +432,18 @@ impl VerifiedFile {
         }
     }
 
+    /// The sealed memfd holding the verified bytes, which a worker process
+    /// of the `process` tier is given (`crate::process`): the very bytes
+    /// verified, never a path to read again. `None` where the bytes are
+    /// staged in a private file (not Linux).
+    #[cfg(target_os = "linux")]
+    pub fn staged_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.keep_alive
+            .downcast_ref::<memfd::Memfd>()
+            .map(|memfd| memfd.as_file().as_fd())
+    }
+
     /// The identity rule, for start-up and every swap alike: a library may
     /// serve the `backworks.yaml` entry `name` only when its metadata record
     /// names that plugin. Otherwise a validly signed library of one plugin
@@ -474,6 +486,88 @@ pub fn probe(staged: &Path, label: &Path, max_plugin_size: u64) -> Result<(), Lo
             })?;
     let library = open_staged(label, &loadable, keep_alive)?;
     checked_plugin(label, library, &metadata).map(drop)
+}
+
+/// The worker's side of the `process` tier (`crate::process::worker`):
+/// loads the bytes a `backworks serve` verified and passed as `memfd` (its
+/// sealed memfd, inherited), as [`PendingLoad::load`] would: the seals
+/// checked (no write, grow or shrink), the record found and checked, the
+/// bytes hashed (the handshake reports that sha256, which the host compares
+/// with the one it verified), `dlopen` of the memfd itself, the record
+/// re-checked in memory. Errors name `label`, the plugin file the bytes
+/// came from.
+#[cfg(target_os = "linux")]
+pub fn load_inherited(
+    memfd: std::os::fd::OwnedFd,
+    label: &Path,
+    max_plugin_size: u64,
+) -> Result<LoadedPlugin, LoadError> {
+    use memfd::FileSeal;
+
+    let stage_error = |detail: String| LoadError::Stage {
+        path: label.to_owned(),
+        detail,
+    };
+    let memfd = memfd::Memfd::try_from_fd(memfd)
+        .map_err(|_| stage_error(String::from("the inherited descriptor is not a memfd")))?;
+    let seals = memfd
+        .seals()
+        .map_err(|e| stage_error(format!("cannot read the memfd's seals: {e}")))?;
+    for seal in [
+        FileSeal::SealWrite,
+        FileSeal::SealGrow,
+        FileSeal::SealShrink,
+    ] {
+        if !seals.contains(&seal) {
+            return Err(stage_error(format!(
+                "the inherited memfd is not sealed ({seal:?} missing)"
+            )));
+        }
+    }
+    let length = memfd
+        .as_file()
+        .metadata()
+        .map_err(|source| LoadError::Read {
+            path: label.to_owned(),
+            source,
+        })?
+        .len();
+    check_read_size(label, length, SizeLimit::Plugin(max_plugin_size))?;
+    let map = if length == 0 {
+        None
+    } else {
+        // SAFETY: the memfd is sealed against writing, growing and shrinking
+        // (checked above; seals cannot be removed), so the mapped bytes
+        // cannot change or be truncated while the map lives.
+        Some(
+            unsafe { memmap2::Mmap::map(memfd.as_file()) }
+                .map_err(|e| stage_error(format!("cannot map the memfd: {e}")))?,
+        )
+    };
+    let staged = Staged { memfd, map };
+    let bytes = staged.bytes();
+    let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
+        path: label.to_owned(),
+        source,
+    })?;
+    abi::check_compatible(&metadata).map_err(|source| LoadError::Incompatible {
+        path: label.to_owned(),
+        source,
+    })?;
+    let sha256 = signature::Claims::of(bytes)
+        .map(|claims| claims.sha256_hex())
+        .map_err(|_| LoadError::RecordChanged {
+            path: label.to_owned(),
+        })?;
+    let (loadable, keep_alive) = staged.into_loadable(&metadata.name).map_err(stage_error)?;
+    let library = open_staged(label, &loadable, keep_alive)?;
+    let raw = checked_plugin(label, library, &metadata)?;
+    Ok(LoadedPlugin {
+        raw,
+        path: label.to_owned(),
+        key_id: None,
+        sha256,
+    })
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and
@@ -852,7 +946,7 @@ fn open_staged(
 
 /// What keeps the staged path valid and unique (a memfd, or the private
 /// directory); kept for the life of the process.
-type KeepAlive = Box<dyn std::any::Any + Send>;
+type KeepAlive = Box<dyn std::any::Any + Send + Sync>;
 
 /// A plugin file's bytes, read once, in a place where they cannot change
 /// between the checks and the load.

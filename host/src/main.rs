@@ -89,6 +89,31 @@ enum Command {
         #[arg(long)]
         max_size: u64,
     },
+    /// Internal: run one plugin of the `process` tier for a running
+    /// `backworks serve`, which passes the verified bytes (descriptor 3)
+    /// and a socket (descriptor 4). Exit 70 when it cannot serve (the
+    /// reason on standard error).
+    #[command(hide = true)]
+    PluginWorker {
+        /// The plugin's entry name in backworks.yaml.
+        #[arg(long)]
+        name: String,
+        /// The plugin file the bytes came from, for messages.
+        #[arg(long)]
+        label: PathBuf,
+        /// The host's process id: the worker refuses to run under another.
+        #[arg(long)]
+        parent: u32,
+        /// Address-space limit, bytes.
+        #[arg(long)]
+        memory: u64,
+        /// Open-file limit.
+        #[arg(long)]
+        open_files: u64,
+        /// The most bytes of plugin accepted.
+        #[arg(long)]
+        max_size: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +322,24 @@ fn main() -> ExitCode {
             // probe's answer is given.
             loader::exit_now(code)
         }
+        Command::PluginWorker {
+            name,
+            label,
+            parent,
+            memory,
+            open_files,
+            max_size,
+        } => plugin_worker(
+            cli.log_format,
+            WorkerArgs {
+                name,
+                label,
+                parent,
+                memory,
+                open_files,
+                max_size,
+            },
+        ),
         Command::Marketplace(MarketplaceCommand::Serve {
             dir,
             key,
@@ -437,6 +480,51 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
 /// Prints `error` and returns `code`. Errors quote what registries sent
 /// (serde's "unknown field" names the registry's field), plugins' records
 /// and files: escaped, so none of it can drive the terminal.
+/// `backworks plugin-worker`: serves until the host closes the socket, then
+/// leaves through `_exit` (the plugin's destructors do not run).
+/// `plugin-worker`'s arguments.
+struct WorkerArgs {
+    name: String,
+    label: PathBuf,
+    parent: u32,
+    memory: u64,
+    open_files: u64,
+    max_size: u64,
+}
+
+#[cfg(target_os = "linux")]
+fn plugin_worker(format: telemetry::LogFormat, args: WorkerArgs) -> ExitCode {
+    use backworks_host::process::worker;
+
+    let options = worker::WorkerOptions {
+        name: args.name,
+        label: args.label,
+        parent: args.parent,
+        memory: args.memory,
+        open_files: args.open_files,
+        max_plugin_size: args.max_size,
+    };
+    let log = match telemetry::init(format) {
+        Ok(guard) => guard,
+        Err(error) => return fail(&error, worker::WORKER_REFUSED),
+    };
+    let code = match worker::run(&options) {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(plugin = %options.name, "plugin worker: {error}");
+            worker::WORKER_REFUSED
+        }
+    };
+    drop(log);
+    loader::exit_now(code)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn plugin_worker(_format: telemetry::LogFormat, _args: WorkerArgs) -> ExitCode {
+    eprintln!("error: the process tier runs on Linux only");
+    ExitCode::from(2)
+}
+
 fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {}", report::escape(&error.to_string()));
     ExitCode::from(code)

@@ -46,16 +46,21 @@ pub enum Outcome {
     Panic,
     /// The host stopped waiting for it.
     Timeout,
+    /// Its worker process ended while it ran (`process` tier), or the
+    /// plugin's worker is unavailable.
+    Crash,
 }
 
 impl Outcome {
-    /// The `outcome` label value: `ok`, `error`, `panic` or `timeout`.
+    /// The `outcome` label value: `ok`, `error`, `panic`, `timeout` or
+    /// `crash`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",
             Self::Panic => "panic",
             Self::Timeout => "timeout",
+            Self::Crash => "crash",
         }
     }
 }
@@ -112,6 +117,22 @@ impl EncodeLabelValue for SwapOutcome {
 struct SwapLabels {
     plugin: String,
     outcome: SwapOutcome,
+}
+
+/// A worker event of the `process` tier: its plugin and cause (a crash's
+/// `signal`, `exit`, `protocol`; a kill's `hung`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WorkerLabels {
+    plugin: String,
+    cause: String,
+}
+
+/// A worker restart of the `process` tier: its plugin and whether the new
+/// worker started (`ok`, `failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RestartLabels {
+    plugin: String,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -188,6 +209,13 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+fn worker(plugin: &str, cause: &str) -> WorkerLabels {
+    WorkerLabels {
+        plugin: plugin.to_owned(),
+        cause: cause.to_owned(),
+    }
+}
+
 /// The host's metrics registry.
 ///
 /// `Send + Sync`: share one (e.g. in an `Arc`) and record from any thread.
@@ -205,6 +233,9 @@ pub struct Metrics {
     http_duration: Histogram,
     swaps: Family<SwapLabels, Counter>,
     inline_blocked: Family<HookLabels, Counter>,
+    worker_crashes: Family<WorkerLabels, Counter>,
+    worker_kills: Family<WorkerLabels, Counter>,
+    worker_restarts: Family<RestartLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -262,8 +293,29 @@ impl Metrics {
             "Hooks of inline plugins that kept a server worker busy past the watchdog's threshold",
             inline_blocked.clone(),
         );
+        let worker_crashes = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "backworks_worker_crashes",
+            "Worker processes of the process tier that ended on their own, by plugin and cause (signal-11, exit-3, protocol, ...)",
+            worker_crashes.clone(),
+        );
+        let worker_kills = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "backworks_worker_kills",
+            "Worker processes the host killed, by plugin and cause (hung: a hook ran past its deadline and did not stop)",
+            worker_kills.clone(),
+        );
+        let worker_restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            "backworks_worker_restarts",
+            "Worker processes started again after one ended, by plugin and outcome (ok, failed)",
+            worker_restarts.clone(),
+        );
         Self {
             registry,
+            worker_crashes,
+            worker_kills,
+            worker_restarts,
             hook_calls,
             hook_errors,
             hook_duration,
@@ -273,6 +325,32 @@ impl Metrics {
             swaps,
             inline_blocked,
         }
+    }
+
+    /// Records that a worker of `plugin` ended on its own (`cause`:
+    /// `signal-N`, `exit-N`, `protocol`).
+    pub fn observe_worker_crash(&self, plugin: &str, cause: &str) {
+        self.worker_crashes
+            .get_or_create(&worker(plugin, cause))
+            .inc();
+    }
+
+    /// Records that the host killed a worker of `plugin` (`cause`: `hung`).
+    pub fn observe_worker_kill(&self, plugin: &str, cause: &str) {
+        self.worker_kills
+            .get_or_create(&worker(plugin, cause))
+            .inc();
+    }
+
+    /// Records a restart of a worker of `plugin` (`outcome`: `ok` or
+    /// `failed`).
+    pub fn observe_worker_restart(&self, plugin: &str, outcome: &'static str) {
+        self.worker_restarts
+            .get_or_create(&RestartLabels {
+                plugin: plugin.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Records that `hook` of the `inline` plugin `plugin` kept a server

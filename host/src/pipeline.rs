@@ -62,6 +62,9 @@ pub enum PluginImpl {
     Builtin(Arc<dyn BackworksPlugin>),
     /// Loaded from a verified library.
     Dynamic(Arc<RawPlugin>),
+    /// Run in a worker process from verified bytes (the `process` tier).
+    #[cfg(target_os = "linux")]
+    Process(Arc<crate::process::ProcessPlugin>),
 }
 
 impl std::fmt::Debug for PluginImpl {
@@ -69,6 +72,8 @@ impl std::fmt::Debug for PluginImpl {
         match self {
             Self::Builtin(p) => f.debug_tuple("Builtin").field(&p.name()).finish(),
             Self::Dynamic(p) => f.debug_tuple("Dynamic").field(&p.name()).finish(),
+            #[cfg(target_os = "linux")]
+            Self::Process(p) => f.debug_tuple("Process").field(&p.metadata().name).finish(),
         }
     }
 }
@@ -106,6 +111,11 @@ pub enum HookFailure {
     Error(String),
     /// It panicked (caught).
     Panic(String),
+    /// Its worker process ended while it ran (`process` tier): 502.
+    Crashed(String),
+    /// Its worker could not serve it (failed after too many crashes, or
+    /// not startable): 503.
+    Unavailable(String),
 }
 
 impl HookFailure {
@@ -113,14 +123,28 @@ impl HookFailure {
         match self {
             Self::Error(_) => Outcome::Error,
             Self::Panic(_) => Outcome::Panic,
+            Self::Crashed(_) | Self::Unavailable(_) => Outcome::Crash,
         }
     }
 
     /// The failure's message.
     pub fn message(&self) -> &str {
         match self {
-            Self::Error(m) | Self::Panic(m) => m,
+            Self::Error(m) | Self::Panic(m) | Self::Crashed(m) | Self::Unavailable(m) => m,
         }
+    }
+}
+
+impl HostPlugin {
+    /// Tells a plugin of the `process` tier where to count its workers'
+    /// crashes, kills and restarts.
+    fn count_into(&self, metrics: &Arc<Metrics>) {
+        #[cfg(target_os = "linux")]
+        if let PluginImpl::Process(p) = &self.implementation {
+            p.count_into(metrics);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = metrics;
     }
 }
 
@@ -167,12 +191,49 @@ impl HostPlugin {
         }
     }
 
+    /// The plugin of entry `name` (of type `kind`, with `config`) whose
+    /// verified bytes run in a worker process (`isolation: process`).
+    #[cfg(target_os = "linux")]
+    pub fn in_process(
+        name: &str,
+        kind: &'static str,
+        config: Arc<Value>,
+        file: crate::loader::VerifiedFile,
+        settings: crate::process::WorkerSettings,
+    ) -> Self {
+        let plugin = crate::process::ProcessPlugin::new(name, file, Arc::clone(&config), settings);
+        let file = plugin.file();
+        Self {
+            name: name.to_owned(),
+            version: file.metadata().version.clone(),
+            kind,
+            path: Some(file.path().to_owned()),
+            key_id: file.key_id().map(|k| k.to_string()),
+            sha256: Some(file.sha256().to_owned()),
+            config,
+            isolation: Isolation::Process,
+            implementation: PluginImpl::Process(Arc::new(plugin)),
+        }
+    }
+
     /// The name in the plugin's metadata record (`None` for a built-in):
     /// what a replacement must be called.
     pub fn record_name(&self) -> Option<&str> {
         match &self.implementation {
             PluginImpl::Dynamic(raw) => Some(&raw.metadata().name),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => Some(&p.metadata().name),
             PluginImpl::Builtin(_) => None,
+        }
+    }
+
+    /// Why the plugin serves no requests, when its worker was marked
+    /// failed (`process` tier, too many crashes).
+    pub fn failed(&self) -> Option<String> {
+        match &self.implementation {
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => p.failed(),
+            _ => None,
         }
     }
 
@@ -198,6 +259,11 @@ impl HostPlugin {
             PluginImpl::Dynamic(p) => {
                 Ok(p.call_initialize_with_host(config, crate::loader::host_services(&self.name))?)
             }
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => {
+                let config = serde_json::to_vec(config).unwrap_or_else(|_| b"null".to_vec());
+                lifecycle_in_worker(handle, p, abi::Hook::Initialize, vec![config])
+            }
         }
     }
 
@@ -206,6 +272,10 @@ impl HostPlugin {
         match &self.implementation {
             PluginImpl::Builtin(p) => builtin(handle, p.health_check()),
             PluginImpl::Dynamic(p) => Ok(p.health_check()?),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => {
+                lifecycle_in_worker(handle, p, abi::Hook::HealthCheck, Vec::new())
+            }
         }
     }
 
@@ -214,6 +284,10 @@ impl HostPlugin {
         match &self.implementation {
             PluginImpl::Builtin(p) => builtin(handle, p.shutdown()),
             PluginImpl::Dynamic(p) => Ok(p.shutdown()?),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => {
+                lifecycle_in_worker(handle, p, abi::Hook::Shutdown, Vec::new())
+            }
         }
     }
 
@@ -224,6 +298,8 @@ impl HostPlugin {
     fn implements(&self, hook: abi::Hook) -> bool {
         match &self.implementation {
             PluginImpl::Dynamic(p) => p.implements(hook),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => p.implements(hook),
             PluginImpl::Builtin(_) => true,
         }
     }
@@ -251,6 +327,8 @@ impl HostPlugin {
                 }
             },
             PluginImpl::Dynamic(p) => Ok(dynamic(p, call).await?),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => in_worker(p, call).await,
         }
     }
 
@@ -298,6 +376,8 @@ impl HostPlugin {
                 .await;
                 Ok(output?)
             }
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => in_worker(p, call).await,
         }
     }
 }
@@ -373,6 +453,92 @@ async fn dynamic(plugin: &RawPlugin, call: &Call<'_>) -> Result<Output, HookErro
         ),
         Call::After(request, response) => {
             Output::After(plugin.after_response_async(request, response).await?)
+        }
+    })
+}
+
+/// A lifecycle hook in a plugin's worker (blocking: call it on a blocking
+/// thread).
+#[cfg(target_os = "linux")]
+fn lifecycle_in_worker(
+    handle: &Handle,
+    plugin: &crate::process::ProcessPlugin,
+    hook: abi::Hook,
+    args: Vec<Vec<u8>>,
+) -> Result<(), HookFailure> {
+    use crate::process::supervisor::CallFailure;
+    use crate::process::wire::Answer;
+
+    match handle.block_on(plugin.call(hook, args)) {
+        Ok(Answer::Failed {
+            panicked: true,
+            message,
+        }) => Err(HookFailure::Panic(message)),
+        Ok(Answer::Failed { message, .. }) => Err(HookFailure::Error(message)),
+        Ok(_) => Ok(()),
+        Err(CallFailure::Crashed(cause)) => Err(HookFailure::Crashed(cause)),
+        Err(CallFailure::Unavailable(reason)) => Err(HookFailure::Unavailable(reason)),
+    }
+}
+
+/// Calls a request hook in a plugin's worker (`process` tier): the
+/// arguments as the ABI's strings, the answer decoded as the in-process
+/// call decodes it.
+#[cfg(target_os = "linux")]
+async fn in_worker(
+    plugin: &crate::process::ProcessPlugin,
+    call: &Call<'_>,
+) -> Result<Output, HookFailure> {
+    use crate::process::supervisor::CallFailure;
+    use crate::process::wire::Answer;
+
+    fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, HookFailure> {
+        serde_json::to_vec(value)
+            .map_err(|e| HookFailure::Error(format!("cannot encode input: {e}")))
+    }
+    let args = match *call {
+        Call::Before(request) => vec![encode(request)?],
+        Call::Endpoint(request) => vec![
+            request.path.as_bytes().to_vec(),
+            request.method.as_bytes().to_vec(),
+            body_of(request).as_bytes().to_vec(),
+        ],
+        Call::After(request, response) => {
+            vec![encode(&backworks_plugin_sdk::ResponseExchange {
+                request: request.clone(),
+                response: response.clone(),
+            })?]
+        }
+    };
+    let answer = match plugin.call(call.hook(), args).await {
+        Ok(answer) => answer,
+        Err(CallFailure::Crashed(cause)) => return Err(HookFailure::Crashed(cause)),
+        Err(CallFailure::Unavailable(reason)) => return Err(HookFailure::Unavailable(reason)),
+    };
+    let text = match answer {
+        Answer::Failed {
+            panicked: true,
+            message,
+        } => return Err(HookFailure::Panic(message)),
+        Answer::Failed { message, .. } => return Err(HookFailure::Error(message)),
+        Answer::Nothing | Answer::NotImplemented => None,
+        Answer::Text(text) => Some(text),
+    };
+    let invalid = |e: serde_json::Error| HookFailure::Error(format!("returned invalid JSON: {e}"));
+    Ok(match (*call, text) {
+        (Call::Before(_), None) => Output::Before(RequestAction::Continue),
+        (Call::Before(_), Some(text)) => {
+            Output::Before(serde_json::from_slice(&text).map_err(invalid)?)
+        }
+        (Call::Endpoint(_), None) => Output::Endpoint(None),
+        (Call::Endpoint(_), Some(body)) => {
+            Output::Endpoint(Some(String::from_utf8(body).map_err(|e| {
+                HookFailure::Error(format!("returned a body that is not UTF-8: {e}"))
+            })?))
+        }
+        (Call::After(..), None) => Output::After(None),
+        (Call::After(..), Some(text)) => {
+            Output::After(Some(serde_json::from_slice(&text).map_err(invalid)?))
         }
     })
 }
@@ -511,6 +677,8 @@ pub(crate) async fn bounded<T: Send + 'static>(
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(HookFailure::Error(m)))) => Err(("failed", m)),
         Ok(Ok(Err(HookFailure::Panic(m)))) => Err(("panicked", m)),
+        Ok(Ok(Err(HookFailure::Crashed(m)))) => Err(("crashed", m)),
+        Ok(Ok(Err(HookFailure::Unavailable(m)))) => Err(("was unavailable", m)),
         Ok(Err(join)) => Err(("failed", join.to_string())),
         Err(_) => Err((
             "timed out",
@@ -615,6 +783,7 @@ impl Recorder {
     fn tier(&self, index: usize) -> Isolation {
         match self.tiers[index].load(std::sync::atomic::Ordering::Relaxed) {
             TIER_INLINE => Isolation::Inline,
+            TIER_PROCESS => Isolation::Process,
             _ => Isolation::Thread,
         }
     }
@@ -624,11 +793,14 @@ impl Recorder {
 const TIER_INLINE: u8 = 0;
 /// [`Isolation::Thread`] in [`Recorder::tiers`].
 const TIER_THREAD: u8 = 1;
+/// [`Isolation::Process`] in [`Recorder::tiers`].
+const TIER_PROCESS: u8 = 2;
 
 fn tier_code(isolation: Isolation) -> u8 {
     match isolation {
         Isolation::Inline => TIER_INLINE,
         Isolation::Thread => TIER_THREAD,
+        Isolation::Process => TIER_PROCESS,
     }
 }
 
@@ -684,6 +856,9 @@ impl Pipeline {
         let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
         let executor = HookExecutor::new(1)?;
         let any_inline = plugins.iter().any(|p| p.isolation == Isolation::Inline);
+        for plugin in &plugins {
+            plugin.count_into(&metrics);
+        }
         let ticks = crate::ticks::start(&handle, hook_timeout);
         let recorder = Arc::new(Recorder {
             series,
@@ -742,6 +917,7 @@ impl Pipeline {
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load();
         let mut plugins = current.plugins.clone();
+        plugin.count_into(&self.metrics);
         let old = std::mem::replace(&mut plugins[index], Routed::new(plugin));
         self.current.store(Arc::new(Snapshot {
             plugins,
@@ -1004,16 +1180,20 @@ impl Snapshot {
         })
     }
 
-    /// Whether some plugin whose hooks `walk` calls runs `inline` now.
+    /// Whether some plugin whose hooks `walk` calls runs `inline` now, or
+    /// in a worker process (whose calls the request's task awaits: nothing
+    /// for a pool thread to do).
     fn any_inline(&self, walk: Walk) -> bool {
         self.plugins.iter().enumerate().any(|(index, routed)| {
-            self.recorder.tier(index) == Isolation::Inline
-                && match walk {
-                    Walk::Request => abi::Hook::REQUEST
-                        .iter()
-                        .any(|hook| routed.plugin.implements(*hook)),
-                    Walk::Admit => routed.plugin.implements(abi::Hook::BeforeRequest),
-                }
+            matches!(
+                self.recorder.tier(index),
+                Isolation::Inline | Isolation::Process
+            ) && match walk {
+                Walk::Request => abi::Hook::REQUEST
+                    .iter()
+                    .any(|hook| routed.plugin.implements(*hook)),
+                Walk::Admit => routed.plugin.implements(abi::Hook::BeforeRequest),
+            }
         })
     }
 
@@ -1053,6 +1233,8 @@ impl Snapshot {
                 };
                 plugin.call_inline(&call, watch).await
             }
+            // A call to a worker process: awaited here.
+            (Place::Worker, Isolation::Process) => plugin.call_inline(&call, None).await,
             (Place::Worker, Isolation::Thread) => {
                 let owned = call.to_owned();
                 let snapshot = Arc::clone(self);
@@ -1094,6 +1276,8 @@ impl Snapshot {
             let (what, status) = match &failure {
                 HookFailure::Error(_) => ("failed", 500),
                 HookFailure::Panic(_) => ("panicked", 500),
+                HookFailure::Crashed(_) => ("crashed", 502),
+                HookFailure::Unavailable(_) => ("is unavailable", 503),
             };
             tracing::error!(plugin = %plugin.name, hook, error = failure.message(), "hook {what}");
             error_response(

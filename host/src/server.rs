@@ -29,7 +29,7 @@ use axum::routing::get;
 use backworks_plugin_sdk::{HttpRequest, HttpResponse, json};
 use tokio::runtime::Handle;
 
-use crate::config::{Config, PluginConfig, PluginKind};
+use crate::config::{Config, Isolation, PluginConfig, PluginKind};
 use crate::lifecycle::{self, LoadFailure};
 use crate::loader::{self, LoadError, LoadPolicy};
 use crate::marketplace::{MarketplaceError, PluginMarketplace, Resolved, ServeMode};
@@ -217,6 +217,7 @@ pub fn load_plugins(
         }
         checked
     })?;
+    let worker_start = worker_settings(config);
     // Loaded once every verifier thread has ended: a library whose
     // initialisers hang holds glibc's loader lock, which a thread also
     // takes when it sets up its thread-locals or exits, so no thread this
@@ -225,8 +226,58 @@ pub fn load_plugins(
         .plugins
         .iter()
         .zip(checked)
-        .map(|(entry, checked)| load_one(entry, checked, config.hook_timeout))
+        .map(|(entry, checked)| load_one(entry, checked, config.hook_timeout, &worker_start))
         .collect()
+}
+
+/// How the `process` tier's workers of a server are started (unused
+/// elsewhere than on Linux, where that tier is refused at config load).
+#[cfg(target_os = "linux")]
+type WorkerStart = crate::process::WorkerSettings;
+#[cfg(not(target_os = "linux"))]
+type WorkerStart = ();
+
+/// The worker settings `config` gives.
+#[cfg(target_os = "linux")]
+pub(crate) fn worker_settings(config: &Config) -> WorkerStart {
+    crate::process::WorkerSettings {
+        program: lifecycle::this_program()
+            .unwrap_or_else(|_| std::path::PathBuf::from("backworks")),
+        limits: config.process,
+        hook_timeout: config.hook_timeout,
+        max_plugin_size: config.max_plugin_size,
+        log_format: crate::telemetry::format(),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn worker_settings(_config: &Config) -> WorkerStart {}
+
+/// A verified plugin of the `process` tier: nothing is loaded here; its
+/// worker starts with its first lifecycle hook (`initialize`).
+#[cfg(target_os = "linux")]
+fn in_process(
+    entry: &PluginConfig,
+    kind: &'static str,
+    file: loader::VerifiedFile,
+    settings: &WorkerStart,
+) -> Result<HostPlugin, ServeError> {
+    tracing::info!(
+        plugin = %entry.name,
+        name = file.metadata().name,
+        version = file.metadata().version,
+        isolation = %entry.isolation,
+        key = file.key_id().map(|k| k.to_string()).unwrap_or_else(|| "none".into()),
+        sha256 = file.sha256(),
+        "plugin verified; it runs in a worker process"
+    );
+    Ok(HostPlugin::in_process(
+        &entry.name,
+        kind,
+        Arc::new(entry.config.clone()),
+        file,
+        settings.clone(),
+    ))
 }
 
 /// A plugin of the configuration, checked and ready to load.
@@ -385,6 +436,7 @@ fn load_one(
     entry: &PluginConfig,
     checked: Checked,
     timeout: Duration,
+    settings: &WorkerStart,
 ) -> Result<HostPlugin, ServeError> {
     let (kind, file) = match checked {
         Checked::Builtin(plugin) => return Ok(plugin),
@@ -396,6 +448,10 @@ fn load_one(
         what,
         message,
     };
+    #[cfg(target_os = "linux")]
+    if entry.isolation == Isolation::Process {
+        return in_process(entry, kind, file, settings);
+    }
     let path = file.path().to_owned();
     let loaded = lifecycle::load_within(file, timeout).map_err(|failure| match failure {
         LoadFailure::Refused(source) => ServeError::Load {
@@ -513,6 +569,8 @@ pub async fn start_plugins(plugins: &[HostPlugin], timeout: Duration) -> Result<
                 let what = match failure {
                     HookFailure::Error(_) => "failed",
                     HookFailure::Panic(_) => "panicked",
+                    HookFailure::Crashed(_) => "crashed",
+                    HookFailure::Unavailable(_) => "was unavailable",
                 };
                 return Err(stopped((index, hook), what, failure.message().to_owned()));
             }

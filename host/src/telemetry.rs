@@ -42,6 +42,27 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The name `--log-format` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// The format [`init`] set up (text until then): a worker process of the
+/// `process` tier is told to log in it too.
+pub fn format() -> LogFormat {
+    match FORMAT.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => LogFormat::Json,
+        _ => LogFormat::Text,
+    }
+}
+
+static FORMAT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -104,6 +125,10 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
             .map_err(|e| e.to_string()),
     };
     installed.map_err(TelemetryError::AlreadyInitialized)?;
+    FORMAT.store(
+        u8::from(format == LogFormat::Json),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // A panic's report (written by the default hook, straight to stderr)
     // comes after the lines logged before it.
     let previous = std::panic::take_hook();

@@ -46,6 +46,17 @@ pub(super) struct Server {
     pub public: List<Leaf>,
     pub isolation: Leaf,
     pub watchdog: Map<Watchdog>,
+    pub process: Map<Process>,
+}
+
+/// `server.process:`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct Process {
+    pub max_crashes: Leaf,
+    pub crash_window: Leaf,
+    pub memory: Leaf,
+    pub open_files: Leaf,
 }
 
 /// `server.watchdog:`.
@@ -108,6 +119,9 @@ pub(super) fn fields_at(parent: &[super::Seg]) -> &'static [&'static str] {
         [Key(section)] if section == "server" => fields_of::<Server>(),
         [Key(section), Key(sub)] if section == "server" && sub == "watchdog" => {
             fields_of::<Watchdog>()
+        }
+        [Key(section), Key(sub)] if section == "server" && sub == "process" => {
+            fields_of::<Process>()
         }
         [Key(section)] if section == "marketplace" => fields_of::<Marketplace>(),
         [Key(section)] if section == "updates" => fields_of::<Updates>(),

@@ -14,7 +14,8 @@ use backworks_artifact::signature::{self, KeyId, PublicKey};
 use serde_yaml::Value;
 
 use super::file::{
-    Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Server, Updates, Watchdog,
+    Entries, File, KeyEntry, Leaf, List, Map, Marketplace, PluginEntry, Process, Server, Updates,
+    Watchdog,
 };
 use super::path::{FieldPath, Seg, line_of};
 use super::text::{SubstError, edit_distance, parse_duration, parse_size, substitute};
@@ -22,8 +23,8 @@ use super::{
     ALLOW_VALUES, Allow, BUILTINS, Config, ConfigError, DEFAULT_CACHE_DIR, DEFAULT_HOOK_TIMEOUT,
     DEFAULT_LISTEN, DEFAULT_MAX_DOWNLOAD, DEFAULT_MIN_TRANSFER_RATE, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TRANSFER_TIMEOUT, DEFAULT_WATCHDOG_THRESHOLD, HOST_ENDPOINTS, Isolation,
-    MarketplaceConfig, PLUGIN_TYPES, PluginConfig, PluginKind, RegistryLocation, TrustedKey,
-    UpdatesConfig, WatchdogAction, WatchdogConfig, list,
+    MIN_WORKER_MEMORY, MarketplaceConfig, PLUGIN_TYPES, PluginConfig, PluginKind, ProcessConfig,
+    RegistryLocation, TrustedKey, UpdatesConfig, WatchdogAction, WatchdogConfig, list,
 };
 use crate::http_serve::ConnectionLimits;
 
@@ -109,6 +110,15 @@ impl Reader<'_> {
             Some(section) => self.watchdog(section, &watchdog_at)?,
             None => WatchdogConfig::default(),
         };
+        let process_at = at("process");
+        let process = match self.mapping(
+            &server.process,
+            &process_at,
+            "a mapping with `max_crashes`, `crash_window`, `memory` and `open_files` (`process: {max_crashes: 5, crash_window: 60s}`)",
+        )? {
+            Some(section) => self.process(section, &process_at)?,
+            None => ProcessConfig::default(),
+        };
 
         let plugin_dirs = self.plugin_dirs(&file.plugin_dirs, &root.key("plugin_dirs"))?;
         let trusted_keys = self.trusted_keys(&file.trusted_keys, &root.key("trusted_keys"))?;
@@ -162,6 +172,7 @@ impl Reader<'_> {
             limits,
             isolation,
             watchdog,
+            process,
             public,
             plugin_dirs,
             trusted_keys,
@@ -639,14 +650,92 @@ impl Reader<'_> {
         Ok(WatchdogConfig { threshold, action })
     }
 
+    /// `server.process`.
+    fn process(&self, section: &Process, at: &FieldPath) -> Result<ProcessConfig, ConfigError> {
+        let defaults = ProcessConfig::default();
+        let max_crashes_at = at.key("max_crashes");
+        let max_crashes = self
+            .read(
+                &section.max_crashes,
+                &max_crashes_at,
+                |reader, value, at| reader.whole_number(value, at, 1, 1000, "crashes, like `5`"),
+            )?
+            .map_or(defaults.max_crashes, |n| n as u32);
+        let crash_window_at = at.key("crash_window");
+        let crash_window = self
+            .read(&section.crash_window, &crash_window_at, Self::duration)?
+            .unwrap_or(defaults.crash_window);
+        if crash_window.is_zero() {
+            return Err(self.invalid(&crash_window_at, "must be longer than 0; write e.g. `60s`"));
+        }
+        let memory_at = at.key("memory");
+        let memory = self
+            .read(&section.memory, &memory_at, Self::size)?
+            .unwrap_or(defaults.memory);
+        if memory < MIN_WORKER_MEMORY {
+            return Err(self.invalid(
+                &memory_at,
+                "must be at least 64MiB: a worker's runtime and the plugin's own threads reserve that much address space before any request",
+            ));
+        }
+        let open_files = self
+            .read(
+                &section.open_files,
+                &at.key("open_files"),
+                |reader, value, at| {
+                    reader.whole_number(value, at, 16, 1_000_000, "open files, like `1024`")
+                },
+            )?
+            .unwrap_or(defaults.open_files);
+        Ok(ProcessConfig {
+            max_crashes,
+            crash_window,
+            memory,
+            open_files,
+        })
+    }
+
+    /// A whole number from `min` to `max` (`what` says what it counts, with
+    /// an example).
+    fn whole_number(
+        &self,
+        value: &Value,
+        at: &FieldPath,
+        min: u64,
+        max: u64,
+        what: &str,
+    ) -> Result<u64, ConfigError> {
+        let number = match value {
+            Value::Number(number) => number.as_u64(),
+            Value::String(_) => self.string(value, at)?.trim().parse::<u64>().ok(),
+            other => return Err(self.wrong_type(other, at, "a whole number")),
+        };
+        match number {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.invalid(
+                at,
+                format!("expected a whole number from {min} to {max} of {what}"),
+            )),
+        }
+    }
+
     /// An `isolation` value: one of [`Isolation::NAMES`].
     fn isolation(&self, value: &Value, at: &FieldPath) -> Result<Isolation, ConfigError> {
         let name = self.string(value, at)?;
+        if name == "process" && !cfg!(target_os = "linux") {
+            return Err(self.invalid(
+                at,
+                format!(
+                    "the `process` tier runs on Linux only (this host is {}); use `thread`, which contains errors, panics and hangs but not crashes",
+                    std::env::consts::OS
+                ),
+            ));
+        }
         Isolation::from_name(&name).ok_or_else(|| {
             self.invalid(
                 at,
                 format!(
-                    "unknown isolation `{name}`; the tiers are {} (`inline`: on the server's workers, for plugins trusted not to block; `thread`: on the hook pool)",
+                    "unknown isolation `{name}`; the tiers are {} (`inline`: on the server's workers, for plugins trusted not to block; `thread`: on the hook pool; `process`: in a supervised worker process of its own)",
                     list(Isolation::NAMES)
                 ),
             )

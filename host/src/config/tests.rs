@@ -271,6 +271,7 @@ fn defaults() {
         assert!(config.plugins.is_empty());
         assert_eq!(config.limits, ConnectionLimits::default());
         assert!(config.public.is_empty());
+        assert_eq!(config.process, super::ProcessConfig::default());
     }
     let config = fixture.config("max_plugin_size: 64KiB\n");
     assert_eq!(config.max_plugin_size, 64 * 1024);
@@ -294,6 +295,28 @@ fn connection_limits_and_public_endpoints_are_read() {
     let config = fixture.config("server:\n  max_connections: \"${N:-16}\"\n  public: []\n");
     assert_eq!(config.limits.max_connections, 16);
     assert!(config.public.is_empty());
+}
+
+#[test]
+fn the_process_tier_and_its_limits_are_read() {
+    let fixture = Fixture::new();
+    let config = fixture.config(
+        "server:\n  isolation: process\n  process: {max_crashes: 3, crash_window: 10s, memory: 512MiB, open_files: 64}\nplugins:\n  auth:\n    type: builtin\n    isolation: thread\n",
+    );
+    assert_eq!(
+        config.process,
+        super::ProcessConfig {
+            max_crashes: 3,
+            crash_window: Duration::from_secs(10),
+            memory: 512 << 20,
+            open_files: 64,
+        }
+    );
+    assert_eq!(config.isolation, super::Isolation::Process);
+    assert_eq!(config.plugins[0].isolation, super::Isolation::Thread);
+    let config = fixture.config("server:\n  process: {max_crashes: \"${N:-7}\"}\n");
+    assert_eq!(config.process.max_crashes, 7);
+    assert_eq!(config.process.memory, super::DEFAULT_WORKER_MEMORY);
 }
 
 #[test]
@@ -562,7 +585,9 @@ fn unknown_field_lists_are_the_declared_fields() {
         "public",
         "isolation",
         "watchdog",
+        "process",
     ]);
+    check::<file::Process>(&["max_crashes", "crash_window", "memory", "open_files"]);
     check::<file::KeyEntry>(&["file", "key"]);
     check::<file::PluginEntry>(&["type", "path", "version", "isolation", "config"]);
     check::<file::Watchdog>(&["threshold", "action"]);
@@ -716,6 +741,12 @@ refused! {
     unknown_top_level_field: "server: {}\nplugin_dir: [plugins]\n";
     unknown_server_field: "server:\n  listen: \"127.0.0.1:1\"\n  hook_timout: 5s\n";
     max_connections_zero: "server:\n  max_connections: 0\n";
+    process_max_crashes_zero: "server:\n  process:\n    max_crashes: 0\n";
+    process_crash_window_zero: "server:\n  process:\n    crash_window: 0s\n";
+    process_memory_too_small: "server:\n  process:\n    memory: 1MiB\n";
+    process_unknown_field: "server:\n  process:\n    cpu: 1s\n";
+    process_not_a_mapping: "server:\n  process: fast\n";
+    isolation_unknown: "server:\n  isolation: wasm\n";
     max_connections_text: "server:\n  max_connections: many\n";
     header_timeout_without_unit: "server:\n  header_timeout: 10\n";
     public_unknown_endpoint: "server:\n  public: [/weather]\n";
