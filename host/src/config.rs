@@ -150,7 +150,8 @@ pub struct ProcessConfig {
     pub max_crashes: u32,
     /// See `max_crashes`.
     pub crash_window: Duration,
-    /// The worker's address-space limit (`RLIMIT_AS`), in bytes.
+    /// How much address space a worker may add to its size before the
+    /// plugin is loaded (`RLIMIT_AS`), in bytes.
     pub memory: u64,
     /// The worker's open-file limit (`RLIMIT_NOFILE`).
     pub open_files: u64,
@@ -161,8 +162,8 @@ pub const DEFAULT_MAX_CRASHES: u32 = 5;
 /// `server.process.crash_window` when it is not given.
 pub const DEFAULT_CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// `server.process.memory` when it is not given: 4 GiB of address space
-/// (a tokio runtime's threads and their allocators' arenas reserve far
-/// more than they use).
+/// for the plugin (its runtime's threads and their allocators' arenas
+/// reserve far more than they use).
 pub const DEFAULT_WORKER_MEMORY: u64 = 4 << 30;
 /// The smallest `server.process.memory` accepted.
 pub const MIN_WORKER_MEMORY: u64 = 64 << 20;

@@ -482,7 +482,8 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
 /// and files: escaped, so none of it can drive the terminal.
 /// `backworks plugin-worker`: serves until the host closes the socket, then
 /// leaves through `_exit` (the plugin's destructors do not run).
-/// `plugin-worker`'s arguments.
+/// `plugin-worker`'s arguments (read only where the process tier exists).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct WorkerArgs {
     name: String,
     label: PathBuf,

@@ -227,6 +227,16 @@ impl HostPlugin {
         }
     }
 
+    /// The process id of the plugin's worker while one serves (`process`
+    /// tier).
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.implementation {
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => p.worker_pid(),
+            _ => None,
+        }
+    }
+
     /// Why the plugin serves no requests, when its worker was marked
     /// failed (`process` tier, too many crashes).
     pub fn failed(&self) -> Option<String> {

@@ -452,6 +452,8 @@ fn load_one(
     if entry.isolation == Isolation::Process {
         return in_process(entry, kind, file, settings);
     }
+    #[cfg(not(target_os = "linux"))]
+    let () = *settings;
     let path = file.path().to_owned();
     let loaded = lifecycle::load_within(file, timeout).map_err(|failure| match failure {
         LoadFailure::Refused(source) => ServeError::Load {
@@ -931,6 +933,9 @@ fn list_plugins(state: &AppState) -> Response {
             });
             if let Some(blocked) = state.pipeline.blocked(index) {
                 entry["watchdog"] = watchdog_json(&blocked);
+            }
+            if p.isolation == Isolation::Process {
+                entry["worker"] = json!({"pid": p.worker_pid(), "failed": p.failed()});
             }
             entry
         })

@@ -263,6 +263,9 @@ pub struct Swapper {
     /// The `backworks` binary that probes a replacement before this process
     /// loads it ([`Swapper::probe_replacements_with`]).
     probe_program: std::sync::OnceLock<PathBuf>,
+    /// How replacements of `process` plugins start their workers.
+    #[cfg(target_os = "linux")]
+    workers: crate::process::WorkerSettings,
 }
 
 impl Swapper {
@@ -294,6 +297,8 @@ impl Swapper {
             closed: AtomicBool::new(false),
             retiring: Mutex::new(JoinSet::new()),
             probe_program: std::sync::OnceLock::new(),
+            #[cfg(target_os = "linux")]
+            workers: crate::server::worker_settings(config),
         }
     }
 
@@ -553,58 +558,13 @@ impl Swapper {
             running: running.version.clone(),
         };
         let record_version = verified.metadata().version.clone();
-        // `dlopen` runs the library's initialisers: first in a probe process
-        // (a hang or a crash there leaves this server whole), then here, on
-        // a thread of its own, bounded like a hook (the blocking thread only
-        // waits for it).
-        let (timeout, max_plugin_size) = (self.hook_timeout, self.max_plugin_size);
-        let probe = self.probe_program.get().cloned();
-        let loaded = tokio::task::spawn_blocking(move || {
-            if let Some(program) = probe {
-                lifecycle::probe_within(&program, &verified, max_plugin_size, timeout)?;
-            }
-            Ok(lifecycle::load_within(verified, timeout))
-        })
-        .await
-        .map_err(interrupted)?;
-        let load_failed = |what, message| start_error(&record_version, "load", what, message);
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(ProbeFailure::TimedOut) => {
-                return Err(load_failed(
-                    "timed out",
-                    format!(
-                        "no answer within {} ms; {}",
-                        timeout.as_millis(),
-                        ProbeFailure::TimedOut
-                    ),
-                ));
-            }
-            Err(failure) => return Err(load_failed("failed", failure.to_string())),
-        };
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(LoadFailure::Refused(source)) => return Err(refused(source)),
-            Err(failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_))) => {
-                return Err(load_failed("failed", failure.to_string()));
-            }
-            Err(LoadFailure::TimedOut) => {
-                return Err(load_failed(
-                    "timed out",
-                    format!(
-                        "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
-                        timeout.as_millis()
-                    ),
-                ));
+        let candidate = match self.in_worker(entry, running, verified) {
+            Ok(in_worker) => in_worker,
+            Err(verified) => {
+                self.load_in_this_process(entry, running, *verified, &record_version)
+                    .await?
             }
         };
-        let candidate = HostPlugin::from_loaded(
-            name,
-            running.kind,
-            Arc::clone(&entry.config),
-            running.isolation,
-            loaded,
-        );
         *new_version = Some(candidate.version.clone());
 
         // 2. Start it beside the running one.
@@ -638,6 +598,119 @@ impl Swapper {
             old: Release::of(running),
             new: Release::of(&candidate),
         })
+    }
+
+    /// A verified replacement for a `process` plugin: nothing is loaded
+    /// into this process, its worker (its own probe) starts with its first
+    /// lifecycle hook. `Err` gives the file back for any other tier.
+    #[cfg(target_os = "linux")]
+    fn in_worker(
+        &self,
+        entry: &Entry,
+        running: &HostPlugin,
+        verified: loader::VerifiedFile,
+    ) -> Result<HostPlugin, Box<loader::VerifiedFile>> {
+        if running.isolation != crate::config::Isolation::Process {
+            return Err(Box::new(verified));
+        }
+        Ok(HostPlugin::in_process(
+            &entry.name,
+            running.kind,
+            Arc::clone(&entry.config),
+            verified,
+            self.workers.clone(),
+        ))
+    }
+
+    /// Off Linux there is no `process` tier (refused at config load).
+    #[cfg(not(target_os = "linux"))]
+    fn in_worker(
+        &self,
+        _entry: &Entry,
+        _running: &HostPlugin,
+        verified: loader::VerifiedFile,
+    ) -> Result<HostPlugin, Box<loader::VerifiedFile>> {
+        Err(Box::new(verified))
+    }
+
+    /// Loads a verified replacement into this process: first in a probe
+    /// process when one is set, then here, each bounded by `hook_timeout`.
+    async fn load_in_this_process(
+        &self,
+        entry: &Entry,
+        running: &HostPlugin,
+        verified: loader::VerifiedFile,
+        record_version: &str,
+    ) -> Result<HostPlugin, SwapError> {
+        let name = entry.name.as_str();
+        let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
+            name: name.to_owned(),
+            detail: join.to_string(),
+        };
+        let refused = |source| SwapError::Refused {
+            name: name.to_owned(),
+            running: running.version.clone(),
+            source: Box::new(source),
+        };
+        let start_error = |version: &str, hook, what: &str, message: String| SwapError::Start {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            hook,
+            reason: format!("{what}: {message}"),
+            running: running.version.clone(),
+        };
+        // `dlopen` runs the library's initialisers: first in a probe process
+        // (a hang or a crash there leaves this server whole), then here, on
+        // a thread of its own, bounded like a hook (the blocking thread only
+        // waits for it).
+        let (timeout, max_plugin_size) = (self.hook_timeout, self.max_plugin_size);
+        let probe = self.probe_program.get().cloned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if let Some(program) = probe {
+                lifecycle::probe_within(&program, &verified, max_plugin_size, timeout)?;
+            }
+            Ok(lifecycle::load_within(verified, timeout))
+        })
+        .await
+        .map_err(interrupted)?;
+        let load_failed = |what, message| start_error(record_version, "load", what, message);
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(ProbeFailure::TimedOut) => {
+                return Err(load_failed(
+                    "timed out",
+                    format!(
+                        "no answer within {} ms; {}",
+                        timeout.as_millis(),
+                        ProbeFailure::TimedOut
+                    ),
+                ));
+            }
+            Err(failure) => return Err(load_failed("failed", failure.to_string())),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(LoadFailure::Refused(source)) => return Err(refused(source)),
+            Err(failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_))) => {
+                return Err(load_failed("failed", failure.to_string()));
+            }
+            Err(LoadFailure::TimedOut) => {
+                return Err(load_failed(
+                    "timed out",
+                    format!(
+                        "no answer within {} ms; its initialisers still run inside the dynamic loader, which holds its process-wide lock meanwhile, so no library can be loaded by this process until they return (restart the server)",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+        };
+        Ok(HostPlugin::from_loaded(
+            name,
+            running.kind,
+            Arc::clone(&entry.config),
+            running.isolation,
+            loaded,
+        ))
     }
 
     /// Calls `plugin`'s `shutdown` (bounded by `shutdown_timeout`) once

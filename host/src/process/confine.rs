@@ -93,8 +93,14 @@ pub(crate) fn no_new_privs() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The worker's resource limits: `memory` bytes of address space, `files`
-/// open descriptors, no core files (a crash is reported, not dumped).
+/// The worker's resource limits: `memory` bytes of address space more than
+/// it has now, `files` open descriptors, no core files (a crash is
+/// reported, not dumped).
+///
+/// Address space, not memory in use: a process reserves far more than it
+/// touches (each thread's stack, each malloc arena's 64 MiB, an
+/// allocator's arenas), so the limit is the process's size when it is set
+/// plus the plugin's share.
 pub(crate) fn limit(memory: u64, files: u64) -> std::io::Result<()> {
     use rlimit::Resource;
 
@@ -107,5 +113,18 @@ pub(crate) fn limit(memory: u64, files: u64) -> std::io::Result<()> {
     };
     lower(Resource::CORE, 0)?;
     lower(Resource::NOFILE, files)?;
-    lower(Resource::AS, memory)
+    lower(Resource::AS, address_space()?.saturating_add(memory))
+}
+
+/// This process's address-space size (`VmSize` of `/proc/self/status`), in
+/// bytes.
+fn address_space() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|size| size.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| std::io::Error::other("no VmSize in /proc/self/status"))
 }

@@ -79,6 +79,14 @@ pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
         return Err(WorkerError::Orphaned(options.parent));
     }
     confine::no_new_privs().map_err(|e| WorkerError::Confine("set no_new_privs", e))?;
+    // The worker's own runtime first: its threads' reservations are not the
+    // plugin's share of address space.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("backworks-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Io("runtime", e))?;
     confine::limit(options.memory, options.open_files)
         .map_err(|e| WorkerError::Confine("set the resource limits", e))?;
     let staged =
@@ -88,20 +96,14 @@ pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
     let loaded = crate::loader::load_inherited(staged, &options.label, options.max_plugin_size)?;
     let hello = Hello {
         protocol: PROTOCOL,
-        name: loaded.raw.name().to_owned(),
-        version: loaded.raw.version().to_owned(),
+        name: loaded.raw.metadata().name.clone(),
+        version: loaded.raw.metadata().version.clone(),
         sha256: loaded.sha256.clone(),
         abi: loaded.raw.abi_revision().to_string(),
     };
     // Never unloaded (as in the server): calls borrow it for the process's
     // life.
     let plugin: &'static RawPlugin = Box::leak(Box::new(loaded.raw));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("backworks-worker")
-        .enable_all()
-        .build()
-        .map_err(|e| WorkerError::Io("runtime", e))?;
     let name = options.name.clone();
     runtime.block_on(async move {
         let socket = std::os::unix::net::UnixStream::from(socket);

@@ -12,6 +12,8 @@ mod inspect;
 mod load;
 mod marketplace;
 mod marketplace_flow;
+#[cfg(target_os = "linux")]
+mod process;
 mod registry_server;
 mod serve;
 mod swap;

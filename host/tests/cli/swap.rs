@@ -232,6 +232,15 @@ fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request_inline() 
     swapped_in_under_load("inline");
 }
 
+/// The same swap in the `process` tier (issue 16): the replacement gets a
+/// worker of its own, and the old worker ends once the old version is
+/// retired.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_rebuilt_library_is_swapped_in_under_load_without_a_failed_request_in_a_worker() {
+    swapped_in_under_load("process");
+}
+
 fn swapped_in_under_load(isolation: &str) {
     let (a, b) = (version_a(), version_b());
     let dir = tempfile::tempdir().unwrap();
@@ -241,6 +250,8 @@ fn swapped_in_under_load(isolation: &str) {
     let http = harness::http_client();
     assert_eq!(listed(&http, &server, "weather")["version"], "1.0.1");
     assert_eq!(listed(&http, &server, "weather")["isolation"], isolation);
+    let old_worker = listed(&http, &server, "weather")["worker"]["pid"].as_u64();
+    assert_eq!(old_worker.is_some(), isolation == "process");
 
     let load = Load::start(&server, 4);
     let load_started = Instant::now();
@@ -314,6 +325,22 @@ fn swapped_in_under_load(isolation: &str) {
     log.wait_for(&server, &["plugin replaced", "1.0.1", "1.1.0"]);
     // The old version is shut down once its last request has finished.
     log.wait_for(&server, &["replaced version shut down", "1.0.1"]);
+    if let Some(old_worker) = old_worker {
+        let new_worker = entry["worker"]["pid"].as_u64();
+        assert!(
+            new_worker.is_some() && new_worker != Some(old_worker),
+            "{entry}"
+        );
+        // The retired version's worker ends (killed and reaped).
+        let deadline = Instant::now() + WAIT;
+        while std::path::Path::new(&format!("/proc/{old_worker}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the old worker {old_worker} outlived its version's retirement"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let metrics = http
         .get(format!("{}/metrics", server.base))
         .send()

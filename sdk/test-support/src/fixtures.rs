@@ -176,6 +176,13 @@ pub fn echo_plugin() -> PathBuf {
     })
 }
 
+/// The fault fixture: segfaults, aborts, exits, spins on request.
+pub fn fault_plugin() -> PathBuf {
+    once("fault", || {
+        cargo_build(&workspace().join("sdk/tests/fixtures/fault-plugin"), None)
+    })
+}
+
 /// The C weather plugin, built against `sdk/include/backworks.h` alone.
 pub fn c_plugin() -> PathBuf {
     once("c", || {

@@ -1,0 +1,369 @@
+//! The `process` tier end to end (issue 16): a signed plugin that faults
+//! on request runs in a worker process; each fault gets its documented
+//! status, the worker restarts, the next request succeeds, a second plugin
+//! answers every request of a concurrent load loop throughout, and the host
+//! never dies; `kill -9` of the host leaves no worker.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Keys, Server, config};
+use crate::support;
+
+fn client() -> reqwest::blocking::Client {
+    crate::harness::http_client()
+}
+
+/// GET `path`: status and body.
+fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+/// The worker's process id, from the fault plugin's `/ok` (which must
+/// answer 200).
+fn worker_pid(server: &Server) -> u32 {
+    let (status, body) = get(server, "/ok");
+    assert_eq!(status, 200, "{body}");
+    body.strip_prefix("ok ")
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("not a pid: {body}"))
+}
+
+/// The value of the metric line starting with `series` (0 when absent).
+fn metric(server: &Server, series: &str) -> u64 {
+    let (_, text) = get(server, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether `ps` lists process `pid` (a zombie counts: it is not reaped).
+fn ps_lists(pid: u32) -> bool {
+    let output = Command::new("ps")
+        .args(["-o", "pid=,stat=,args=", "-p", &pid.to_string()])
+        .output()
+        .expect("ps (procps) is installed by scripts/setup");
+    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
+}
+
+/// Waits (at most `bound`, which only catches a hang) until `done`.
+fn wait_until(bound: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server with the weather plugin in `weather_tier`, then the fault
+/// fixture in the `process` tier, with `server.process` settings `process`
+/// (YAML flow mapping). Weather comes first: a request passes through
+/// every plugin's hooks until one answers, so `/weather` requests never
+/// reach the fault plugin (whose hooks other than `process_endpoint` are
+/// skipped once it said it does not implement them: [`warm_up`]).
+fn fault_server(
+    dir: &std::path::Path,
+    weather_tier: &str,
+    process: &str,
+    hook_timeout: &str,
+) -> Server {
+    let keys = Keys::new();
+    let fault = keys.signed_copy(&support::fault_plugin(), dir, "libfault.so");
+    let weather = keys.signed_copy(&support::weather_plugin(), dir, "libweather.so");
+    let config = config(
+        dir,
+        &keys,
+        hook_timeout,
+        &format!(
+            "  weather:\n    type: external\n    path: {}\n    isolation: {weather_tier}\n  fault:\n    type: external\n    path: {}\n    isolation: process\n",
+            weather.display(),
+            fault.display()
+        ),
+    );
+    crate::harness::with_server_settings(&config, &format!("  process: {process}\n"));
+    crate::harness::start(&config, "info")
+}
+
+/// One request through every plugin, so that the host learns which hooks
+/// the fault plugin does not implement (and skips them from then on).
+fn warm_up(server: &Server) {
+    assert_eq!(get(server, "/weather?city=Paris").0, 200);
+}
+
+/// A loop of `GET /weather` on a thread of its own until `stop`: the count
+/// of answers, and every answer that was not a 200.
+fn load_loop(
+    server: &Server,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    let url = format!("{}/weather?city=Paris", server.base);
+    let stop = Arc::clone(stop);
+    std::thread::spawn(move || {
+        let http = client();
+        let mut answered = 0;
+        let mut bad = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match http.get(&url).send() {
+                Ok(response) if response.status() == 200 => answered += 1,
+                Ok(response) => bad.push(format!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().unwrap_or_default()
+                )),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        (answered, bad)
+    })
+}
+
+#[test]
+fn every_fault_in_a_process_plugin_costs_only_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = fault_server(
+        dir.path(),
+        "thread",
+        "{max_crashes: 100, memory: 512MiB}",
+        "2s",
+    );
+    warm_up(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load_loop(&server, &stop);
+
+    // Each fault: its status, naming the plugin and the cause; then the
+    // worker is a new process and answers.
+    let faults: [(&str, u16, &str); 5] = [
+        ("/segv", 502, "signal 11 (SIGSEGV"),
+        ("/abort", 502, "signal 6 (SIGABRT"),
+        ("/stack-overflow", 502, "signal 6 (SIGABRT"),
+        ("/exit", 502, "exited with code 3"),
+        ("/oom", 502, "signal 6 (SIGABRT"),
+    ];
+    let mut pid = worker_pid(&server);
+    for (path, expected, cause) in faults {
+        let (status, body) = get(&server, path);
+        assert_eq!(status, expected, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["plugin"], "fault", "{path}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("plugin `fault` crashed"), "{path}: {error}");
+        assert!(error.contains(cause), "{path}: {error}");
+        let next = worker_pid(&server);
+        assert_ne!(next, pid, "{path}: the worker was not restarted");
+        assert!(!ps_lists(pid), "{path}: worker {pid} is still listed by ps");
+        pid = next;
+    }
+
+    // A hook that spins: 504 at the deadline, then the worker, which cannot
+    // drop it, is killed and restarted.
+    let (status, body) = get(&server, "/spin");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("fault"), "{body}");
+    wait_until(
+        Duration::from_secs(30),
+        "the spinning worker killed",
+        || {
+            metric(
+                &server,
+                "backworks_worker_kills_total{plugin=\"fault\",cause=\"hung\"}",
+            ) == 1
+        },
+    );
+    let next = worker_pid(&server);
+    assert_ne!(next, pid, "the spinning worker was not replaced");
+
+    stop.store(true, Ordering::Relaxed);
+    let (answered, bad) = load.join().unwrap();
+    assert!(
+        bad.is_empty(),
+        "the weather plugin failed requests: {bad:?}"
+    );
+    assert!(answered > 0);
+    assert!(server.child.try_wait().unwrap().is_none(), "the host died");
+    for (cause, count) in [("signal-11", 1), ("signal-6", 3), ("exit-3", 1)] {
+        let series =
+            format!("backworks_worker_crashes_total{{plugin=\"fault\",cause=\"{cause}\"}}");
+        assert_eq!(metric(&server, &series), count, "{series}");
+    }
+    assert_eq!(
+        metric(
+            &server,
+            "backworks_worker_restarts_total{plugin=\"fault\",outcome=\"ok\"}"
+        ),
+        6
+    );
+}
+
+/// The same faults with the second plugin in the `process` tier too: its
+/// own worker never notices.
+#[test]
+fn a_crash_in_one_worker_never_reaches_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fault_server(dir.path(), "process", "{max_crashes: 100}", "2s");
+    warm_up(&server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load_loop(&server, &stop);
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let weather_pid = plugins["plugins"][0]["worker"]["pid"].as_u64();
+    assert!(weather_pid.is_some(), "{plugins}");
+    for path in ["/segv", "/abort", "/exit", "/segv"] {
+        assert_eq!(get(&server, path).0, 502, "{path}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (answered, bad) = load.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(answered > 0);
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    assert_eq!(plugins["plugins"][0]["worker"]["pid"].as_u64(), weather_pid);
+    assert_eq!(plugins["plugins"][1]["isolation"], "process");
+}
+
+#[test]
+fn a_plugin_whose_worker_crashes_too_often_is_marked_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fault_server(
+        dir.path(),
+        "thread",
+        "{max_crashes: 2, crash_window: 10m}",
+        "2s",
+    );
+    warm_up(&server);
+    assert_eq!(get(&server, "/exit").0, 502);
+    worker_pid(&server);
+    assert_eq!(get(&server, "/exit").0, 502);
+    let (status, body) = get(&server, "/ok");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("its worker ended 2 times within 600 s"),
+        "{body}"
+    );
+    let (status, health) = get(&server, "/healthz");
+    assert_eq!(status, 503, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["plugins"]["fault"]["healthy"], false);
+    assert!(
+        health["plugins"]["fault"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ended 2 times"),
+        "{health}"
+    );
+    assert_eq!(health["plugins"]["weather"]["healthy"], true);
+    // The other plugin serves on.
+    assert_eq!(get(&server, "/weather?city=Paris").0, 200);
+}
+
+/// `kill -9` of the host: every worker ends with it (checked with `ps`).
+#[test]
+fn killing_the_host_with_sigkill_leaves_no_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = fault_server(dir.path(), "process", "{max_crashes: 5}", "5s");
+    let fault = worker_pid(&server);
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let weather = plugins["plugins"][0]["worker"]["pid"].as_u64().unwrap() as u32;
+    assert!(ps_lists(fault) && ps_lists(weather));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    wait_until(Duration::from_secs(30), "no worker left", || {
+        !ps_lists(fault) && !ps_lists(weather)
+    });
+}
+
+/// Request hooks, failures and the plugin's own log lines go through a
+/// worker as they do in-process.
+#[test]
+fn a_worker_runs_every_hook_and_forwards_the_plugin_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "2s",
+        &format!(
+            "  echo-plugin:\n    type: external\n    path: {}\n    isolation: process\n",
+            echo.display()
+        ),
+    );
+    let server = crate::harness::start(&config, "info");
+    let response = client()
+        .post(format!("{}/echo", server.base))
+        .body("through a worker")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-echo-after"], "/echo");
+    assert_eq!(response.text().unwrap(), "POST through a worker");
+    let (status, body) = get(&server, "/deny");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(&server, "/error");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("error requested"), "{body}");
+    let (status, body) = get(&server, "/panic");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("panicked"), "{body}");
+    // A hook that waits (ABI 1.2) holds no worker thread: more waits than
+    // the worker has threads finish together.
+    let waits: Vec<_> = (0..6)
+        .map(|_| {
+            let url = format!("{}/wait", server.base);
+            std::thread::spawn(move || client().post(url).body("7").send().unwrap().text().unwrap())
+        })
+        .collect();
+    for wait in waits {
+        assert_eq!(wait.join().unwrap(), "waited POST 7");
+    }
+    let (status, _) = get(&server, "/log");
+    assert_eq!(status, 200);
+    let seen = AtomicUsize::new(0);
+    wait_until(Duration::from_secs(30), "the plugin's log lines", || {
+        while let Ok(line) = server.stderr.try_recv() {
+            if line.contains("echo: an error event") && line.contains("echo-plugin") {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        seen.load(Ordering::Relaxed) > 0
+    });
+}
+
+#[test]
+fn a_worker_whose_initialize_fails_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let echo = keys.signed_copy(&support::echo_plugin(), dir.path(), "libecho.so");
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  echo-plugin:\n    type: external\n    path: {}\n    isolation: process\n    config:\n      fail: true\n",
+            echo.display()
+        ),
+    );
+    let (code, _, stderr) = crate::harness::run_bounded(
+        {
+            let mut command = crate::harness::backworks();
+            command.args(["serve", "--config"]).arg(&config);
+            command
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("plugin `echo-plugin` failed to start: initialize failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`fail` is true"), "{stderr}");
+}
