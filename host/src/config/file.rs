@@ -45,6 +45,7 @@ pub(super) struct Server {
     pub max_connections: Leaf,
     pub public: List<Leaf>,
     pub isolation: Leaf,
+    pub marketplace_isolation: Leaf,
     pub watchdog: Map<Watchdog>,
     pub process: Map<Process>,
 }

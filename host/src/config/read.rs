@@ -101,6 +101,13 @@ impl Reader<'_> {
         let isolation = self
             .read(&server.isolation, &at("isolation"), Self::isolation)?
             .unwrap_or_default();
+        let marketplace_isolation = self
+            .read(
+                &server.marketplace_isolation,
+                &at("marketplace_isolation"),
+                Self::isolation,
+            )?
+            .unwrap_or(isolation);
         let watchdog_at = at("watchdog");
         let watchdog = match self.mapping(
             &server.watchdog,
@@ -145,7 +152,12 @@ impl Reader<'_> {
             "a mapping from plugin name to its settings (`auth: {type: builtin}`)",
         )? {
             for (key, entry) in entries {
-                plugins.push(self.plugin(key, entry, &plugins_at, isolation)?);
+                plugins.push(self.plugin(
+                    key,
+                    entry,
+                    &plugins_at,
+                    [isolation, marketplace_isolation],
+                )?);
             }
         }
 
@@ -747,7 +759,7 @@ impl Reader<'_> {
         key: &Value,
         entry: &Map<PluginEntry>,
         plugins_at: &FieldPath,
-        default_isolation: Isolation,
+        [default_isolation, marketplace_isolation]: [Isolation; 2],
     ) -> Result<PluginConfig, ConfigError> {
         let name = match key {
             Value::String(name) => name.clone(),
@@ -879,7 +891,10 @@ impl Reader<'_> {
         };
         let isolation = self
             .read(&entry.isolation, &at.key("isolation"), Self::isolation)?
-            .unwrap_or(default_isolation);
+            .unwrap_or(match plugin_kind {
+                PluginKind::Marketplace { .. } => marketplace_isolation,
+                _ => default_isolation,
+            });
         Ok(PluginConfig {
             line: self.line_of(&at),
             name,

@@ -316,6 +316,19 @@ fn the_process_tier_and_its_limits_are_read() {
     assert_eq!(config.plugins[0].isolation, super::Isolation::Thread);
     let config = fixture.config("server:\n  process: {max_crashes: \"${N:-7}\"}\n");
     assert_eq!(config.process.max_crashes, 7);
+    // Every marketplace plugin in the process tier, unless its entry says.
+    let config = fixture.config(
+        "server:\n  marketplace_isolation: process\nmarketplace:\n  registry: ./registry\n  key: RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3\nplugins:\n  auth:\n    type: builtin\n  stripe:\n    type: marketplace\n    version: \"1\"\n  trusted:\n    type: marketplace\n    version: \"1\"\n    isolation: inline\n",
+    );
+    let tiers: Vec<_> = config.plugins.iter().map(|p| p.isolation).collect();
+    assert_eq!(
+        tiers,
+        [
+            super::Isolation::Thread,
+            super::Isolation::Process,
+            super::Isolation::Inline
+        ]
+    );
     assert_eq!(config.process.memory, super::DEFAULT_WORKER_MEMORY);
 }
 
@@ -584,6 +597,7 @@ fn unknown_field_lists_are_the_declared_fields() {
         "max_connections",
         "public",
         "isolation",
+        "marketplace_isolation",
         "watchdog",
         "process",
     ]);

@@ -22,3 +22,4 @@ pub(crate) mod wire;
 pub mod worker;
 
 pub use supervisor::{CallFailure, ProcessPlugin, WorkerSettings};
+pub use wire::Answer;

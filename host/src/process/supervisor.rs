@@ -179,7 +179,7 @@ impl ProcessPlugin {
     /// for its answer. The first lifecycle call starts the worker and its
     /// supervisor. A call waits for a worker being (re)started; dropping
     /// the future cancels the call (see the module docs).
-    pub(crate) async fn call(&self, hook: Hook, args: Vec<Vec<u8>>) -> Result<Answer, CallFailure> {
+    pub async fn call(&self, hook: Hook, args: Vec<Vec<u8>>) -> Result<Answer, CallFailure> {
         let shared = &self.shared;
         if !shared.supervised.swap(true, Ordering::AcqRel) {
             match start(shared).await {

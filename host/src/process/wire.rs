@@ -85,7 +85,7 @@ pub(crate) enum ToWorker {
 
 /// How a call ended, as the worker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Answer {
+pub enum Answer {
     /// The hook returned nothing (continue, keep the response, not
     /// handled).
     Nothing,
@@ -93,8 +93,13 @@ pub(crate) enum Answer {
     Text(Vec<u8>),
     /// The plugin does not implement the hook.
     NotImplemented,
-    /// The hook failed (`panicked`: a caught panic).
-    Failed { panicked: bool, message: String },
+    /// The hook failed.
+    Failed {
+        /// A caught panic.
+        panicked: bool,
+        /// The plugin's message.
+        message: String,
+    },
 }
 
 /// A frame from a worker to the host.
