@@ -1000,12 +1000,18 @@ impl Pipeline {
         // The request's span (request id, method, path) follows it onto the
         // hook thread or task, so each hook's log line carries it.
         let span = tracing::Span::current();
-        let mut job = if snapshot.any_inline(walk) {
+        let placement = snapshot.placement(walk);
+        let mut job = if placement == Placement::Task {
             let task = tokio::spawn(tracing::Instrument::instrument(
                 async move { snapshot.walk(request, walk, &progress, Place::Worker).await },
                 span,
             ));
             Job::Task(task)
+        } else if placement == Placement::Local {
+            Job::Local(Box::pin(tracing::Instrument::instrument(
+                async move { snapshot.walk(request, walk, &progress, Place::Worker).await },
+                span,
+            )))
         } else {
             let recorder = self.recorder();
             let walk = tracing::Instrument::instrument(
@@ -1113,6 +1119,17 @@ impl Pipeline {
     }
 }
 
+/// Where a request's walk runs ([`Snapshot::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// One job on the hook pool.
+    Pool,
+    /// A task of its own on the server's workers.
+    Task,
+    /// In the request's own task.
+    Local,
+}
+
 /// Which hooks a request's walk calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Walk {
@@ -1138,6 +1155,8 @@ enum Place {
 enum Job {
     Pool(std::pin::Pin<Box<dyn std::future::Future<Output = Option<Option<HttpResponse>>> + Send>>),
     Task(tokio::task::JoinHandle<Option<HttpResponse>>),
+    /// Polled by the request's task itself (dropped with it).
+    Local(std::pin::Pin<Box<dyn std::future::Future<Output = Option<HttpResponse>> + Send>>),
 }
 
 impl Job {
@@ -1164,6 +1183,7 @@ impl std::future::Future for Job {
         match self.get_mut() {
             Self::Pool(walk) => walk.as_mut().poll(cx),
             Self::Task(task) => std::pin::Pin::new(task).poll(cx).map(Result::ok),
+            Self::Local(walk) => walk.as_mut().poll(cx).map(Some),
         }
     }
 }
@@ -1190,21 +1210,28 @@ impl Snapshot {
         })
     }
 
-    /// Whether some plugin whose hooks `walk` calls runs `inline` now, or
-    /// in a worker process (whose calls the request's task awaits: nothing
-    /// for a pool thread to do).
-    fn any_inline(&self, walk: Walk) -> bool {
-        self.plugins.iter().enumerate().any(|(index, routed)| {
-            matches!(
-                self.recorder.tier(index),
-                Isolation::Inline | Isolation::Process
-            ) && match walk {
+    /// Where `walk` runs: on the pool when every plugin whose hooks it
+    /// calls runs `thread`; as a task of its own when one runs `inline`
+    /// (whose hook may block the worker that polls it: the request's task
+    /// must stay free to answer 504); otherwise (a `process` plugin, whose
+    /// calls only wait on its worker) in the request's own task.
+    fn placement(&self, walk: Walk) -> Placement {
+        let mut placement = Placement::Pool;
+        for (index, routed) in self.plugins.iter().enumerate() {
+            let called = match walk {
                 Walk::Request => abi::Hook::REQUEST
                     .iter()
                     .any(|hook| routed.plugin.implements(*hook)),
                 Walk::Admit => routed.plugin.implements(abi::Hook::BeforeRequest),
+            };
+            match self.recorder.tier(index) {
+                _ if !called => {}
+                Isolation::Inline => return Placement::Task,
+                Isolation::Process => placement = Placement::Local,
+                Isolation::Thread => {}
             }
-        })
+        }
+        placement
     }
 
     /// Calls one hook where `place` and the plugin's tier say, recording

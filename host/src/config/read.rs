@@ -889,12 +889,24 @@ impl Reader<'_> {
                 ));
             }
         };
-        let isolation = self
-            .read(&entry.isolation, &at.key("isolation"), Self::isolation)?
-            .unwrap_or(match plugin_kind {
-                PluginKind::Marketplace { .. } => marketplace_isolation,
-                _ => default_isolation,
-            });
+        let isolation_at = at.key("isolation");
+        let own = self.read(&entry.isolation, &isolation_at, Self::isolation)?;
+        let isolation = match (&plugin_kind, own) {
+            (PluginKind::Builtin, Some(Isolation::Process)) => {
+                return Err(self.invalid(
+                    &isolation_at,
+                    "a built-in plugin is part of the server and runs in its process; `process` is for plugin libraries (use `inline` or `thread`)",
+                ));
+            }
+            (_, Some(own)) => own,
+            // A default of `process` is for libraries: built-ins run on the
+            // hook pool.
+            (PluginKind::Builtin, None) if default_isolation == Isolation::Process => {
+                Isolation::Thread
+            }
+            (PluginKind::Marketplace { .. }, None) => marketplace_isolation,
+            (_, None) => default_isolation,
+        };
         Ok(PluginConfig {
             line: self.line_of(&at),
             name,

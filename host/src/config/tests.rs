@@ -314,6 +314,10 @@ fn the_process_tier_and_its_limits_are_read() {
     );
     assert_eq!(config.isolation, super::Isolation::Process);
     assert_eq!(config.plugins[0].isolation, super::Isolation::Thread);
+    // A default of `process` leaves built-ins on the pool.
+    let config =
+        fixture.config("server:\n  isolation: process\nplugins:\n  auth:\n    type: builtin\n");
+    assert_eq!(config.plugins[0].isolation, super::Isolation::Thread);
     let config = fixture.config("server:\n  process: {max_crashes: \"${N:-7}\"}\n");
     assert_eq!(config.process.max_crashes, 7);
     // Every marketplace plugin in the process tier, unless its entry says.
@@ -761,6 +765,7 @@ refused! {
     process_unknown_field: "server:\n  process:\n    cpu: 1s\n";
     process_not_a_mapping: "server:\n  process: fast\n";
     isolation_unknown: "server:\n  isolation: wasm\n";
+    builtin_in_a_process: "plugins:\n  auth:\n    type: builtin\n    isolation: process\n";
     max_connections_text: "server:\n  max_connections: many\n";
     header_timeout_without_unit: "server:\n  header_timeout: 10\n";
     public_unknown_endpoint: "server:\n  public: [/weather]\n";

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use backworks_plugin_sdk::abi::Hook;
 use backworks_plugin_sdk::metadata::PluginMetadata;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, watch};
 
 use super::wire::{Answer, Frames, FromWorker, Hello, PROTOCOL, ToWorker, WireError};
 use crate::config::ProcessConfig;
@@ -198,10 +198,19 @@ impl ProcessPlugin {
                 }
             }
         }
-        let connection = shared.ready().await?;
-        let answer = connection
-            .call(hook, args, shared.settings.hook_timeout)
-            .await?;
+        let answer = loop {
+            let connection = shared.ready().await?;
+            // The arguments are kept for a retry only while a worker ends.
+            match connection
+                .call(hook, args.clone(), shared.settings.hook_timeout)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(Unsent::Failed(failure)) => return Err(failure),
+                // Sent nowhere: the next worker gets it.
+                Err(Unsent::Retry) => tokio::task::yield_now().await,
+            }
+        };
         if answer == Answer::NotImplemented
             && let Some(i) = hook.request_index()
         {
@@ -240,11 +249,64 @@ impl Shared {
     }
 }
 
+/// Writes `frame` whole to `socket` while `turn` (the connection's one
+/// sending turn) is held: at once when the socket takes it, else the rest
+/// from a task that holds the turn until it is written, so that no caller,
+/// even one whose future is dropped, leaves half a frame on the socket. A
+/// write error is left to the reading side, which sees the socket's end.
+fn write_whole(
+    turn: tokio::sync::OwnedMutexGuard<()>,
+    socket: &Arc<tokio::net::UnixStream>,
+    mut frame: Vec<u8>,
+) {
+    match socket.try_write(&frame) {
+        Ok(written) if written == frame.len() => return,
+        Ok(written) => drop(frame.drain(..written)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return,
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let socket = Arc::clone(socket);
+    drop(handle.spawn(async move {
+        let _turn = turn;
+        let mut rest = &frame[..];
+        while !rest.is_empty() {
+            if socket.writable().await.is_err() {
+                return;
+            }
+            match socket.try_write(rest) {
+                Ok(written) => rest = &rest[written..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }));
+}
+
+/// Why [`Connection::call`] gave no answer.
+enum Unsent {
+    /// The worker had ended before the call was sent: it may go to the
+    /// next worker.
+    Retry,
+    /// The call was sent and the worker ended.
+    Failed(CallFailure),
+}
+
 /// One worker's socket, as its callers see it.
 struct Connection {
     pid: u32,
-    /// Encoded frames to the writer task.
-    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    /// The socket, both ways: each caller writes its own frame (no hand-off
+    /// to another task on the way out) in its turn (`sending`); the reader
+    /// task reads the answers into `incoming`.
+    socket: Arc<tokio::net::UnixStream>,
+    sending: Arc<tokio::sync::Mutex<()>>,
+    incoming: Mutex<Frames>,
+    /// Why the socket can no longer be read, once it cannot.
+    broken: OnceLock<ReadEnd>,
+    /// Wakes the reader task when the socket was found broken elsewhere.
+    broken_found: tokio::sync::Notify,
     /// Calls waiting for their answer, by id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Calls cancelled whose worker has not confirmed yet.
@@ -263,7 +325,7 @@ impl Connection {
         hook: Hook,
         args: Vec<Vec<u8>>,
         hook_timeout: Duration,
-    ) -> Result<Answer, CallFailure> {
+    ) -> Result<Answer, Unsent> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending
@@ -271,17 +333,16 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, sender);
         // A worker that ended before the call was registered has already
-        // failed the pending calls: this one fails here.
-        if let Some(cause) = self.ended.get() {
+        // failed the pending calls, and this one was never sent.
+        if self.ended.get().is_some() {
             self.pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&id);
-            return Err(CallFailure::Crashed(cause.clone()));
+            return Err(Unsent::Retry);
         }
         let mut frame = Vec::new();
         ToWorker::Call { id, hook, args }.encode(&mut frame);
-        let _ = self.outbox.send(frame);
         let mut in_flight = InFlight {
             connection: Arc::clone(self),
             id,
@@ -290,16 +351,37 @@ impl Connection {
             hook_timeout,
             answered: false,
         };
-        let answer = receiver.await;
+        // Waiting for the lock may be cancelled; the frame, once begun, is
+        // always finished (see `write_whole`). A socket that broke is a
+        // worker that is ending: the answer then never comes, and the
+        // reader's end fails this call.
+        let turn = Arc::clone(&self.sending).lock_owned().await;
+        write_whole(turn, &self.socket, frame);
+        let answer = receiver.await.map_err(drop);
         in_flight.answered = true;
         answer.map_err(|_| {
-            CallFailure::Crashed(
+            Unsent::Failed(CallFailure::Crashed(
                 self.ended
                     .get()
                     .cloned()
                     .unwrap_or_else(|| String::from("the worker ended")),
-            )
+            ))
         })
+    }
+
+    /// Writes a frame from outside an async context (a cancel, from a
+    /// `Drop`): at once when the socket is free, else from a task.
+    fn send_later(self: &Arc<Self>, frame: Vec<u8>) {
+        if let Ok(turn) = Arc::clone(&self.sending).try_lock_owned() {
+            write_whole(turn, &self.socket, frame);
+            return;
+        }
+        let (sending, socket) = (Arc::clone(&self.sending), Arc::clone(&self.socket));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            drop(handle.spawn(async move {
+                write_whole(sending.lock_owned().await, &socket, frame);
+            }));
+        }
     }
 
     /// Fails every pending call with `cause`.
@@ -345,7 +427,7 @@ impl Drop for InFlight {
             .insert(self.id);
         let mut frame = Vec::new();
         ToWorker::Cancel { id: self.id }.encode(&mut frame);
-        let _ = connection.outbox.send(frame);
+        connection.send_later(frame);
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -383,7 +465,8 @@ struct Worker {
     reader: tokio::task::JoinHandle<ReadEnd>,
 }
 
-/// Why a worker's reader stopped.
+/// Why a worker's socket can no longer be read.
+#[derive(Debug, Clone)]
 enum ReadEnd {
     /// The socket closed or failed.
     Closed,
@@ -449,10 +532,10 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         .map_err(|e| format!("cannot set up the worker's socket: {e}"))?;
     let socket = tokio::net::UnixStream::from_std(host_end)
         .map_err(|e| format!("cannot set up the worker's socket: {e}"))?;
-    let (mut reader, writer) = socket.into_split();
+    let mut socket = socket;
     let mut frames = Frames::default();
     let hello =
-        tokio::time::timeout(settings.hook_timeout, read_frame(&mut reader, &mut frames)).await;
+        tokio::time::timeout(settings.hook_timeout, read_frame(&mut socket, &mut frames)).await;
     let refused = |why: String| why;
     let hello = match hello {
         Err(_) => {
@@ -490,10 +573,13 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
     check_hello(&hello, file).inspect_err(|_| {
         let _ = child.start_kill();
     })?;
-    let (outbox, outgoing) = mpsc::unbounded_channel();
     let connection = Arc::new(Connection {
         pid,
-        outbox,
+        socket: Arc::new(socket),
+        sending: Arc::new(tokio::sync::Mutex::new(())),
+        incoming: Mutex::new(frames),
+        broken: OnceLock::new(),
+        broken_found: tokio::sync::Notify::new(),
         pending: Mutex::default(),
         cancelling: Mutex::default(),
         next: AtomicU64::new(1),
@@ -501,8 +587,7 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         hung: Mutex::new(None),
         kill: tokio::sync::Notify::new(),
     });
-    tokio::spawn(write_frames(writer, outgoing));
-    let reader = tokio::spawn(read_answers(reader, frames, Arc::clone(&connection)));
+    let reader = tokio::spawn(read_answers(Arc::clone(&connection)));
     Ok(Worker {
         child,
         connection,
@@ -540,7 +625,7 @@ fn check_hello(hello: &Hello, file: &VerifiedFile) -> Result<(), String> {
 
 /// Reads one frame: `None` at the end of the stream.
 async fn read_frame(
-    reader: &mut tokio::net::unix::OwnedReadHalf,
+    reader: &mut tokio::net::UnixStream,
     frames: &mut Frames,
 ) -> Result<Option<FromWorker>, String> {
     loop {
@@ -560,20 +645,49 @@ async fn read_frame(
     }
 }
 
-/// Hands each answer to its caller until the socket closes.
-async fn read_answers(
-    mut reader: tokio::net::unix::OwnedReadHalf,
-    mut frames: Frames,
-    connection: Arc<Connection>,
-) -> ReadEnd {
-    loop {
-        while let Some(body) = match frames.next() {
-            Ok(body) => body,
-            Err(error) => return ReadEnd::Protocol(error),
-        } {
-            match FromWorker::decode(body) {
-                Ok(FromWorker::Done { id, answer }) => {
-                    let waiting = connection
+impl Connection {
+    /// Reads what the socket has now and hands each answer to its caller;
+    /// a closed socket or a frame that breaks the protocol is recorded in
+    /// `broken` (and the reader task woken).
+    fn read_available(&self, frames: &mut Frames) {
+        if self.broken.get().is_some() {
+            return;
+        }
+        const CHUNK: usize = 64 * 1024;
+        let end = loop {
+            match self.socket.try_read(frames.buffer(CHUNK)) {
+                Ok(0) => {
+                    frames.filled(CHUNK, 0);
+                    break Some(ReadEnd::Closed);
+                }
+                Ok(read) => {
+                    frames.filled(CHUNK, read);
+                    if let Err(error) = self.dispatch(frames) {
+                        break Some(ReadEnd::Protocol(error));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    frames.filled(CHUNK, 0);
+                    break None;
+                }
+                Err(_) => {
+                    frames.filled(CHUNK, 0);
+                    break Some(ReadEnd::Closed);
+                }
+            }
+        };
+        if let Some(end) = end {
+            let _ = self.broken.set(end);
+            self.broken_found.notify_one();
+        }
+    }
+
+    /// Hands every whole frame in `frames` to its caller.
+    fn dispatch(&self, frames: &mut Frames) -> Result<(), WireError> {
+        while let Some(body) = frames.next()? {
+            match FromWorker::decode(body)? {
+                FromWorker::Done { id, answer } => {
+                    let waiting = self
                         .pending
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -583,53 +697,47 @@ async fn read_answers(
                             let _ = sender.send(answer);
                         }
                         None => {
-                            connection
-                                .cancelling
+                            self.cancelling
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .remove(&id);
                         }
                     }
                 }
-                Ok(FromWorker::Cancelled { id }) => {
-                    connection
-                        .cancelling
+                FromWorker::Cancelled { id } => {
+                    self.cancelling
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&id);
                 }
-                Ok(FromWorker::Hello(_)) => {
-                    return ReadEnd::Protocol(WireError::Hello(String::from("a second handshake")));
+                FromWorker::Hello(_) => {
+                    return Err(WireError::Hello(String::from("a second handshake")));
                 }
-                Err(error) => return ReadEnd::Protocol(error),
             }
         }
-        const CHUNK: usize = 64 * 1024;
-        let read = reader.read(frames.buffer(CHUNK)).await;
-        match read {
-            Ok(0) | Err(_) => return ReadEnd::Closed,
-            Ok(read) => frames.filled(CHUNK, read),
-        }
+        Ok(())
     }
 }
 
-/// Writes the frames sent to `frames`, as many as are waiting in one write.
-async fn write_frames(
-    mut writer: tokio::net::unix::OwnedWriteHalf,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let mut buffer = Vec::with_capacity(64 * 1024);
-    while let Some(frame) = frames.recv().await {
-        buffer.clear();
-        buffer.extend_from_slice(&frame);
-        while let Ok(frame) = frames.try_recv() {
-            buffer.extend_from_slice(&frame);
-            if buffer.len() > 1 << 20 {
-                break;
-            }
+/// Reads answers whenever the socket is readable (and no caller is reading
+/// it), until it closes or breaks the protocol.
+async fn read_answers(connection: Arc<Connection>) -> ReadEnd {
+    loop {
+        if let Some(end) = connection.broken.get() {
+            return end.clone();
         }
-        if writer.write_all(&buffer).await.is_err() {
-            return;
+        tokio::select! {
+            readable = connection.socket.readable() => {
+                if readable.is_err() {
+                    return ReadEnd::Closed;
+                }
+                let mut incoming = connection
+                    .incoming
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                connection.read_available(&mut incoming);
+            }
+            () = connection.broken_found.notified() => {}
         }
     }
 }
@@ -678,9 +786,10 @@ async fn supervise(shared: Arc<Shared>, mut worker: Worker) {
         };
         let (cause, message) = ended;
         let name = &shared.entry;
-        worker
-            .connection
-            .end(format!("plugin `{name}`'s worker ended: {message}"));
+        // New calls wait for the next worker from now on; then the calls
+        // sent to this one fail.
+        shared.state.send_replace(State::Starting);
+        worker.connection.end(message.clone());
         let now = Instant::now();
         crashes.push_back(now);
         while crashes
@@ -759,7 +868,10 @@ async fn restart(shared: &Arc<Shared>) -> Result<Worker, String> {
         let failure = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(Answer::Nothing | Answer::NotImplemented | Answer::Text(_))) => continue,
             Ok(Ok(Answer::Failed { message, .. })) => format!("`{hook}` failed: {message}"),
-            Ok(Err(CallFailure::Crashed(cause) | CallFailure::Unavailable(cause))) => cause,
+            Ok(Err(Unsent::Failed(
+                CallFailure::Crashed(cause) | CallFailure::Unavailable(cause),
+            ))) => cause,
+            Ok(Err(Unsent::Retry)) => String::from("the worker ended at once"),
             Err(_) => format!("`{hook}` did not finish within {} ms", timeout.as_millis()),
         };
         let _ = worker.child.start_kill();

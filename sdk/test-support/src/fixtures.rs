@@ -2,6 +2,8 @@
 //! compiler, once per test run, into one shared target directory; and a
 //! minimal loader (libloading) that does what the host does: read the
 //! record, check it, and only then call `plugin_info`/`plugin_vtable`.
+//! Also one program built the same way: the tonic gRPC child that the
+//! process tier's benchmark measures itself against ([`grpc_child`]).
 //!
 //! Used by the SDK's ABI tests and benchmark, the check tests of
 //! `cargo-backworks` ([`crate::check_files`]) and the host's tests and
@@ -39,21 +41,7 @@ const MINGW_CC: &str = "x86_64-w64-mingw32-gcc";
 /// `--locked`), for `target` or the host, and returns the library path as
 /// cargo reports it in its `compiler-artifact` message.
 pub fn cargo_build(manifest_dir: &Path, target: Option<&str>) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(manifest_dir)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--message-format=json-render-diagnostics",
-        ])
-        .arg("--target-dir")
-        .arg(fixture_target_dir())
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let mut command = cargo_release_build(manifest_dir);
     if let Some(target) = target {
         command.args(["--target", target]);
         if target == WINDOWS_GNU {
@@ -94,6 +82,56 @@ pub fn cargo_build(manifest_dir: &Path, target: Option<&str>) -> PathBuf {
             )
         })
         .unwrap_or_else(|| panic!("cargo reported no cdylib for {}", manifest_dir.display()))
+}
+
+/// `cargo build --release --locked` of the crate at `manifest_dir` into
+/// [`fixture_target_dir`], with cargo's JSON messages on stdout and the
+/// caller's target dir and flags left out.
+fn cargo_release_build(manifest_dir: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(manifest_dir)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--target-dir")
+        .arg(fixture_target_dir())
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    command
+}
+
+/// Builds binary `bin` of the crate at `manifest_dir` as [`cargo_build`]
+/// builds a cdylib (release, `--locked`, for the host), and returns the
+/// executable's path as cargo reports it.
+pub fn cargo_build_binary(manifest_dir: &Path, bin: &str) -> PathBuf {
+    let output = cargo_release_build(manifest_dir)
+        .args(["--bin", bin])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "building binary {bin} of {} failed:\n{}",
+        manifest_dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("cargo prints UTF-8");
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| {
+            panic!(
+                "cargo reported no executable {bin} for {}",
+                manifest_dir.display()
+            )
+        })
 }
 
 /// Compiles the C files `sources` into a shared library `name` with the
@@ -180,6 +218,14 @@ pub fn echo_plugin() -> PathBuf {
 pub fn fault_plugin() -> PathBuf {
     once("fault", || {
         cargo_build(&workspace().join("sdk/tests/fixtures/fault-plugin"), None)
+    })
+}
+
+/// The tonic gRPC plugin child (`host/benches/grpc-child`, issue 16's
+/// go-plugin baseline): `serve` and `bench` over a Unix socket.
+pub fn grpc_child() -> PathBuf {
+    once("grpc-child", || {
+        cargo_build_binary(&workspace().join("host/benches/grpc-child"), "grpc-child")
     })
 }
 
