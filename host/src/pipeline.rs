@@ -237,6 +237,18 @@ impl HostPlugin {
         }
     }
 
+    /// How far its worker's sandbox holds (`process` tier, once a worker
+    /// started), as JSON.
+    pub fn confinement(&self) -> Option<Value> {
+        match &self.implementation {
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => p
+                .confinement()
+                .and_then(|confinement| serde_json::to_value(confinement).ok()),
+            _ => None,
+        }
+    }
+
     /// Why the plugin serves no requests, when its worker was marked
     /// failed (`process` tier, too many crashes).
     pub fn failed(&self) -> Option<String> {

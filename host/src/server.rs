@@ -935,7 +935,11 @@ fn list_plugins(state: &AppState) -> Response {
                 entry["watchdog"] = watchdog_json(&blocked);
             }
             if p.isolation == Isolation::Process {
-                entry["worker"] = json!({"pid": p.worker_pid(), "failed": p.failed()});
+                entry["worker"] = json!({
+                    "pid": p.worker_pid(),
+                    "failed": p.failed(),
+                    "sandbox": p.confinement(),
+                });
             }
             entry
         })

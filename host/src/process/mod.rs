@@ -15,6 +15,8 @@
 
 mod confine;
 #[forbid(unsafe_code)]
+pub mod sandbox;
+#[forbid(unsafe_code)]
 pub mod supervisor;
 #[forbid(unsafe_code)]
 pub(crate) mod wire;

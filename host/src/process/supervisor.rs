@@ -88,6 +88,8 @@ struct Shared {
     supervised: AtomicBool,
     /// Set when the last handle is dropped: the supervisor kills the worker.
     retired: tokio::sync::Notify,
+    /// What the last worker's handshake said of its sandbox.
+    confinement: Mutex<Option<super::sandbox::Confinement>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -132,6 +134,7 @@ impl ProcessPlugin {
                 metrics: OnceLock::new(),
                 supervised: AtomicBool::new(false),
                 retired: tokio::sync::Notify::new(),
+                confinement: Mutex::new(None),
             }),
         }
     }
@@ -165,6 +168,15 @@ impl ProcessPlugin {
             State::Failed(reason) => Some(reason.to_string()),
             _ => None,
         }
+    }
+
+    /// How far the last worker's sandbox held (from its handshake).
+    pub fn confinement(&self) -> Option<super::sandbox::Confinement> {
+        self.shared
+            .confinement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The worker's process id, while one serves.
@@ -573,6 +585,17 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
     check_hello(&hello, file).inspect_err(|_| {
         let _ = child.start_kill();
     })?;
+    tracing::info!(
+        plugin = %shared.entry,
+        pid,
+        landlock = hello.confinement.landlock,
+        seccomp = hello.confinement.seccomp,
+        "worker started"
+    );
+    *shared
+        .confinement
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(hello.confinement.clone());
     let connection = Arc::new(Connection {
         pid,
         socket: Arc::new(socket),

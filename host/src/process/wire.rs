@@ -66,6 +66,8 @@ pub(crate) struct Hello {
     pub(crate) sha256: String,
     /// The plugin's ABI revision (`1.2`).
     pub(crate) abi: String,
+    /// How far the worker's sandbox holds.
+    pub(crate) confinement: super::sandbox::Confinement,
 }
 
 /// A frame from the host to a worker.
@@ -368,6 +370,10 @@ mod tests {
             version: "1.0.0".into(),
             sha256: "ab".repeat(32),
             abi: "1.2".into(),
+            confinement: super::super::sandbox::Confinement {
+                landlock: "full".into(),
+                seccomp: "none: no filter for this architecture".into(),
+            },
         }));
         for answer in [
             Answer::Nothing,

@@ -90,6 +90,8 @@ pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
         .map_err(|e| WorkerError::Io("runtime", e))?;
     confine::limit(options.memory, options.open_files)
         .map_err(|e| WorkerError::Confine("set the resource limits", e))?;
+    // Before any byte of the plugin is loaded: its initialisers run inside.
+    let confinement = super::sandbox::confine(std::process::id());
     let staged =
         confine::inherited(confine::STAGED_FD).ok_or(WorkerError::Missing(confine::STAGED_FD))?;
     let socket =
@@ -101,6 +103,7 @@ pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
         version: loaded.raw.metadata().version.clone(),
         sha256: loaded.sha256.clone(),
         abi: loaded.raw.abi_revision().to_string(),
+        confinement,
     };
     // Never unloaded (as in the server): calls borrow it for the process's
     // life.

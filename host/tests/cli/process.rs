@@ -367,3 +367,60 @@ fn a_worker_whose_initialize_fails_stops_start_up() {
     );
     assert!(stderr.contains("`fail` is true"), "{stderr}");
 }
+
+/// POST `body` to `path`: status and body.
+fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
+    let response = client()
+        .post(format!("{}{path}", server.base))
+        .body(body.to_owned())
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+/// The worker's sandbox: the plugin reads files but writes none (Landlock),
+/// and cannot signal the host (seccomp), while the same plugin in the
+/// server's own process can write; `/plugins` says how far the sandbox
+/// holds.
+#[test]
+fn a_worker_writes_no_file_and_cannot_signal_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = fault_server(dir.path(), "process", "{max_crashes: 5}", "5s");
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let sandbox = &plugins["plugins"][1]["worker"]["sandbox"];
+    assert_eq!(sandbox["seccomp"], "on", "{plugins}");
+    assert_eq!(sandbox["landlock"], "full", "{plugins}");
+
+    let target = dir.path().join("written-by-the-plugin");
+    let (status, body) = post(&server, "/write", target.to_str().unwrap());
+    assert_eq!(status, 200);
+    assert!(body.starts_with("refused:"), "{body}");
+    assert!(!target.exists());
+    let (status, body) = post(&server, "/read", "/etc/hostname");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("read "), "{body}");
+    let (status, body) = get(&server, "/signal-parent");
+    assert_eq!(status, 200);
+    assert!(body.contains("not permitted"), "{body}");
+    assert!(server.child.try_wait().unwrap().is_none(), "the host died");
+    assert_eq!(get(&server, "/weather?city=Paris").0, 200);
+
+    // The same library in the server's own process is not confined.
+    let other = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let fault = keys.signed_copy(&support::fault_plugin(), other.path(), "libfault.so");
+    let config = config(
+        other.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  fault:\n    type: external\n    path: {}\n",
+            fault.display()
+        ),
+    );
+    let unconfined = crate::harness::start(&config, "info");
+    let (_, body) = post(&unconfined, "/write", target.to_str().unwrap());
+    assert_eq!(body, "written");
+    assert!(target.exists());
+}
