@@ -4,9 +4,11 @@
 //! (`confine`):
 //!
 //! - **Landlock** (Linux 5.13 and later; unprivileged): the plugin may read
-//!   files anywhere the worker's user may, and write none (no file created,
-//!   written, truncated, removed or renamed, no directory made), but
-//!   `/dev/null`. Declared paths are the next step (issue 16, part 4).
+//!   files anywhere the worker's user may, except other processes' entries
+//!   in `/proc` (the host's environment, memory and descriptors: the host
+//!   runs as the same user), and write none (no file created, written,
+//!   truncated, removed or renamed, no directory made), but `/dev/null`.
+//!   Declared paths are the next step (issue 16, part 4).
 //! - **seccomp** (a BPF filter by seccompiler, on every thread): the system
 //!   calls a plugin never needs and an attacker would fail with `EPERM`:
 //!   tracing or reading other processes (`ptrace`, `process_vm_*`,
@@ -41,7 +43,7 @@ pub struct Confinement {
 /// signal).
 pub(crate) fn confine(pid: u32) -> Confinement {
     Confinement {
-        landlock: match landlock() {
+        landlock: match landlock(pid) {
             Ok(status) => status.to_owned(),
             Err(why) => format!("none: {why}"),
         },
@@ -52,8 +54,32 @@ pub(crate) fn confine(pid: u32) -> Confinement {
     }
 }
 
-/// Landlock: reads anywhere, no writes but `/dev/null`.
-fn landlock() -> Result<&'static str, String> {
+/// What a worker may read: every top-level directory but `/proc`, and of
+/// `/proc` its own entries and the system-wide files runtimes read.
+fn readable(pid: u32) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir("/")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.as_path() != std::path::Path::new("/proc"))
+        .collect();
+    paths.push(format!("/proc/{pid}").into());
+    for shared in [
+        "cpuinfo",
+        "meminfo",
+        "stat",
+        "loadavg",
+        "sys",
+        "filesystems",
+    ] {
+        paths.push(std::path::Path::new("/proc").join(shared));
+    }
+    paths
+}
+
+/// Landlock: reads as [`readable`] says, no writes but `/dev/null`.
+fn landlock(pid: u32) -> Result<&'static str, String> {
     use landlock::{
         ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
         path_beneath_rules,
@@ -63,7 +89,9 @@ fn landlock() -> Result<&'static str, String> {
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .and_then(|ruleset| ruleset.create())
-        .and_then(|ruleset| ruleset.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
+        .and_then(|ruleset| {
+            ruleset.add_rules(path_beneath_rules(readable(pid), AccessFs::from_read(abi)))
+        })
         .and_then(|ruleset| {
             ruleset.add_rules(path_beneath_rules(
                 ["/dev/null"],

@@ -400,6 +400,15 @@ fn a_worker_writes_no_file_and_cannot_signal_its_host() {
     let (status, body) = post(&server, "/read", "/etc/hostname");
     assert_eq!(status, 200);
     assert!(body.starts_with("read "), "{body}");
+    // Not the host's entries in /proc (its environment, memory,
+    // descriptors: it runs as the same user), though its own.
+    for entry in ["environ", "cmdline", "maps"] {
+        let path = format!("/proc/{}/{entry}", server.child.id());
+        let (_, body) = post(&server, "/read", &path);
+        assert!(body.starts_with("refused:"), "{path}: {body}");
+    }
+    let (_, body) = post(&server, "/read", "/proc/self/status");
+    assert!(body.starts_with("read "), "{body}");
     let (status, body) = get(&server, "/signal-parent");
     assert_eq!(status, 200);
     assert!(body.contains("not permitted"), "{body}");
