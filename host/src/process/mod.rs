@@ -3,7 +3,7 @@
 //! crash, an abort, `exit()` or a hook that never stops costs the requests
 //! in flight in that plugin and a restart, never the server.
 //!
-//! - [`wire`]: the frames between host and worker;
+//! - `wire`: the frames between host and worker;
 //! - [`supervisor`]: the host's side ([`ProcessPlugin`]): start, calls,
 //!   cancellation, crash detection, restart with backoff, failure after too
 //!   many crashes, retirement;

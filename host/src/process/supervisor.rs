@@ -3,8 +3,8 @@
 //! [`super::worker`]), which this module starts, talks to and supervises.
 //!
 //! - **Start**: a socket pair; the worker is spawned (by the one spawner
-//!   thread, see [`spawn`]) with the sealed memfd of the verified bytes and
-//!   its end of the socket; its first frame must be a [`Hello`] naming the
+//!   thread, see `spawn`) with the sealed memfd of the verified bytes and
+//!   its end of the socket; its first frame must be a `Hello` naming the
 //!   plugin, version and sha256 the host verified, within `hook_timeout`.
 //! - **Calls**: each hook call is one frame out and one frame back, matched
 //!   by id; a reader task hands each answer to its caller. A call dropped

@@ -6,7 +6,7 @@
 //! parent is still the host, sets `no_new_privs` and its resource limits.
 //! Then it loads the verified bytes it inherited (the host's sealed memfd,
 //! never a path: [`crate::loader::load_inherited`]), says who it is
-//! ([`Hello`]: name, version, sha256 of the bytes loaded) and serves calls:
+//! (`Hello`: name, version, sha256 of the bytes loaded) and serves calls:
 //! each request hook is a task on this process's runtime, which polls the
 //! plugin's [`HookCall`](backworks_plugin_sdk::abi::HookCall) future
 //! directly (a plugin that blocks blocks only its own process); lifecycle
