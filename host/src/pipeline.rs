@@ -491,7 +491,19 @@ fn lifecycle_in_worker(
     use crate::process::supervisor::CallFailure;
     use crate::process::wire::Answer;
 
-    match handle.block_on(plugin.call(hook, args)) {
+    // Bounded here too: a caller that stops waiting (`bounded`) leaves its
+    // blocking thread here, and the call, once dropped, is cancelled in the
+    // worker (which is killed if it cannot drop it).
+    let deadline = plugin.hook_timeout();
+    let call =
+        handle.block_on(async { tokio::time::timeout(deadline, plugin.call(hook, args)).await });
+    let Ok(call) = call else {
+        return Err(HookFailure::Error(format!(
+            "no answer within {} ms",
+            deadline.as_millis()
+        )));
+    };
+    match call {
         Ok(Answer::Failed {
             panicked: true,
             message,
@@ -1072,7 +1084,7 @@ impl Pipeline {
                                 plugin = %name,
                                 hook = r.hook,
                                 timeout_ms = self.hook_timeout.as_millis() as u64,
-                                "hook timed out; its thread is abandoned"
+                                "hook timed out; its call is abandoned (a thread keeps running it, a worker is told to drop it)"
                             );
                             return Some(error_response(
                                 504,

@@ -18,9 +18,11 @@ pub(crate) const SOCKET_FD: RawFd = 4;
 /// output and error: everything else the host opens is close-on-exec), the
 /// child asks for `SIGKILL` when the thread that forked it ends
 /// (`PR_SET_PDEATHSIG`: the host's spawner thread lives as long as the
-/// host, so a host killed with `SIGKILL` takes its workers along) and moves
-/// to a process group of its own (a terminal's Ctrl-C reaches the host,
-/// which then shuts its workers down in order).
+/// host, so a host killed with `SIGKILL` takes its workers along), closes
+/// at `exec` every other descriptor it inherited from whatever started the
+/// host (`close_range`), and leads a session of its own (`setsid`: a terminal's
+/// Ctrl-C reaches the host, which then shuts its workers down in order, and
+/// the worker cannot join the host's process group).
 pub(crate) fn pass_descriptors(
     command: &mut std::process::Command,
     staged: BorrowedFd<'_>,
@@ -31,7 +33,7 @@ pub(crate) fn pass_descriptors(
     let (staged, socket) = (staged.as_raw_fd(), socket.as_raw_fd());
     // SAFETY: the closure runs in the child between `fork` and `exec` and
     // calls only async-signal-safe functions (`fcntl`, `dup2`, `prctl`,
-    // `setpgid`), allocating nothing and taking no lock. `staged` and
+    // `close_range`, `setsid`), allocating nothing and taking no lock. `staged` and
     // `socket` are open in the parent for as long as the spawn runs (the
     // caller holds both), so they are open in the child. Each is first
     // copied above the target numbers (close-on-exec copies), so that
@@ -46,7 +48,15 @@ pub(crate) fn pass_descriptors(
                 || libc::dup2(high_staged, STAGED_FD) < 0
                 || libc::dup2(high_socket, SOCKET_FD) < 0
                 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0
-                || libc::setpgid(0, 0) < 0
+                // Close-on-exec, not closed: the spawn's own error pipe
+                // must stay open until the `exec`.
+                || libc::syscall(
+                    libc::SYS_close_range,
+                    SOCKET_FD + 1,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                ) < 0
+                || libc::setsid() < 0
             {
                 return Err(std::io::Error::last_os_error());
             }

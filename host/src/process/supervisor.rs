@@ -149,6 +149,11 @@ impl ProcessPlugin {
         &self.shared.file
     }
 
+    /// The deadline of each hook call (`server.hook_timeout`).
+    pub fn hook_timeout(&self) -> Duration {
+        self.shared.settings.hook_timeout
+    }
+
     /// Where worker crashes, kills and restarts are counted (set once, by
     /// the pipeline that runs this plugin).
     pub fn count_into(&self, metrics: &Arc<Metrics>) {
@@ -355,20 +360,27 @@ impl Connection {
         }
         let mut frame = Vec::new();
         ToWorker::Call { id, hook, args }.encode(&mut frame);
+        let started = Instant::now();
+        // Dropped while it waits for its turn, the call was never sent: it
+        // is forgotten, nothing is cancelled in the worker.
+        let unsent = Unregister {
+            connection: self,
+            id,
+        };
+        let turn = Arc::clone(&self.sending).lock_owned().await;
+        std::mem::forget(unsent);
+        // The frame, once begun, is always finished (see `write_whole`). A
+        // socket that broke is a worker that is ending: the answer then
+        // never comes, and the reader's end fails this call.
+        write_whole(turn, &self.socket, frame);
         let mut in_flight = InFlight {
             connection: Arc::clone(self),
             id,
             hook,
-            started: Instant::now(),
+            started,
             hook_timeout,
             answered: false,
         };
-        // Waiting for the lock may be cancelled; the frame, once begun, is
-        // always finished (see `write_whole`). A socket that broke is a
-        // worker that is ending: the answer then never comes, and the
-        // reader's end fails this call.
-        let turn = Arc::clone(&self.sending).lock_owned().await;
-        write_whole(turn, &self.socket, frame);
         let answer = receiver.await.map_err(drop);
         in_flight.answered = true;
         answer.map_err(|_| {
@@ -406,6 +418,22 @@ impl Connection {
     }
 }
 
+/// A call registered and not sent yet: dropped, it is unregistered.
+struct Unregister<'a> {
+    connection: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.connection
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 /// A call sent and not answered yet: dropped unanswered, it is cancelled
 /// in the worker, and the worker is killed if the call is still running
 /// once it has run for its hook timeout and a grace.
@@ -424,19 +452,23 @@ impl Drop for InFlight {
             return;
         }
         let connection = &self.connection;
-        let removed = connection
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-        if removed.is_none() || connection.ended.get().is_some() {
-            return;
+        {
+            // Moved from `pending` to `cancelling` under the `pending` lock:
+            // the reader, which looks at `pending` first, always finds the id
+            // in one of them.
+            let mut pending = connection
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pending.remove(&self.id).is_none() || connection.ended.get().is_some() {
+                return;
+            }
+            connection
+                .cancelling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.id);
         }
-        connection
-            .cancelling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.id);
         let mut frame = Vec::new();
         ToWorker::Cancel { id: self.id }.encode(&mut frame);
         connection.send_later(frame);
@@ -677,7 +709,14 @@ impl Connection {
             return;
         }
         const CHUNK: usize = 64 * 1024;
+        // At most this much per turn: a worker that floods its socket gets
+        // its share of this thread, not all of it (the reader task yields
+        // between turns).
+        let mut budget: usize = 1 << 20;
         let end = loop {
+            if budget == 0 {
+                break None;
+            }
             match self.socket.try_read(frames.buffer(CHUNK)) {
                 Ok(0) => {
                     frames.filled(CHUNK, 0);
@@ -685,6 +724,7 @@ impl Connection {
                 }
                 Ok(read) => {
                     frames.filled(CHUNK, read);
+                    budget = budget.saturating_sub(read);
                     if let Err(error) = self.dispatch(frames) {
                         break Some(ReadEnd::Protocol(error));
                     }
@@ -705,6 +745,22 @@ impl Connection {
         }
     }
 
+    /// A cancelled call `id` ended in the worker; an id that is neither
+    /// waited for nor cancelled is a protocol error (a worker answering
+    /// calls nobody made).
+    fn cancelled(&self, id: u64) -> Result<(), WireError> {
+        let known = self
+            .cancelling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if known {
+            Ok(())
+        } else {
+            Err(WireError::Unknown(id))
+        }
+    }
+
     /// Hands every whole frame in `frames` to its caller.
     fn dispatch(&self, frames: &mut Frames) -> Result<(), WireError> {
         while let Some(body) = frames.next()? {
@@ -719,20 +775,10 @@ impl Connection {
                         Some(sender) => {
                             let _ = sender.send(answer);
                         }
-                        None => {
-                            self.cancelling
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .remove(&id);
-                        }
+                        None => self.cancelled(id)?,
                     }
                 }
-                FromWorker::Cancelled { id } => {
-                    self.cancelling
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&id);
-                }
+                FromWorker::Cancelled { id } => self.cancelled(id)?,
                 FromWorker::Hello(_) => {
                     return Err(WireError::Hello(String::from("a second handshake")));
                 }
@@ -754,11 +800,15 @@ async fn read_answers(connection: Arc<Connection>) -> ReadEnd {
                 if readable.is_err() {
                     return ReadEnd::Closed;
                 }
-                let mut incoming = connection
-                    .incoming
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                connection.read_available(&mut incoming);
+                {
+                    let mut incoming = connection
+                        .incoming
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    connection.read_available(&mut incoming);
+                    incoming.shrink();
+                }
+                tokio::task::yield_now().await;
             }
             () = connection.broken_found.notified() => {}
         }
@@ -803,7 +853,11 @@ async fn supervise(shared: Arc<Shared>, mut worker: Worker) {
     let limits = shared.settings.limits;
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     loop {
-        let Some(ended) = watch_worker(&shared, &mut worker).await else {
+        let ended = watch_worker(&shared, &mut worker).await;
+        // Whatever still holds the socket's other end, this side stops
+        // reading it.
+        worker.reader.abort();
+        let Some(ended) = ended else {
             // Retired: the worker is killed and reaped.
             return;
         };

@@ -134,6 +134,8 @@ pub(crate) enum WireError {
     Hello(String),
     #[error("a failure message is not UTF-8")]
     Message,
+    #[error("an answer to call {0}, which was never made")]
+    Unknown(u64),
 }
 
 /// Appends `body` to `out` as one frame (its length first).
@@ -322,6 +324,19 @@ impl Frames {
         let filled = self.buffer.len();
         self.buffer.resize(filled + at_least, 0);
         &mut self.buffer[filled..]
+    }
+
+    /// Gives memory back after a large frame: the buffer keeps at most
+    /// 128 KiB of room once what it holds is read.
+    pub(crate) fn shrink(&mut self) {
+        const KEEP: usize = 128 * 1024;
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            self.start = 0;
+        }
+        if self.buffer.capacity() > KEEP && self.buffer.len() < KEEP {
+            self.buffer.shrink_to(KEEP);
+        }
     }
 
     /// `read` bytes of the slice [`Frames::buffer`] returned were filled.

@@ -412,6 +412,18 @@ fn a_worker_writes_no_file_and_cannot_signal_its_host() {
     let (status, body) = get(&server, "/signal-parent");
     assert_eq!(status, 200);
     assert!(body.contains("not permitted"), "{body}");
+    // What a hostile plugin would try against its host next: each refused.
+    let host = server.child.id();
+    let limits = std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap();
+    for how in ["tkill", "join-group", "sigio", "prlimit", "fork"] {
+        let (status, body) = get(&server, &format!("/escape/{how}"));
+        assert_eq!(status, 200, "{how}: {body}");
+        assert!(body.starts_with("refused:"), "{how}: {body}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap(),
+        limits
+    );
     assert!(server.child.try_wait().unwrap().is_none(), "the host died");
     assert_eq!(get(&server, "/weather?city=Paris").0, 200);
 
@@ -432,4 +444,27 @@ fn a_worker_writes_no_file_and_cannot_signal_its_host() {
     let (_, body) = post(&unconfined, "/write", target.to_str().unwrap());
     assert_eq!(body, "written");
     assert!(target.exists());
+}
+
+/// A plugin that writes to its worker's socket itself (it can: it runs in
+/// the worker) breaks the protocol: the worker is killed, its call gets a
+/// 502, the next worker answers.
+#[test]
+fn a_plugin_forging_frames_gets_its_worker_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fault_server(dir.path(), "thread", "{max_crashes: 5}", "5s");
+    warm_up(&server);
+    let before = worker_pid(&server);
+    let (status, body) = get(&server, "/escape/forge");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("broke the protocol"), "{body}");
+    assert_eq!(
+        metric(
+            &server,
+            "backworks_worker_kills_total{plugin=\"fault\",cause=\"protocol\"}"
+        ),
+        1
+    );
+    assert_ne!(worker_pid(&server), before);
+    assert_eq!(get(&server, "/weather?city=Paris").0, 200);
 }
