@@ -704,9 +704,12 @@ impl Connection {
     /// Reads what the socket has now and hands each answer to its caller;
     /// a closed socket or a frame that breaks the protocol is recorded in
     /// `broken` (and the reader task woken).
-    fn read_available(&self, frames: &mut Frames) {
+    ///
+    /// Returns whether it stopped at its budget (1 MiB) with more to read:
+    /// the caller then yields before it reads on.
+    fn read_available(&self, frames: &mut Frames) -> bool {
         if self.broken.get().is_some() {
-            return;
+            return false;
         }
         const CHUNK: usize = 64 * 1024;
         // At most this much per turn: a worker that floods its socket gets
@@ -715,7 +718,7 @@ impl Connection {
         let mut budget: usize = 1 << 20;
         let end = loop {
             if budget == 0 {
-                break None;
+                return true;
             }
             match self.socket.try_read(frames.buffer(CHUNK)) {
                 Ok(0) => {
@@ -743,6 +746,7 @@ impl Connection {
             let _ = self.broken.set(end);
             self.broken_found.notify_one();
         }
+        false
     }
 
     /// A cancelled call `id` ended in the worker; an id that is neither
@@ -800,15 +804,18 @@ async fn read_answers(connection: Arc<Connection>) -> ReadEnd {
                 if readable.is_err() {
                     return ReadEnd::Closed;
                 }
-                {
+                let more = {
                     let mut incoming = connection
                         .incoming
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner);
-                    connection.read_available(&mut incoming);
+                    let more = connection.read_available(&mut incoming);
                     incoming.shrink();
+                    more
+                };
+                if more {
+                    tokio::task::yield_now().await;
                 }
-                tokio::task::yield_now().await;
             }
             () = connection.broken_found.notified() => {}
         }
