@@ -533,17 +533,8 @@ pub fn load_inherited(
         })?
         .len();
     check_read_size(label, length, SizeLimit::Plugin(max_plugin_size))?;
-    let map = if length == 0 {
-        None
-    } else {
-        // SAFETY: the memfd is sealed against writing, growing and shrinking
-        // (checked above; seals cannot be removed), so the mapped bytes
-        // cannot change or be truncated while the map lives.
-        Some(
-            unsafe { memmap2::Mmap::map(memfd.as_file()) }
-                .map_err(|e| stage_error(format!("cannot map the memfd: {e}")))?,
-        )
-    };
+    // Sealed: checked above.
+    let map = map_sealed(&memfd, length).map_err(stage_error)?;
     let staged = Staged { memfd, map };
     let bytes = staged.bytes();
     let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
@@ -993,19 +984,7 @@ impl Staged {
                 FileSeal::SealSeal,
             ])
             .map_err(|e| stage_error(format!("cannot seal the memfd: {e}")))?;
-        let map = if length == 0 {
-            None
-        } else {
-            // SAFETY: the memfd is sealed against writing, growing and
-            // shrinking (and against removing those seals), so neither this
-            // process nor anyone else holding the descriptor can change or
-            // truncate the mapped bytes while the map lives: they are exactly
-            // the bytes copied from the file, and reading them cannot fault.
-            Some(
-                unsafe { memmap2::Mmap::map(memfd.as_file()) }
-                    .map_err(|e| stage_error(format!("cannot map the memfd: {e}")))?,
-            )
-        };
+        let map = map_sealed(&memfd, length).map_err(stage_error)?;
         Ok(Self { memfd, map })
     }
 
@@ -1025,6 +1004,23 @@ impl Staged {
         ));
         Ok((path, Box::new(self.memfd)))
     }
+}
+
+/// A read-only map of `memfd`'s `length` bytes (`None` when empty: nothing
+/// to map). The caller has sealed the memfd against writing, growing and
+/// shrinking, or checked that it is.
+#[cfg(target_os = "linux")]
+fn map_sealed(memfd: &memfd::Memfd, length: u64) -> Result<Option<memmap2::Mmap>, String> {
+    if length == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the memfd is sealed against writing, growing and shrinking
+    // (the caller's contract; seals cannot be removed), so neither this
+    // process nor anyone else holding the descriptor can change or truncate
+    // the mapped bytes while the map lives, and reading them cannot fault.
+    unsafe { memmap2::Mmap::map(memfd.as_file()) }
+        .map(Some)
+        .map_err(|e| format!("cannot map the memfd: {e}"))
 }
 
 /// A plugin file's bytes, read once into memory.

@@ -268,6 +268,39 @@ pub struct Swapper {
     workers: crate::process::WorkerSettings,
 }
 
+/// The errors of one swap of plugin `name` while `running` serves.
+struct Refusal<'a> {
+    name: &'a str,
+    running: &'a HostPlugin,
+}
+
+impl Refusal<'_> {
+    fn interrupted(&self, join: tokio::task::JoinError) -> SwapError {
+        SwapError::Interrupted {
+            name: self.name.to_owned(),
+            detail: join.to_string(),
+        }
+    }
+
+    fn refused(&self, source: LoadError) -> SwapError {
+        SwapError::Refused {
+            name: self.name.to_owned(),
+            running: self.running.version.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn start(&self, version: &str, hook: &'static str, what: &str, message: String) -> SwapError {
+        SwapError::Start {
+            name: self.name.to_owned(),
+            version: version.to_owned(),
+            hook,
+            reason: format!("{what}: {message}"),
+            running: self.running.version.clone(),
+        }
+    }
+}
+
 impl Swapper {
     /// A swapper for `pipeline`, whose plugins are `config`'s, with its
     /// signature policy, `hook_timeout` and `shutdown_timeout`.
@@ -476,15 +509,7 @@ impl Swapper {
                 name: name.to_owned(),
             });
         }
-        let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
-            name: name.to_owned(),
-            detail: join.to_string(),
-        };
-        let refused = |source| SwapError::Refused {
-            name: name.to_owned(),
-            running: running.version.clone(),
-            source: Box::new(source),
-        };
+        let fail = Refusal { name, running };
 
         // A loading that outlived its deadline holds the dynamic loader's
         // process-wide lock: this one would only queue behind it (and leave
@@ -522,11 +547,11 @@ impl Swapper {
             )
         })
         .await
-        .map_err(interrupted)?
-        .map_err(refused)?;
+        .map_err(|join| fail.interrupted(join))?
+        .map_err(|e| fail.refused(e))?;
         *new_version = Some(verified.metadata().version.clone());
         // The rule start-up applies: the record names the entry's plugin.
-        verified.check_name(name).map_err(refused)?;
+        verified.check_name(name).map_err(|e| fail.refused(e))?;
         if let Some(pin) = pin
             && lifecycle::check_pin(&verified, pin).is_err()
         {
@@ -550,13 +575,6 @@ impl Swapper {
                 sha256: verified.sha256().to_owned(),
             });
         }
-        let start_error = |version: &str, hook, what: &str, message: String| SwapError::Start {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            hook,
-            reason: format!("{what}: {message}"),
-            running: running.version.clone(),
-        };
         let record_version = verified.metadata().version.clone();
         let candidate = match self.in_worker(entry, running, verified) {
             Ok(in_worker) => in_worker,
@@ -577,7 +595,7 @@ impl Swapper {
                     // Initialized: stop its runtime. Nothing routes to it.
                     self.retire(candidate.clone(), None, "refused");
                 }
-                return Err(start_error(&candidate.version, hook.name(), what, message));
+                return Err(fail.start(&candidate.version, hook.name(), what, message));
             }
         }
 
@@ -643,22 +661,7 @@ impl Swapper {
         record_version: &str,
     ) -> Result<HostPlugin, SwapError> {
         let name = entry.name.as_str();
-        let interrupted = |join: tokio::task::JoinError| SwapError::Interrupted {
-            name: name.to_owned(),
-            detail: join.to_string(),
-        };
-        let refused = |source| SwapError::Refused {
-            name: name.to_owned(),
-            running: running.version.clone(),
-            source: Box::new(source),
-        };
-        let start_error = |version: &str, hook, what: &str, message: String| SwapError::Start {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            hook,
-            reason: format!("{what}: {message}"),
-            running: running.version.clone(),
-        };
+        let fail = Refusal { name, running };
         // `dlopen` runs the library's initialisers: first in a probe process
         // (a hang or a crash there leaves this server whole), then here, on
         // a thread of its own, bounded like a hook (the blocking thread only
@@ -672,8 +675,8 @@ impl Swapper {
             Ok(lifecycle::load_within(verified, timeout))
         })
         .await
-        .map_err(interrupted)?;
-        let load_failed = |what, message| start_error(record_version, "load", what, message);
+        .map_err(|join| fail.interrupted(join))?;
+        let load_failed = |what, message| fail.start(record_version, "load", what, message);
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(ProbeFailure::TimedOut) => {
@@ -690,7 +693,7 @@ impl Swapper {
         };
         let loaded = match loaded {
             Ok(loaded) => loaded,
-            Err(LoadFailure::Refused(source)) => return Err(refused(source)),
+            Err(LoadFailure::Refused(source)) => return Err(fail.refused(source)),
             Err(failure @ (LoadFailure::Panicked | LoadFailure::NoThread(_))) => {
                 return Err(load_failed("failed", failure.to_string()));
             }
