@@ -215,17 +215,20 @@ impl ProcessPlugin {
                 }
             }
         }
+        let mut args = args;
         let answer = loop {
             let connection = shared.ready().await?;
-            // The arguments are kept for a retry only while a worker ends.
             match connection
-                .call(hook, args.clone(), shared.settings.hook_timeout)
+                .call(hook, args, shared.settings.hook_timeout)
                 .await
             {
                 Ok(answer) => break answer,
                 Err(Unsent::Failed(failure)) => return Err(failure),
                 // Sent nowhere: the next worker gets it.
-                Err(Unsent::Retry) => tokio::task::yield_now().await,
+                Err(Unsent::Retry(unsent)) => {
+                    args = unsent;
+                    tokio::task::yield_now().await;
+                }
             }
         };
         if answer == Answer::NotImplemented
@@ -304,9 +307,9 @@ fn write_whole(
 
 /// Why [`Connection::call`] gave no answer.
 enum Unsent {
-    /// The worker had ended before the call was sent: it may go to the
-    /// next worker.
-    Retry,
+    /// The worker had ended before the call was sent: its arguments, for
+    /// the next worker.
+    Retry(Vec<Vec<u8>>),
     /// The call was sent and the worker ended.
     Failed(CallFailure),
 }
@@ -356,7 +359,7 @@ impl Connection {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&id);
-            return Err(Unsent::Retry);
+            return Err(Unsent::Retry(args));
         }
         let mut frame = Vec::new();
         ToWorker::Call { id, hook, args }.encode(&mut frame);
@@ -955,7 +958,7 @@ async fn restart(shared: &Arc<Shared>) -> Result<Worker, String> {
             Ok(Err(Unsent::Failed(
                 CallFailure::Crashed(cause) | CallFailure::Unavailable(cause),
             ))) => cause,
-            Ok(Err(Unsent::Retry)) => String::from("the worker ended at once"),
+            Ok(Err(Unsent::Retry(_))) => String::from("the worker ended at once"),
             Err(_) => format!("`{hook}` did not finish within {} ms", timeout.as_millis()),
         };
         let _ = worker.child.start_kill();
