@@ -169,6 +169,7 @@ async fn serve(
                 }
             }
         }
+        frames.shrink();
         while let Ok(answer) = answers.try_recv() {
             answer.encode(&mut out);
         }
@@ -192,15 +193,10 @@ async fn serve(
         tokio::select! {
             readable = reader.readable() => {
                 readable?;
-                let read = reader.try_read(frames.buffer(CHUNK));
-                match read {
-                    Ok(0) => {
-                        frames.filled(CHUNK, 0);
-                        return Ok(());
-                    }
-                    Ok(read) => frames.filled(CHUNK, read),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frames.filled(CHUNK, 0),
-                    Err(e) => return Err(e),
+                match read_now(&reader, &mut frames, CHUNK) {
+                    Some(Ok(0)) => return Ok(()),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(_)) | None => {}
                 }
             }
             Some(answer) = answers.recv() => answer.encode(&mut out),
