@@ -470,14 +470,7 @@ impl VerifiedFile {
 /// Errors name `label`, the plugin file the bytes came from.
 pub fn probe(staged: &Path, label: &Path, max_plugin_size: u64) -> Result<(), LoadError> {
     let copy = Staged::of_file(staged, SizeLimit::Plugin(max_plugin_size))?;
-    let metadata = find_metadata(copy.bytes()).map_err(|source| LoadError::NotAPlugin {
-        path: label.to_owned(),
-        source,
-    })?;
-    abi::check_compatible(&metadata).map_err(|source| LoadError::Incompatible {
-        path: label.to_owned(),
-        source,
-    })?;
+    let metadata = checked_record(copy.bytes(), label)?;
     let (loadable, keep_alive) =
         copy.into_loadable(&metadata.name)
             .map_err(|detail| LoadError::Stage {
@@ -537,19 +530,8 @@ pub fn load_inherited(
     let map = map_sealed(&memfd, length).map_err(stage_error)?;
     let staged = Staged { memfd, map };
     let bytes = staged.bytes();
-    let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
-        path: label.to_owned(),
-        source,
-    })?;
-    abi::check_compatible(&metadata).map_err(|source| LoadError::Incompatible {
-        path: label.to_owned(),
-        source,
-    })?;
-    let sha256 = signature::Claims::of(bytes)
-        .map(|claims| claims.sha256_hex())
-        .map_err(|_| LoadError::RecordChanged {
-            path: label.to_owned(),
-        })?;
+    let metadata = checked_record(bytes, label)?;
+    let sha256 = backworks_registry::sha256_hex(bytes);
     let (loadable, keep_alive) = staged.into_loadable(&metadata.name).map_err(stage_error)?;
     let library = open_staged(label, &loadable, keep_alive)?;
     let raw = checked_plugin(label, library, &metadata)?;
@@ -645,13 +627,9 @@ impl PendingLoad {
     }
 }
 
-/// Steps 1 and 2: the record and the signature, from the bytes alone.
-/// `None` when signatures are not required (nothing was verified).
-pub fn verify_bytes(
-    path: &Path,
-    bytes: &[u8],
-    policy: LoadPolicy<'_>,
-) -> Result<(PluginMetadata, Option<Verified>), LoadError> {
+/// Step 1: the record found in `bytes` and checked against this host's
+/// ABI; errors name `path`.
+fn checked_record(bytes: &[u8], path: &Path) -> Result<PluginMetadata, LoadError> {
     let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
         path: path.to_owned(),
         source,
@@ -660,6 +638,17 @@ pub fn verify_bytes(
         path: path.to_owned(),
         source,
     })?;
+    Ok(metadata)
+}
+
+/// Steps 1 and 2: the record and the signature, from the bytes alone.
+/// `None` when signatures are not required (nothing was verified).
+pub fn verify_bytes(
+    path: &Path,
+    bytes: &[u8],
+    policy: LoadPolicy<'_>,
+) -> Result<(PluginMetadata, Option<Verified>), LoadError> {
+    let metadata = checked_record(bytes, path)?;
     if !policy.require_signatures {
         return Ok((metadata, None));
     }

@@ -94,26 +94,7 @@ enum Command {
     /// and a socket (descriptor 4). Exit 70 when it cannot serve (the
     /// reason on standard error).
     #[command(hide = true)]
-    PluginWorker {
-        /// The plugin's entry name in backworks.yaml.
-        #[arg(long)]
-        name: String,
-        /// The plugin file the bytes came from, for messages.
-        #[arg(long)]
-        label: PathBuf,
-        /// The host's process id: the worker refuses to run under another.
-        #[arg(long)]
-        parent: u32,
-        /// Address-space limit, bytes.
-        #[arg(long)]
-        memory: u64,
-        /// Open-file limit.
-        #[arg(long)]
-        open_files: u64,
-        /// The most bytes of plugin accepted.
-        #[arg(long)]
-        max_size: u64,
-    },
+    PluginWorker(WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,24 +303,7 @@ fn main() -> ExitCode {
             // probe's answer is given.
             loader::exit_now(code)
         }
-        Command::PluginWorker {
-            name,
-            label,
-            parent,
-            memory,
-            open_files,
-            max_size,
-        } => plugin_worker(
-            cli.log_format,
-            WorkerArgs {
-                name,
-                label,
-                parent,
-                memory,
-                open_files,
-                max_size,
-            },
-        ),
+        Command::PluginWorker(args) => plugin_worker(cli.log_format, args),
         Command::Marketplace(MarketplaceCommand::Serve {
             dir,
             key,
@@ -483,13 +447,26 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
 /// `backworks plugin-worker`: serves until the host closes the socket, then
 /// leaves through `_exit` (the plugin's destructors do not run).
 /// `plugin-worker`'s arguments (read only where the process tier exists).
+#[derive(Debug, clap::Args)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct WorkerArgs {
+    /// The plugin's entry name in backworks.yaml.
+    #[arg(long)]
     name: String,
+    /// The plugin file the bytes came from, for messages.
+    #[arg(long)]
     label: PathBuf,
+    /// The host's process id: the worker refuses to run under another.
+    #[arg(long)]
     parent: u32,
+    /// Address-space limit, bytes.
+    #[arg(long)]
     memory: u64,
+    /// Open-file limit.
+    #[arg(long)]
     open_files: u64,
+    /// The most bytes of plugin accepted.
+    #[arg(long)]
     max_size: u64,
 }
 
