@@ -15,6 +15,13 @@
 //!   and target directory are remapped (`--remap-path-prefix`) to fixed
 //!   paths, so the same source built from two directories gives the same
 //!   bytes.
+//! - A package's declared capabilities
+//!   (`[package.metadata.backworks.capabilities]`) are checked, and handed
+//!   to `export_plugin!` as canonical JSON in `BACKWORKS_PLUGIN_CAPABILITIES`
+//!   (removed from cargo's environment for a package that declares none, so
+//!   a stray variable cannot leak in); packages with different declarations
+//!   are built by separate cargo runs. Each library's record must then carry
+//!   exactly its package's declaration.
 //! - Each library is copied (atomically) to
 //!   `<target-dir>/backworks/<target>/<name>-<version>-<target>.<so|dll|dylib>`
 //!   and checked with [`check`](crate::check).
@@ -25,6 +32,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use backworks_plugin_sdk::abi::capabilities::{
+    CAPABILITIES_ENV, Capabilities, CapabilityError, MAX_CAPABILITIES_SIZE,
+};
 use cargo_metadata::{Message, MetadataCommand, PackageId, TargetKind};
 
 use crate::progress::Progress;
@@ -114,6 +124,9 @@ pub struct BuiltPlugin {
     pub cargo_path: PathBuf,
     /// Its copy in the dist layout.
     pub dist_path: PathBuf,
+    /// The capabilities it declares (its record carries them); `None` when
+    /// it declares nothing.
+    pub capabilities: Option<Capabilities>,
 }
 
 /// Why a build stopped.
@@ -143,6 +156,40 @@ pub enum BuildError {
     BadTargets {
         /// The package's manifest.
         manifest: PathBuf,
+    },
+    /// `[package.metadata.backworks.capabilities]` is not a valid
+    /// declaration.
+    #[error(
+        "{}: `package.metadata.backworks.{}` {}; see \"Declaring capabilities\" in the README",
+        manifest.display(),
+        source.field,
+        source.problem
+    )]
+    BadCapabilities {
+        /// The package's manifest.
+        manifest: PathBuf,
+        /// The field and what is wrong with it.
+        #[source]
+        source: CapabilityError,
+    },
+    /// The declaration's JSON is larger than a record carries.
+    #[error(
+        "{}: `package.metadata.backworks.capabilities` is {size} bytes of JSON, more than the {MAX_CAPABILITIES_SIZE} a plugin's record carries; declare less (a directory covers every file beneath it, `host:*` every port of a host)",
+        manifest.display()
+    )]
+    CapabilitiesTooLarge {
+        /// The package's manifest.
+        manifest: PathBuf,
+        /// The JSON's size in bytes.
+        size: usize,
+    },
+    /// A built library's record does not carry its package's declaration.
+    #[error("{}: {problem}", path.display())]
+    CapabilitiesNotRecorded {
+        /// The library in the dist layout.
+        path: PathBuf,
+        /// What the record and the manifest say, and what to do.
+        problem: String,
     },
     /// Running a tool failed.
     #[error("cannot run `{program}`: {source}")]
@@ -270,6 +317,43 @@ struct Plugin {
     version: String,
     /// The name of its `cdylib` target (`lib<lib_name>.dylib`).
     lib_name: String,
+    /// Its manifest.
+    manifest: PathBuf,
+    /// What it declares in `[package.metadata.backworks.capabilities]`.
+    capabilities: Option<Capabilities>,
+}
+
+impl Plugin {
+    /// The value of `BACKWORKS_PLUGIN_CAPABILITIES` for its build: the
+    /// canonical JSON of its declaration.
+    fn capabilities_json(&self) -> Option<String> {
+        self.capabilities.as_ref().map(Capabilities::to_json)
+    }
+}
+
+/// The capabilities `package` declares: `None` without a
+/// `[package.metadata.backworks.capabilities]` table.
+pub fn declared_capabilities(
+    package: &cargo_metadata::Package,
+) -> Result<Option<Capabilities>, BuildError> {
+    let manifest = || package.manifest_path.clone().into_std_path_buf();
+    let value = &package.metadata["backworks"]["capabilities"];
+    if value.is_null() {
+        return Ok(None);
+    }
+    let capabilities =
+        Capabilities::from_value(value).map_err(|source| BuildError::BadCapabilities {
+            manifest: manifest(),
+            source,
+        })?;
+    let size = capabilities.to_json().len();
+    if size > MAX_CAPABILITIES_SIZE {
+        return Err(BuildError::CapabilitiesTooLarge {
+            manifest: manifest(),
+            size,
+        });
+    }
+    Ok(Some(capabilities))
 }
 
 /// `--remap-path-prefix` flags that make output independent of where the
@@ -468,18 +552,22 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     let host = host_target(&workspace_root)?;
     let plugins: Vec<Plugin> = selected
         .iter()
-        .map(|p| Plugin {
-            id: p.id.clone(),
-            name: p.name.to_string(),
-            version: p.version.to_string(),
-            lib_name: p
-                .targets
-                .iter()
-                .find(|t| t.kind.contains(&TargetKind::CDyLib))
-                .map(|t| t.name.replace('-', "_"))
-                .unwrap_or_else(|| p.name.replace('-', "_")),
+        .map(|p| {
+            Ok(Plugin {
+                id: p.id.clone(),
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                lib_name: p
+                    .targets
+                    .iter()
+                    .find(|t| t.kind.contains(&TargetKind::CDyLib))
+                    .map(|t| t.name.replace('-', "_"))
+                    .unwrap_or_else(|| p.name.replace('-', "_")),
+                manifest: p.manifest_path.clone().into_std_path_buf(),
+                capabilities: declared_capabilities(p)?,
+            })
         })
-        .collect();
+        .collect::<Result<_, BuildError>>()?;
     let mut path_deps: Vec<(String, PathBuf)> = Vec::new();
     for dependency in selected.iter().flat_map(|p| &p.dependencies) {
         if let Some(path) = &dependency.path {
@@ -532,6 +620,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             Err(
                 error @ (BuildError::Cargo { .. }
                 | BuildError::Invalid { .. }
+                | BuildError::CapabilitiesNotRecorded { .. }
                 | BuildError::NoArtifact { .. }),
             ) if !options.fail_fast => {
                 progress.forward(&format!("error: {error}"));
@@ -589,21 +678,52 @@ fn build_target(
                 report: report.render_text(),
             });
         }
+        let recorded = report.metadata().and_then(|m| m.capabilities.as_ref());
+        if let Some(problem) = capabilities_mismatch(plugin, recorded) {
+            return Err(BuildError::CapabilitiesNotRecorded {
+                path: dist_path,
+                problem,
+            });
+        }
         progress.step(&format!(
             "   Plugin {} {} ({triple}) -> {}",
             plugin.name,
             plugin.version,
             dist_path.display()
         ));
+        if let Some(capabilities) = &plugin.capabilities {
+            progress.step(&format!("            needs {capabilities}"));
+        }
         built.push(BuiltPlugin {
             package: plugin.name.clone(),
             version: plugin.version.clone(),
             target: triple.to_owned(),
             cargo_path,
             dist_path,
+            capabilities: plugin.capabilities.clone(),
         });
     }
     Ok(built)
+}
+
+/// What is wrong when the record of `plugin`'s library carries `recorded`
+/// and its manifest declares otherwise; `None` when they agree.
+fn capabilities_mismatch(plugin: &Plugin, recorded: Option<&Capabilities>) -> Option<String> {
+    let manifest = plugin.manifest.display();
+    match (&plugin.capabilities, recorded) {
+        (declared, recorded) if declared.as_ref() == recorded => None,
+        (Some(declared), None) => Some(format!(
+            "its metadata record carries no capabilities, but {manifest} declares `{declared}`: the plugin's backworks-plugin-sdk predates declared capabilities (or the plugin does not export its record with `export_plugin!`); update it with `cargo update -p backworks-plugin-sdk` (or raise its version in {manifest}) and build again"
+        )),
+        (None, Some(recorded)) => Some(format!(
+            "its metadata record declares `{recorded}`, but {manifest} declares no capabilities: declare them in [package.metadata.backworks.capabilities], so that tools and the registry see what the plugin asks for"
+        )),
+        (Some(declared), Some(recorded)) => Some(format!(
+            "its metadata record declares `{recorded}`, but {manifest} declares `{declared}`: the record must carry the manifest's declaration; run `cargo clean -p {}` and build again",
+            plugin.name
+        )),
+        (None, None) => None,
+    }
 }
 
 /// Runs cargo for one target; returns each plugin with the library cargo
@@ -640,8 +760,32 @@ fn run_cargo<'p>(
         }
     }
     if !mach_o {
-        let all: Vec<&Plugin> = plugins.iter().collect();
-        return run_cargo_once(options, target, plan, &all, &flags, &[], progress);
+        // One run per declaration: `export_plugin!` reads it from the
+        // environment, which is the same for every crate of a run.
+        let mut declarations: Vec<Option<String>> = Vec::new();
+        for plugin in plugins {
+            let json = plugin.capabilities_json();
+            if !declarations.contains(&json) {
+                declarations.push(json);
+            }
+        }
+        let mut found = Vec::new();
+        for declaration in declarations {
+            let group: Vec<&Plugin> = plugins
+                .iter()
+                .filter(|p| p.capabilities_json() == declaration)
+                .collect();
+            found.extend(run_cargo_once(
+                options,
+                target,
+                plan,
+                &group,
+                &flags,
+                &[],
+                progress,
+            )?);
+        }
+        return Ok(found);
     }
     if options.release {
         flags.push("-Clink-arg=-Wl,-S".to_owned());
@@ -667,6 +811,8 @@ fn run_cargo<'p>(
 
 /// One cargo run: `build` (or `zigbuild`) for `plugins`, or `rustc` for the
 /// one plugin with `rustc_args` (starting with `--`) for its final crate.
+/// The plugins share one declaration of capabilities, handed to
+/// `export_plugin!` in [`CAPABILITIES_ENV`].
 fn run_cargo_once<'p>(
     options: &BuildOptions,
     target: Option<&str>,
@@ -690,6 +836,10 @@ fn run_cargo_once<'p>(
         "--message-format=json-render-diagnostics",
     ]);
     command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+    match plugins.first().and_then(|p| p.capabilities_json()) {
+        Some(json) => command.env(CAPABILITIES_ENV, json),
+        None => command.env_remove(CAPABILITIES_ENV),
+    };
     if options.locked {
         command.arg("--locked");
     }

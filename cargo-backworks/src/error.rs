@@ -13,7 +13,9 @@ pub const EXIT_CODES: &str = "Exit codes:
   1  a file is not a valid plugin, a signature or its claims did not
      verify (here, or as a registry's answer to a publish), or a rebuild
      did not reproduce the manifest's bytes
-  2  usage, configuration, I/O, key or password error
+  2  usage, configuration, I/O, key or password error (also build: an
+     invalid [package.metadata.backworks.capabilities], or a library whose
+     record does not carry it)
   3  cargo failed to build a plugin
   4  a target cannot be built here: a tool or its standard library is
      missing (the message names the install command; the other targets

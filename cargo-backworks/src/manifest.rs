@@ -256,6 +256,7 @@ mod tests {
             target: "x86_64-unknown-linux-gnu".into(),
             cargo_path: library.clone(),
             dist_path: library,
+            capabilities: None,
         }];
         let manifest = Manifest::new(
             true,

@@ -84,7 +84,6 @@ mod linux {
             },
             hook_timeout: Duration::from_secs(5),
             max_plugin_size: loader::DEFAULT_MAX_PLUGIN_SIZE,
-            log_format: backworks_host::telemetry::LogFormat::Text,
         }
     }
 

@@ -231,6 +231,7 @@ fn generated_index() -> Index {
                     path,
                     size: 900 + rng.below(400),
                     abi: Some(1),
+                    capabilities: None,
                 };
                 (version, reference)
             })

@@ -91,7 +91,7 @@ impl Report {
             Err(e) => format!("not loadable by this host: {e}"),
         };
         format!(
-            "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nverdict:     {}\n",
+            "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nneeds:       {}\nverdict:     {}\n",
             escape(&self.path.display().to_string()),
             escape(&m.name),
             escape(&m.version),
@@ -99,6 +99,10 @@ impl Report {
             escape(&m.target),
             m.abi_revision(),
             escape(&m.sdk_version),
+            escape(&match &m.capabilities {
+                Some(capabilities) => capabilities.to_string(),
+                None => String::from("nothing declared (the process tier's defaults)"),
+            }),
             escape(&verdict)
         )
     }
@@ -115,6 +119,7 @@ impl Report {
             "abi_version": m.abi_version(),
             "abi_revision": m.abi_revision(),
             "sdk_version": m.sdk_version,
+            "capabilities": m.capabilities,
             "loadable": self.compatibility.is_ok(),
             "problem": self.compatibility.as_ref().err().map(ToString::to_string),
         })

@@ -481,20 +481,20 @@ pub fn probe(staged: &Path, label: &Path, max_plugin_size: u64) -> Result<(), Lo
     checked_plugin(label, library, &metadata).map(drop)
 }
 
-/// The worker's side of the `process` tier (`crate::process::worker`):
-/// loads the bytes a `backworks serve` verified and passed as `memfd` (its
-/// sealed memfd, inherited), as [`PendingLoad::load`] would: the seals
-/// checked (no write, grow or shrink), the record found and checked, the
-/// bytes hashed (the handshake reports that sha256, which the host compares
-/// with the one it verified), `dlopen` of the memfd itself, the record
-/// re-checked in memory. Errors name `label`, the plugin file the bytes
-/// came from.
+/// The worker's side of the `process` tier (`crate::process::worker`), first
+/// half: takes the bytes a `backworks serve` verified and passed as `memfd`
+/// (its sealed memfd, inherited): the seals checked (no write, grow or
+/// shrink), the record found and checked, the bytes hashed (the handshake
+/// reports that sha256, which the host compares with the one it verified).
+/// Runs no plugin code: the worker reads the record's declared capabilities
+/// from the result and confines itself before [`Inherited::load`]. Errors
+/// name `label`, the plugin file the bytes came from.
 #[cfg(target_os = "linux")]
-pub fn load_inherited(
+pub fn stage_inherited(
     memfd: std::os::fd::OwnedFd,
     label: &Path,
     max_plugin_size: u64,
-) -> Result<LoadedPlugin, LoadError> {
+) -> Result<Inherited, LoadError> {
     use memfd::FileSeal;
 
     let stage_error = |detail: String| LoadError::Stage {
@@ -532,15 +532,62 @@ pub fn load_inherited(
     let bytes = staged.bytes();
     let metadata = checked_record(bytes, label)?;
     let sha256 = backworks_registry::sha256_hex(bytes);
-    let (loadable, keep_alive) = staged.into_loadable(&metadata.name).map_err(stage_error)?;
-    let library = open_staged(label, &loadable, keep_alive)?;
-    let raw = checked_plugin(label, library, &metadata)?;
-    Ok(LoadedPlugin {
-        raw,
-        path: label.to_owned(),
-        key_id: None,
+    Ok(Inherited {
+        staged,
+        metadata,
         sha256,
+        label: label.to_owned(),
     })
+}
+
+/// Verified bytes a worker inherited, checked but not loaded yet
+/// ([`stage_inherited`]).
+#[cfg(target_os = "linux")]
+pub struct Inherited {
+    staged: Staged,
+    metadata: PluginMetadata,
+    sha256: String,
+    label: PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for Inherited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inherited")
+            .field("label", &self.label)
+            .field("name", &self.metadata.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Inherited {
+    /// The record, checked: what the plugin declares it needs included.
+    pub fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    /// The second half, as [`PendingLoad::load`] does it: `dlopen` of the
+    /// memfd itself, the record re-checked in memory.
+    pub fn load(self) -> Result<LoadedPlugin, LoadError> {
+        let label = self.label;
+        let (loadable, keep_alive) =
+            self.staged
+                .into_loadable(&self.metadata.name)
+                .map_err(|detail| LoadError::Stage {
+                    path: label.clone(),
+                    detail,
+                })?;
+        let library = open_staged(&label, &loadable, keep_alive)?;
+        let raw = checked_plugin(&label, library, &self.metadata)?;
+        Ok(LoadedPlugin {
+            raw,
+            path: label,
+            key_id: None,
+            sha256: self.sha256,
+        })
+    }
 }
 
 /// Steps 1 and 2 for the file at `path`: read it once, check its record and
@@ -1221,26 +1268,40 @@ extern "C" fn plugin_log(
             )
         };
         let fields = (!fields.is_empty()).then_some(&*fields);
-        macro_rules! emit {
-            ($level:expr) => {
-                tracing::event!(
-                    target: PLUGIN_LOG_TARGET,
-                    $level,
-                    plugin,
-                    plugin_target = &*target,
-                    fields,
-                    "{message}"
-                )
-            };
-        }
-        match host_level(level) {
-            tracing::Level::ERROR => emit!(tracing::Level::ERROR),
-            tracing::Level::WARN => emit!(tracing::Level::WARN),
-            tracing::Level::INFO => emit!(tracing::Level::INFO),
-            tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
-            tracing::Level::TRACE => emit!(tracing::Level::TRACE),
-        }
+        log_plugin_event(host_level(level), plugin, &target, fields, &message);
     });
+}
+
+/// One event of a plugin's log, as the server logs it: target
+/// [`PLUGIN_LOG_TARGET`], the plugin's entry name, its own target and
+/// structured fields. In-process plugins' calls and a worker's relayed
+/// lines (`process::output`) both end here.
+pub(crate) fn log_plugin_event(
+    level: tracing::Level,
+    plugin: &str,
+    plugin_target: &str,
+    fields: Option<&str>,
+    message: &str,
+) {
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: PLUGIN_LOG_TARGET,
+                $level,
+                plugin,
+                plugin_target,
+                fields,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        tracing::Level::ERROR => emit!(tracing::Level::ERROR),
+        tracing::Level::WARN => emit!(tracing::Level::WARN),
+        tracing::Level::INFO => emit!(tracing::Level::INFO),
+        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+        tracing::Level::TRACE => emit!(tracing::Level::TRACE),
+    }
 }
 
 #[cfg(test)]

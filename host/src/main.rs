@@ -22,8 +22,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  refused: a file is not a valid plugin, a plugin or download did not verify
-     (signature, size, sha256, rollback, expiry, downgrade, key change, --locked),
-     or a plugin failed to start
+     (signature, size, sha256, rollback, expiry, downgrade, key change, --locked,
+     capabilities other than the release says), a plugin failed to start, or an
+     update asks for more capabilities than the locked version declared (not
+     applied without --accept-capabilities)
   2  usage, configuration, I/O or network error";
 
 /// The Backworks server and plugin manager.
@@ -221,10 +223,18 @@ enum PluginsCommand {
     },
     /// Update locked plugins to the newest version the `updates:` policy
     /// allows (never lower, never signed by another key).
+    ///
+    /// An update that asks for more capabilities (network, files, environment) than the
+    /// locked version declared is listed and not applied (exit code 1).
     #[command(after_help = EXIT_CODES)]
     Update {
         /// The plugin to update; all locked plugins when omitted.
         plugin: Option<String>,
+        /// Apply the update of PLUGIN even when it asks for more
+        /// capabilities than the locked version declared (review what it
+        /// asks for first; one plugin at a time, named).
+        #[arg(long, requires = "plugin")]
+        accept_capabilities: bool,
         /// The configuration file.
         #[arg(long, short, default_value = "backworks.yaml")]
         config: PathBuf,
@@ -265,9 +275,17 @@ fn main() -> ExitCode {
         Command::Plugins(PluginsCommand::Install { plugin, config }) => {
             market(&config, Market::Install { plugin })
         }
-        Command::Plugins(PluginsCommand::Update { plugin, config }) => {
-            market(&config, Market::Update { plugin })
-        }
+        Command::Plugins(PluginsCommand::Update {
+            plugin,
+            accept_capabilities,
+            config,
+        }) => market(
+            &config,
+            Market::Update {
+                plugin,
+                accept_capabilities,
+            },
+        ),
         Command::Plugins(PluginsCommand::Remove { plugin, config }) => {
             market(&config, Market::Remove { plugin })
         }
@@ -391,10 +409,20 @@ fn marketplace_serve(options: registry_server::ServeOptions) -> ExitCode {
 
 /// What `plugins search|install|update|remove` asks of the marketplace.
 enum Market {
-    Search { query: String, json: bool },
-    Install { plugin: String },
-    Update { plugin: Option<String> },
-    Remove { plugin: String },
+    Search {
+        query: String,
+        json: bool,
+    },
+    Install {
+        plugin: String,
+    },
+    Update {
+        plugin: Option<String>,
+        accept_capabilities: bool,
+    },
+    Remove {
+        plugin: String,
+    },
 }
 
 /// Runs a marketplace command with the client of the configuration file
@@ -426,9 +454,25 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
                 let (name, requirement) = marketplace::parse_spec(&plugin)?;
                 report::installed(&client.install(&name, &requirement).await?, lock)
             }
-            Market::Update { plugin } => {
-                let outcomes = client.update(plugin.as_deref()).await?;
-                report::updated(&outcomes, lock, &config.updates)
+            Market::Update {
+                plugin,
+                accept_capabilities,
+            } => {
+                let outcomes = client
+                    .update(plugin.as_deref(), accept_capabilities)
+                    .await?;
+                print!("{}", report::updated(&outcomes, lock, &config.updates));
+                let held: Vec<String> = outcomes
+                    .iter()
+                    .filter_map(|o| o.held.as_ref())
+                    .map(|h| format!("{} {} -> {}", h.name, h.from, h.to))
+                    .collect();
+                if !held.is_empty() {
+                    return Err(marketplace::MarketplaceError::CapabilitiesHeld {
+                        held: held.join(", "),
+                    });
+                }
+                String::new()
             }
             Market::Remove { plugin } => report::removed(&client.remove(&plugin).await?),
         };

@@ -227,6 +227,17 @@ impl HostPlugin {
         }
     }
 
+    /// What the plugin's record declares it needs (`None` for a built-in
+    /// or a plugin that declares nothing).
+    pub fn capabilities(&self) -> Option<&backworks_plugin_sdk::abi::capabilities::Capabilities> {
+        match &self.implementation {
+            PluginImpl::Dynamic(raw) => raw.metadata().capabilities.as_ref(),
+            #[cfg(target_os = "linux")]
+            PluginImpl::Process(p) => p.metadata().capabilities.as_ref(),
+            PluginImpl::Builtin(_) => None,
+        }
+    }
+
     /// The process id of the plugin's worker while one serves (`process`
     /// tier).
     pub fn worker_pid(&self) -> Option<u32> {

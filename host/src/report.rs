@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use backworks_registry::{Index, SearchPage};
+use backworks_registry::{Index, SearchPage, describe_capabilities};
 
 use crate::config::UpdatesConfig;
 use crate::discovery::Discovered;
@@ -43,10 +43,11 @@ pub fn search(query: &str, page: &SearchPage) -> String {
     for hit in &page.hits {
         let _ = writeln!(
             text,
-            "{} {}  {}",
+            "{} {}  {}\n  {}",
             escape(&hit.name),
             escape(&hit.version),
-            escape(&hit.description)
+            escape(&hit.description),
+            escape(&describe_capabilities(hit.capabilities.as_ref()))
         );
     }
     if page.total > page.hits.len() {
@@ -60,8 +61,9 @@ pub fn search(query: &str, page: &SearchPage) -> String {
 /// one line each.
 pub fn installed(installed: &Installed, lock: &Path) -> String {
     let mut text = format!(
-        "installed {}\n  into {}\n  pinned in {}\n",
+        "installed {}\n  {}\n  into {}\n  pinned in {}\n",
         escape(&installed.plugin.to_string()),
+        escape(&describe_capabilities(installed.capabilities.as_ref())),
         escape(&installed.path.display().to_string()),
         escape(&lock.display().to_string())
     );
@@ -87,16 +89,35 @@ pub fn updated(outcomes: &[UpdateOutcome], lock: &Path, updates: &UpdatesConfig)
     }
     let mut text = String::new();
     for outcome in outcomes {
-        let _ = match &outcome.to {
-            Some(installed) => writeln!(
+        let _ = match (&outcome.to, &outcome.held) {
+            (Some(installed), _) => writeln!(
                 text,
-                "updated {} {} -> {}\n  into {}",
+                "updated {} {} -> {}\n  {}\n  into {}",
                 escape(&outcome.name),
                 outcome.from,
                 installed.plugin.version,
+                escape(&describe_capabilities(installed.capabilities.as_ref())),
                 escape(&installed.path.display().to_string())
             ),
-            None => writeln!(
+            (None, Some(held)) => {
+                let _ = writeln!(
+                    text,
+                    "not updating {} {} -> {}: it asks for more than {} declared:",
+                    escape(&held.name),
+                    held.from,
+                    held.to,
+                    held.from
+                );
+                for added in &held.added {
+                    let _ = writeln!(text, "  {}", escape(added));
+                }
+                writeln!(
+                    text,
+                    "  review it, then apply it with `backworks plugins update {} --accept-capabilities`",
+                    escape(&held.name)
+                )
+            }
+            (None, None) => writeln!(
                 text,
                 "{} {} is up to date (updates allowed: {})",
                 escape(&outcome.name),
@@ -185,6 +206,7 @@ mod tests {
             description: format!("the {name} plugin"),
             keywords: Vec::new(),
             score: 1,
+            capabilities: None,
         }
     }
 
@@ -199,10 +221,16 @@ mod tests {
         };
         assert_eq!(search("we", &page), "no plugin matches `we`\n");
         page.hits = vec![hit("weather"), hit("webhooks")];
+        page.hits[1].capabilities = Some(
+            backworks_plugin_sdk::abi::capabilities::Capabilities::from_json(
+                r#"{"network":["api.example.com:443"],"env":["HOME"]}"#,
+            )
+            .unwrap(),
+        );
         page.total = 5;
         assert_eq!(
             search("we", &page),
-            "weather 1.0.0  the weather plugin\nwebhooks 1.0.0  the webhooks plugin\n... and 3 more\n"
+            "weather 1.0.0  the weather plugin\n  declares nothing (the process tier's defaults)\nwebhooks 1.0.0  the webhooks plugin\n  declares network api.example.com:443; env HOME\n... and 3 more\n"
         );
         page.total = 2;
         assert!(!search("we", &page).contains("more"));
@@ -225,11 +253,11 @@ mod tests {
         let text = search("we\u{7}", &page);
         assert_eq!(
             text,
-            "we\\u{202e}rehtaew 1.0.0\\u{9b}31m  ok\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line\n"
+            "we\\u{202e}rehtaew 1.0.0\\u{9b}31m  ok\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line\n  declares nothing (the process tier's defaults)\n"
         );
-        assert_eq!(text.lines().count(), 1);
+        assert_eq!(text.lines().count(), 2);
         assert!(
-            !text.trim_end_matches('\n').chars().any(must_escape),
+            !text.lines().any(|line| line.chars().any(must_escape)),
             "{text:?}"
         );
         let none = SearchPage {
@@ -275,19 +303,21 @@ mod tests {
         let weather = Installed {
             plugin: pin("weather", "1.0.1"),
             path: PathBuf::from("cache/weather.so"),
+            capabilities: None,
             skipped: vec![skipped("3.0.0"), skipped("2.0.0")],
         };
         let host = backworks_plugin_sdk::abi::ABI_VERSION;
         assert_eq!(
             installed(&weather, lock),
             format!(
-                "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  into cache/weather.so\n  pinned in app/backworks.lock\n  skipped weather 3.0.0: built for plugin ABI v7, this host speaks v{host}\n  skipped weather 2.0.0: built for plugin ABI v7, this host speaks v{host}\n"
+                "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  declares nothing (the process tier's defaults)\n  into cache/weather.so\n  pinned in app/backworks.lock\n  skipped weather 3.0.0: built for plugin ABI v7, this host speaks v{host}\n  skipped weather 2.0.0: built for plugin ABI v7, this host speaks v{host}\n"
             )
         );
         let outcome = UpdateOutcome {
             name: String::from("weather"),
             from: Version::new(1, 0, 0),
             to: None,
+            held: None,
             skipped: vec![skipped("2.0.0")],
         };
         let updates = UpdatesConfig::default();
@@ -306,11 +336,12 @@ mod tests {
         let weather = Installed {
             plugin: pin("weather", "1.0.1"),
             path: PathBuf::from("cache/weather.so"),
+            capabilities: None,
             skipped: Vec::new(),
         };
         assert_eq!(
             installed(&weather, lock),
-            "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  into cache/weather.so\n  pinned in app/backworks.lock\n"
+            "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  declares nothing (the process tier's defaults)\n  into cache/weather.so\n  pinned in app/backworks.lock\n"
         );
         let updates = UpdatesConfig::default();
         assert_eq!(
@@ -322,19 +353,36 @@ mod tests {
                 name: String::from("weather"),
                 from: Version::new(1, 0, 0),
                 to: Some(weather),
+                held: None,
                 skipped: Vec::new(),
             },
             UpdateOutcome {
                 name: String::from("auth"),
                 from: Version::new(2, 1, 0),
                 to: None,
+                held: None,
+                skipped: Vec::new(),
+            },
+            UpdateOutcome {
+                name: String::from("mail"),
+                from: Version::new(1, 0, 0),
+                to: None,
+                held: Some(crate::marketplace::HeldUpdate {
+                    name: String::from("mail"),
+                    from: Version::new(1, 0, 0),
+                    to: Version::new(1, 1, 0),
+                    added: vec![
+                        String::from("network: smtp.example.com:587"),
+                        String::from("env: SMTP_PASSWORD"),
+                    ],
+                }),
                 skipped: Vec::new(),
             },
         ];
         assert_eq!(
             updated(&outcomes, lock, &updates),
             format!(
-                "updated weather 1.0.0 -> 1.0.1\n  into cache/weather.so\nauth 2.1.0 is up to date (updates allowed: {})\n",
+                "updated weather 1.0.0 -> 1.0.1\n  declares nothing (the process tier's defaults)\n  into cache/weather.so\nauth 2.1.0 is up to date (updates allowed: {})\nnot updating mail 1.0.0 -> 1.1.0: it asks for more than 1.0.0 declared:\n  network: smtp.example.com:587\n  env: SMTP_PASSWORD\n  review it, then apply it with `backworks plugins update mail --accept-capabilities`\n",
                 updates.allow
             )
         );

@@ -246,7 +246,6 @@ pub(crate) fn worker_settings(config: &Config) -> WorkerStart {
         limits: config.process,
         hook_timeout: config.hook_timeout,
         max_plugin_size: config.max_plugin_size,
-        log_format: crate::telemetry::format(),
     }
 }
 
@@ -493,6 +492,13 @@ fn load_one(
         sha256 = loaded.sha256,
         "plugin verified and loaded"
     );
+    if let Some(declared) = &loaded.metadata().capabilities {
+        tracing::info!(
+            plugin = %entry.name,
+            capabilities = %declared,
+            "the plugin declares its capabilities; only `isolation: process` holds a plugin to them"
+        );
+    }
     Ok(HostPlugin::from_loaded(
         &entry.name,
         kind,
@@ -930,6 +936,7 @@ fn list_plugins(state: &AppState) -> Response {
                 "sha256": p.sha256,
                 "isolation": state.pipeline.isolation(index).as_str(),
                 "configured_isolation": p.isolation.as_str(),
+                "capabilities": p.capabilities(),
             });
             if let Some(blocked) = state.pipeline.blocked(index) {
                 entry["watchdog"] = watchdog_json(&blocked);

@@ -52,17 +52,6 @@ impl LogFormat {
     }
 }
 
-/// The format [`init`] set up (text until then): a worker process of the
-/// `process` tier is told to log in it too.
-pub fn format() -> LogFormat {
-    match FORMAT.load(std::sync::atomic::Ordering::Relaxed) {
-        1 => LogFormat::Json,
-        _ => LogFormat::Text,
-    }
-}
-
-static FORMAT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -125,10 +114,6 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
             .map_err(|e| e.to_string()),
     };
     installed.map_err(TelemetryError::AlreadyInitialized)?;
-    FORMAT.store(
-        u8::from(format == LogFormat::Json),
-        std::sync::atomic::Ordering::Relaxed,
-    );
     // A panic's report (written by the default hook, straight to stderr)
     // comes after the lines logged before it.
     let previous = std::panic::take_hook();

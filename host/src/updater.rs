@@ -24,6 +24,13 @@
 //! Any refusal leaves the running version serving and the lock as it was,
 //! and is logged with the reason. A version that failed to start is not
 //! tried again (it is logged once); a newer one is.
+//!
+//! A newer version that asks for more capabilities than the locked one
+//! declared is not applied (nor downloaded): a warning names what it asks
+//! for and `backworks plugins update <name> --accept-capabilities`, once
+//! per version (later checks log it at debug level); the running version
+//! keeps serving. Once the operator accepts it, the lock pins it and the
+//! next check follows the lock.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::{Config, PluginKind};
 use crate::lockfile::LockedPlugin;
-use crate::marketplace::{MarketplaceError, PluginMarketplace, ServeMode};
+use crate::marketplace::{Download, HeldUpdate, MarketplaceError, PluginMarketplace, ServeMode};
 use crate::swap::{Pin, SwapError, Swapper};
 
 /// What one check of one plugin did.
@@ -51,6 +58,9 @@ pub enum Checked {
     },
     /// Nothing changed: the reason is in the message (already logged).
     Refused(String),
+    /// A newer version asks for more capabilities than the running one
+    /// declared: not applied until the operator accepts it.
+    Held(HeldUpdate),
 }
 
 /// Keeps the marketplace plugins of a running server up to date.
@@ -62,6 +72,9 @@ pub struct Updater {
     interval: Duration,
     /// `(plugin, version)` pairs that failed to start: not tried again.
     failed: HashSet<(String, String)>,
+    /// `(plugin, version)` pairs held back for their capabilities: warned
+    /// about once.
+    held: HashSet<(String, String)>,
     /// Plugins updated while their lock entry could not be rewritten: the
     /// lock is not followed for them (it would switch back) until a
     /// rewrite succeeds.
@@ -126,6 +139,7 @@ impl Updater {
             plugins,
             interval,
             failed: HashSet::new(),
+            held: HashSet::new(),
             unpinned: HashSet::new(),
         }
     }
@@ -155,11 +169,22 @@ impl Updater {
             return followed;
         }
         let installed = match self.marketplace.download_update(name).await {
-            Ok(None) => {
+            Ok(Download::UpToDate) => {
                 tracing::debug!(plugin = name, "up to date");
                 return Checked::UpToDate;
             }
-            Ok(Some(installed)) => installed,
+            Ok(Download::Held(held)) => {
+                let message = format!(
+                    "update not applied, the running version keeps serving: {held}; review it, then run `backworks plugins update {name} --accept-capabilities`"
+                );
+                if self.held.insert((name.to_owned(), held.to.to_string())) {
+                    tracing::warn!(plugin = name, version = %held.to, "{message}");
+                } else {
+                    tracing::debug!(plugin = name, version = %held.to, "{message}");
+                }
+                return Checked::Held(held);
+            }
+            Ok(Download::Ready(installed)) => installed,
             Err(error) => {
                 tracing::warn!(plugin = name, "update check failed: {error}");
                 return Checked::Refused(error.to_string());

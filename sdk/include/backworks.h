@@ -141,6 +141,22 @@
 #define BACKWORKS_LOG_TRACE 5
 
 /*
+ The largest declaration a record carries, in bytes of JSON.
+ */
+#define BACKWORKS_MAX_CAPABILITIES_SIZE (16 * 1024)
+
+/*
+ Offset of the extension's two words (`capabilities_offset`,
+ `capabilities_size`) in a record: right after the 512 bytes of v1.
+ */
+#define BACKWORKS_EXTENSION_OFFSET 512
+
+/*
+ Size of a record with the extension and no declaration.
+ */
+#define BACKWORKS_EXTENDED_RECORD_SIZE (BACKWORKS_EXTENSION_OFFSET + 8)
+
+/*
  What `plugin_info` returns: the plugin's own name, version and
  description, as static NUL-terminated UTF-8 strings owned by the plugin
  (valid while the library is loaded; never freed by the host).
@@ -505,18 +521,17 @@ typedef PluginVTableV1_2 BackworksPluginTable;
 #  error "backworks.h: BACKWORKS_PLUGIN_ABI_MINOR must be 0 (ABI 1.0), 1 (ABI 1.1) or 2 (ABI 1.2)"
 #endif
 
-/* Declares the plugin's metadata record. NAME and VERSION: string literals of
- * 1 to 63 bytes; DESCRIPTION: a string literal of at most 255 bytes. Use it
- * once, at file scope, in one source file of the library. */
-#define BACKWORKS_DECLARE_METADATA(NAME, VERSION, DESCRIPTION)                              \
+/* The checks and the v1 record both declaring macros share; RECORD_SIZE is
+ * the size of the whole record, extension included. */
+#define BACKWORKS_CHECK_METADATA_(NAME, VERSION, DESCRIPTION)                               \
     BACKWORKS_STATIC_ASSERT(sizeof(NAME) > 1 && sizeof(NAME) <= 64, "plugin name: 1..=63 bytes"); \
     BACKWORKS_STATIC_ASSERT(sizeof(VERSION) > 1 && sizeof(VERSION) <= 64, "plugin version: 1..=63 bytes"); \
-    BACKWORKS_STATIC_ASSERT(sizeof(DESCRIPTION) <= 256, "plugin description: at most 255 bytes"); \
-    BACKWORKS_EXPORT BACKWORKS_METADATA_SECTION                                              \
-    const BackworksMetadataRecord backworks_plugin_metadata = {                              \
+    BACKWORKS_STATIC_ASSERT(sizeof(DESCRIPTION) <= 256, "plugin description: at most 255 bytes")
+#define BACKWORKS_METADATA_RECORD_(NAME, VERSION, DESCRIPTION, RECORD_SIZE)                 \
+    {                                                                                        \
         { 'B', 'W', 'K', 'S', 'P', 'L', 'U', 'G' },                                          \
         BACKWORKS_BYTE_ORDER_MARK,                                                           \
-        (uint32_t)sizeof(BackworksMetadataRecord),                                           \
+        (uint32_t)(RECORD_SIZE),                                                             \
         BACKWORKS_ABI_VERSION,                                                               \
         (uint32_t)sizeof(PluginInfo),                                                        \
         (uint32_t)sizeof(BackworksPluginTable),                                              \
@@ -526,6 +541,48 @@ typedef PluginVTableV1_2 BackworksPluginTable;
         VERSION,                                                                             \
         BACKWORKS_TARGET,                                                                    \
         DESCRIPTION,                                                                         \
+    }
+
+/* Declares the plugin's metadata record. NAME and VERSION: string literals of
+ * 1 to 63 bytes; DESCRIPTION: a string literal of at most 255 bytes. Use it
+ * once, at file scope, in one source file of the library. The plugin
+ * declares no capabilities (the process tier's defaults apply). */
+#define BACKWORKS_DECLARE_METADATA(NAME, VERSION, DESCRIPTION)                              \
+    BACKWORKS_CHECK_METADATA_(NAME, VERSION, DESCRIPTION);                                   \
+    BACKWORKS_EXPORT BACKWORKS_METADATA_SECTION                                              \
+    const BackworksMetadataRecord backworks_plugin_metadata =                                \
+        BACKWORKS_METADATA_RECORD_(NAME, VERSION, DESCRIPTION, sizeof(BackworksMetadataRecord))
+
+/* Declares the plugin's metadata record with the capabilities it needs
+ * (what a Rust plugin declares in [package.metadata.backworks.capabilities]):
+ * CAPABILITIES_JSON is a string literal of the declaration's JSON, e.g.
+ * "{\"network\":[\"api.example.com:443\"],\"env\":[\"LANG\"]}" (the form
+ * `cargo backworks check --json` prints; a field left out is denied), 1 byte
+ * to 16 KiB. Tools read and check it from the record; the host's process
+ * tier enforces it. Use it instead of BACKWORKS_DECLARE_METADATA: once, at
+ * file scope, in one source file of the library. The record is v1's 512
+ * bytes, the extension's offset and size of the JSON, and the JSON with its
+ * NUL, zero-padded to a multiple of 8 bytes. */
+#define BACKWORKS_DECLARE_METADATA_WITH_CAPABILITIES(NAME, VERSION, DESCRIPTION, CAPABILITIES_JSON) \
+    BACKWORKS_CHECK_METADATA_(NAME, VERSION, DESCRIPTION);                                   \
+    BACKWORKS_STATIC_ASSERT(sizeof(CAPABILITIES_JSON) > 1 &&                                 \
+                                sizeof(CAPABILITIES_JSON) - 1 <= BACKWORKS_MAX_CAPABILITIES_SIZE, \
+                            "plugin capabilities: 1 byte to 16 KiB of JSON");                \
+    typedef struct {                                                                         \
+        BackworksMetadataRecord record;                                                      \
+        uint32_t capabilities_offset;                                                        \
+        uint32_t capabilities_size;                                                          \
+        char capabilities[(sizeof(CAPABILITIES_JSON) + 7) / 8 * 8];                          \
+    } BackworksDeclaredRecord;                                                               \
+    BACKWORKS_STATIC_ASSERT(sizeof(BackworksDeclaredRecord) ==                               \
+                                BACKWORKS_EXTENDED_RECORD_SIZE + (sizeof(CAPABILITIES_JSON) + 7) / 8 * 8, \
+                            "BackworksDeclaredRecord must have no padding");                 \
+    BACKWORKS_EXPORT BACKWORKS_METADATA_SECTION                                              \
+    const BackworksDeclaredRecord backworks_plugin_metadata = {                              \
+        BACKWORKS_METADATA_RECORD_(NAME, VERSION, DESCRIPTION, sizeof(BackworksDeclaredRecord)), \
+        BACKWORKS_EXTENDED_RECORD_SIZE,                                                      \
+        (uint32_t)(sizeof(CAPABILITIES_JSON) - 1),                                           \
+        CAPABILITIES_JSON,                                                                   \
     }
 
 #ifdef __cplusplus

@@ -38,8 +38,10 @@ use crate::{BackworksPlugin, HttpRequest, RequestAction, ResponseExchange};
 /// `export_plugin!(MyPlugin)` (the type must implement `Default`) emits the
 /// exported functions `plugin_info` and `plugin_vtable` and the exported
 /// static metadata record `backworks_plugin_metadata` for the calling crate,
-/// whose name, version and description (from `Cargo.toml`) it records. Use it
-/// once per `cdylib`.
+/// whose name, version and description (from `Cargo.toml`) it records, and
+/// the capabilities `cargo backworks build` passes in the environment
+/// variable `BACKWORKS_PLUGIN_CAPABILITIES` (none under a plain `cargo
+/// build`). Use it once per `cdylib`.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -55,7 +57,9 @@ macro_rules! export_plugin {
             #[allow(non_upper_case_globals)]
             #[cfg_attr(target_vendor = "apple", unsafe(link_section = "__DATA,__bwmeta"))]
             #[cfg_attr(not(target_vendor = "apple"), unsafe(link_section = ".bwmeta"))]
-            pub static backworks_plugin_metadata: $crate::abi::MetadataRecord =
+            pub static backworks_plugin_metadata: $crate::abi::capabilities::DeclaredRecord<
+                { $crate::abi::capabilities::capabilities_slot(CAPABILITIES) },
+            > = $crate::abi::capabilities::DeclaredRecord::new(
                 $crate::abi::MetadataRecord::new(
                     $crate::SDK_VERSION,
                     env!("CARGO_PKG_NAME"),
@@ -66,7 +70,16 @@ macro_rules! export_plugin {
                     } else {
                         $crate::metadata::FLAG_PANIC_ABORT
                     },
-                );
+                ),
+                CAPABILITIES,
+            );
+            /// The declaration `cargo backworks build` hands over from
+            /// `[package.metadata.backworks.capabilities]`; empty (nothing
+            /// declared) for a plain `cargo build`.
+            const CAPABILITIES: &str = match option_env!("BACKWORKS_PLUGIN_CAPABILITIES") {
+                Some(text) => text,
+                None => "",
+            };
 
             #[unsafe(no_mangle)]
             pub extern "C" fn plugin_info() -> $crate::abi::PluginInfo {

@@ -3,6 +3,7 @@
 
 mod basics;
 mod build;
+mod capabilities;
 mod check;
 mod ci;
 mod flake;

@@ -108,8 +108,15 @@ impl PluginMarketplace {
     /// Updates `name`, or every plugin the lock pins for this target, to
     /// the newest version the `updates:` policy allows (and the plugin's
     /// `version` requirement in `backworks.yaml`, if it has one); each
-    /// success rewrites the lock file. Stops at the first refusal.
-    pub async fn update(&self, name: Option<&str>) -> Result<Vec<UpdateOutcome>, MarketplaceError> {
+    /// success rewrites the lock file. Stops at the first refusal. An
+    /// update that asks for more capabilities than the locked version
+    /// declared is held back (not downloaded, [`UpdateOutcome::held`])
+    /// unless `accept_capabilities`.
+    pub async fn update(
+        &self,
+        name: Option<&str>,
+        accept_capabilities: bool,
+    ) -> Result<Vec<UpdateOutcome>, MarketplaceError> {
         let lock = self.lock()?;
         let entries: Vec<LockedPlugin> = lock
             .entries()
@@ -132,13 +139,21 @@ impl PluginMarketplace {
         let mut outcomes = Vec::new();
         for entry in entries {
             let (newer, skipped) = self.newer(&index, &entry).await?;
+            let mut held = None;
             let to = match newer {
                 Some(version) => {
-                    let installed = self
-                        .fetch(&index, &entry.name, &version, Some(&entry.key_id), None)
-                        .await?;
-                    self.record(&installed.plugin)?;
-                    Some(installed)
+                    if !accept_capabilities {
+                        held = self.held_back(&index, &entry, &version).await?;
+                    }
+                    if held.is_some() {
+                        None
+                    } else {
+                        let installed = self
+                            .fetch(&index, &entry.name, &version, Some(&entry.key_id), None)
+                            .await?;
+                        self.record(&installed.plugin)?;
+                        Some(installed)
+                    }
                 }
                 None => None,
             };
@@ -146,6 +161,7 @@ impl PluginMarketplace {
                 name: entry.name.clone(),
                 from: entry.version.clone(),
                 to,
+                held,
                 skipped,
             });
         }
@@ -155,9 +171,10 @@ impl PluginMarketplace {
     /// For the automatic updater: fetches the index and, when the policy
     /// allows a newer version of the locked plugin `name`, downloads and
     /// verifies it into the cache **without** touching the lock file (call
-    /// [`record`](Self::record) once the new version is running). `None`
-    /// when it is up to date.
-    pub async fn download_update(&self, name: &str) -> Result<Option<Installed>, MarketplaceError> {
+    /// [`record`](Self::record) once the new version is running). A newer
+    /// version that asks for more capabilities than the locked one declared
+    /// is not downloaded: [`Download::Held`].
+    pub async fn download_update(&self, name: &str) -> Result<Download, MarketplaceError> {
         let entry = self.lock()?.get(name, TARGET).cloned().ok_or_else(|| {
             MarketplaceError::NotInstalled {
                 name: name.to_owned(),
@@ -170,13 +187,16 @@ impl PluginMarketplace {
             for skipped in &skipped {
                 tracing::debug!(plugin = %entry.name, "{skipped}");
             }
-            match newer {
-                Some(version) => Ok(Some(
-                    self.fetch(&index, name, &version, Some(&entry.key_id), None)
-                        .await?,
-                )),
-                None => Ok(None),
+            let Some(version) = newer else {
+                return Ok(Download::UpToDate);
+            };
+            if let Some(held) = self.held_back(&index, &entry, &version).await? {
+                return Ok(Download::Held(held));
             }
+            Ok(Download::Ready(
+                self.fetch(&index, name, &version, Some(&entry.key_id), None)
+                    .await?,
+            ))
         };
         let (downloaded, recorded) = tokio::join!(download, recording.wait());
         recorded?;
@@ -245,13 +265,9 @@ impl PluginMarketplace {
                 cache: self.cache_dir.clone(),
                 reason,
             };
-            let installed = match pinned {
+            let (plugin, path) = match pinned {
                 Some(pin) if requirement.matches(&pin.version) => match self.cached(&pin)? {
-                    Some(path) => Installed {
-                        plugin: pin,
-                        path,
-                        skipped: Vec::new(),
-                    },
+                    Some(path) => (pin, path),
                     None if mode.offline => {
                         return Err(offline(format!(
                             "the lock pins {} but the cache has no file for it",
@@ -267,7 +283,8 @@ impl PluginMarketplace {
                             Some(&pin.key_id),
                             Some(&pin.sha256),
                         )
-                        .await?
+                        .await
+                        .map(|installed| (installed.plugin, installed.path))?
                     }
                 },
                 pinned => {
@@ -306,13 +323,13 @@ impl PluginMarketplace {
                     let key = pinned.as_ref().map(|p| p.key_id.as_str());
                     let installed = self.fetch(index, name, &version, key, None).await?;
                     self.record(&installed.plugin)?;
-                    installed
+                    (installed.plugin, installed.path)
                 }
             };
             resolved.push(Resolved {
                 name: name.to_owned(),
-                path: installed.path,
-                pin: installed.plugin,
+                path,
+                pin: plugin,
             });
         }
         Ok(resolved)

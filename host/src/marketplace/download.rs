@@ -106,14 +106,22 @@ impl PluginMarketplace {
             version: version_text.clone(),
             reason,
         };
-        let reference = index.release_ref(name, &version_text).ok_or_else(|| {
-            MarketplaceError::NoMatchingVersion {
-                name: name.to_owned(),
-                requirement: format!("={version}"),
-                available: list_or(index.versions(name), "no versions"),
-            }
-        })?;
+        let reference = self.reference(index, name, version)?;
         let release = self.release(reference, name, version).await?;
+        // The library's record must declare what the release says: the
+        // publisher's signature covers the record, not the registry's copy.
+        let declared = |metadata: &PluginMetadata| {
+            if metadata.capabilities == release.capabilities {
+                Ok(metadata.capabilities.clone())
+            } else {
+                Err(MarketplaceError::CapabilitiesMismatch {
+                    name: name.to_owned(),
+                    version: version_text.clone(),
+                    release: registry::describe_capabilities(release.capabilities.as_ref()),
+                    artifact: registry::describe_capabilities(metadata.capabilities.as_ref()),
+                })
+            }
+        };
         if !host_speaks(release.abi) {
             return Err(MarketplaceError::IncompatibleAbi {
                 name: name.to_owned(),
@@ -185,10 +193,12 @@ impl PluginMarketplace {
                 Ok(verified),
                 key,
             )
+            && let Ok(metadata) = inspect::find_metadata(&bytes)
         {
             return Ok(Installed {
                 plugin: plugin(key_id),
                 path: final_file,
+                capabilities: declared(&metadata)?,
                 skipped: Vec::new(),
             });
         }
@@ -215,11 +225,21 @@ impl PluginMarketplace {
             .await?;
         // The bytes are on disk only: the metadata record is read back from
         // the staged file (a few pages of it).
+        let mut record = None;
         let verified = match File::open(&staged) {
-            Ok(file) => hashed.conclude(|| inspect::find_metadata_in_file(&file)),
+            Ok(file) => hashed.conclude(|| {
+                let metadata = inspect::find_metadata_in_file(&file)?;
+                record = Some(metadata.clone());
+                Ok(metadata)
+            }),
             Err(e) => return Err(io_error("read back", &staged)(e)),
         };
         let key_id = self.accept(name, version, &signature_url, verified, key)?;
+        // Verified, so the record was read.
+        let capabilities = match &record {
+            Some(metadata) => declared(metadata)?,
+            None => None,
+        };
         let staged_signature = loader_signature_path(&staged);
         write_cached(&staged_signature, signature.as_bytes())?;
         // Commit: the staging directory becomes the version's directory.
@@ -246,6 +266,7 @@ impl PluginMarketplace {
         Ok(Installed {
             plugin: plugin(key_id),
             path: final_file,
+            capabilities,
             skipped: Vec::new(),
         })
     }

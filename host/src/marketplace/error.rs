@@ -369,6 +369,30 @@ pub enum MarketplaceError {
         /// The libraries in it.
         files: String,
     },
+    /// The library's record declares other capabilities than its release
+    /// (or the index) says: a registry understating what a plugin asks for.
+    #[error(
+        "refusing {name} {version}: its library {artifact}, but the registry's release says it {release}; the signature covers the library's declaration, not the registry's copy, so the registry or a mirror serves altered data; the installed version is unchanged"
+    )]
+    CapabilitiesMismatch {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// What the release says (`declares network none`).
+        release: String,
+        /// What the library's record says.
+        artifact: String,
+    },
+    /// `plugins update` held back updates that ask for more capabilities
+    /// than the locked versions declared (listed in its report).
+    #[error(
+        "not applied: {held} (listed above); review what each asks for, then apply it with `backworks plugins update <name> --accept-capabilities`"
+    )]
+    CapabilitiesHeld {
+        /// The updates held back, `weather 1.0.0 -> 1.1.0`, joined.
+        held: String,
+    },
     /// The plugin is not in the lock file.
     #[error("`{name}` is not installed (not in {}); install it with `backworks plugins install {name}`", lock.display())]
     NotInstalled {
@@ -409,7 +433,7 @@ impl fmt::Display for Subject {
 
 impl MarketplaceError {
     /// 1 for a refusal (verification, rollback, expiry, downgrade, key
-    /// change, `--locked` mismatch), 2 for configuration, usage, I/O and
+    /// change, `--locked` mismatch, capabilities), 2 for configuration, usage, I/O and
     /// network errors.
     pub fn exit_code(&self) -> u8 {
         if self.is_refusal() { 1 } else { 2 }
@@ -436,6 +460,8 @@ impl MarketplaceError {
                 | Self::LockMismatch { .. }
                 | Self::PinMismatch { .. }
                 | Self::UnsafePath(_)
+                | Self::CapabilitiesMismatch { .. }
+                | Self::CapabilitiesHeld { .. }
         )
     }
 }

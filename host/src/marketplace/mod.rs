@@ -58,6 +58,8 @@ use backworks_artifact::signature::{
 };
 use backworks_plugin_sdk::TARGET;
 use backworks_plugin_sdk::abi::ABI_VERSION;
+use backworks_plugin_sdk::abi::capabilities::Capabilities;
+use backworks_plugin_sdk::metadata::PluginMetadata;
 use backworks_registry::{
     self as registry, Artifact, Freshness, INDEX_PATH, Index, RegistryError, Release, SearchPage,
     api,
@@ -83,7 +85,7 @@ mod trust;
 
 pub use cache::STATE_FILE;
 pub use error::{MarketplaceError, Subject};
-pub use policy::{Skipped, host_speaks, parse_spec};
+pub use policy::{Skipped, added_capabilities, host_speaks, parse_spec};
 
 use cache::*;
 use error::*;
@@ -97,6 +99,9 @@ pub struct Installed {
     pub plugin: LockedPlugin,
     /// The library in the cache.
     pub path: PathBuf,
+    /// What the library's own record declares it needs (the release's
+    /// declaration is refused unless it is the same); `None`: nothing.
+    pub capabilities: Option<Capabilities>,
     /// Newer versions the requirement allowed but this host cannot load
     /// (another plugin ABI), newest first.
     pub skipped: Vec<Skipped>,
@@ -109,11 +114,57 @@ pub struct UpdateOutcome {
     pub name: String,
     /// The version locked before.
     pub from: Version,
-    /// The version installed and locked now; `None` when already up to date.
+    /// The version installed and locked now; `None` when already up to
+    /// date, or when the update was held back (`held`).
     pub to: Option<Installed>,
+    /// A newer version not applied because it asks for more capabilities
+    /// than the locked version declared (and they were not accepted).
+    pub held: Option<HeldUpdate>,
     /// Newer versions the policy allowed but this host cannot load
     /// (another plugin ABI), newest first.
     pub skipped: Vec<Skipped>,
+}
+
+/// An update held back: the new version asks for more capabilities than
+/// the locked one declared ([`added_capabilities`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldUpdate {
+    /// The plugin.
+    pub name: String,
+    /// The locked version.
+    pub from: Version,
+    /// The version not applied.
+    pub to: Version,
+    /// What it asks for that the locked version did not declare, one line
+    /// each (`network: api.example.com:443`, `env: HOME`).
+    pub added: Vec<String>,
+}
+
+impl fmt::Display for HeldUpdate {
+    /// `weather 1.0.0 -> 1.1.0 asks for more than 1.0.0 declared:
+    /// network: api.example.com:443, env: HOME`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} asks for more than {} declared: {}",
+            self.name,
+            self.from,
+            self.to,
+            self.from,
+            self.added.join(", ")
+        )
+    }
+}
+
+/// What [`PluginMarketplace::download_update`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Download {
+    /// The locked version is the newest the policy allows.
+    UpToDate,
+    /// A newer version, verified in the cache (the lock is unchanged).
+    Ready(Installed),
+    /// A newer version that asks for more capabilities: not downloaded.
+    Held(HeldUpdate),
 }
 
 /// A `type: marketplace` plugin of `backworks.yaml`, ready for the loader.

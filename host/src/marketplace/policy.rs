@@ -49,6 +49,26 @@ pub fn host_speaks(abi: u32) -> bool {
     abi == ABI_VERSION
 }
 
+/// What a version declaring `after` asks for that one declaring `before`
+/// did not, one line each (empty: nothing more). A version that declares
+/// nothing runs with the process tier's defaults
+/// ([`Capabilities::process_defaults`]: any network, reads anywhere, no
+/// writes, no variables), so that is what it had, or asks for.
+pub fn added_capabilities(
+    before: Option<&Capabilities>,
+    after: Option<&Capabilities>,
+) -> Vec<String> {
+    // A version that declares nothing runs with the process tier's
+    // defaults: those are what it had, or what it asks for.
+    let defaults = Capabilities::process_defaults();
+    match (before, after) {
+        (None, None) => Vec::new(),
+        (None, Some(after)) => after.added_since(&defaults),
+        (Some(before), None) => defaults.added_since(before),
+        (Some(before), Some(after)) => after.added_since(before),
+    }
+}
+
 /// A release passed over when choosing a version: built for a plugin ABI
 /// this host does not speak.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +184,110 @@ impl PluginMarketplace {
             return Ok(abi);
         }
         Ok(self.release(reference, name, version).await?.abi)
+    }
+
+    /// What `name` `version` declares it needs: what the index says, or
+    /// (an index that says nothing may predate the field) what its release
+    /// file, verified against the index, says. The library must then
+    /// declare the same ([`Self::fetch`]).
+    pub(super) async fn capabilities_of(
+        &self,
+        index: &Index,
+        name: &str,
+        version: &Version,
+    ) -> Result<Option<Capabilities>, MarketplaceError> {
+        let reference = self.reference(index, name, version)?;
+        if let Some(capabilities) = &reference.capabilities {
+            return Ok(Some(capabilities.clone()));
+        }
+        Ok(self.release(reference, name, version).await?.capabilities)
+    }
+
+    /// What the locked version of `entry` declared: its library's own
+    /// record, from the bytes the lock pins and nowhere else (a registry's
+    /// index or release file is the registry's word, not the publisher's):
+    /// the cached library when it has the lock's sha256, else that version
+    /// fetched again, pinned to the lock's key and sha256. An error when
+    /// neither can be had: an update is never applied on a guess.
+    pub(super) async fn granted(
+        &self,
+        index: &Index,
+        entry: &LockedPlugin,
+    ) -> Result<Option<Capabilities>, MarketplaceError> {
+        let pinned = |path: &Path| -> Option<Result<Option<Capabilities>, MarketplaceError>> {
+            let bytes = crate::loader::read_bounded(
+                path,
+                crate::loader::SizeLimit::Plugin(self.max_download),
+            )
+            .ok()?;
+            (registry::sha256_hex(&bytes) == entry.sha256).then(|| {
+                inspect::find_metadata(&bytes)
+                    .map(|metadata| metadata.capabilities)
+                    .map_err(|error| MarketplaceError::Release {
+                        name: entry.name.clone(),
+                        version: entry.version.to_string(),
+                        reason: format!("the locked library's record cannot be read: {error}"),
+                    })
+            })
+        };
+        if let Some(path) = self.cached(entry)?
+            && let Some(granted) = pinned(&path)
+        {
+            return granted;
+        }
+        let fetched = self
+            .fetch(
+                index,
+                &entry.name,
+                &entry.version,
+                Some(&entry.key_id),
+                Some(&entry.sha256),
+            )
+            .await?;
+        pinned(&fetched.path).unwrap_or_else(|| {
+            Err(MarketplaceError::Release {
+                name: entry.name.clone(),
+                version: entry.version.to_string(),
+                reason: String::from(
+                    "the library fetched for the lock is not the one the lock pins",
+                ),
+            })
+        })
+    }
+
+    /// The update of `entry` to `version` held back, if it asks for more
+    /// than the locked version declared.
+    pub(super) async fn held_back(
+        &self,
+        index: &Index,
+        entry: &LockedPlugin,
+        version: &Version,
+    ) -> Result<Option<HeldUpdate>, MarketplaceError> {
+        let after = self.capabilities_of(index, &entry.name, version).await?;
+        let before = self.granted(index, entry).await?;
+        let added = added_capabilities(before.as_ref(), after.as_ref());
+        Ok((!added.is_empty()).then(|| HeldUpdate {
+            name: entry.name.clone(),
+            from: entry.version.clone(),
+            to: version.clone(),
+            added,
+        }))
+    }
+
+    /// The index's reference to `name` `version`'s release file.
+    pub(super) fn reference<'a>(
+        &self,
+        index: &'a Index,
+        name: &str,
+        version: &Version,
+    ) -> Result<&'a registry::ReleaseRef, MarketplaceError> {
+        index
+            .release_ref(name, &version.to_string())
+            .ok_or_else(|| MarketplaceError::NoMatchingVersion {
+                name: name.to_owned(),
+                requirement: format!("={version}"),
+                available: list_or(index.versions(name), "no versions"),
+            })
     }
 
     /// The version an update of `entry` goes to: the newest one above the

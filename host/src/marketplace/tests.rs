@@ -64,7 +64,7 @@ fn the_client_and_its_futures_are_send() {
     // Futures do nothing until polled: these are only type checks.
     send(&client.search("weather"));
     send(&client.install("weather", &VersionReq::STAR));
-    send(&client.update(None));
+    send(&client.update(None, false));
     send(&client.download_update("weather"));
     send(&client.remove("weather"));
     send(&client.prepare(&[], ServeMode::default()));
@@ -171,6 +171,7 @@ fn artifact_paths_stay_in_their_directory() {
         abi: 1,
         publisher: String::new(),
         published: 0,
+        capabilities: None,
         targets: std::collections::BTreeMap::new(),
     };
     let dir = format!("plugins/weather/1.0.0/{TARGET}");
@@ -194,6 +195,117 @@ fn artifact_paths_stay_in_their_directory() {
         assert!(
             artifact_file_name(&release, &artifact(&path, &signature)).is_err(),
             "{path}"
+        );
+    }
+}
+
+#[test]
+fn more_capabilities_are_what_the_new_version_adds_to_a_declared_old_one() {
+    let caps = |json: &str| Capabilities::from_json(json).unwrap();
+    let none = caps(r#"{"network":"none"}"#);
+    let more = caps(r#"{"network":["api.example.com:443"],"env":["HOME"]}"#);
+    // Declared nothing before: the process tier's defaults (any network,
+    // reads anywhere, no variables) were granted; a variable is more.
+    assert_eq!(added_capabilities(None, Some(&more)), ["env: HOME"]);
+    assert!(added_capabilities(None, Some(&none)).is_empty());
+    assert!(added_capabilities(None, None).is_empty());
+    // Declared before, nothing now: what the defaults add.
+    assert_eq!(
+        added_capabilities(Some(&none), None),
+        ["network: any", "read: /"]
+    );
+    assert_eq!(
+        added_capabilities(Some(&none), Some(&more)),
+        ["network: api.example.com:443", "env: HOME"]
+    );
+    assert!(added_capabilities(Some(&more), Some(&none)).is_empty());
+    assert!(added_capabilities(Some(&more), Some(&more)).is_empty());
+}
+
+/// How an update could be made to ask for more unseen (found by a review).
+mod hostile_registries {
+    use super::*;
+
+    fn declared(value: serde_json::Value) -> Capabilities {
+        Capabilities::from_value(&value).unwrap()
+    }
+
+    /// A locked version that declared nothing ran with the process tier's
+    /// defaults: no variables of the server's environment, no writes but
+    /// `/dev/null` (docs/abi.md §2). An update declaring `env
+    /// ["AWS_SECRET_ACCESS_KEY"]` and `write ["/"]` asks for more than
+    /// that, and is applied (by `plugins update` and serve's updater)
+    /// without `--accept-capabilities`.
+    #[test]
+    fn an_update_after_no_declaration_that_asks_for_secrets_and_writes_is_more() {
+        let after = declared(serde_json::json!({
+            "network": "any",
+            "files": {"write": ["/"]},
+            "env": ["AWS_SECRET_ACCESS_KEY"],
+        }));
+        let added = added_capabilities(None, Some(&after));
+        assert!(
+            added.iter().any(|a| a.contains("AWS_SECRET_ACCESS_KEY"))
+                && added.iter().any(|a| a.contains("write")),
+            "held for: {added:?}"
+        );
+    }
+
+    /// What the locked version declared, when the cache does not hold its
+    /// library (a fresh checkout with a committed lock), is what the
+    /// registry's index says of it, unchecked against the bytes the lock
+    /// pins: a hostile registry that says the locked 1.0.0 declared
+    /// `network any, read /, env SECRET` gets 1.1.0 (declaring that, signed
+    /// by the publisher) applied without `--accept-capabilities`.
+    #[test]
+    fn the_registry_cannot_say_what_the_locked_version_was_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = client_in(dir.path());
+        let broad = declared(serde_json::json!({
+            "network": "any",
+            "files": {"read": ["/"]},
+            "env": ["SECRET"],
+        }));
+        let reference = |capabilities: Option<Capabilities>| registry::ReleaseRef {
+            path: String::from("plugins/weather/x/release.json"),
+            sha256: "0".repeat(64),
+            size: 1,
+            abi: Some(ABI_VERSION),
+            capabilities,
+        };
+        let index = Index {
+            format: registry::FORMAT,
+            serial: 1,
+            issued: 0,
+            expires: u64::MAX,
+            plugins: std::collections::BTreeMap::from([(
+                String::from("weather"),
+                registry::IndexEntry {
+                    description: String::new(),
+                    keywords: Vec::new(),
+                    versions: std::collections::BTreeMap::from([
+                        // The locked version really declared network none.
+                        (String::from("1.0.0"), reference(Some(broad.clone()))),
+                        (String::from("1.1.0"), reference(Some(broad))),
+                    ]),
+                },
+            )]),
+        };
+        let entry = LockedPlugin {
+            name: String::from("weather"),
+            version: Version::new(1, 0, 0),
+            target: TARGET.to_owned(),
+            sha256: "a".repeat(64),
+            key_id: String::from("0123456789ABCDEF"),
+        };
+        let held = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client.held_back(&index, &entry, &Version::new(1, 1, 0)));
+        assert!(
+            !matches!(held, Ok(None)),
+            "the index's word on the locked version was taken: not held, not an error"
         );
     }
 }

@@ -8,12 +8,16 @@
 //!   cancellation, crash detection, restart with backoff, failure after too
 //!   many crashes, retirement;
 //! - [`worker`]: `backworks plugin-worker`, the worker's side;
+//! - [`output`]: a worker's standard error, relayed into the server's log
+//!   under the plugin's name (never the server's own standard error);
 //! - `confine`: the system calls that start and confine a worker (this
 //!   tier's only `unsafe`).
 //!
 //! Linux only: the worker gets the sealed memfd of the verified bytes.
 
 mod confine;
+#[forbid(unsafe_code)]
+pub mod output;
 #[forbid(unsafe_code)]
 pub mod sandbox;
 #[forbid(unsafe_code)]

@@ -51,9 +51,11 @@ pub struct WorkerSettings {
     pub hook_timeout: Duration,
     /// `max_plugin_size`.
     pub max_plugin_size: u64,
-    /// The host's log format, which the worker writes in too.
-    pub log_format: crate::telemetry::LogFormat,
 }
+
+/// How long a worker that ended before its handshake is given to have its
+/// last words (its reason) relayed into the log.
+const RELAY_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why a call to a worker did not get the plugin's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -540,8 +542,10 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         command.arg0("backworks");
     }
     command
+        // JSON, which the relay reads back (`output`): the server logs it
+        // again in its own format.
         .arg("--log-format")
-        .arg(settings.log_format.as_str())
+        .arg("json")
         .arg("plugin-worker")
         .arg("--name")
         .arg(&shared.entry)
@@ -558,11 +562,20 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         .env_clear()
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit());
+        .stderr(std::process::Stdio::piped());
     // The log's level: the worker filters its plugin's events as the host
     // would.
     if let Some(filter) = std::env::var_os("RUST_LOG") {
         command.env("RUST_LOG", filter);
+    }
+    // The variables the plugin declares, from the host's environment; no
+    // other (a plugin that declares nothing gets none either).
+    if let Some(declared) = &file.metadata().capabilities {
+        for name in &declared.env {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
     }
     {
         use std::os::fd::AsFd;
@@ -571,6 +584,11 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
     let mut child = spawn(command)
         .await
         .map_err(|e| format!("cannot start {}: {e}", settings.program.display()))?;
+    // Ends when the worker (the pipe's only writer) does.
+    let relay = child
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(super::output::relay(shared.entry.clone(), stderr)));
     // The worker holds its own copy now.
     drop(worker_end);
     let pid = child.id().unwrap_or(0);
@@ -605,6 +623,10 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         }
         Ok(Ok(None)) => {
             let status = tokio::time::timeout(settings.hook_timeout, child.wait()).await;
+            // Its reason, logged before the error that points at it.
+            if let Some(relay) = relay {
+                let _ = tokio::time::timeout(RELAY_DRAIN, relay).await;
+            }
             let how = match status {
                 Ok(Ok(status)) => describe(status).1,
                 _ => {
@@ -625,6 +647,7 @@ async fn start(shared: &Arc<Shared>) -> Result<Worker, String> {
         pid,
         landlock = hello.confinement.landlock,
         seccomp = hello.confinement.seccomp,
+        capabilities = hello.confinement.capabilities,
         "worker started"
     );
     *shared

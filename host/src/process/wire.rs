@@ -388,6 +388,8 @@ mod tests {
             confinement: super::super::sandbox::Confinement {
                 landlock: "full".into(),
                 seccomp: "none: no filter for this architecture".into(),
+                capabilities: "not declared (defaults)".into(),
+                uid: 65534,
             },
         }));
         for answer in [

@@ -2,10 +2,13 @@
 //! of its own, started and supervised by `backworks serve`
 //! ([`super::supervisor`]).
 //!
-//! Before any byte of the plugin is loaded the worker checks that its
-//! parent is still the host, sets `no_new_privs` and its resource limits.
+//! Before any byte of the plugin is loaded the worker gives up root (when
+//! the host runs as root: it runs as `nobody`), checks that its parent is
+//! still the host, sets `no_new_privs` and its resource limits.
 //! Then it loads the verified bytes it inherited (the host's sealed memfd,
-//! never a path: [`crate::loader::load_inherited`]), says who it is
+//! never a path: [`crate::loader::stage_inherited`]; the sandbox is set
+//! between reading its record and loading it, as its declared capabilities
+//! say), says who it is
 //! (`Hello`: name, version, sha256 of the bytes loaded) and serves calls:
 //! each request hook is a task on this process's runtime, which polls the
 //! plugin's [`HookCall`](backworks_plugin_sdk::abi::HookCall) future
@@ -75,6 +78,8 @@ pub enum WorkerError {
 /// Runs the worker until the host closes the socket; `Err` before it
 /// served (the caller reports it and exits with [`WORKER_REFUSED`]).
 pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
+    // First: nothing else runs with root's rights.
+    let uid = confine::drop_root().map_err(|e| WorkerError::Confine("give up root", e))?;
     if !confine::parent_is(options.parent) {
         return Err(WorkerError::Orphaned(options.parent));
     }
@@ -90,13 +95,22 @@ pub fn run(options: &WorkerOptions) -> Result<(), WorkerError> {
         .map_err(|e| WorkerError::Io("runtime", e))?;
     confine::limit(options.memory, options.open_files)
         .map_err(|e| WorkerError::Confine("set the resource limits", e))?;
-    // Before any byte of the plugin is loaded: its initialisers run inside.
-    let confinement = super::sandbox::confine(std::process::id());
     let staged =
         confine::inherited(confine::STAGED_FD).ok_or(WorkerError::Missing(confine::STAGED_FD))?;
     let socket =
         confine::inherited(confine::SOCKET_FD).ok_or(WorkerError::Missing(confine::SOCKET_FD))?;
-    let loaded = crate::loader::load_inherited(staged, &options.label, options.max_plugin_size)?;
+    // The record (what the plugin declares it needs) from the verified
+    // bytes, without running any of their code.
+    let inherited =
+        crate::loader::stage_inherited(staged, &options.label, options.max_plugin_size)?;
+    // Before the plugin is loaded: its initialisers run inside.
+    let confinement = super::sandbox::confine(
+        std::process::id(),
+        uid,
+        inherited.metadata().capabilities.as_ref(),
+    );
+    let loaded = inherited.load()?;
+    confine::undumpable().map_err(|e| WorkerError::Confine("make the worker undumpable", e))?;
     let hello = Hello {
         protocol: PROTOCOL,
         name: loaded.raw.metadata().name.clone(),

@@ -160,7 +160,7 @@ fn a_record_cannot_drive_the_terminal() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let out = text(&output.stdout);
     assert!(!out.contains(raw), "{out:?}");
-    assert_eq!(out.lines().count(), 7, "one line per field:\n{out}");
+    assert_eq!(out.lines().count(), 8, "one line per field:\n{out}");
     assert!(
         out.contains(&format!("\ndescription: {escaped}\n")),
         "{out}"

@@ -511,7 +511,10 @@ fn search_finds_plugins_as_text_and_json() {
     market.publish(&weather_v101(), "1.0.1", &market.publisher);
     let config = market.dir_config(None);
     let out = ok(&config, &["plugins", "search", "weather"]);
-    assert_eq!(out, "weather 1.0.1  Weather API integration\n");
+    assert_eq!(
+        out,
+        "weather 1.0.1  Weather API integration\n  declares nothing (the process tier's defaults)\n"
+    );
     let out = ok(&config, &["plugins", "search", "forecast", "--json"]);
     let page: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["total"], 1);
@@ -1129,9 +1132,9 @@ fn a_search_answer_cannot_drive_the_terminal() {
     let out = ok(&config, &["plugins", "search", "weather"]);
     assert_eq!(
         out,
-        "weather\\u{1b}]0;title\\u{7} 1.0.0\\u{9b}2J  Weather API integration\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line \\u{202e}txet\n"
+        "weather\\u{1b}]0;title\\u{7} 1.0.0\\u{9b}2J  Weather API integration\\u{1b}[2K\\rverified by key CAB78193ADCAB890\\nsecond line \\u{202e}txet\n  declares nothing (the process tier's defaults)\n"
     );
-    assert_eq!(out.lines().count(), 1);
+    assert_eq!(out.lines().count(), 2);
     assert!(
         !out.contains(['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}']),
         "{out:?}"
@@ -1527,4 +1530,141 @@ fn install_and_update_pick_the_newest_release_this_host_can_load() {
         ],
     );
     assert_eq!(market.locked(), None);
+}
+
+/// What version 1.0.0 of the capability tests declares: nothing outside.
+const DECLARES_NONE: &str = r#"{"network":"none","files":{"read":[],"write":[]},"env":[]}"#;
+/// What version 1.0.1 declares: more than 1.0.0.
+const DECLARES_MORE: &str =
+    r#"{"network":["api.example.com:443"],"files":{"read":[],"write":[]},"env":["HOME"]}"#;
+
+/// The weather example as `version`, declaring `capabilities` (canonical
+/// JSON) in its record as `cargo backworks build` makes it do: the
+/// declaration is handed to `export_plugin!` in
+/// `BACKWORKS_PLUGIN_CAPABILITIES`, set here by the copy's
+/// `.cargo/config.toml`. Each variant has a library name of its own
+/// (`lib_name`), so the builds never overwrite each other.
+fn weather_declaring(version: &str, lib_name: &str, capabilities: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(name, _)| name == lib_name) {
+        return path.clone();
+    }
+    let copy = support::workspace().join(format!("target/fixture-sources/{lib_name}"));
+    harness::weather_copy(&copy, version, Some(lib_name), |source| source);
+    let config = copy.join(".cargo/config.toml");
+    let text = format!(
+        "[env]\n{} = {}\n",
+        backworks_plugin_sdk::abi::capabilities::CAPABILITIES_ENV,
+        toml_string(capabilities)
+    );
+    if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(&config, text).unwrap();
+    }
+    let path = support::cargo_build(&copy, None);
+    built.push((lib_name.to_owned(), path.clone()));
+    path
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// 1.0.0 declares `network: none`; 1.0.1 asks for an endpoint and a
+/// variable more. `plugins update` lists what it asks for and leaves the
+/// lock at 1.0.0 (exit code 1) until `--accept-capabilities`; search, install
+/// and inspect show the declarations.
+#[test]
+fn an_update_asking_for_more_capabilities_is_applied_only_when_accepted() {
+    let market = Market::new();
+    let v100 = weather_declaring("1.0.0", "weather_caps_none", DECLARES_NONE);
+    let v101 = weather_declaring("1.0.1", "weather_caps_more", DECLARES_MORE);
+    market.publish(&v100, "1.0.0", &market.publisher);
+    let config = market.dir_config(Some("1"));
+    let out = ok(&config, &["plugins", "install", "weather"]);
+    assert!(out.contains("\n  declares network none\n"), "{out}");
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    insta::assert_snapshot!("search_shows_capabilities_json", out);
+
+    market.publish(&v101, "1.0.1", &market.publisher);
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert_eq!(
+        out,
+        "weather 1.0.1  Weather API integration\n  declares network api.example.com:443; env HOME\n"
+    );
+    let before = std::fs::read_to_string(market.lock_path()).unwrap();
+    let held = run(&config, &["plugins", "update"]);
+    assert_eq!(held.code, 1, "{held:?}");
+    insta::assert_snapshot!(
+        "update_asking_for_more_capabilities",
+        format!("stdout:\n{}stderr:\n{}", held.stdout, held.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(market.lock_path()).unwrap(), before);
+    assert!(!market.cached("1.0.1").exists(), "not even downloaded");
+
+    let out = ok(
+        &config,
+        &["plugins", "update", "weather", "--accept-capabilities"],
+    );
+    assert!(out.contains("updated weather 1.0.0 -> 1.0.1\n"), "{out}");
+    assert!(
+        out.contains("\n  declares network api.example.com:443; env HOME\n"),
+        "{out}"
+    );
+    let locked = market.locked().unwrap();
+    assert_eq!(locked.version.to_string(), "1.0.1");
+    assert_eq!(locked.sha256, sha256_of(&v101));
+
+    // The installed library's own record, read by inspect.
+    let library = market.cached("1.0.1").join(artifact_name("1.0.1"));
+    let mut command = harness::backworks();
+    command.args(["plugins", "inspect", "--json"]).arg(&library);
+    let (code, out, err) = harness::run_bounded(command, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["capabilities"],
+        serde_json::from_str::<Value>(DECLARES_MORE).unwrap()
+    );
+    // Nothing more is asked now: the next update is up to date.
+    let out = ok(&config, &["plugins", "update"]);
+    assert!(out.contains("weather 1.0.1 is up to date"), "{out}");
+}
+
+/// A registry whose release file (and index) claim that a version asks
+/// for less than its library declares is refused: the signature covers the
+/// library's record, not the registry's copy.
+#[test]
+fn a_registry_understating_a_plugins_capabilities_is_refused() {
+    let market = Market::new();
+    let v101 = weather_declaring("1.0.1", "weather_caps_more", DECLARES_MORE);
+    market.publish(&v101, "1.0.1", &market.publisher);
+    let none: Value = serde_json::from_str(DECLARES_NONE).unwrap();
+    let mut release = release_of(&market, "1.0.1");
+    assert_eq!(
+        release["capabilities"],
+        serde_json::from_str::<Value>(DECLARES_MORE).unwrap()
+    );
+    release["capabilities"] = none.clone();
+    put_release(&market, "1.0.1", &release, Some(1));
+    edit_index(&market, |index| {
+        index["plugins"]["weather"]["versions"]["1.0.1"]["capabilities"] = none;
+    });
+    let config = market.dir_config(None);
+    // What the index says is shown; the install finds the truth.
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert!(out.contains("declares network none"), "{out}");
+    refused(
+        &config,
+        &["plugins", "install", "weather"],
+        1,
+        &[
+            "refusing weather 1.0.1: its library declares network api.example.com:443; env HOME, but the registry's release says it declares network none; the signature covers the library's declaration",
+        ],
+    );
+    assert!(market.locked().is_none());
+    assert!(!market.cached("1.0.1").exists());
+    assert!(market.staging().is_empty(), "{:?}", market.staging());
 }

@@ -144,6 +144,39 @@ fn publish(root: &Path, registry: &str, package: &Path, dist: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `backworks marketplace serve` of the registry under `root` (its key
+/// `registry.key`, publisher `backworks.pub`) on 127.0.0.1.
+fn start_registry(root: &Path) -> Server {
+    let mut command = harness::backworks();
+    command
+        .current_dir(root)
+        .env("BACKWORKS_REGISTRY_TOKEN", TOKEN)
+        .args(["marketplace", "serve", "--dir", "registry"])
+        .args(["--key", "registry.key", "--publisher-key", "backworks.pub"])
+        .args(["--listen", "127.0.0.1:0"]);
+    harness::start_command(command, "marketplace listening on ")
+}
+
+/// `<app>/backworks.yaml`: the weather plugin (`1.0.0` and patches) from the
+/// registry at `registry`, updated automatically every `check_interval`,
+/// trusting the keys one directory up.
+fn app_config(app: &Path, registry: &str, check_interval: &str) -> PathBuf {
+    std::fs::create_dir_all(app).unwrap();
+    let config = app.join("backworks.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 60s\n  shutdown_timeout: 5s\n\
+             trusted_keys:\n  - file: ../backworks.pub\n\
+             marketplace:\n  registry: {registry}\n  key: ../registry.pub\n\
+             updates:\n  check_interval: {check_interval}\n  allow: patch\n\
+             plugins:\n  weather:\n    type: marketplace\n    version: \"1.0.0\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn weather(temperature: u32) -> Value {
     json!({"humidity": 60, "temperature": temperature})
 }
@@ -187,44 +220,13 @@ fn publish_search_install_then_update_under_load_without_a_failed_request() {
     build_and_sign(root, &v100, &dist100, "1.0.0");
     build_and_sign(root, &v101, &dist101, "1.0.1");
 
-    let mut command = harness::backworks();
-    command
-        .current_dir(root)
-        .env("BACKWORKS_REGISTRY_TOKEN", TOKEN)
-        .args([
-            "marketplace",
-            "serve",
-            "--dir",
-            "registry",
-            "--key",
-            "registry.key",
-        ])
-        .args([
-            "--publisher-key",
-            "backworks.pub",
-            "--listen",
-            "127.0.0.1:0",
-        ]);
-    let registry = harness::start_command(command, "marketplace listening on ");
+    let registry = start_registry(root);
 
     let published = publish(root, &registry.base, &v100, &dist100);
     assert!(published.contains("1.0.0"), "{published}");
 
     let app = root.join("app");
-    std::fs::create_dir_all(&app).unwrap();
-    let config = app.join("backworks.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: \"127.0.0.1:0\"\n  hook_timeout: 60s\n  shutdown_timeout: 5s\n\
-             trusted_keys:\n  - file: ../backworks.pub\n\
-             marketplace:\n  registry: {}\n  key: ../registry.pub\n\
-             updates:\n  check_interval: 500ms\n  allow: patch\n\
-             plugins:\n  weather:\n    type: marketplace\n    version: \"1.0.0\"\n",
-            registry.base
-        ),
-    )
-    .unwrap();
+    let config = app_config(&app, &registry.base, "500ms");
 
     let search = harness::backworks()
         .args(["plugins", "search", "weather", "--json", "--config"])
@@ -312,4 +314,102 @@ fn publish_search_install_then_update_under_load_without_a_failed_request() {
     let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
     assert!(lock.contains("version = \"1.0.1\""), "{lock}");
     eprintln!("{total} requests during the update, none failed");
+}
+
+/// `package`'s `Cargo.toml` with `table` appended as its
+/// `[package.metadata.backworks.capabilities]`.
+fn declare(package: &Path, table: &str) {
+    let manifest = package.join("Cargo.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[package.metadata.backworks.capabilities]\n");
+    text.push_str(table);
+    std::fs::write(&manifest, text).unwrap();
+}
+
+/// The capabilities `/plugins` shows for the weather plugin.
+fn running_capabilities(server: &Server) -> Value {
+    let listed = get(server, "/plugins");
+    listed["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|p| p["name"] == "weather"))
+        .map(|p| p["capabilities"].clone())
+        .unwrap_or_default()
+}
+
+/// The whole way of a declaration: written in `Cargo.toml`, recorded by
+/// `cargo backworks build`, signed, published, shown by the server; a
+/// release that asks for more is held by the automatic updater (the old
+/// version keeps serving, the log says what it asks for and how to accept
+/// it) until the operator runs `plugins update --accept-capabilities`,
+/// which the running server then follows.
+#[test]
+fn an_automatic_update_asking_for_more_capabilities_waits_for_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    cargo_backworks(root, &["keygen", "--unencrypted"]);
+    cargo_backworks(root, &["keygen", "--unencrypted", "registry"]);
+    let v100 = weather_package(root, "1.0.0", 25);
+    let v101 = weather_package(root, "1.0.1", 26);
+    declare(&v100, "network = \"none\"\n");
+    declare(
+        &v101,
+        "network = [\"api.example.com:443\"]\nenv = [\"WEATHER_KEY\"]\n",
+    );
+    let (dist100, dist101) = (root.join("dist-1.0.0"), root.join("dist-1.0.1"));
+    build_and_sign(root, &v100, &dist100, "1.0.0");
+    build_and_sign(root, &v101, &dist101, "1.0.1");
+
+    let registry = start_registry(root);
+    publish(root, &registry.base, &v100, &dist100);
+
+    let app = root.join("app");
+    let config = app_config(&app, &registry.base, "200ms");
+    let server = harness::start(&config, "info");
+    assert_eq!(running_version(&server), "1.0.0");
+    let none = json!({"network": "none", "files": {"read": [], "write": []}, "env": []});
+    assert_eq!(running_capabilities(&server), none);
+
+    publish(root, &registry.base, &v101, &dist101);
+    let deadline = Instant::now() + HANG;
+    let held = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match server.stderr.recv_timeout(left) {
+            Ok(line) if line.contains("--accept-capabilities") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("the updater did not hold 1.0.1 within {HANG:?}"),
+        }
+    };
+    for asked in ["1.0.1", "network: api.example.com:443", "env: WEATHER_KEY"] {
+        assert!(held.contains(asked), "{asked}: {held}");
+    }
+    assert_eq!(running_version(&server), "1.0.0");
+    assert_eq!(get(&server, "/weather"), weather(25));
+    let lock = std::fs::read_to_string(app.join("backworks.lock")).unwrap();
+    assert!(lock.contains("version = \"1.0.0\""), "{lock}");
+
+    // The operator accepts; the running server follows the lock.
+    let mut command = harness::backworks();
+    command
+        .args(["plugins", "update", "weather", "--accept-capabilities"])
+        .arg("--config")
+        .arg(&config);
+    let (code, out, err) = harness::run_bounded(command, HANG);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = Instant::now() + HANG;
+    while running_version(&server) != "1.0.1" {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not follow the lock to 1.0.1 within {HANG:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&server, "/weather"), weather(26));
+    assert_eq!(
+        running_capabilities(&server),
+        json!({
+            "network": ["api.example.com:443"],
+            "files": {"read": [], "write": []},
+            "env": ["WEATHER_KEY"],
+        })
+    );
 }

@@ -76,6 +76,17 @@ fn fault_server(
     process: &str,
     hook_timeout: &str,
 ) -> Server {
+    fault_server_with_env(dir, weather_tier, process, hook_timeout, &[])
+}
+
+/// [`fault_server`] with more variables in the host's environment.
+fn fault_server_with_env(
+    dir: &std::path::Path,
+    weather_tier: &str,
+    process: &str,
+    hook_timeout: &str,
+    env: &[(&str, &str)],
+) -> Server {
     let keys = Keys::new();
     let fault = keys.signed_copy(&support::fault_plugin(), dir, "libfault.so");
     let weather = keys.signed_copy(&support::weather_plugin(), dir, "libweather.so");
@@ -90,7 +101,12 @@ fn fault_server(
         ),
     );
     crate::harness::with_server_settings(&config, &format!("  process: {process}\n"));
-    crate::harness::start(&config, "info")
+    let mut command = crate::harness::backworks();
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .envs(env.iter().copied());
+    crate::harness::start_command(command, "backworks listening on ")
 }
 
 /// One request through every plugin, so that the host learns which hooks
@@ -391,6 +407,23 @@ fn a_worker_writes_no_file_and_cannot_signal_its_host() {
     let sandbox = &plugins["plugins"][1]["worker"]["sandbox"];
     assert_eq!(sandbox["seccomp"], "on", "{plugins}");
     assert_eq!(sandbox["landlock"], "full", "{plugins}");
+    // A root host's worker runs as nobody; another's as the host's user.
+    let uid_of = |pid: &str| -> u32 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next())
+            .and_then(|uid| uid.parse().ok())
+            .unwrap()
+    };
+    let worker_uid = uid_of(&worker_pid(&server).to_string());
+    let expected = match uid_of("self") {
+        0 => 65534,
+        own => own,
+    };
+    assert_eq!(worker_uid, expected);
+    assert_eq!(sandbox["uid"], expected, "{plugins}");
 
     let target = dir.path().join("written-by-the-plugin");
     let (status, body) = post(&server, "/write", target.to_str().unwrap());
@@ -444,6 +477,69 @@ fn a_worker_writes_no_file_and_cannot_signal_its_host() {
     let (_, body) = post(&unconfined, "/write", target.to_str().unwrap());
     assert_eq!(body, "written");
     assert!(target.exists());
+    // Its declared capabilities are shown there, but held in a worker only.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    assert_eq!(post(&unconfined, "/connect", &address).1, "connected");
+}
+
+/// A plugin that declares what it needs (the fault fixture's `Cargo.toml`:
+/// network none, `/etc/hostname`, `FAULT_VISIBLE`; signed in its record)
+/// gets that and no more in its worker: no connection, no other file, no
+/// other variable of the host's environment. `/plugins` shows the
+/// declaration and how the kernel holds it.
+#[test]
+fn a_worker_holds_its_plugin_to_the_declared_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fault_server_with_env(
+        dir.path(),
+        "thread",
+        "{max_crashes: 5}",
+        "5s",
+        &[("FAULT_VISIBLE", "shown"), ("FAULT_HIDDEN", "secret")],
+    );
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let fault = &plugins["plugins"][1];
+    assert_eq!(
+        fault["capabilities"],
+        serde_json::json!({
+            "network": "none",
+            "files": {"read": ["/etc/hostname"], "write": []},
+            "env": ["FAULT_VISIBLE"],
+        }),
+        "{plugins}"
+    );
+    assert_eq!(plugins["plugins"][0]["capabilities"], Value::Null);
+    let held = fault["worker"]["sandbox"]["capabilities"].as_str().unwrap();
+    assert!(
+        held.starts_with("enforced: network none (no sockets); files: 1 read, 0 write"),
+        "{plugins}"
+    );
+
+    connect_refused(&server);
+    assert!(
+        post(&server, "/read", "/etc/hostname")
+            .1
+            .starts_with("read ")
+    );
+    for outside in ["/etc/passwd", "/etc/group"] {
+        let (_, body) = post(&server, "/read", outside);
+        assert!(body.starts_with("refused:"), "{outside}: {body}");
+    }
+    // Its own /proc entries stay readable (the runtime reads them).
+    assert!(
+        post(&server, "/read", "/proc/self/status")
+            .1
+            .starts_with("read ")
+    );
+    assert_eq!(post(&server, "/env", "FAULT_VISIBLE").1, "set: shown");
+    assert!(
+        post(&server, "/env", "FAULT_HIDDEN")
+            .1
+            .starts_with("refused:")
+    );
+    assert_eq!(get(&server, "/weather?city=Paris").0, 200);
 }
 
 /// A plugin that writes to its worker's socket itself (it can: it runs in
@@ -467,4 +563,112 @@ fn a_plugin_forging_frames_gets_its_worker_killed() {
     );
     assert_ne!(worker_pid(&server), before);
     assert_eq!(get(&server, "/weather?city=Paris").0, 200);
+}
+
+/// A plugin that declares the endpoints it connects to reaches their ports
+/// and no other (Landlock's network rules hold ports; host names are
+/// shown, not enforced): the same library, declaring `127.0.0.1:9`.
+#[test]
+fn a_worker_connects_only_to_the_declared_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let fault = keys.signed_copy(
+        &support::fault_plugin_connecting_to_port_9(),
+        dir.path(),
+        "libfault.so",
+    );
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  fault:\n    type: external\n    path: {}\n    isolation: process\n",
+            fault.display()
+        ),
+    );
+    let server = crate::harness::start(&config, "info");
+    let (_, plugins) = get(&server, "/plugins");
+    let plugins: Value = serde_json::from_str(&plugins).unwrap();
+    let held = plugins["plugins"][0]["worker"]["sandbox"]["capabilities"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        held.starts_with("enforced: network: TCP connect to ports 9 only"),
+        "{plugins}"
+    );
+    // Port 9: the kernel lets the connection through (nothing listens, or
+    // something does); any other port: refused before it leaves.
+    let (_, body) = post(&server, "/connect", "127.0.0.1:9");
+    assert!(!body.contains("Permission denied"), "{body}");
+    let body = connect_refused(&server);
+    assert!(body.contains("Permission denied"), "{body}");
+    // No files declared: none read.
+    assert!(
+        post(&server, "/read", "/etc/hostname")
+            .1
+            .starts_with("refused:")
+    );
+}
+
+/// Has the fault plugin connect to a listener of this test on 127.0.0.1:
+/// its answer must be `refused: ...` (returned) and the listener must have
+/// accepted nothing.
+fn connect_refused(server: &Server) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (status, body) = post(server, "/connect", &address);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("refused:"), "{body}");
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the plugin reached the listener"
+    );
+    body
+}
+
+/// What a plugin writes to standard error itself never reaches the
+/// server's log as written: each line is logged by the server, escaped and
+/// under the plugin's name; a line in the worker's JSON log format is
+/// logged as the plugin's, not as the server's own.
+#[test]
+fn a_worker_cannot_write_into_the_servers_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = fault_server(dir.path(), "thread", "{max_crashes: 5}", "5s");
+    warm_up(&server);
+    let forged = concat!(
+        "plain \u{1b}[2J text\n",
+        r#"{"level":"ERROR","message":"forged by the plugin","target":"backworks","plugin":"weather"}"#,
+        "\n"
+    );
+    let (status, body) = post(&server, "/stderr", forged);
+    assert_eq!((status, body.as_str()), (200, "written to stderr"));
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(30), "both lines relayed", || {
+        while let Ok(line) = server.stderr.try_recv() {
+            lines.push(line);
+        }
+        lines.iter().any(|l| l.contains("forged by the plugin"))
+            && lines.iter().any(|l| l.contains("worker output"))
+    });
+    assert!(
+        lines.iter().all(|line| !line.contains('\u{1b}')),
+        "a raw escape reached the log: {lines:?}"
+    );
+    let output = lines.iter().find(|l| l.contains("worker output")).unwrap();
+    assert!(
+        output.contains("plugin=\"fault\"") && output.contains(r"plain \u{1b}[2J text"),
+        "{output}"
+    );
+    let event = lines
+        .iter()
+        .find(|l| l.contains("forged by the plugin"))
+        .unwrap();
+    assert!(
+        event.contains("ERROR backworks::worker") && event.contains("plugin=\"fault\""),
+        "{event}"
+    );
+    assert!(!event.contains("weather"), "{event}");
 }

@@ -36,6 +36,8 @@
 use std::ffi::c_char;
 use std::fmt;
 
+#[forbid(unsafe_code)]
+pub mod capabilities;
 mod host;
 pub mod http;
 // The hook payloads the vtable's documentation links to.
@@ -550,6 +552,25 @@ impl MetadataRecord {
             std::slice::from_raw_parts(
                 (self as *const MetadataRecord).cast::<u8>(),
                 METADATA_RECORD_SIZE,
+            )
+        }
+    }
+}
+
+impl<const N: usize> capabilities::DeclaredRecord<N> {
+    /// The record's bytes, exactly as they sit in the plugin's section.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `DeclaredRecord` is `repr(C)`: a `MetadataRecord` (512
+        // bytes of integers and byte arrays without padding, asserted
+        // below), two `u32`s (offsets 512 and 516, asserted in
+        // `capabilities`) and `N` bytes from offset 520. The slice covers
+        // exactly those fields and stops before any tail padding (none when
+        // `N` is a multiple of 8, as `DeclaredRecord::new` makes it), so
+        // every byte in it is initialised; any byte pattern is a valid `u8`.
+        unsafe {
+            std::slice::from_raw_parts(
+                (self as *const Self).cast::<u8>(),
+                capabilities::EXTENDED_RECORD_SIZE + N,
             )
         }
     }

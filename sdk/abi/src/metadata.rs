@@ -10,6 +10,9 @@
 
 use std::fmt;
 
+use crate::capabilities::{
+    Capabilities, EXTENDED_RECORD_SIZE, EXTENSION_OFFSET, MAX_CAPABILITIES_SIZE,
+};
 use crate::{
     ABI_MINOR, ABI_VERSION, BYTE_ORDER_MARK, MAX_VTABLE_ENTRIES, METADATA_MAGIC,
     METADATA_RECORD_SIZE, MetadataRecord, VTABLE_ENTRIES,
@@ -192,6 +195,9 @@ pub struct PluginMetadata {
     pub target: String,
     /// One line about the plugin; may be empty.
     pub description: String,
+    /// What the plugin declares it needs (the record's extension); `None`
+    /// when it declares nothing, or its record predates the extension.
+    pub capabilities: Option<Capabilities>,
 }
 
 impl PluginMetadata {
@@ -282,6 +288,13 @@ pub enum MetadataError {
         /// The field's name.
         field: &'static str,
     },
+    /// The capabilities extension is out of the record's bounds, or its
+    /// declaration is not valid.
+    #[error("metadata record's capabilities extension: {problem}")]
+    BadCapabilities {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// The byte range of a string slot of [`MetadataRecord`].
@@ -354,7 +367,51 @@ pub fn parse(bytes: &[u8]) -> Result<PluginMetadata, MetadataError> {
         version: field("version", slot!(version), true)?,
         target: field("target", slot!(target), true)?,
         description: field("description", slot!(description), false)?,
+        capabilities: capabilities(&bytes[..declared], header.byte_order)?,
     })
+}
+
+/// The declaration in a record's extension (`docs/abi.md` §2): `None` when
+/// the record is too short to have the extension or declares nothing.
+fn capabilities(
+    record: &[u8],
+    byte_order: ByteOrder,
+) -> Result<Option<Capabilities>, MetadataError> {
+    if record.len() < EXTENDED_RECORD_SIZE {
+        return Ok(None);
+    }
+    let read = |offset| {
+        let w = word(record, offset);
+        match byte_order {
+            ByteOrder::Little => u32::from_le_bytes(w),
+            ByteOrder::Big => u32::from_be_bytes(w),
+        }
+    };
+    let (offset, size) = (
+        read(EXTENSION_OFFSET) as usize,
+        read(EXTENSION_OFFSET + 4) as usize,
+    );
+    if size == 0 {
+        return Ok(None);
+    }
+    let text = offset
+        .checked_add(size)
+        .filter(|&end| offset >= EXTENDED_RECORD_SIZE && size <= MAX_CAPABILITIES_SIZE && end <= record.len())
+        .map(|end| &record[offset..end])
+        .ok_or_else(|| MetadataError::BadCapabilities {
+            problem: format!(
+                "{size} bytes at offset {offset} do not fit a {} byte record after its extension header (at most {MAX_CAPABILITIES_SIZE} bytes from offset {EXTENDED_RECORD_SIZE})",
+                record.len()
+            ),
+        })?;
+    let text = std::str::from_utf8(text).map_err(|e| MetadataError::BadCapabilities {
+        problem: format!("not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+    })?;
+    Capabilities::from_json(text)
+        .map(Some)
+        .map_err(|e| MetadataError::BadCapabilities {
+            problem: e.to_string(),
+        })
 }
 
 fn word(bytes: &[u8], offset: usize) -> [u8; 4] {
@@ -419,7 +476,46 @@ mod tests {
         bytes.extend_from_slice(&[0xAA; 100]);
         assert!(parse(&bytes).is_ok(), "a section may be padded");
         bytes[12..16].copy_from_slice(&(METADATA_RECORD_SIZE as u32 + 64).to_ne_bytes());
+        bytes[METADATA_RECORD_SIZE..].fill(0);
         assert!(parse(&bytes).is_ok(), "a later ABI may grow the record");
+    }
+
+    #[test]
+    fn a_capabilities_extension_out_of_bounds_or_invalid_is_refused() {
+        let text = br#"{"network":"any"}"#;
+        let mut bytes = bytes_of(&record());
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(text);
+        let size = bytes.len() as u32;
+        bytes[12..16].copy_from_slice(&size.to_ne_bytes());
+        let put = |bytes: &mut Vec<u8>, offset: u32, len: u32| {
+            bytes[512..516].copy_from_slice(&offset.to_ne_bytes());
+            bytes[516..520].copy_from_slice(&len.to_ne_bytes());
+        };
+        put(&mut bytes, 520, text.len() as u32);
+        let parsed = parse(&bytes).unwrap();
+        assert_eq!(
+            parsed.capabilities.unwrap().network,
+            crate::capabilities::Network::Any
+        );
+        for (offset, len, expected) in [
+            (520, text.len() as u32 + 1, "do not fit"),
+            (u32::MAX, 2, "do not fit"),
+            (0, 4, "do not fit"),
+            (516, 4, "do not fit"),
+            (520, 4, "is not JSON"),
+        ] {
+            put(&mut bytes, offset, len);
+            let error = parse(&bytes).unwrap_err();
+            assert!(
+                matches!(error, MetadataError::BadCapabilities { .. })
+                    && error.to_string().contains(expected),
+                "{offset} {len}: {error}"
+            );
+        }
+        put(&mut bytes, 520, text.len() as u32);
+        bytes[521] = 0xff;
+        assert!(parse(&bytes).unwrap_err().to_string().contains("not UTF-8"));
     }
 
     #[test]

@@ -423,7 +423,7 @@ pub struct MetadataReport {
 impl Serialize for MetadataReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let m = &self.metadata;
-        let mut s = serializer.serialize_struct("MetadataReport", 15)?;
+        let mut s = serializer.serialize_struct("MetadataReport", 16)?;
         s.serialize_field("name", &m.name)?;
         s.serialize_field("version", &m.version)?;
         s.serialize_field("description", &m.description)?;
@@ -437,6 +437,7 @@ impl Serialize for MetadataReport {
         s.serialize_field("flags", &m.header.flags)?;
         s.serialize_field("panic_abort", &m.panic_aborts())?;
         s.serialize_field("byte_order", &endianness_of(m.header.byte_order))?;
+        s.serialize_field("capabilities", &m.capabilities)?;
         s.serialize_field("location", &self.location)?;
         s.end()
     }
@@ -659,6 +660,14 @@ impl FileReport {
                 supported_abi_text(),
                 metadata::AbiRevision::NEWEST,
                 escape(&m.sdk_version)
+            );
+            let _ = writeln!(
+                out,
+                "  needs:     {}",
+                match &m.capabilities {
+                    Some(capabilities) => escape(&capabilities.to_string()).into_owned(),
+                    None => String::from("nothing declared (the process tier's defaults)"),
+                }
             );
             let _ = writeln!(out, "  record:    {}", report.location);
         }

@@ -154,7 +154,14 @@ fn record_section<'data, R: ReadRef<'data>>(
         place: place.clone(),
         detail: e.to_string(),
     })?;
-    let second = bytes.get(METADATA_RECORD_SIZE..METADATA_RECORD_SIZE + METADATA_MAGIC.len());
+    // A second record would follow the first, whose size its header gives
+    // (a valid one is at least v1's 512 bytes).
+    let stride = metadata::parse_header(bytes)
+        .map_or(METADATA_RECORD_SIZE, |h| h.record_size as usize)
+        .max(METADATA_RECORD_SIZE);
+    let second = stride
+        .checked_add(METADATA_MAGIC.len())
+        .and_then(|end| bytes.get(stride..end));
     if second == Some(&METADATA_MAGIC[..]) {
         return Err(InspectError::Duplicate(place));
     }

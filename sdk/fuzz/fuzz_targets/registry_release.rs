@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         sha256: registry::sha256_hex(data),
         size: data.len() as u64,
         abi: None,
+        capabilities: None,
     };
     let release = match registry::verify_release(data, &reference, "weather", "1.0.0") {
         Ok(release) => release,

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+use backworks_abi::capabilities::Capabilities;
 use backworks_artifact::write::PathError;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -131,6 +132,13 @@ pub struct ReleaseRef {
     /// before it was added (read the release file then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abi: Option<u32>,
+    /// What the release's plugin declares it needs, as its
+    /// [`Release::capabilities`] says: a client sees whether an update asks
+    /// for more without fetching the release file. Absent when the plugin
+    /// declares nothing, and in indexes written before it was added (read
+    /// the release file then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// `release.json`: one version of one plugin, every target of it.
@@ -154,6 +162,12 @@ pub struct Release {
     pub publisher: String,
     /// When the release was published (unix seconds).
     pub published: u64,
+    /// What the plugin declares it needs (network, files, environment),
+    /// from its metadata record: every target's record declares the same.
+    /// Absent when it declares nothing (the process tier's defaults), and
+    /// in release files written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
     /// The artifact of each target triple.
     pub targets: BTreeMap<String, Artifact>,
 }
@@ -418,6 +432,18 @@ pub enum RegistryError {
     Inconsistent {
         /// What differs.
         reason: String,
+    },
+    /// The artifacts of one upload declare different capabilities.
+    #[error(
+        "the targets of {name} {version} declare different capabilities: {targets}; every target of a release must declare the same (build them all from one `[package.metadata.backworks.capabilities]`)"
+    )]
+    CapabilitiesDiffer {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// Each declaration and the targets that declare it.
+        targets: String,
     },
     /// The version is already published.
     #[error(
@@ -928,6 +954,15 @@ pub fn verify_release(
             release.abi
         )));
     }
+    // An index that says nothing may predate the field; one that says
+    // something must say what the release file does.
+    if reference.capabilities.is_some() && reference.capabilities != release.capabilities {
+        return Err(mismatch(format!(
+            "the index says it {}, the release file says it {}",
+            describe_capabilities(reference.capabilities.as_ref()),
+            describe_capabilities(release.capabilities.as_ref())
+        )));
+    }
     Ok(release)
 }
 
@@ -1031,6 +1066,10 @@ pub struct SearchHit {
     pub keywords: Vec<String>,
     /// How well it matched (higher is better).
     pub score: u32,
+    /// What its newest version declares it needs, as the index says;
+    /// `null` when it declares nothing (or the index does not say).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
 }
 
 /// One page of search results.
@@ -1111,6 +1150,8 @@ pub fn validate_upload(
     check_listing(upload.description.as_deref(), &upload.keywords)?;
     let mut release: Option<Release> = None;
     let mut files = Vec::new();
+    // Each target's declaration, from its record: they must all agree.
+    let mut declared: Vec<(String, Option<Capabilities>)> = Vec::new();
     for artifact in upload.artifacts {
         let file = artifact.file_name.clone();
         check_file_name(&file)?;
@@ -1155,6 +1196,7 @@ pub fn validate_upload(
             abi: claims.abi_version,
             publisher: publisher.clone(),
             published: now(),
+            capabilities: None,
             targets: BTreeMap::new(),
         });
         let inconsistent = |reason: String| Err(RegistryError::Inconsistent { reason });
@@ -1186,14 +1228,60 @@ pub fn validate_upload(
         {
             release.description.clone_from(&metadata.description);
         }
+        declared.push((
+            claims.target.clone(),
+            report.metadata().and_then(|m| m.capabilities.clone()),
+        ));
         release.targets.insert(claims.target.clone(), entry);
         files.push((claims.target, artifact));
     }
     let mut release = release.ok_or(RegistryError::NoArtifacts)?;
+    release.capabilities = agreed_capabilities(&release, declared)?;
     if let Some(description) = upload.description.filter(|d| !d.trim().is_empty()) {
         release.description = description;
     }
     Ok(ValidatedUpload { release, files })
+}
+
+/// The one declaration every target of `release` makes (`declared`: each
+/// target's, from its record), or an error naming which targets declare
+/// what.
+fn agreed_capabilities(
+    release: &Release,
+    declared: Vec<(String, Option<Capabilities>)>,
+) -> Result<Option<Capabilities>, RegistryError> {
+    let mut groups: Vec<(Option<Capabilities>, Vec<String>)> = Vec::new();
+    for (target, capabilities) in declared {
+        match groups.iter_mut().find(|(c, _)| *c == capabilities) {
+            Some((_, targets)) => targets.push(target),
+            None => groups.push((capabilities, vec![target])),
+        }
+    }
+    if groups.len() > 1 {
+        let targets = groups
+            .iter()
+            .map(|(capabilities, targets)| match capabilities {
+                Some(capabilities) => format!("{} ({capabilities})", targets.join(", ")),
+                None => format!("{} (nothing declared)", targets.join(", ")),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(RegistryError::CapabilitiesDiffer {
+            name: release.name.clone(),
+            version: release.version.clone(),
+            targets,
+        });
+    }
+    Ok(groups.pop().and_then(|(capabilities, _)| capabilities))
+}
+
+/// A declaration in one phrase, as tools show it: `declares network none;
+/// env HOME`, or `declares nothing (the process tier's defaults)`.
+pub fn describe_capabilities(capabilities: Option<&Capabilities>) -> String {
+    match capabilities {
+        Some(capabilities) => format!("declares {capabilities}"),
+        None => String::from("declares nothing (the process tier's defaults)"),
+    }
 }
 
 pub mod api;

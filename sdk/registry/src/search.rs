@@ -34,15 +34,19 @@ pub fn search(index: &Index, query: &str, page: usize, per_page: usize) -> Searc
         .into_iter()
         .skip((page - 1).saturating_mul(per_page))
         .take(per_page)
-        .map(|(score, name, entry)| SearchHit {
-            name: name.clone(),
-            version: index
-                .versions(name)
-                .first()
-                .map_or_else(String::new, ToString::to_string),
-            description: entry.description.clone(),
-            keywords: entry.keywords.clone(),
-            score,
+        .map(|(score, name, entry)| {
+            let newest = index.versions(name).first().map(ToString::to_string);
+            SearchHit {
+                capabilities: newest
+                    .as_ref()
+                    .and_then(|v| entry.versions.get(v))
+                    .and_then(|reference| reference.capabilities.clone()),
+                name: name.clone(),
+                version: newest.unwrap_or_default(),
+                description: entry.description.clone(),
+                keywords: entry.keywords.clone(),
+                score,
+            }
         })
         .collect();
     SearchPage {

@@ -206,6 +206,7 @@ impl Tree {
                 sha256: sha256_hex(&release_bytes),
                 size: release_bytes.len() as u64,
                 abi: Some(release.abi),
+                capabilities: release.capabilities.clone(),
             },
         );
         let newest = semver::Version::parse(&release.version).ok();

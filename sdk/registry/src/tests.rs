@@ -24,6 +24,7 @@ fn entry(description: &str, keywords: &[&str], versions: &[&str]) -> IndexEntry 
                         sha256: "00".repeat(32),
                         size: 1,
                         abi: None,
+                        capabilities: None,
                     },
                 )
             })
@@ -225,6 +226,7 @@ fn a_release_must_match_the_index_in_size_hash_and_identity() {
         abi: 1,
         publisher: "0000000000000001".into(),
         published: 1,
+        capabilities: None,
         targets: BTreeMap::new(),
     };
     let bytes = serde_json::to_vec(&release).unwrap();
@@ -233,6 +235,7 @@ fn a_release_must_match_the_index_in_size_hash_and_identity() {
         sha256: sha256_hex(&bytes),
         size: bytes.len() as u64,
         abi: None,
+        capabilities: None,
     };
     assert_eq!(
         verify_release(&bytes, &reference, "weather", "1.0.0").unwrap(),
@@ -547,6 +550,7 @@ fn index_of(plugins: &[(&str, &str, &[&str], &[&str])]) -> Index {
                     sha256: sha256_hex(v.as_bytes()),
                     size: 1,
                     abi: None,
+                    capabilities: None,
                 };
                 ((*v).to_owned(), reference)
             })
@@ -754,6 +758,7 @@ fn publish_refuses_a_hostile_target_even_past_validation() {
             abi: 1,
             publisher: String::new(),
             published: 0,
+            capabilities: None,
             targets: BTreeMap::new(),
         };
         let upload = ValidatedUpload {
@@ -795,6 +800,7 @@ fn demo_upload(version: &str, bytes: &[u8]) -> ValidatedUpload {
             abi: 1,
             publisher: String::from("CAB78193ADCAB890"),
             published: now(),
+            capabilities: None,
             targets: BTreeMap::from([(
                 target.to_owned(),
                 Artifact {
@@ -1136,6 +1142,7 @@ fn a_release_with_unknown_fields_is_read_and_a_newer_one_refused() {
         sha256: sha256_hex(bytes),
         size: bytes.len() as u64,
         abi: Some(1),
+        capabilities: None,
     };
     let bytes = serde_json::to_vec(&release).unwrap();
     let read = verify_release(&bytes, &reference(&bytes), "weather", "1.0.0").unwrap();
@@ -1205,4 +1212,166 @@ fn publishing_writes_the_format_and_each_version_s_abi_into_the_index() {
     )
     .unwrap();
     assert_eq!(index.plugins["demo"].versions["1.0.0"].abi, Some(1));
+}
+
+fn declaration(json: &str) -> Capabilities {
+    Capabilities::from_json(json).unwrap()
+}
+
+#[test]
+fn capabilities_are_carried_by_release_and_index_and_absent_when_undeclared() {
+    let none = declaration(r#"{"network":"none"}"#);
+    let mut release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: "0000000000000001".into(),
+        published: 1,
+        capabilities: None,
+        targets: BTreeMap::new(),
+    };
+    // Undeclared: no field at all, so older readers and writers agree.
+    let text = serde_json::to_string(&release).unwrap();
+    assert!(!text.contains("capabilities"), "{text}");
+    release.capabilities = Some(none.clone());
+    let text = serde_json::to_string(&release).unwrap();
+    assert!(
+        text.contains(
+            r#""capabilities":{"network":"none","files":{"read":[],"write":[]},"env":[]}"#
+        ),
+        "{text}"
+    );
+    let read: Release = parse_json(text.as_bytes()).unwrap();
+    assert_eq!(read.capabilities, Some(none.clone()));
+    // A declaration that is not valid is not a release.
+    let bad = text.replace(r#""network":"none""#, r#""network":"everywhere""#);
+    let error = parse_json::<Release>(bad.as_bytes()).unwrap_err();
+    assert!(error.contains("capabilities.network"), "{error}");
+
+    // An old index entry (no field) still reads.
+    let old: ReleaseRef =
+        parse_json(br#"{"path":"plugins/weather/1.0.0/release.json","sha256":"00","size":1}"#)
+            .unwrap();
+    assert_eq!(old.capabilities, None);
+}
+
+#[test]
+fn a_release_must_declare_what_the_index_says_it_does() {
+    let mut release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: "0000000000000001".into(),
+        published: 1,
+        capabilities: Some(declaration(r#"{"network":["api.example.com:443"]}"#)),
+        targets: BTreeMap::new(),
+    };
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let reference = |bytes: &[u8], capabilities: Option<Capabilities>| ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        abi: Some(1),
+        capabilities,
+    };
+    // The same declaration, or an index that predates the field: read.
+    for listed in [release.capabilities.clone(), None] {
+        verify_release(&bytes, &reference(&bytes, listed), "weather", "1.0.0").unwrap();
+    }
+    // The index claims less than the release file.
+    let less = Some(declaration(r#"{"network":"none"}"#));
+    let error =
+        verify_release(&bytes, &reference(&bytes, less.clone()), "weather", "1.0.0").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "release file plugins/weather/1.0.0/release.json does not match the signed index: the index says it declares network none, the release file says it declares network api.example.com:443; the registry or a mirror serves altered data"
+    );
+    // The index declares, the release file does not.
+    release.capabilities = None;
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let error = verify_release(&bytes, &reference(&bytes, less), "weather", "1.0.0").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the release file says it declares nothing (the process tier's defaults)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_target_of_a_release_must_declare_the_same() {
+    let release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: String::new(),
+        published: 0,
+        capabilities: None,
+        targets: BTreeMap::new(),
+    };
+    let none = declaration(r#"{"network":"none"}"#);
+    let env = declaration(r#"{"env":["HOME"]}"#);
+    let linux = String::from("x86_64-unknown-linux-gnu");
+    let arm = String::from("aarch64-unknown-linux-gnu");
+    let windows = String::from("x86_64-pc-windows-gnu");
+    assert_eq!(
+        agreed_capabilities(
+            &release,
+            vec![
+                (linux.clone(), Some(none.clone())),
+                (arm.clone(), Some(none.clone()))
+            ]
+        )
+        .unwrap(),
+        Some(none.clone())
+    );
+    assert_eq!(
+        agreed_capabilities(&release, vec![(linux.clone(), None)]).unwrap(),
+        None
+    );
+    let error = agreed_capabilities(
+        &release,
+        vec![
+            (linux, Some(none.clone())),
+            (windows, None),
+            (arm, Some(none)),
+            (String::from("aarch64-apple-darwin"), Some(env)),
+        ],
+    )
+    .unwrap_err();
+    assert!(matches!(error, RegistryError::CapabilitiesDiffer { .. }));
+    assert_eq!(
+        error.to_string(),
+        "the targets of weather 1.0.0 declare different capabilities: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu (network none); x86_64-pc-windows-gnu (nothing declared); aarch64-apple-darwin (network none; env HOME); every target of a release must declare the same (build them all from one `[package.metadata.backworks.capabilities]`)"
+    );
+}
+
+#[test]
+fn a_search_hit_carries_what_its_newest_version_declares() {
+    let mut index = index(1, 5_000);
+    let none = declaration(r#"{"network":"none"}"#);
+    let versions = &mut index.plugins.get_mut("weather").unwrap().versions;
+    versions.get_mut("1.10.0").unwrap().capabilities = Some(none.clone());
+    versions.get_mut("1.0.0").unwrap().capabilities = Some(declaration(r#"{"network":"any"}"#));
+    let page = search(&index, "weather", 1, 20);
+    assert_eq!(page.hits[0].name, "weather");
+    assert_eq!(page.hits[0].capabilities, Some(none));
+    assert_eq!(page.hits[1].capabilities, None);
+    // Written as `null` when undeclared; an answer without it reads.
+    let text = serde_json::to_string(&page.hits[1]).unwrap();
+    assert!(text.contains(r#""capabilities":null"#), "{text}");
+    let old: SearchHit = parse_json(
+        br#"{"name":"weather","version":"1.0.0","description":"","keywords":[],"score":1}"#,
+    )
+    .unwrap();
+    assert_eq!(old.capabilities, None);
 }

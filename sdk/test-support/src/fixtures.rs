@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+use backworks_abi::capabilities::{CAPABILITIES_ENV, Capabilities};
 use backworks_abi::metadata::PluginMetadata;
 use backworks_abi::{self as abi, PluginInfo, PluginVTable, RawPlugin};
 
@@ -41,7 +42,29 @@ const MINGW_CC: &str = "x86_64-w64-mingw32-gcc";
 /// `--locked`), for `target` or the host, and returns the library path as
 /// cargo reports it in its `compiler-artifact` message.
 pub fn cargo_build(manifest_dir: &Path, target: Option<&str>) -> PathBuf {
-    let mut command = cargo_release_build(manifest_dir);
+    cargo_build_declaring(manifest_dir, target, None)
+}
+
+/// [`cargo_build`] with `capabilities` (canonical JSON) recorded instead of
+/// what the crate's manifest declares, into a target directory of its own
+/// under [`fixture_target_dir`] (`declared-<name>`, so the crate's usual
+/// build is not overwritten).
+fn cargo_build_declaring(
+    manifest_dir: &Path,
+    target: Option<&str>,
+    capabilities: Option<(&str, &str)>,
+) -> PathBuf {
+    let mut command = match capabilities {
+        None => cargo_release_build(manifest_dir, &fixture_target_dir()),
+        Some((name, json)) => {
+            let mut command = cargo_release_build(
+                manifest_dir,
+                &fixture_target_dir().join(format!("declared-{name}")),
+            );
+            command.env(CAPABILITIES_ENV, json);
+            command
+        }
+    };
     if let Some(target) = target {
         command.args(["--target", target]);
         if target == WINDOWS_GNU {
@@ -84,10 +107,45 @@ pub fn cargo_build(manifest_dir: &Path, target: Option<&str>) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no cdylib for {}", manifest_dir.display()))
 }
 
+/// The canonical JSON of the crate's `[package.metadata.backworks.capabilities]`
+/// (`None` when it declares none), read with `cargo metadata` and checked
+/// by the ABI's own parser: what `cargo backworks build` hands to
+/// `export_plugin!` in [`CAPABILITIES_ENV`].
+pub fn declared_capabilities(manifest_dir: &Path) -> Option<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest_dir.join("Cargo.toml"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata of {} failed:\n{}",
+        manifest_dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let declared = &metadata["packages"][0]["metadata"]["backworks"]["capabilities"];
+    (!declared.is_null()).then(|| {
+        Capabilities::from_value(declared)
+            .unwrap_or_else(|e| panic!("{}: {e}", manifest_dir.display()))
+            .to_json()
+    })
+}
+
 /// `cargo build --release --locked` of the crate at `manifest_dir` into
-/// [`fixture_target_dir`], with cargo's JSON messages on stdout and the
-/// caller's target dir and flags left out.
-fn cargo_release_build(manifest_dir: &Path) -> Command {
+/// `target_dir`, with cargo's JSON messages on stdout and the caller's
+/// target dir and flags left out; its declared capabilities are
+/// passed as `cargo backworks build` passes them.
+fn cargo_release_build(manifest_dir: &Path, target_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -99,10 +157,14 @@ fn cargo_release_build(manifest_dir: &Path) -> Command {
             "--message-format=json-render-diagnostics",
         ])
         .arg("--target-dir")
-        .arg(fixture_target_dir())
+        .arg(target_dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    match declared_capabilities(manifest_dir) {
+        Some(json) => command.env(CAPABILITIES_ENV, json),
+        None => command.env_remove(CAPABILITIES_ENV),
+    };
     command
 }
 
@@ -110,7 +172,7 @@ fn cargo_release_build(manifest_dir: &Path) -> Command {
 /// builds a cdylib (release, `--locked`, for the host), and returns the
 /// executable's path as cargo reports it.
 pub fn cargo_build_binary(manifest_dir: &Path, bin: &str) -> PathBuf {
-    let output = cargo_release_build(manifest_dir)
+    let output = cargo_release_build(manifest_dir, &fixture_target_dir())
         .args(["--bin", bin])
         .output()
         .expect("cargo runs");
@@ -221,6 +283,21 @@ pub fn fault_plugin() -> PathBuf {
     })
 }
 
+/// The fault fixture declaring `network = ["127.0.0.1:9"]` (and nothing
+/// else): TCP connect to port 9 only.
+pub fn fault_plugin_connecting_to_port_9() -> PathBuf {
+    once("fault-port-9", || {
+        let declared = Capabilities::from_value(&serde_json::json!({"network": ["127.0.0.1:9"]}))
+            .expect("a valid declaration")
+            .to_json();
+        cargo_build_declaring(
+            &workspace().join("sdk/tests/fixtures/fault-plugin"),
+            None,
+            Some(("port-9", &declared)),
+        )
+    })
+}
+
 /// The tonic gRPC plugin child (`host/benches/grpc-child`, issue 16's
 /// go-plugin baseline): `serve` and `bench` over a Unix socket.
 pub fn grpc_child() -> PathBuf {
@@ -281,6 +358,18 @@ pub fn c_abi_1_1_plugin() -> PathBuf {
         cc_build(
             "c_abi_1_1",
             &[workspace().join("sdk/tests/fixtures/c-abi-1-1/plugin.c")],
+            None,
+        )
+    })
+}
+
+/// A C plugin that declares its capabilities with
+/// `BACKWORKS_DECLARE_METADATA_WITH_CAPABILITIES`.
+pub fn c_capabilities_plugin() -> PathBuf {
+    once("c-capabilities", || {
+        cc_build(
+            "c_capabilities",
+            &[workspace().join("sdk/tests/fixtures/c-capabilities/plugin.c")],
             None,
         )
     })

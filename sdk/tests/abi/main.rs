@@ -3,6 +3,7 @@
 //! loaded with libloading and driven through every vtable entry.
 
 mod calls;
+mod capabilities;
 mod faults;
 mod header;
 mod round_trip;
