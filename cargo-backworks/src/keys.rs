@@ -503,7 +503,9 @@ pub(crate) fn read_bounded(
 }
 
 /// Verifies one artifact against `signature` (default
-/// `<artifact>.minisig`) with [`signature::verify`] over the file's bytes
+/// `<artifact>.minisig`) with [`signature::verify_both_signatures`] over
+/// the file's bytes (the signature over the trusted comment, and minisign's
+/// over the bytes' prehash, as the `minisign` tool checks it)
 /// (each read through `read_bounded`: a plugin at most
 /// [`MAX_FILE_SIZE`], a signature at most [`MAX_SIGNATURE_SIZE`]): a
 /// trusted key signed it, and the signed claims are the file's.
@@ -527,7 +529,8 @@ pub fn verify_file(
             reason: format!("{} is not text", signature.display()),
         })
     })?;
-    let verified = signature::verify(&bytes, &text, trusted).map_err(verify_error)?;
+    let verified =
+        signature::verify_both_signatures(&bytes, &text, trusted).map_err(verify_error)?;
     Ok(VerifiedFile {
         artifact: artifact.to_owned(),
         signature,

@@ -658,7 +658,8 @@ fn check_artifact(
     })?;
     let key_id = publisher
         .map(|key| {
-            signature::verify(&bytes, &signature, std::slice::from_ref(key))
+            // Both signatures, as the registry checks an upload.
+            signature::verify_both_signatures(&bytes, &signature, std::slice::from_ref(key))
                 .map(|verified| verified.key_id)
                 .map_err(|source| PublishError::Signature {
                     artifact: path.to_owned(),

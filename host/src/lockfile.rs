@@ -276,6 +276,24 @@ impl LockFile {
         }
     }
 
+    /// Removes the entries of `name` for targets other than `targets`
+    /// (what a newly pinned release does not have).
+    pub fn keep_targets(&mut self, name: &str, targets: &[&str]) {
+        let stale = |entry_name: Option<&str>, target: Option<&str>| {
+            entry_name == Some(name) && !target.is_some_and(|t| targets.contains(&t))
+        };
+        if let Some(Item::ArrayOfTables(tables)) = self.document.get_mut("plugin") {
+            tables.retain(|table| {
+                !stale(
+                    table.get("name").and_then(Item::as_str),
+                    table.get("target").and_then(Item::as_str),
+                )
+            });
+        }
+        self.entries
+            .retain(|e| !stale(Some(e.name.as_str()), Some(e.target.as_str())));
+    }
+
     /// Removes every entry of `name` (all targets); returns them.
     pub fn remove(&mut self, name: &str) -> Vec<LockedPlugin> {
         if let Some(Item::ArrayOfTables(tables)) = self.document.get_mut("plugin") {

@@ -239,6 +239,26 @@ enum PluginsCommand {
         #[arg(long, short, default_value = "backworks.yaml")]
         config: PathBuf,
     },
+    /// Pin every target of the releases backworks.lock pins for this host
+    /// (from the signed index and each artifact's signature; nothing is
+    /// downloaded), or with --check show which targets are pinned.
+    ///
+    /// With --check nothing is fetched or written; the exit code is 1 when a
+    /// `type: marketplace` plugin of backworks.yaml cannot run with
+    /// `serve --locked` on this host (not pinned for its target, or pinned
+    /// at a version its requirement does not allow).
+    #[command(after_help = EXIT_CODES)]
+    Lock {
+        /// Only read backworks.lock and say which targets it pins.
+        #[arg(long)]
+        check: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file.
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
     /// Remove a plugin from backworks.lock and the cache.
     #[command(after_help = EXIT_CODES)]
     Remove {
@@ -289,6 +309,11 @@ fn main() -> ExitCode {
         Command::Plugins(PluginsCommand::Remove { plugin, config }) => {
             market(&config, Market::Remove { plugin })
         }
+        Command::Plugins(PluginsCommand::Lock {
+            check,
+            json,
+            config,
+        }) => market(&config, Market::Lock { check, json }),
         Command::Serve {
             config,
             listen,
@@ -423,6 +448,10 @@ enum Market {
     Remove {
         plugin: String,
     },
+    Lock {
+        check: bool,
+        json: bool,
+    },
 }
 
 /// Runs a marketplace command with the client of the configuration file
@@ -475,6 +504,28 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
                 String::new()
             }
             Market::Remove { plugin } => report::removed(&client.remove(&plugin).await?),
+            Market::Lock { check, json } => {
+                if !check {
+                    client.pin_every_target().await?;
+                }
+                let statuses = client.check_lock()?;
+                let target = client.target();
+                print!(
+                    "{}",
+                    if json {
+                        report::lock_status_json(&statuses, lock, target)
+                    } else {
+                        report::lock_status(&statuses, lock, target)
+                    }
+                );
+                if let Some(status) = statuses.iter().find(|s| s.problem.is_some()) {
+                    return Err(marketplace::MarketplaceError::LockMismatch {
+                        name: status.name.clone(),
+                        reason: status.problem.clone().unwrap_or_default(),
+                    });
+                }
+                String::new()
+            }
         };
         print!("{text}");
         Ok::<(), marketplace::MarketplaceError>(())

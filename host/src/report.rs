@@ -25,7 +25,7 @@ use backworks_registry::{Index, SearchPage, describe_capabilities};
 use crate::config::UpdatesConfig;
 use crate::discovery::Discovered;
 use crate::lockfile::LockedPlugin;
-use crate::marketplace::{Installed, Skipped, UpdateOutcome};
+use crate::marketplace::{Installed, LockStatus, Skipped, UpdateOutcome};
 
 /// The escaper shared with `cargo backworks` (`backworks_artifact::terminal`
 /// module): [`escape`] for text, [`json`] for JSON, [`must_escape`] says
@@ -67,8 +67,80 @@ pub fn installed(installed: &Installed, lock: &Path) -> String {
         escape(&installed.path.display().to_string()),
         escape(&lock.display().to_string())
     );
+    if !installed.others.is_empty() {
+        let targets: Vec<String> = installed
+            .others
+            .iter()
+            .map(|pin| escape(&pin.target).into_owned())
+            .collect();
+        let _ = writeln!(
+            text,
+            "  also pinned for {} (their signatures checked, not downloaded)",
+            targets.join(", ")
+        );
+    }
     skipped_lines(&mut text, &installed.skipped);
     text
+}
+
+/// `plugins lock` and `plugins lock --check`: per plugin, the targets the
+/// lock pins and what is wrong for this host.
+pub fn lock_status(statuses: &[LockStatus], lock: &Path, target: &str) -> String {
+    if statuses.is_empty() {
+        return String::from("backworks.yaml has no `type: marketplace` plugin\n");
+    }
+    let mut text = format!(
+        "{} (this host: {target})\n",
+        escape(&lock.display().to_string())
+    );
+    for status in statuses {
+        let _ = writeln!(
+            text,
+            "{} (version \"{}\"): {}",
+            escape(&status.name),
+            escape(&status.requirement),
+            match &status.problem {
+                None => String::from("ok"),
+                Some(problem) => escape(problem).into_owned(),
+            }
+        );
+        for pin in &status.pins {
+            let _ = writeln!(
+                text,
+                "  {} {} sha256 {} key {}",
+                escape(&pin.target),
+                pin.version,
+                escape(&pin.sha256),
+                escape(&pin.key_id)
+            );
+        }
+    }
+    text
+}
+
+/// [`lock_status`] as JSON.
+pub fn lock_status_json(statuses: &[LockStatus], lock: &Path, target: &str) -> String {
+    let plugins: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|status| {
+            serde_json::json!({
+                "name": status.name,
+                "requirement": status.requirement,
+                "problem": status.problem,
+                "pins": status.pins.iter().map(|pin| serde_json::json!({
+                    "target": pin.target,
+                    "version": pin.version.to_string(),
+                    "sha256": pin.sha256,
+                    "key_id": pin.key_id,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json(&serde_json::json!({
+        "lock": lock.display().to_string(),
+        "target": target,
+        "plugins": plugins,
+    }))
 }
 
 /// One indented line per release passed over for its plugin ABI.
@@ -304,6 +376,7 @@ mod tests {
             plugin: pin("weather", "1.0.1"),
             path: PathBuf::from("cache/weather.so"),
             capabilities: None,
+            others: Vec::new(),
             skipped: vec![skipped("3.0.0"), skipped("2.0.0")],
         };
         let host = backworks_plugin_sdk::abi::ABI_VERSION;
@@ -337,11 +410,15 @@ mod tests {
             plugin: pin("weather", "1.0.1"),
             path: PathBuf::from("cache/weather.so"),
             capabilities: None,
+            others: vec![LockedPlugin {
+                target: String::from("aarch64-unknown-linux-gnu"),
+                ..pin("weather", "1.0.1")
+            }],
             skipped: Vec::new(),
         };
         assert_eq!(
             installed(&weather, lock),
-            "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  declares nothing (the process tier's defaults)\n  into cache/weather.so\n  pinned in app/backworks.lock\n"
+            "installed weather 1.0.1 for x86_64-unknown-linux-gnu (sha256 ab12, key CAB78193ADCAB890)\n  declares nothing (the process tier's defaults)\n  into cache/weather.so\n  pinned in app/backworks.lock\n  also pinned for aarch64-unknown-linux-gnu (their signatures checked, not downloaded)\n"
         );
         let updates = UpdatesConfig::default();
         assert_eq!(

@@ -209,7 +209,7 @@ impl Updater {
             Err(SwapError::Unchanged { .. }) => {
                 // The bytes already run (e.g. the lock was edited by hand):
                 // pinning them is all that is left to do.
-                match self.marketplace.record(&installed.plugin) {
+                match self.marketplace.record(&installed) {
                     Ok(()) => {
                         self.unpinned.remove(name);
                     }
@@ -227,7 +227,7 @@ impl Updater {
                 return Checked::Refused(error.to_string());
             }
         };
-        if let Err(error) = self.marketplace.record(&installed.plugin) {
+        if let Err(error) = self.marketplace.record(&installed) {
             // The new version serves, but a restart would go back to the
             // locked one: say so loudly, and stop following the lock.
             tracing::error!(

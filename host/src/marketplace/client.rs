@@ -57,7 +57,7 @@ impl PluginMarketplace {
         name: &str,
         requirement: &VersionReq,
     ) -> Result<Installed, MarketplaceError> {
-        let locked = self.lock()?.get(name, TARGET).cloned();
+        let locked = self.lock()?.get(name, &self.target).cloned();
         let (index, recording) = self.accept_index().await?;
         // The download runs while the index's serial is recorded; both end
         // before the lock pins anything.
@@ -67,7 +67,7 @@ impl PluginMarketplace {
         );
         recorded?;
         let installed = installed?;
-        self.record(&installed.plugin)?;
+        self.record(&installed)?;
         Ok(installed)
     }
 
@@ -121,7 +121,7 @@ impl PluginMarketplace {
         let entries: Vec<LockedPlugin> = lock
             .entries()
             .iter()
-            .filter(|e| e.target == TARGET && name.is_none_or(|n| n == e.name))
+            .filter(|e| e.target == self.target && name.is_none_or(|n| n == e.name))
             .cloned()
             .collect();
         if let Some(name) = name
@@ -151,7 +151,7 @@ impl PluginMarketplace {
                         let installed = self
                             .fetch(&index, &entry.name, &version, Some(&entry.key_id), None)
                             .await?;
-                        self.record(&installed.plugin)?;
+                        self.record(&installed)?;
                         Some(installed)
                     }
                 }
@@ -175,12 +175,14 @@ impl PluginMarketplace {
     /// version that asks for more capabilities than the locked one declared
     /// is not downloaded: [`Download::Held`].
     pub async fn download_update(&self, name: &str) -> Result<Download, MarketplaceError> {
-        let entry = self.lock()?.get(name, TARGET).cloned().ok_or_else(|| {
-            MarketplaceError::NotInstalled {
+        let entry = self
+            .lock()?
+            .get(name, &self.target)
+            .cloned()
+            .ok_or_else(|| MarketplaceError::NotInstalled {
                 name: name.to_owned(),
                 lock: self.lock_path.clone(),
-            }
-        })?;
+            })?;
         let (index, recording) = self.accept_index().await?;
         let download = async {
             let (newer, skipped) = self.newer(&index, &entry).await?;
@@ -203,12 +205,20 @@ impl PluginMarketplace {
         downloaded
     }
 
-    /// Pins `plugin` in the lock file (replacing its entry for the same
-    /// target), rewriting the file atomically.
-    pub fn record(&self, plugin: &LockedPlugin) -> Result<(), MarketplaceError> {
+    /// Pins `installed` in the lock file, for every target its release
+    /// has (replacing every entry of the plugin: a target the release does
+    /// not have is no longer pinned), rewriting the file atomically.
+    pub fn record(&self, installed: &Installed) -> Result<(), MarketplaceError> {
         let _held = self.hold(STATE_LOCK, true)?;
         let mut lock = self.lock()?;
-        lock.upsert(plugin.clone());
+        let pins: Vec<&LockedPlugin> = std::iter::once(&installed.plugin)
+            .chain(&installed.others)
+            .collect();
+        let targets: Vec<&str> = pins.iter().map(|pin| pin.target.as_str()).collect();
+        lock.keep_targets(&installed.plugin.name, &targets);
+        for pin in pins {
+            lock.upsert(pin.clone());
+        }
         lock.write()?;
         Ok(())
     }
@@ -258,7 +268,7 @@ impl PluginMarketplace {
                 continue;
             };
             let name = plugin.name.as_str();
-            let pinned = self.lock()?.get(name, TARGET).cloned();
+            let pinned = self.lock()?.get(name, &self.target).cloned();
             let offline = |reason: String| MarketplaceError::Offline {
                 name: name.to_owned(),
                 requirement: requirement.to_string(),
@@ -293,7 +303,7 @@ impl PluginMarketplace {
                             "the lock pins {}, which backworks.yaml's `version: \"{requirement}\"` does not allow",
                             pin.version
                         ),
-                        None => format!("backworks.lock has no entry for target {TARGET}"),
+                        None => format!("backworks.lock has no entry for target {}", self.target),
                     };
                     if mode.locked {
                         return Err(MarketplaceError::LockMismatch {
@@ -322,7 +332,7 @@ impl PluginMarketplace {
                     }
                     let key = pinned.as_ref().map(|p| p.key_id.as_str());
                     let installed = self.fetch(index, name, &version, key, None).await?;
-                    self.record(&installed.plugin)?;
+                    self.record(&installed)?;
                     (installed.plugin, installed.path)
                 }
             };
@@ -333,6 +343,116 @@ impl PluginMarketplace {
             });
         }
         Ok(resolved)
+    }
+
+    /// `plugins lock`: pins every target of the releases the lock pins for
+    /// this host (a lock written before every target was pinned, or edited
+    /// by hand), without downloading any artifact: this host's pin must be
+    /// the signed index's artifact, and each other target's signature must
+    /// state its artifact ([`Self::pin_others`]). Rewrites the lock file
+    /// atomically; returns the pins of those plugins, by name and target.
+    pub async fn pin_every_target(&self) -> Result<Vec<LockedPlugin>, MarketplaceError> {
+        let entries: Vec<LockedPlugin> = self
+            .lock()?
+            .entries()
+            .iter()
+            .filter(|e| e.target == self.target)
+            .cloned()
+            .collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let index = self.fetch_index().await?;
+        let mut pins = Vec::new();
+        for entry in entries {
+            let version_text = entry.version.to_string();
+            let reference = self.reference(&index, &entry.name, &entry.version)?;
+            let release = self.release(reference, &entry.name, &entry.version).await?;
+            let listed = release.targets.get(&self.target).map(|a| a.sha256.as_str());
+            if listed != Some(entry.sha256.as_str()) {
+                return Err(MarketplaceError::PinMismatch {
+                    name: entry.name.clone(),
+                    version: version_text,
+                    target: self.target.clone(),
+                    registry_sha256: listed.unwrap_or("(none)").to_owned(),
+                    locked_sha256: entry.sha256.clone(),
+                });
+            }
+            if release.publisher != entry.key_id {
+                return Err(MarketplaceError::KeyChanged {
+                    name: entry.name.clone(),
+                    version: version_text,
+                    locked_key: entry.key_id.clone(),
+                    new_key: release.publisher.clone(),
+                });
+            }
+            let others = self
+                .pin_others(&release, &entry.name, &entry.version, &entry.key_id)
+                .await?;
+            pins.push(entry);
+            pins.extend(others);
+        }
+        let _held = self.hold(STATE_LOCK, true)?;
+        let mut lock = self.lock()?;
+        for pin in &pins {
+            // Every target of the plugin's locked release, nothing else.
+            let targets: Vec<&str> = pins
+                .iter()
+                .filter(|p| p.name == pin.name)
+                .map(|p| p.target.as_str())
+                .collect();
+            lock.keep_targets(&pin.name, &targets);
+            lock.upsert(pin.clone());
+        }
+        lock.write()?;
+        Ok(pins)
+    }
+
+    /// `plugins lock --check`: for each `type: marketplace` plugin of
+    /// `backworks.yaml`, the targets the lock pins, and what is wrong for
+    /// this host (no pin for its target, a version the requirement does not
+    /// allow, targets pinned at different versions). Reads the lock only.
+    pub fn check_lock(&self) -> Result<Vec<LockStatus>, MarketplaceError> {
+        let lock = self.lock()?;
+        Ok(self
+            .requirements
+            .iter()
+            .map(|(name, requirement)| {
+                let pins: Vec<LockedPlugin> = lock
+                    .entries()
+                    .iter()
+                    .filter(|e| e.name == *name)
+                    .cloned()
+                    .collect();
+                let here = pins.iter().find(|p| p.target == self.target);
+                let problem = match here {
+                    None => Some(format!(
+                        "not pinned for this host's target {}: run `backworks plugins install {name}`",
+                        self.target
+                    )),
+                    Some(pin) if !requirement.matches(&pin.version) => Some(format!(
+                        "pins {}, which backworks.yaml's `version: \"{requirement}\"` does not allow: run `backworks plugins install {name}`",
+                        pin.version
+                    )),
+                    Some(pin) if pins.iter().any(|p| p.version != pin.version) => Some(format!(
+                        "targets are pinned at different versions: run `backworks plugins lock` after `backworks plugins install {name}@{}`",
+                        pin.version
+                    )),
+                    Some(_) => None,
+                };
+                LockStatus {
+                    name: name.clone(),
+                    requirement: requirement.to_string(),
+                    pins,
+                    problem,
+                }
+            })
+            .collect())
+    }
+
+    /// The target this client downloads and loads artifacts for.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     pub(super) async fn index_once<'a>(

@@ -58,9 +58,13 @@ impl StagedFile {
 /// The artifact's file name, after checking that the release keeps its
 /// files in its own directory (`plugins/<name>/<version>/<target>/<file>`,
 /// signature at `<file>.minisig`).
-pub(super) fn artifact_file_name(release: &Release, artifact: &Artifact) -> Result<String, String> {
+pub(super) fn artifact_file_name(
+    release: &Release,
+    target: &str,
+    artifact: &Artifact,
+) -> Result<String, String> {
     let dir = format!(
-        "{}{TARGET}/",
+        "{}{target}/",
         registry::version_dir(&release.name, &release.version)
     );
     let file = artifact
@@ -130,23 +134,24 @@ impl PluginMarketplace {
                 host_abi: ABI_VERSION,
             });
         }
-        let artifact = release
-            .targets
-            .get(TARGET)
-            .ok_or_else(|| MarketplaceError::NoTarget {
-                name: name.to_owned(),
-                version: version_text.clone(),
-                target: TARGET.to_owned(),
-                // The registry's text, quoted in an error message.
-                available: list_or(
-                    release
-                        .targets
-                        .keys()
-                        .map(|target| crate::report::escape(target)),
-                    "none",
-                ),
-            })?;
-        let file_name = artifact_file_name(&release, artifact).map_err(refuse)?;
+        let artifact =
+            release
+                .targets
+                .get(&self.target)
+                .ok_or_else(|| MarketplaceError::NoTarget {
+                    name: name.to_owned(),
+                    version: version_text.clone(),
+                    target: self.target.clone(),
+                    // The registry's text, quoted in an error message.
+                    available: list_or(
+                        release
+                            .targets
+                            .keys()
+                            .map(|target| crate::report::escape(target)),
+                        "none",
+                    ),
+                })?;
+        let file_name = artifact_file_name(&release, &self.target, artifact).map_err(refuse)?;
         if let Some(key) = key
             && release.publisher != key
         {
@@ -163,17 +168,18 @@ impl PluginMarketplace {
             return Err(MarketplaceError::PinMismatch {
                 name: name.to_owned(),
                 version: version_text,
+                target: self.target.clone(),
                 registry_sha256: artifact.sha256.clone(),
                 locked_sha256: sha256.to_owned(),
             });
         }
-        let final_dir = self.version_dir(name, version, TARGET)?;
+        let final_dir = self.version_dir(name, version, &self.target)?;
         let final_file = registry::join_component(&final_dir, "file name", &file_name)
             .map_err(MarketplaceError::UnsafePath)?;
         let plugin = |key_id: KeyId| LockedPlugin {
             name: name.to_owned(),
             version: version.clone(),
-            target: TARGET.to_owned(),
+            target: self.target.clone(),
             sha256: artifact.sha256.clone(),
             key_id: key_id.to_string(),
         };
@@ -199,6 +205,9 @@ impl PluginMarketplace {
                 plugin: plugin(key_id),
                 path: final_file,
                 capabilities: declared(&metadata)?,
+                others: self
+                    .pin_others(&release, name, version, &key_id.to_string())
+                    .await?,
                 skipped: Vec::new(),
             });
         }
@@ -227,14 +236,21 @@ impl PluginMarketplace {
         // the staged file (a few pages of it).
         let mut record = None;
         let verified = match File::open(&staged) {
-            Ok(file) => hashed.conclude(|| {
-                let metadata = inspect::find_metadata_in_file(&file)?;
-                record = Some(metadata.clone());
-                Ok(metadata)
-            }),
+            Ok(file) => hashed.conclude(
+                // Only when the check fails, to name what failed.
+                || File::open(&staged),
+                || {
+                    let metadata = inspect::find_metadata_in_file(&file)?;
+                    record = Some(metadata.clone());
+                    Ok(metadata)
+                },
+            ),
             Err(e) => return Err(io_error("read back", &staged)(e)),
         };
         let key_id = self.accept(name, version, &signature_url, verified, key)?;
+        let others = self
+            .pin_others(&release, name, version, &key_id.to_string())
+            .await?;
         // Verified, so the record was read.
         let capabilities = match &record {
             Some(metadata) => declared(metadata)?,
@@ -267,8 +283,77 @@ impl PluginMarketplace {
             plugin: plugin(key_id),
             path: final_file,
             capabilities,
+            others,
             skipped: Vec::new(),
         })
+    }
+
+    /// The lock's pins for `release`'s targets other than this client's,
+    /// made without downloading their artifacts: each one's `.minisig` is
+    /// fetched and checked with [`signature::verify_claims`] (a trusted key
+    /// signed its trusted comment), and the comment must state the artifact
+    /// the signed index lists (name, version, target, sha256), signed by
+    /// `key_id`, the key of this target's artifact. A host of that target
+    /// then downloads exactly the pinned bytes and verifies them itself.
+    pub(super) async fn pin_others(
+        &self,
+        release: &Release,
+        name: &str,
+        version: &Version,
+        key_id: &str,
+    ) -> Result<Vec<LockedPlugin>, MarketplaceError> {
+        let version_text = version.to_string();
+        let refuse = |reason: String| MarketplaceError::Release {
+            name: name.to_owned(),
+            version: version_text.clone(),
+            reason,
+        };
+        let mut pins = Vec::new();
+        for (target, artifact) in &release.targets {
+            if *target == self.target {
+                continue;
+            }
+            artifact_file_name(release, target, artifact).map_err(refuse)?;
+            let url = self.location(&artifact.signature);
+            let text = self
+                .fetch_small(&artifact.signature, SIGNATURE_LIMIT)
+                .await?;
+            let verified =
+                signature::verify_claims(&String::from_utf8_lossy(&text), &self.trusted_keys)
+                    .map_err(|source| self.refusal(name, version, &url, source))?;
+            let claims = &verified.claims;
+            for (field, signed, expected) in [
+                ("name", claims.name.clone(), name),
+                ("version", claims.version.clone(), version_text.as_str()),
+                ("target", claims.target.clone(), target.as_str()),
+                ("sha256", claims.sha256_hex(), artifact.sha256.as_str()),
+            ] {
+                if signed != expected {
+                    return Err(MarketplaceError::WrongComment {
+                        subject: Subject::new(name, &version_text, &url),
+                        field,
+                        signed,
+                        expected: expected.to_owned(),
+                    });
+                }
+            }
+            if verified.key_id.to_string() != key_id {
+                return Err(refuse(format!(
+                    "its artifact for {} is signed by key {}, its artifact for {} by key {key_id}; one release has one publisher",
+                    crate::report::escape(target),
+                    verified.key_id,
+                    self.target
+                )));
+            }
+            pins.push(LockedPlugin {
+                name: name.to_owned(),
+                version: version.clone(),
+                target: target.clone(),
+                sha256: artifact.sha256.clone(),
+                key_id: key_id.to_string(),
+            });
+        }
+        Ok(pins)
     }
 
     /// Streams the artifact into the file `to`, never more than its

@@ -326,13 +326,15 @@ pub enum MarketplaceError {
     /// The registry's artifact of a locked version is not the one the lock
     /// pins: a published version changed.
     #[error(
-        "refusing {name} {version}: the registry's artifact for {TARGET} has sha256 {registry_sha256}, backworks.lock pins {locked_sha256}; published versions never change, so the registry or a mirror serves altered data"
+        "refusing {name} {version}: the registry's artifact for {target} has sha256 {registry_sha256}, backworks.lock pins {locked_sha256}; published versions never change, so the registry or a mirror serves altered data"
     )]
     PinMismatch {
         /// The plugin.
         name: String,
         /// The locked version.
         version: String,
+        /// The artifact's target.
+        target: String,
         /// The registry's sha256.
         registry_sha256: String,
         /// The lock's sha256.

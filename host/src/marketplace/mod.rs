@@ -102,9 +102,28 @@ pub struct Installed {
     /// What the library's own record declares it needs (the release's
     /// declaration is refused unless it is the same); `None`: nothing.
     pub capabilities: Option<Capabilities>,
+    /// The pins of the release's other targets (not downloaded: each one's
+    /// signature checked against the signed index, see
+    /// [`signature::verify_claims`]), by target.
+    pub others: Vec<LockedPlugin>,
     /// Newer versions the requirement allowed but this host cannot load
     /// (another plugin ABI), newest first.
     pub skipped: Vec<Skipped>,
+}
+
+/// What the lock pins for one `type: marketplace` plugin of
+/// `backworks.yaml` ([`PluginMarketplace::check_lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockStatus {
+    /// The plugin.
+    pub name: String,
+    /// Its version requirement in `backworks.yaml`.
+    pub requirement: String,
+    /// Its pins, one per target, in the lock file's order.
+    pub pins: Vec<LockedPlugin>,
+    /// What keeps `serve --locked` from running it on this host, if
+    /// anything.
+    pub problem: Option<String>,
 }
 
 /// What [`PluginMarketplace::update`] did for one plugin.
@@ -204,6 +223,9 @@ pub struct PluginMarketplace {
     requirements: Vec<(String, VersionReq)>,
     client: Option<reqwest::Client>,
     progress: bool,
+    /// The target whose artifacts are downloaded and loaded: this host's
+    /// ([`TARGET`]); the lock pins every target of a release.
+    target: String,
 }
 
 impl fmt::Debug for PluginMarketplace {
@@ -254,7 +276,16 @@ impl PluginMarketplace {
                 .collect(),
             client,
             progress: std::io::stderr().is_terminal(),
+            target: TARGET.to_owned(),
         })
+    }
+
+    /// This client, downloading the artifacts of `target` instead of this
+    /// host's: what a host of that target would do with the same lock.
+    #[cfg(test)]
+    pub(crate) fn playing_target(mut self, target: &str) -> Self {
+        self.target = target.to_owned();
+        self
     }
 
     /// Draws (or not) a progress bar for downloads on standard error.

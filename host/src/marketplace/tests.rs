@@ -177,7 +177,11 @@ fn artifact_paths_stay_in_their_directory() {
     let dir = format!("plugins/weather/1.0.0/{TARGET}");
     let good = format!("{dir}/libweather.so");
     assert_eq!(
-        artifact_file_name(&release, &artifact(&good, &format!("{good}.minisig"))),
+        artifact_file_name(
+            &release,
+            TARGET,
+            &artifact(&good, &format!("{good}.minisig"))
+        ),
         Ok(String::from("libweather.so"))
     );
     for (path, signature) in [
@@ -193,7 +197,7 @@ fn artifact_paths_stay_in_their_directory() {
             signature
         };
         assert!(
-            artifact_file_name(&release, &artifact(&path, &signature)).is_err(),
+            artifact_file_name(&release, TARGET, &artifact(&path, &signature)).is_err(),
             "{path}"
         );
     }
@@ -308,4 +312,132 @@ mod hostile_registries {
             "the index's word on the locked version was taken: not held, not an error"
         );
     }
+}
+
+/// A lock made on this host pins every target of the release (the other
+/// target's signature checked, its artifact not downloaded); a host of the
+/// other target then serves `--locked` from the same lock through the same
+/// code path (`prepare`), downloading and verifying its own artifact, and
+/// refuses bytes that are not the pinned ones.
+#[test]
+fn a_lock_pins_every_target_and_serves_locked_on_each() {
+    use backworks_registry::{Tree, Upload, UploadArtifact};
+    use backworks_test_support::{fixtures, harness::Keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (publisher, registry_keys) = (Keys::new(), Keys::new());
+    let tree = Tree::open(
+        &dir.path().join("registry"),
+        registry_keys.sk.clone(),
+        registry::DEFAULT_INDEX_LIFETIME_SECS,
+    )
+    .unwrap();
+    let other = fixtures::WINDOWS_GNU;
+    let libraries = [
+        (TARGET, std::fs::read(fixtures::c_plugin()).unwrap()),
+        (other, std::fs::read(fixtures::c_plugin_windows()).unwrap()),
+    ];
+    let artifacts = libraries
+        .iter()
+        .map(|(target, bytes)| {
+            let signed = signature::sign(bytes, &publisher.sk, Some(&publisher.pk)).unwrap();
+            let extension = if *target == other { "dll" } else { "so" };
+            UploadArtifact {
+                file_name: format!("weather-c-1.0.0-{target}.{extension}"),
+                bytes: bytes.clone(),
+                signature: signed.minisig,
+            }
+        })
+        .collect();
+    let upload = Upload {
+        description: None,
+        keywords: Vec::new(),
+        artifacts,
+    };
+    let validated = registry::validate_upload(upload, std::slice::from_ref(&publisher.pk)).unwrap();
+    tree.publish(validated).unwrap();
+    let config_path = dir.path().join("app/backworks.yaml");
+    std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+    let config = crate::config::parse(
+        &format!(
+            "trusted_keys:\n  - key: \"{}\"\nmarketplace:\n  registry: {}\n  key: \"{}\"\nplugins:\n  weather-c:\n    type: marketplace\n    version: \"1.0.0\"\n",
+            publisher.base64(),
+            tree.root().display(),
+            registry_keys.base64()
+        ),
+        &config_path,
+        &|_| None,
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let here = PluginMarketplace::from_config(&config)
+        .unwrap()
+        .with_progress(false);
+    let installed = runtime
+        .block_on(here.install("weather-c", &VersionReq::STAR))
+        .unwrap();
+    let sha256 = |bytes: &[u8]| backworks_registry::sha256_hex(bytes);
+    assert_eq!(installed.plugin.sha256, sha256(&libraries[0].1));
+    assert_eq!(installed.others.len(), 1, "{:?}", installed.others);
+    let lock = here.lock().unwrap();
+    let pinned = lock.get("weather-c", other).unwrap();
+    assert_eq!(pinned.sha256, sha256(&libraries[1].1));
+    assert_eq!(pinned.key_id, installed.plugin.key_id);
+    // Pinned, not downloaded.
+    assert!(
+        !here
+            .cache_dir()
+            .join("weather-c/1.0.0")
+            .join(other)
+            .exists()
+    );
+    assert!(
+        here.check_lock()
+            .unwrap()
+            .iter()
+            .all(|status| status.problem.is_none())
+    );
+
+    // The other target's host, with the same lock: `serve --locked`.
+    let there = PluginMarketplace::from_config(&config)
+        .unwrap()
+        .with_progress(false)
+        .playing_target(other);
+    let locked = ServeMode {
+        locked: true,
+        offline: false,
+    };
+    let resolved = runtime
+        .block_on(there.prepare(&config.plugins, locked))
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(&resolved[0].pin, pinned);
+    assert_eq!(std::fs::read(&resolved[0].path).unwrap(), libraries[1].1);
+
+    // The registry's other-target artifact replaced (same size): refused
+    // against the pin, nothing cached.
+    std::fs::remove_dir_all(there.cache_dir()).unwrap();
+    let served = tree.root().join(format!(
+        "plugins/weather-c/1.0.0/{other}/weather-c-1.0.0-{other}.dll"
+    ));
+    let mut altered = libraries[1].1.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    std::fs::write(&served, &altered).unwrap();
+    let error = runtime
+        .block_on(there.prepare(&config.plugins, locked))
+        .unwrap_err();
+    assert!(
+        matches!(error, MarketplaceError::Tampered { .. }),
+        "{error}"
+    );
+    assert!(
+        !there
+            .cache_dir()
+            .join("weather-c/1.0.0")
+            .join(other)
+            .exists()
+    );
 }

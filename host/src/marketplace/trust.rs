@@ -6,7 +6,6 @@
 //! trusted keys and the locked key.
 
 use super::*;
-use backworks_artifact::write::PathError;
 
 impl PluginMarketplace {
     /// Fetches, verifies and accepts the index (see [`Self::accept_index`]),
@@ -137,12 +136,6 @@ impl PluginMarketplace {
                 signed,
                 expected: actual,
             },
-            // Not a refusal: nothing could be checked.
-            VerifyError::Thread(source) => MarketplaceError::Io(PathError::new(
-                "start a thread to verify",
-                PathBuf::from(url),
-                source,
-            )),
             source => MarketplaceError::Signature {
                 subject: Subject::new(name, &version_text, url),
                 source,
@@ -176,7 +169,7 @@ impl PluginMarketplace {
         for (field, signed, expected) in [
             ("name", &claims.name, name),
             ("version", &claims.version, version_text.as_str()),
-            ("target", &claims.target, TARGET),
+            ("target", &claims.target, self.target.as_str()),
         ] {
             if signed != expected {
                 return Err(wrong_comment(field, signed.clone(), expected.to_owned()));

@@ -49,6 +49,7 @@ fn help_lists_commands_and_exit_codes() {
         ("search_help", &["plugins", "search", "--help"]),
         ("install_help", &["plugins", "install", "--help"]),
         ("update_help", &["plugins", "update", "--help"]),
+        ("lock_help", &["plugins", "lock", "--help"]),
         ("remove_help", &["plugins", "remove", "--help"]),
     ] {
         let output = backworks(args);

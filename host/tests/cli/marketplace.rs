@@ -390,6 +390,94 @@ fn install_from_a_directory_registry_then_serve_it() {
     );
 }
 
+/// `install` pins every target of the release: this host's artifact
+/// downloaded and verified, the other's signature checked against the
+/// signed index, its artifact not downloaded. `plugins lock --check` says
+/// which targets are pinned; `plugins lock` pins the others in a lock that
+/// has only this host's (one written before every target was pinned).
+#[test]
+fn install_pins_every_target_and_lock_check_says_which() {
+    let market = Market::new();
+    let windows = support::fixtures::WINDOWS_GNU;
+    let artifacts = [
+        (support::fixtures::weather_plugin(), artifact_name("1.0.0")),
+        (
+            support::fixtures::weather_plugin_windows(),
+            format!("weather-1.0.0-{windows}.dll"),
+        ),
+    ]
+    .into_iter()
+    .map(|(library, file_name)| {
+        let bytes = std::fs::read(library).unwrap();
+        let signed =
+            signature::sign(&bytes, &market.publisher.sk, Some(&market.publisher.pk)).unwrap();
+        UploadArtifact {
+            file_name,
+            bytes,
+            signature: signed.minisig,
+        }
+    })
+    .collect();
+    let upload = Upload {
+        description: None,
+        keywords: Vec::new(),
+        artifacts,
+    };
+    let validated =
+        registry::validate_upload(upload, std::slice::from_ref(&market.publisher.pk)).unwrap();
+    market.tree.publish(validated).unwrap();
+    let config = market.dir_config(Some("1.0.0"));
+
+    refused(
+        &config,
+        &["plugins", "lock", "--check"],
+        1,
+        &["weather: not pinned for this host's target", TARGET],
+    );
+    let installed = ok(&config, &["plugins", "install", "weather"]);
+    assert!(
+        installed.contains(&format!(
+            "also pinned for {windows} (their signatures checked, not downloaded)"
+        )),
+        "{installed}"
+    );
+    let lock = LockFile::read(&market.lock_path()).unwrap();
+    let targets: Vec<&str> = lock.entries().iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, [TARGET, windows]);
+    assert_eq!(
+        lock.get("weather", windows).unwrap().sha256,
+        sha256_of(&support::fixtures::weather_plugin_windows())
+    );
+    assert!(!market.cache().join("weather/1.0.0").join(windows).exists());
+
+    let check: Value =
+        serde_json::from_str(&ok(&config, &["plugins", "lock", "--check", "--json"])).unwrap();
+    assert_eq!(check["target"], TARGET);
+    let weather = &check["plugins"][0];
+    assert_eq!(weather["name"], "weather");
+    assert_eq!(weather["problem"], Value::Null);
+    let pinned: Vec<&str> = weather["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pin| pin["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(pinned, [TARGET, windows]);
+
+    // A lock with this host's pin only: `plugins lock` adds the other.
+    let mut lock = LockFile::read(&market.lock_path()).unwrap();
+    lock.keep_targets("weather", &[TARGET]);
+    lock.write().unwrap();
+    let text = ok(&config, &["plugins", "lock"]);
+    assert!(
+        text.contains(&format!("  {windows} 1.0.0 sha256 ")),
+        "{text}"
+    );
+    let lock = LockFile::read(&market.lock_path()).unwrap();
+    assert_eq!(lock.entries().len(), 2);
+    assert!(!market.cache().join("weather/1.0.0").join(windows).exists());
+}
+
 #[test]
 fn install_from_a_file_url() {
     let market = Market::new();

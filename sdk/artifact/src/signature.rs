@@ -21,7 +21,7 @@
 //! other's key and signature files. Nothing here panics on any input.
 
 use std::fmt;
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ct_codecs::{Base64, Decoder};
@@ -563,10 +563,6 @@ pub enum VerifyError {
     /// The signature verifies, but the file has no readable metadata record.
     #[error("the signature verifies but the file is not a backworks plugin: {0}")]
     NotAPlugin(#[source] InspectError),
-    /// [`StreamVerifier::new`] could not start its hashing thread (the
-    /// system is out of threads or memory): nothing was checked.
-    #[error("cannot start the thread that hashes the file: {0}")]
-    Thread(#[source] std::io::Error),
 }
 
 /// Verifies that `signature_text` (a `.minisig` file's text) is a signature
@@ -582,6 +578,14 @@ pub enum VerifyError {
 /// ([`VerifyError::Modified`]); when only the comment's signature fails, the
 /// comment was altered ([`VerifyError::CommentAltered`]). Last, the signed
 /// claims are compared with the file's.
+///
+/// One hash pass over `bytes` (sha256) when they are what was signed: the
+/// global signature binds the trusted comment, and so its sha256 claim, to
+/// the key, and the bytes' sha256 equal to that claim binds the bytes
+/// (`docs/signing.md`, "One hash pass"). minisign's BLAKE2b prehash is
+/// computed only when something failed, to name what:
+/// [`verify_both_signatures`] computes it always, with the same result for
+/// every signature made by `cargo backworks sign`.
 pub fn verify(
     bytes: &[u8],
     signature_text: &str,
@@ -589,15 +593,64 @@ pub fn verify(
 ) -> Result<Verified, VerifyError> {
     let pending = Pending::new(signature_text, trusted_keys)?;
     let sha256 = sha256(bytes);
-    let data = minisign::verify(
-        &pending.key,
-        &pending.signature,
-        Cursor::new(bytes),
-        true,
-        false,
-        false,
-    );
-    pending.conclude(sha256, data, || inspect::find_metadata(bytes))
+    pending.conclude_once(
+        sha256,
+        || Ok(Cursor::new(bytes)),
+        || inspect::find_metadata(bytes),
+    )
+}
+
+/// [`verify`], checking minisign's signature over the bytes' BLAKE2b-512
+/// prehash too, as the `minisign` tool does: what `cargo backworks verify`
+/// and the registry's upload check use, so that every published `.minisig`
+/// also verifies with the `minisign` command-line tool. Refuses what
+/// [`verify`] refuses, for the same reason; it also refuses a signature
+/// whose trusted comment (signed by a trusted key) states the sha256 of
+/// these bytes but whose signature over the bytes does not hold, which no
+/// signature made by `cargo backworks sign` is.
+pub fn verify_both_signatures(
+    bytes: &[u8],
+    signature_text: &str,
+    trusted_keys: &[PublicKey],
+) -> Result<Verified, VerifyError> {
+    let pending = Pending::new(signature_text, trusted_keys)?;
+    let sha256 = sha256(bytes);
+    let data = pending.data_signature(Ok(Cursor::new(bytes)));
+    let failure = match data {
+        Some(Failed::Data) => Some(Failed::Data),
+        _ if !pending.comment_signed() => Some(Failed::Comment),
+        _ => None,
+    };
+    pending.conclude(sha256, failure, || inspect::find_metadata(bytes))
+}
+
+/// Checks a signature without the bytes it signs: a trusted key signed its
+/// trusted comment (the global signature), and the comment is a backworks
+/// claim; returns the signed claims, for the caller to compare with what it
+/// expects of the artifact (the sha256 the signed registry index states).
+///
+/// What the lock file pins for a target whose artifact this machine does
+/// not download: the claims are the key holder's (as in the one-pass check,
+/// `docs/signing.md`), and the bytes are bound to them by [`verify`] on the
+/// machine that loads them. Refuses a malformed or legacy signature, an
+/// untrusted key, an altered comment ([`VerifyError::CommentAltered`]) and a
+/// comment that is not a backworks claim.
+pub fn verify_claims(
+    signature_text: &str,
+    trusted_keys: &[PublicKey],
+) -> Result<Verified, VerifyError> {
+    let pending = Pending::new(signature_text, trusted_keys)?;
+    if !pending.comment_signed() {
+        return Err(VerifyError::CommentAltered {
+            comment: pending.comment_text,
+        });
+    }
+    let comment = pending.comment.map_err(VerifyError::NotBackworks)?;
+    Ok(Verified {
+        claims: comment.claims,
+        timestamp: comment.timestamp,
+        key_id: pending.signed_by,
+    })
 }
 
 /// A signature whose form and key are checked, waiting for the hashes of
@@ -609,6 +662,11 @@ struct Pending {
     signed_by: KeyId,
     comment_text: String,
     comment: Result<TrustedComment, CommentError>,
+    /// The signature over the file's prehash (line 2, its last 64 bytes):
+    /// with the trusted comment, what the global signature signs.
+    file_signature: [u8; 64],
+    /// The global signature (line 4).
+    global_signature: [u8; 64],
 }
 
 impl Pending {
@@ -631,22 +689,114 @@ impl Pending {
                 reason: e.to_string(),
             })?;
         let comment = TrustedComment::parse(&comment_text);
+        // `parse_signature` has decoded both lines, so they decode here: a
+        // line of another length would be an error, never a panic.
+        let line = |n: usize| {
+            let text = signature_text.lines().nth(n).unwrap_or_default().trim();
+            Base64::decode_to_vec(text.as_bytes(), None).unwrap_or_default()
+        };
+        let malformed = |what: &str| VerifyError::Malformed {
+            reason: format!("the {what} is not the length minisign writes"),
+        };
+        let signature_line = line(1);
+        let file_signature = signature_line
+            .get(10..)
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .ok_or_else(|| malformed("signature (line 2)"))?;
+        let global_signature = <[u8; 64]>::try_from(line(3).as_slice())
+            .map_err(|_| malformed("global signature (line 4)"))?;
         Ok(Self {
             key: key.clone(),
             signature,
             signed_by,
             comment_text,
             comment,
+            file_signature,
+            global_signature,
         })
     }
 
-    /// Concludes from the bytes' sha256 and what `minisign::verify` said of
-    /// them; `metadata` reads the bytes' metadata record, called at most
+    /// Whether the global signature holds: Ed25519, by the trusted key,
+    /// over the file signature and the trusted comment (minisign's
+    /// definition). Strict verification: a non-canonical signature or a
+    /// weak key, which minisign refuses too, is refused.
+    fn comment_signed(&self) -> bool {
+        // A minisign public key is the algorithm (2 bytes), the key id (8)
+        // and the Ed25519 key (32).
+        let key = self.key.to_bytes();
+        let Some(Ok(key)) = key
+            .get(10..42)
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes))
+        else {
+            return false;
+        };
+        let mut message = Vec::with_capacity(64 + self.comment_text.len());
+        message.extend_from_slice(&self.file_signature);
+        message.extend_from_slice(self.comment_text.as_bytes());
+        let signature = ed25519_dalek::Signature::from_bytes(&self.global_signature);
+        key.verify_strict(&message, &signature).is_ok()
+    }
+
+    /// Checks the signature over the bytes' BLAKE2b prehash (a pass over
+    /// the bytes): `None` when it holds; bytes that cannot be read count as
+    /// not signed.
+    fn data_signature<R: Read + Seek>(&self, bytes: std::io::Result<R>) -> Option<Failed> {
+        let Ok(bytes) = bytes else {
+            return Some(Failed::Data);
+        };
+        match minisign::verify(&self.key, &self.signature, bytes, true, false, false) {
+            Ok(()) => None,
+            // Only the comment's signature failing is told apart: the crate
+            // checks the data first, and this is only asked whether the
+            // data signature holds.
+            Err(e) if e.to_string() == COMMENT_SIGNATURE_FAILED => None,
+            Err(e) if e.to_string() == DATA_SIGNATURE_FAILED => Some(Failed::Data),
+            // A later crate may word its errors differently (a unit test
+            // pins these two): an error it does not name counts as the
+            // data signature failing, a refusal either way.
+            Err(_) => Some(Failed::Data),
+        }
+    }
+
+    /// Concludes with one hash pass when the bytes are the signed ones: the
+    /// global signature holds and the comment's sha256 is `actual_sha256`.
+    /// Otherwise `bytes_again` is read once more for minisign's BLAKE2b
+    /// prehash, so that the reason given is the one
+    /// [`verify_both_signatures`] gives.
+    fn conclude_once<R: Read + Seek>(
+        self,
+        actual_sha256: [u8; 32],
+        bytes_again: impl FnOnce() -> std::io::Result<R>,
+        metadata: impl FnOnce() -> Result<PluginMetadata, InspectError>,
+    ) -> Result<Verified, VerifyError> {
+        let failure = if self.comment_signed() {
+            match &self.comment {
+                Ok(comment) if comment.claims.sha256 == actual_sha256 => None,
+                // Signed by the key for other bytes: the file is not the
+                // signed one (which one, `conclude` says).
+                Ok(_) => Some(Failed::Data),
+                // A signed comment that is not a backworks claim binds no
+                // sha256: only the signature over the bytes can tell a
+                // modified file from a foreign signature.
+                Err(_) => self.data_signature(bytes_again()),
+            }
+        } else {
+            Some(
+                self.data_signature(bytes_again())
+                    .unwrap_or(Failed::Comment),
+            )
+        };
+        self.conclude(actual_sha256, failure, metadata)
+    }
+
+    /// Concludes from the bytes' sha256 and which signature failed, if one
+    /// did; `metadata` reads the bytes' metadata record, called at most
     /// once.
     fn conclude(
         self,
         actual_sha256: [u8; 32],
-        data: Result<(), minisign::PError>,
+        failure: Option<Failed>,
         metadata: impl FnOnce() -> Result<PluginMetadata, InspectError>,
     ) -> Result<Verified, VerifyError> {
         let Self {
@@ -655,20 +805,6 @@ impl Pending {
             comment,
             ..
         } = self;
-        let failure = match data {
-            Ok(()) => None,
-            Err(e) => Some(match e.to_string().as_str() {
-                DATA_SIGNATURE_FAILED => Failed::Data,
-                COMMENT_SIGNATURE_FAILED => Failed::Comment,
-                // A later crate may word its errors differently: tell the
-                // two apart by the signed sha256 then (exact unless the
-                // sha256 in the comment was edited).
-                _ => match &comment {
-                    Ok(comment) if comment.claims.sha256 == actual_sha256 => Failed::Comment,
-                    _ => Failed::Data,
-                },
-            }),
-        };
         match failure {
             None => {}
             Some(Failed::Comment) => {
@@ -1400,7 +1536,12 @@ mod tests {
         }
         let hashed = verifier.finish();
         assert_eq!(hashed.sha256(), sha256(bytes));
-        hashed.conclude(|| inspect::find_metadata_in_file(&file))
+        let again = || {
+            let mut again = &file;
+            again.rewind()?;
+            Ok(again)
+        };
+        hashed.conclude(again, || inspect::find_metadata_in_file(&file))
     }
 
     #[test]
@@ -1427,12 +1568,14 @@ mod tests {
         let not_backworks = raw_signature(&bytes, &keys, "timestamp:1 file:weather.so");
         let not_a_plugin = b"not a library".to_vec();
         let of_not_a_plugin = claiming(&not_a_plugin, &bytes);
+        let altered_line = altered_signature_line(&signed);
         let trusted = std::slice::from_ref(&keys.pk);
-        let cases: [(&str, &[u8], &str, &[PublicKey]); 10] = [
+        let cases: [(&str, &[u8], &str, &[PublicKey]); 11] = [
             ("valid", &bytes, &signed, trusted),
             ("modified", &modified, &signed, trusted),
             ("other plugin", &bytes, &of_forecast, trusted),
             ("altered comment", &bytes, &altered, trusted),
+            ("altered signature line", &bytes, &altered_line, trusted),
             ("claims of another", &bytes, &named_wrong, trusted),
             ("not a backworks comment", &bytes, &not_backworks, trusted),
             ("not a plugin", &not_a_plugin, &of_not_a_plugin, trusted),
@@ -1449,6 +1592,12 @@ mod tests {
         for (case, bytes, signature_text, keys) in cases {
             let expected = format!("{:?}", verify(bytes, signature_text, keys));
             kinds.insert(expected.split(['(', ' ', '{']).nth(1).map(str::to_owned));
+            // One hash pass or two, the same outcome.
+            assert_eq!(
+                format!("{:?}", verify_both_signatures(bytes, signature_text, keys)),
+                expected,
+                "{case}, both signatures"
+            );
             for chunk_size in [1, 7, 64, 4096, bytes.len().max(1)] {
                 assert_eq!(
                     format!(
@@ -1462,7 +1611,37 @@ mod tests {
         }
         // Each case is a different outcome of `verify` (the empty file is
         // `Modified` again).
-        assert_eq!(kinds.len(), 9, "{kinds:?}");
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
+    }
+
+    #[test]
+    fn claims_are_verified_without_the_bytes() {
+        let (keys, other) = (keys(), keys());
+        let bytes = weather();
+        let signed = sign(&bytes, &keys.sk, Some(&keys.pk)).unwrap();
+        let trusted = std::slice::from_ref(&keys.pk);
+        let verified = verify_claims(&signed.minisig, trusted).unwrap();
+        assert_eq!(verified.claims, signed.claims);
+        assert_eq!(verified.key_id, KeyId::of_public_key(&keys.pk));
+        let altered = with_comment(&signed.minisig, |c| c.replace("weather", "weathex"));
+        assert!(matches!(
+            verify_claims(&altered, trusted),
+            Err(VerifyError::CommentAltered { .. })
+        ));
+        // The global signature covers the file signature too.
+        assert!(matches!(
+            verify_claims(&altered_signature_line(&signed.minisig), trusted),
+            Err(VerifyError::CommentAltered { .. })
+        ));
+        assert!(matches!(
+            verify_claims(&signed.minisig, std::slice::from_ref(&other.pk)),
+            Err(VerifyError::UntrustedKey { .. })
+        ));
+        let plain = raw_signature(&bytes, &keys, "timestamp:1 file:weather.so");
+        assert!(matches!(
+            verify_claims(&plain, trusted),
+            Err(VerifyError::NotBackworks(_))
+        ));
     }
 
     #[test]
@@ -1656,10 +1835,21 @@ mod tests {
         let keys = keys();
         let weather = weather();
         let forecast = plugin("forecast", "2.0.0", b"code");
-        // Signed over forecast's bytes, stating weather's claims.
+        // Signed over forecast's bytes, stating weather's claims: only the
+        // holder of the key can make such a signature (`cargo backworks
+        // sign` never does). The one-pass check takes the signed claims as
+        // the truth and finds the file is not the one they name; the check
+        // of both signatures finds the signature over the bytes holds and
+        // the claims wrong.
         let weather_comment = Claims::of(&weather).unwrap().to_trusted_comment(1).unwrap();
         let minisig = raw_signature(&forecast, &keys, &weather_comment);
-        let error = verify(&forecast, &minisig, std::slice::from_ref(&keys.pk)).unwrap_err();
+        let trusted = std::slice::from_ref(&keys.pk);
+        let error = verify(&forecast, &minisig, trusted).unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::OtherPlugin { signed, actual } if signed.name == "weather" && actual.name == "forecast"),
+            "{error:?}"
+        );
+        let error = verify_both_signatures(&forecast, &minisig, trusted).unwrap_err();
         assert!(
             matches!(&error, VerifyError::ClaimsMismatch { field: "name", signed, actual } if signed == "weather" && actual == "forecast"),
             "{error:?}"
@@ -1672,7 +1862,12 @@ mod tests {
         let mut claims = Claims::of(&forecast).unwrap();
         claims.sha256 = [7; 32];
         let minisig = raw_signature(&forecast, &keys, &claims.to_trusted_comment(1).unwrap());
-        let error = verify(&forecast, &minisig, std::slice::from_ref(&keys.pk)).unwrap_err();
+        let error = verify(&forecast, &minisig, trusted).unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::Modified { signed_sha256: Some(signed), .. } if *signed == "07".repeat(32)),
+            "{error:?}"
+        );
+        let error = verify_both_signatures(&forecast, &minisig, trusted).unwrap_err();
         assert!(
             matches!(
                 &error,
@@ -1752,7 +1947,17 @@ mod tests {
         let keys = keys();
         let bytes = weather();
         let signed = sign(&bytes, &keys.sk, None).unwrap();
-        let mut lines: Vec<String> = signed.minisig.lines().map(str::to_owned).collect();
+        let minisig = altered_signature_line(&signed.minisig);
+        let error = verify(&bytes, &minisig, &[keys.pk]).unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::SignatureAltered { sha256 } if *sha256 == signed.claims.sha256_hex()),
+            "{error:?}"
+        );
+    }
+
+    /// `minisig` with one character of its file signature (line 2) changed.
+    fn altered_signature_line(minisig: &str) -> String {
+        let mut lines: Vec<String> = minisig.lines().map(str::to_owned).collect();
         // Line 2 is 74 bytes (algorithm, key id, signature): 100 base64
         // characters ending in `=`. Change a character of the signature in a
         // full 4-character group: the last group's final character carries
@@ -1762,12 +1967,7 @@ mod tests {
         let at = line.len() - 10;
         let replacement = if &line[at..at + 1] == "A" { "B" } else { "A" };
         line.replace_range(at..at + 1, replacement);
-        let minisig = lines.join("\n");
-        let error = verify(&bytes, &minisig, &[keys.pk]).unwrap_err();
-        assert!(
-            matches!(&error, VerifyError::SignatureAltered { sha256 } if *sha256 == signed.claims.sha256_hex()),
-            "{error:?}"
-        );
+        lines.join("\n")
     }
 
     #[test]

@@ -1166,11 +1166,14 @@ pub fn validate_upload(
                 .join("; ");
             return Err(RegistryError::InvalidArtifact { file, findings });
         }
-        let verified = signature::verify(&artifact.bytes, &artifact.signature, publishers)
-            .map_err(|source| RegistryError::Signature {
-                file: file.clone(),
-                source,
-            })?;
+        // Both signatures: every published `.minisig` also verifies with
+        // the `minisign` tool (the host's one-pass check needs only one).
+        let verified =
+            signature::verify_both_signatures(&artifact.bytes, &artifact.signature, publishers)
+                .map_err(|source| RegistryError::Signature {
+                    file: file.clone(),
+                    source,
+                })?;
         let claims = verified.claims;
         // The record's name, version and target become directories of the
         // tree: nothing but what their grammar allows.
