@@ -349,7 +349,7 @@ impl PluginMarketplace {
     /// this host (a lock written before every target was pinned, or edited
     /// by hand), without downloading any artifact: this host's pin must be
     /// the signed index's artifact, and each other target's signature must
-    /// state its artifact ([`Self::pin_others`]). Rewrites the lock file
+    /// state its artifact (as `install` checks them). Rewrites the lock file
     /// atomically; returns the pins of those plugins, by name and target.
     pub async fn pin_every_target(&self) -> Result<Vec<LockedPlugin>, MarketplaceError> {
         let entries: Vec<LockedPlugin> = self
