@@ -1078,4 +1078,16 @@ mod tests {
             "--remap-path-prefix=/src/demo/target=/backworks/target"
         );
     }
+
+    #[test]
+    fn a_plugin_depending_on_a_member_gives_every_unit_the_root() {
+        let flags = remap_flags(Path::new("/src/demo"), Path::new("/tmp/target"), &[], true);
+        let root = "--remap-path-prefix=/src/demo=/backworks/source".to_owned();
+        let target = "--remap-path-prefix=/tmp/target=/backworks/target".to_owned();
+        assert!(
+            flags.common.ends_with(&[root.clone(), target.clone()]),
+            "{flags:?}"
+        );
+        assert_eq!(flags.plugin, [root, target]);
+    }
 }
