@@ -2,8 +2,10 @@
 //! the same freshly generated plugin, warm: dependencies are built first,
 //! then each round either changes nothing (no-op build) or touches
 //! `src/lib.rs` (the plugin crate recompiles and relinks). Each tool has its
-//! own target directory (the reproducibility remaps change the compiler
-//! flags, which would otherwise make the two thrash one directory).
+//! own target directory, so that neither finds the other's work (in one,
+//! they would not rebuild each other's dependencies: `cargo backworks
+//! build` builds with `--target`, into its own directory, and cargo keeps
+//! dependencies compiled with and without the remaps apart).
 //!
 //! Run: `cargo bench -p cargo-backworks --bench build`. Prints medians and
 //! the overhead of `cargo backworks build` over `cargo build`.

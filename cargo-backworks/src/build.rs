@@ -7,21 +7,34 @@
 //! - Targets come from `--target`, else from the union of the packages'
 //!   `[package.metadata.backworks] targets = [...]`, else the host.
 //! - Cargo is `$CARGO` (set by cargo when it runs a subcommand), never a
-//!   guessed path. It runs once per target with
-//!   `--message-format=json-render-diagnostics`: its diagnostics are forwarded
-//!   as they come, and the library paths are taken from its
-//!   `compiler-artifact` messages, never guessed from file names.
-//! - Builds are reproducible across checkouts: the source tree, cargo home
-//!   and target directory are remapped (`--remap-path-prefix`) to fixed
-//!   paths, so the same source built from two directories gives the same
-//!   bytes.
+//!   guessed path. It runs once per package and target, as `cargo rustc
+//!   --lib -p <package>` with `--message-format=json-render-diagnostics`:
+//!   its diagnostics are forwarded as they come, and the library paths are
+//!   taken from its `compiler-artifact` messages, never guessed from file
+//!   names. A line per run says what cargo compiled and how much was fresh.
+//! - Builds are reproducible across checkouts: the source tree, cargo home,
+//!   target directory and path dependencies outside the workspace are
+//!   remapped (`--remap-path-prefix`) to fixed paths, so the same source
+//!   built from two directories gives the same bytes.
+//! - The remap of the workspace root reaches only the plugin's own crate,
+//!   as `cargo rustc`'s arguments for the final crate: the flags every
+//!   other unit gets (cargo home, target directory, path dependencies) do
+//!   not depend on where the plugin is, so plugins sharing a target
+//!   directory share their compiled dependencies instead of rebuilding them
+//!   all for each other. (Cargo keeps one copy of a unit whatever its
+//!   flags when these contain a remap: it leaves them out of the file names
+//!   for reproducible bytes, so differing flags would rebuild it each time.)
+//!   The final crate's arguments are part of its fingerprint, so a plugin
+//!   of the same name in another directory is rebuilt, never taken for
+//!   this one. When a plugin depends on another member of its workspace,
+//!   that crate needs the root's remap too, and every unit gets it: such a
+//!   workspace's dependencies are its own again.
 //! - A package's declared capabilities
 //!   (`[package.metadata.backworks.capabilities]`) are checked, and handed
 //!   to `export_plugin!` as canonical JSON in `BACKWORKS_PLUGIN_CAPABILITIES`
 //!   (removed from cargo's environment for a package that declares none, so
-//!   a stray variable cannot leak in); packages with different declarations
-//!   are built by separate cargo runs. Each library's record must then carry
-//!   exactly its package's declaration.
+//!   a stray variable cannot leak in). Each library's record must then
+//!   carry exactly its package's declaration.
 //! - Each library is copied (atomically) to
 //!   `<target-dir>/backworks/<target>/<name>-<version>-<target>.<so|dll|dylib>`
 //!   and checked with [`check`](crate::check).
@@ -356,42 +369,77 @@ pub fn declared_capabilities(
     Ok(Some(capabilities))
 }
 
-/// `--remap-path-prefix` flags that make output independent of where the
-/// source, cargo home and target directory are.
+/// Compiler flags: the `--remap-path-prefix` flags that make output
+/// independent of where the source, cargo home, target directory and path
+/// dependencies are (and the link arguments some targets add).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flags {
+    /// For every unit (`RUSTFLAGS`): unless the plugin depends on another
+    /// member, none names the workspace's directory, so two plugins sharing
+    /// a target directory (and an SDK) give their dependencies the same
+    /// flags.
+    common: Vec<String>,
+    /// For the plugin's own crate only, after `common` (`cargo rustc`'s
+    /// arguments after `--`).
+    plugin: Vec<String>,
+}
+
+/// The remaps for a workspace at `workspace_root` building into
+/// `target_dir`, whose plugins depend on the non-member `path_deps`, and on
+/// other members of the workspace when `member_deps` (whose sources need the
+/// root's remap as well).
 fn remap_flags(
     workspace_root: &Path,
     target_dir: &Path,
     path_deps: &[(String, PathBuf)],
-) -> Vec<String> {
+    member_deps: bool,
+) -> Flags {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    let mut flags = Vec::new();
     // Later flags win where prefixes nest (the target dir is usually inside
-    // the workspace root).
+    // the workspace root, so it comes after it).
+    let source_and_target = [
+        format!(
+            "--remap-path-prefix={}=/backworks/source",
+            workspace_root.display()
+        ),
+        format!(
+            "--remap-path-prefix={}=/backworks/target",
+            target_dir.display()
+        ),
+    ];
+    let mut common = Vec::new();
     if let Some(home) = cargo_home {
-        flags.push(format!(
+        common.push(format!(
             "--remap-path-prefix={}=/backworks/cargo-home",
             home.display()
         ));
     }
-    // Path dependencies outside the workspace (the SDK of a checkout, a
+    // Path dependencies that are not members (the SDK of a checkout, a
     // sibling crate): their absolute paths differ between machines.
     for (name, path) in path_deps {
-        flags.push(format!(
+        common.push(format!(
             "--remap-path-prefix={}=/backworks/path/{name}",
             path.display()
         ));
     }
-    flags.push(format!(
-        "--remap-path-prefix={}=/backworks/source",
-        workspace_root.display()
-    ));
-    flags.push(format!(
-        "--remap-path-prefix={}=/backworks/target",
-        target_dir.display()
-    ));
-    flags
+    if member_deps {
+        common.extend(source_and_target.iter().cloned());
+    } else {
+        // Dependencies need the target dir's: a build script's generated
+        // code (`OUT_DIR`) is there.
+        common.push(source_and_target[1].clone());
+    }
+    Flags {
+        common,
+        // Also when `common` has them: as arguments of the final crate they
+        // are in its fingerprint, so a plugin of the same name and version
+        // built in another directory is rebuilt, never taken for this one
+        // (cargo names a workspace's packages by their path relative to the
+        // workspace root, which is the same in both).
+        plugin: source_and_target.to_vec(),
+    }
 }
 
 /// Adds `flags` to the compiler flags of `command` without dropping the
@@ -568,16 +616,28 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             })
         })
         .collect::<Result<_, BuildError>>()?;
+    // The members' directories are remapped with the workspace root, the
+    // other path dependencies' each on its own.
+    let members: Vec<&Path> = workspace
+        .metadata
+        .workspace_packages()
+        .into_iter()
+        .filter_map(|p| p.manifest_path.parent())
+        .map(|dir| dir.as_std_path())
+        .collect();
     let mut path_deps: Vec<(String, PathBuf)> = Vec::new();
+    let mut member_deps = false;
     for dependency in selected.iter().flat_map(|p| &p.dependencies) {
         if let Some(path) = &dependency.path {
             let path = path.clone().into_std_path_buf();
-            if !path.starts_with(&workspace_root) && !path_deps.iter().any(|(_, p)| *p == path) {
+            if members.contains(&path.as_path()) {
+                member_deps = true;
+            } else if !path_deps.iter().any(|(_, p)| *p == path) {
                 path_deps.push((dependency.name.clone(), path));
             }
         }
     }
-    let remaps = remap_flags(&workspace_root, &target_dir, &path_deps);
+    let remaps = remap_flags(&workspace_root, &target_dir, &path_deps, member_deps);
 
     let triples: Vec<String> = requested
         .iter()
@@ -659,7 +719,7 @@ fn build_target(
     target: Option<&str>,
     plan: &Plan,
     plugins: &[Plugin],
-    remaps: &[String],
+    remaps: &Flags,
     dist_root: &Path,
     progress: &Progress,
 ) -> Result<Vec<BuiltPlugin>, BuildError> {
@@ -726,117 +786,84 @@ fn capabilities_mismatch(plugin: &Plugin, recorded: Option<&Capabilities>) -> Op
     }
 }
 
-/// Runs cargo for one target; returns each plugin with the library cargo
-/// reported for it.
+/// Runs cargo for one target, once per plugin; returns each plugin with
+/// the library cargo reported for it.
 ///
-/// Mach-O libraries are linked one package at a time with `cargo rustc`,
-/// so that each gets its own install name, `@rpath/lib<name>.dylib`, as a
-/// link argument of its final crate only (dependencies are shared between
-/// the packages); without it the install name is the absolute path the
-/// library was linked at. (PE files are linked with
-/// `--no-insert-timestamp`, for the same bytes on every build.) Release
-/// builds also pass the linker `-S` (no
-/// debug map): the map names the object files by absolute path, rustc's
-/// among them in a randomly named temporary directory, and the Mach-O
-/// `LC_UUID` is a hash over it, so it would differ on every build.
+/// Each run is `cargo rustc` for one package, so that the flags naming the
+/// workspace reach its final crate only (see the module documentation),
+/// and the capabilities it declares reach `export_plugin!` alone (the
+/// macro reads them from the environment, the same for every crate of a
+/// run). Mach-O libraries also get their install name,
+/// `@rpath/lib<name>.dylib`, as a link argument of the final crate; without
+/// it the install name is the absolute path the library was linked at.
+/// (PE files are linked with `--no-insert-timestamp`, for the same bytes on
+/// every build.) Release builds also pass the linker `-S` (no debug map):
+/// the map names the object files by absolute path, rustc's among them in
+/// a randomly named temporary directory, and the Mach-O `LC_UUID` is a hash
+/// over it, so it would differ on every build.
 fn run_cargo<'p>(
     options: &BuildOptions,
     target: Option<&str>,
     plan: &Plan,
     plugins: &'p [Plugin],
-    remaps: &[String],
+    remaps: &Flags,
     progress: &Progress,
 ) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
     let mach_o = crate::target::parse(&plan.target)
         .is_some_and(|info| info.format == crate::target::Format::MachO);
-    let mut flags = remaps.to_vec();
+    let mut common = remaps.common.clone();
     if plan.target.contains("-windows-gnu") {
         // GNU ld stamps PE files with the link time.
-        flags.push("-Clink-arg=-Wl,--no-insert-timestamp".to_owned());
+        common.push("-Clink-arg=-Wl,--no-insert-timestamp".to_owned());
         if options.release {
             // The COFF symbol table (unused at run time: the exports are
             // in the export directory) differs between checkouts.
-            flags.push("-Clink-arg=-Wl,--strip-all".to_owned());
+            common.push("-Clink-arg=-Wl,--strip-all".to_owned());
         }
     }
-    if !mach_o {
-        // One run per declaration: `export_plugin!` reads it from the
-        // environment, which is the same for every crate of a run.
-        let mut declarations: Vec<Option<String>> = Vec::new();
-        for plugin in plugins {
-            let json = plugin.capabilities_json();
-            if !declarations.contains(&json) {
-                declarations.push(json);
-            }
-        }
-        let mut found = Vec::new();
-        for declaration in declarations {
-            let group: Vec<&Plugin> = plugins
-                .iter()
-                .filter(|p| p.capabilities_json() == declaration)
-                .collect();
-            found.extend(run_cargo_once(
-                options,
-                target,
-                plan,
-                &group,
-                &flags,
-                &[],
-                progress,
-            )?);
-        }
-        return Ok(found);
-    }
-    if options.release {
-        flags.push("-Clink-arg=-Wl,-S".to_owned());
+    if mach_o && options.release {
+        common.push("-Clink-arg=-Wl,-S".to_owned());
     }
     let mut found = Vec::new();
     for plugin in plugins {
-        let install_name = format!(
-            "-Clink-arg=-Wl,-install_name,@rpath/lib{}.dylib",
-            plugin.lib_name
-        );
-        found.extend(run_cargo_once(
-            options,
-            target,
-            plan,
-            &[plugin],
-            &flags,
-            &["--".to_owned(), install_name],
-            progress,
-        )?);
+        let mut own = remaps.plugin.clone();
+        if mach_o {
+            own.push(format!(
+                "-Clink-arg=-Wl,-install_name,@rpath/lib{}.dylib",
+                plugin.lib_name
+            ));
+        }
+        let flags = Flags {
+            common: common.clone(),
+            plugin: own,
+        };
+        let library = run_cargo_once(options, target, plan, plugin, &flags, progress)?;
+        found.push((plugin, library));
     }
     Ok(found)
 }
 
-/// One cargo run: `build` (or `zigbuild`) for `plugins`, or `rustc` for the
-/// one plugin with `rustc_args` (starting with `--`) for its final crate.
-/// The plugins share one declaration of capabilities, handed to
-/// `export_plugin!` in [`CAPABILITIES_ENV`].
-fn run_cargo_once<'p>(
+/// One cargo run: `rustc` (or `zigbuild`'s) for `plugin`'s library, with
+/// `flags.common` for every unit and `flags.plugin` for its final crate.
+/// The capabilities it declares are handed to `export_plugin!` in
+/// [`CAPABILITIES_ENV`].
+fn run_cargo_once(
     options: &BuildOptions,
     target: Option<&str>,
     plan: &Plan,
-    plugins: &[&'p Plugin],
-    flags: &[String],
-    rustc_args: &[String],
+    plugin: &Plugin,
+    flags: &Flags,
     progress: &Progress,
-) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
+) -> Result<PathBuf, BuildError> {
     let triple = plan.target.as_str();
-    let (program, subcommand) = match (&plan.builder, rustc_args.is_empty()) {
-        (Builder::Zigbuild { program, .. }, true) => (program.clone().into(), "zigbuild"),
-        (Builder::Zigbuild { program, .. }, false) => (program.clone().into(), "rustc"),
-        (_, true) => (cargo_program(), "build"),
-        (_, false) => (cargo_program(), "rustc"),
+    let program = match &plan.builder {
+        Builder::Zigbuild { program, .. } => program.clone().into(),
+        _ => cargo_program(),
     };
     let mut command = Command::new(&program);
-    command.args([
-        subcommand,
-        "--lib",
-        "--message-format=json-render-diagnostics",
-    ]);
+    command.args(["rustc", "--lib", "--message-format=json-render-diagnostics"]);
     command.envs(plan.env.iter().map(|(k, v)| (k, v)));
-    match plugins.first().and_then(|p| p.capabilities_json()) {
+    match plugin.capabilities_json() {
         Some(json) => command.env(CAPABILITIES_ENV, json),
         None => command.env_remove(CAPABILITIES_ENV),
     };
@@ -849,9 +876,7 @@ fn run_cargo_once<'p>(
     if let Some(manifest) = &options.manifest_path {
         command.arg("--manifest-path").arg(manifest);
     }
-    for plugin in plugins {
-        command.arg("-p").arg(&plugin.name);
-    }
+    command.arg("-p").arg(&plugin.name);
     if options.release {
         command.arg("--release");
     }
@@ -864,21 +889,17 @@ fn run_cargo_once<'p>(
     if progress.is_terminal() {
         command.arg("--color=always");
     }
-    add_rustflags(&mut command, flags);
-    command.args(rustc_args);
+    add_rustflags(&mut command, &flags.common);
+    command.arg("--").args(&flags.plugin);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
 
-    let names = plugins
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let name = &plugin.name;
     let profile = if options.release { "release" } else { "debug" };
     progress.step(&format!(
-        "Building {names} for {triple} ({profile}, {})",
+        "Building {name} for {triple} ({profile}, {})",
         plan.builder
     ));
-    progress.status(&format!("building {names} for {triple}"));
+    progress.status(&format!("building {name} for {triple}"));
     let mut child = command.spawn().map_err(|source| BuildError::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
@@ -887,7 +908,8 @@ fn run_cargo_once<'p>(
     let stderr = child.stderr.take().expect("stderr is piped");
 
     let extension = library_extension(triple);
-    let mut found: Vec<(&Plugin, PathBuf)> = Vec::new();
+    let mut found = None;
+    let mut units = Units::default();
     std::thread::scope(|scope| {
         // Cargo's own output (and the diagnostics it renders) as it comes.
         scope.spawn(|| {
@@ -899,10 +921,10 @@ fn run_cargo_once<'p>(
             match message {
                 Message::CompilerArtifact(artifact) => {
                     progress.status(&format!("compiled {}", artifact.target.name));
-                    let Some(plugin) = plugins.iter().find(|p| p.id == artifact.package_id) else {
-                        continue;
-                    };
-                    if !artifact.target.kind.contains(&TargetKind::CDyLib) {
+                    units.count(&artifact);
+                    if artifact.package_id != plugin.id
+                        || !artifact.target.kind.contains(&TargetKind::CDyLib)
+                    {
                         continue;
                     }
                     if let Some(file) = artifact
@@ -910,7 +932,7 @@ fn run_cargo_once<'p>(
                         .iter()
                         .find(|f| f.extension() == Some(extension))
                     {
-                        found.push((plugin, file.clone().into_std_path_buf()));
+                        found = Some(file.clone().into_std_path_buf());
                     }
                 }
                 Message::TextLine(line) => progress.forward(&line),
@@ -924,21 +946,68 @@ fn run_cargo_once<'p>(
     })?;
     if !status.success() {
         return Err(BuildError::Cargo {
-            packages: names,
+            packages: name.clone(),
             target: triple.to_owned(),
             status,
         });
     }
-    for plugin in plugins {
-        if !found.iter().any(|(p, _)| p.id == plugin.id) {
-            return Err(BuildError::NoArtifact {
-                package: plugin.name.clone(),
-                target: triple.to_owned(),
-                extension,
-            });
+    progress.step(&units.to_string());
+    found.ok_or_else(|| BuildError::NoArtifact {
+        package: name.clone(),
+        target: triple.to_owned(),
+        extension,
+    })
+}
+
+/// What one cargo run compiled, and how many of its crates were fresh
+/// (cargo's `compiler-artifact` messages): a line of the build's output,
+/// which tells a plugin's author (and the tests) that the dependencies
+/// were not rebuilt.
+#[derive(Debug, Default)]
+struct Units {
+    /// How many units cargo reported.
+    total: usize,
+    /// The ones it compiled: the crate's name, or `<directory> (build
+    /// script)`.
+    compiled: Vec<String>,
+}
+
+impl Units {
+    fn count(&mut self, artifact: &cargo_metadata::Artifact) {
+        self.total += 1;
+        if artifact.fresh {
+            return;
+        }
+        let name = if artifact.target.kind.contains(&TargetKind::CustomBuild) {
+            let dir = artifact
+                .manifest_path
+                .parent()
+                .and_then(|dir| dir.file_name())
+                .unwrap_or(artifact.target.name.as_str());
+            format!("{dir} (build script)")
+        } else {
+            artifact.target.name.clone()
+        };
+        self.compiled.push(name);
+    }
+}
+
+/// `   Compiled 1 of 24 crates: demo`, `   Compiled 0 of 24 crates (all
+/// fresh)`.
+impl std::fmt::Display for Units {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "   Compiled {} of {} crates",
+            self.compiled.len(),
+            self.total
+        )?;
+        if self.compiled.is_empty() {
+            f.write_str(" (all fresh)")
+        } else {
+            write!(f, ": {}", self.compiled.join(", "))
         }
     }
-    Ok(found)
 }
 
 /// Copies `from` to `to` (in `dir`) through a temporary file there, so `to`
@@ -984,16 +1053,41 @@ mod tests {
             Path::new("/src/demo"),
             Path::new("/src/demo/target"),
             &[("sdk".to_owned(), PathBuf::from("/src/sdk"))],
+            false,
         );
-        assert!(flags.contains(&"--remap-path-prefix=/src/sdk=/backworks/path/sdk".to_owned()));
-        let source = flags
-            .iter()
-            .position(|f| f.ends_with("=/backworks/source"))
-            .unwrap();
-        let target = flags
-            .iter()
-            .position(|f| f.ends_with("=/backworks/target"))
-            .unwrap();
-        assert!(source < target, "{flags:?}");
+        assert!(
+            flags
+                .common
+                .contains(&"--remap-path-prefix=/src/sdk=/backworks/path/sdk".to_owned())
+        );
+        // Only the plugin's own flags name the workspace root, and they end
+        // with the target dir it contains.
+        assert!(
+            !flags.common.iter().any(|f| f.contains("/src/demo=")),
+            "{flags:?}"
+        );
+        assert_eq!(
+            flags.plugin,
+            [
+                "--remap-path-prefix=/src/demo=/backworks/source",
+                "--remap-path-prefix=/src/demo/target=/backworks/target"
+            ]
+        );
+        assert_eq!(
+            flags.common.last().unwrap(),
+            "--remap-path-prefix=/src/demo/target=/backworks/target"
+        );
+    }
+
+    #[test]
+    fn a_plugin_depending_on_a_member_gives_every_unit_the_root() {
+        let flags = remap_flags(Path::new("/src/demo"), Path::new("/tmp/target"), &[], true);
+        let root = "--remap-path-prefix=/src/demo=/backworks/source".to_owned();
+        let target = "--remap-path-prefix=/tmp/target=/backworks/target".to_owned();
+        assert!(
+            flags.common.ends_with(&[root.clone(), target.clone()]),
+            "{flags:?}"
+        );
+        assert_eq!(flags.plugin, [root, target]);
     }
 }

@@ -3,6 +3,7 @@
 
 mod basics;
 mod build;
+mod cache;
 mod capabilities;
 mod check;
 mod ci;
