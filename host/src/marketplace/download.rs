@@ -146,6 +146,18 @@ impl PluginMarketplace {
                     "none",
                 ),
             })?;
+        // Before any byte of it is downloaded: can this system load it?
+        if let (Some(needs), Some(running)) = (artifact.floor.glibc, crate::loader::running_glibc())
+            && needs > running
+        {
+            return Err(MarketplaceError::GlibcTooOld {
+                name: name.to_owned(),
+                version: version_text,
+                target: TARGET.to_owned(),
+                needs,
+                running,
+            });
+        }
         let file_name = artifact_file_name(&release, artifact).map_err(refuse)?;
         if let Some(key) = key
             && release.publisher != key
