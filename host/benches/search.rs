@@ -232,6 +232,7 @@ fn generated_index() -> Index {
                     size: 900 + rng.below(400),
                     abi: Some(1),
                     capabilities: None,
+                    floors: Default::default(),
                 };
                 (version, reference)
             })

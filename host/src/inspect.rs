@@ -1,8 +1,10 @@
-//! Reads a plugin file's metadata record from its bytes, without loading it,
-//! and says whether this host could load it.
+//! Reads a plugin file's metadata record and platform floor from its bytes,
+//! without loading it, and says whether this host could load it (its ABI,
+//! target and panic strategy, and the glibc it needs).
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::floor::{self, FloorReport};
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::abi::{self, AbiError};
 use backworks_plugin_sdk::metadata::PluginMetadata;
@@ -58,6 +60,12 @@ pub struct Report {
     pub metadata: PluginMetadata,
     /// `Ok` when this host could load it.
     pub compatibility: Result<(), AbiError>,
+    /// The oldest system it loads on (the newest glibc release it needs,
+    /// its minimum macOS).
+    pub floor: FloorReport,
+    /// Why this system's glibc cannot load it: it needs a newer release
+    /// than [`loader::running_glibc`].
+    pub floor_problem: Option<String>,
 }
 
 /// Reads `path` (a regular file of [`loader::DEFAULT_MAX_PLUGIN_SIZE`]
@@ -73,10 +81,19 @@ pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
         source,
     })?;
     let compatibility = abi::check_compatible(&metadata);
+    let floor = floor::of_bytes(&bytes);
+    let floor_problem = match (&floor.glibc, loader::running_glibc()) {
+        (Some(need), Some(running)) if need.version > running => Some(format!(
+            "it needs {need} but this system has glibc {running}"
+        )),
+        _ => None,
+    };
     Ok(Report {
         path: path.to_owned(),
         metadata,
         compatibility,
+        floor,
+        floor_problem,
     })
 }
 
@@ -86,12 +103,16 @@ impl Report {
     /// cannot drive the terminal or add lines.
     pub fn to_text(&self) -> String {
         let m = &self.metadata;
-        let verdict = match &self.compatibility {
-            Ok(()) => String::from("loadable by this host"),
-            Err(e) => format!("not loadable by this host: {e}"),
+        let verdict = match self.problem() {
+            None => String::from("loadable by this host"),
+            Some(problem) => format!("not loadable by this host: {problem}"),
         };
+        let floor = self
+            .floor
+            .describe()
+            .unwrap_or_else(|| String::from("none recorded"));
         format!(
-            "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nneeds:       {}\nverdict:     {}\n",
+            "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nneeds:       {}\nfloor:       {}\nverdict:     {}\n",
             escape(&self.path.display().to_string()),
             escape(&m.name),
             escape(&m.version),
@@ -103,6 +124,7 @@ impl Report {
                 Some(capabilities) => capabilities.to_string(),
                 None => String::from("nothing declared (the process tier's defaults)"),
             }),
+            escape(&floor),
             escape(&verdict)
         )
     }
@@ -120,8 +142,18 @@ impl Report {
             "abi_revision": m.abi_revision(),
             "sdk_version": m.sdk_version,
             "capabilities": m.capabilities,
-            "loadable": self.compatibility.is_ok(),
-            "problem": self.compatibility.as_ref().err().map(ToString::to_string),
+            "floor": self.floor,
+            "loadable": self.problem().is_none(),
+            "problem": self.problem(),
         })
+    }
+
+    /// Why this host cannot load the plugin: its ABI, target or panic
+    /// strategy, else its glibc floor; `None` when it can.
+    fn problem(&self) -> Option<String> {
+        match &self.compatibility {
+            Err(error) => Some(error.to_string()),
+            Ok(()) => self.floor_problem.clone(),
+        }
     }
 }

@@ -9,7 +9,11 @@
 //! `max_plugin_size` bytes at most, a signature of [`MAX_SIGNATURE_SIZE`].
 //!
 //! 1. the metadata record is read from the bytes (no code runs) and checked
-//!    against this host's ABI, struct sizes, target and panic strategy;
+//!    against this host's ABI, struct sizes, target and panic strategy; and
+//!    the newest glibc release the library needs (its platform floor,
+//!    `backworks_artifact::floor`) against the glibc this process runs on
+//!    ([`running_glibc`]), so a plugin built against a newer glibc is refused
+//!    with both versions named instead of failing inside `dlopen`;
 //! 2. the minisign signature next to the file (`<file>.minisig`) is verified
 //!    over the bytes against the trusted keys, and its trusted comment must
 //!    match the bytes' name, version, target, ABI and sha256;
@@ -35,6 +39,7 @@
 use std::ffi::{CStr, c_char, c_void};
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::floor::{self, GlibcNeed, Version};
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_artifact::signature::{self, KeyId, PublicKey, Verified, VerifyError};
 use backworks_plugin_sdk::abi::{
@@ -349,6 +354,10 @@ pub enum LoadError {
         /// The name in the file's metadata record.
         found: String,
     },
+    /// The library needs a newer glibc than the one this process runs on
+    /// (its version needs, read before `dlopen`).
+    #[error(transparent)]
+    GlibcTooOld(Box<GlibcTooOld>),
     /// The record in memory differs from the one checked in the file.
     #[error(
         "refusing {}: the metadata record in memory differs from the one in the verified bytes",
@@ -358,6 +367,26 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// A plugin that needs a newer glibc than this process runs on
+/// ([`LoadError::GlibcTooOld`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing {}: plugin `{plugin}` needs {need} but this system has glibc {running}; build it against an older glibc (e.g. with zig: `cargo zigbuild --target {target}.2.17`) or run it on a system with glibc {} or newer",
+    path.display(), need.version
+)]
+pub struct GlibcTooOld {
+    /// The file.
+    pub path: PathBuf,
+    /// The plugin's name in its record.
+    pub plugin: String,
+    /// Its target triple in its record.
+    pub target: String,
+    /// The newest glibc release it needs, and the need that says so.
+    pub need: GlibcNeed,
+    /// The glibc this process runs on.
+    pub running: Version,
 }
 
 /// The signature file of `path`: `<path>.minisig`.
@@ -675,7 +704,8 @@ impl PendingLoad {
 }
 
 /// Step 1: the record found in `bytes` and checked against this host's
-/// ABI; errors name `path`.
+/// ABI, and the library's glibc floor against [`running_glibc`]; errors
+/// name `path`.
 fn checked_record(bytes: &[u8], path: &Path) -> Result<PluginMetadata, LoadError> {
     let metadata = find_metadata(bytes).map_err(|source| LoadError::NotAPlugin {
         path: path.to_owned(),
@@ -685,7 +715,52 @@ fn checked_record(bytes: &[u8], path: &Path) -> Result<PluginMetadata, LoadError
         path: path.to_owned(),
         source,
     })?;
+    check_glibc_floor(bytes, path, &metadata, running_glibc())?;
     Ok(metadata)
+}
+
+/// Refuses `bytes` when they need a newer glibc release than `running`
+/// (`None`: not a glibc system, nothing to compare). A floor that cannot be
+/// read is not refused here: `dlopen` still checks every version need.
+fn check_glibc_floor(
+    bytes: &[u8],
+    path: &Path,
+    metadata: &PluginMetadata,
+    running: Option<Version>,
+) -> Result<(), LoadError> {
+    let Some(running) = running else {
+        return Ok(());
+    };
+    match floor::of_bytes(bytes).glibc {
+        Some(need) if need.version > running => {
+            Err(LoadError::GlibcTooOld(Box::new(GlibcTooOld {
+                path: path.to_owned(),
+                plugin: metadata.name.clone(),
+                target: metadata.target.clone(),
+                need,
+                running,
+            })))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The glibc release this process runs on (`gnu_get_libc_version`), or
+/// `None` off glibc (musl, macOS, Windows), where no plugin's glibc floor
+/// is compared.
+pub fn running_glibc() -> Option<Version> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `gnu_get_libc_version` takes no argument and returns a
+        // pointer to a static NUL-terminated string of glibc's (`"2.36"`),
+        // valid and unchanged for the life of the process.
+        let version = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) };
+        Version::parse(version.to_str().ok()?)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// Steps 1 and 2: the record and the signature, from the bytes alone.
@@ -1307,6 +1382,41 @@ pub(crate) fn log_plugin_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plugin needing `GLIBC_2.99` is refused by a glibc older than that,
+    /// with both versions, the need and the plugin named; one as new, or
+    /// no glibc at all to compare with, lets it through to `dlopen`.
+    #[test]
+    fn a_plugin_needing_a_newer_glibc_is_refused_before_dlopen() {
+        let path = backworks_test_support::fixtures::c_plugin_needing_glibc_2_99();
+        let bytes = std::fs::read(&path).unwrap();
+        let metadata = find_metadata(&bytes).unwrap();
+        let error = check_glibc_floor(&bytes, &path, &metadata, Version::parse("2.36"))
+            .expect_err("2.99 is newer than 2.36");
+        assert!(matches!(error, LoadError::GlibcTooOld(_)), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "refusing {}: plugin `weather-c` needs glibc 2.99 (symbol version GLIBC_2.99 of libc.so.6) but this system has glibc 2.36; build it against an older glibc (e.g. with zig: `cargo zigbuild --target {}.2.17`) or run it on a system with glibc 2.99 or newer",
+                path.display(),
+                metadata.target
+            )
+        );
+        for running in [
+            Some(Version::new(2, 99, 0)),
+            Some(Version::new(3, 0, 0)),
+            None,
+        ] {
+            check_glibc_floor(&bytes, &path, &metadata, running).unwrap();
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_running_glibc_is_known_on_glibc() {
+        let running = running_glibc().expect("a glibc version");
+        assert!(running >= Version::new(2, 17, 0), "{running}");
+    }
 
     /// Set in the child process of
     /// `the_exit_watchdog_ends_a_process_whose_way_out_blocks`.

@@ -49,6 +49,14 @@ pub fn search(query: &str, page: &SearchPage) -> String {
             escape(&hit.description),
             escape(&describe_capabilities(hit.capabilities.as_ref()))
         );
+        if let Some(floor) = hit.floors.get(backworks_plugin_sdk::TARGET) {
+            let _ = writeln!(
+                text,
+                "  needs {} on {}",
+                escape(&floor.to_string()),
+                backworks_plugin_sdk::TARGET
+            );
+        }
     }
     if page.total > page.hits.len() {
         let _ = writeln!(text, "... and {} more", page.total - page.hits.len());
@@ -279,6 +287,7 @@ mod tests {
             keywords: Vec::new(),
             score: 1,
             capabilities: None,
+            floors: Default::default(),
         }
     }
 

@@ -79,9 +79,11 @@ impl Stage {
     }
 
     /// `text` with this directory, the host target and the SDK version
-    /// replaced by placeholders, and JSON addresses and sizes by `[address]`
-    /// and `[size]`.
+    /// replaced by placeholders, JSON addresses and sizes by `[address]`
+    /// and `[size]`, and the glibc floor (which follows this machine's
+    /// glibc) by `[GLIBC]` and `[LIB]`.
     fn redact(&self, text: &str) -> String {
+        let text = redact_glibc_floor(text);
         let text = text
             .replace(&self.dir.path().display().to_string(), "[TMP]")
             .replace(TARGET, "[TARGET]")
@@ -107,6 +109,56 @@ impl Stage {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The glibc floor redacted: `GLIBC_2.34` as `GLIBC_[GLIBC]`, `glibc 2.34`
+/// as `glibc [GLIBC]`, the library of the text line and the `version` and
+/// `library` of the JSON `glibc` object as `[GLIBC]` and `[LIB]`.
+fn redact_glibc_floor(text: &str) -> String {
+    fn after_prefix(line: &str, prefix: &str) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(at) = rest.find(prefix) {
+            out.push_str(&rest[..at + prefix.len()]);
+            rest = &rest[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                out.push_str("[GLIBC]");
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+    let mut in_glibc = false;
+    text.lines()
+        .map(|line| {
+            let mut line = after_prefix(&after_prefix(line, "GLIBC_"), "glibc ");
+            if let Some(at) = line.find("GLIBC_[GLIBC] of ") {
+                let start = at + "GLIBC_[GLIBC] of ".len();
+                let end = line[start..].find(')').map_or(line.len(), |e| start + e);
+                line.replace_range(start..end, "[LIB]");
+            }
+            if line.trim_start().starts_with("\"glibc\": {") {
+                in_glibc = true;
+            } else if in_glibc {
+                let trimmed = line.trim_start();
+                let indent = &line[..line.len() - trimmed.len()];
+                let comma = if trimmed.ends_with(',') { "," } else { "" };
+                if trimmed.starts_with("\"version\": ") {
+                    line = format!("{indent}\"version\": \"[GLIBC]\"{comma}");
+                } else if trimmed.starts_with("\"library\": ") {
+                    line = format!("{indent}\"library\": \"[LIB]\"{comma}");
+                } else if trimmed.starts_with('}') {
+                    in_glibc = false;
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn codes(report: &Value) -> Vec<&str> {

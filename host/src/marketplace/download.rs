@@ -151,6 +151,18 @@ impl PluginMarketplace {
                         "none",
                     ),
                 })?;
+        // Before any byte of it is downloaded: can this system load it?
+        if let (Some(needs), Some(running)) = (artifact.floor.glibc, crate::loader::running_glibc())
+            && needs > running
+        {
+            return Err(MarketplaceError::GlibcTooOld {
+                name: name.to_owned(),
+                version: version_text,
+                target: self.target.clone(),
+                needs,
+                running,
+            });
+        }
         let file_name = artifact_file_name(&release, &self.target, artifact).map_err(refuse)?;
         if let Some(key) = key
             && release.publisher != key

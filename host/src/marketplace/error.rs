@@ -186,6 +186,24 @@ pub enum MarketplaceError {
         /// The ABI this host speaks.
         host_abi: u32,
     },
+    /// This host's target's artifact needs a newer glibc than the one this
+    /// process runs on (its floor as the registry recorded it); nothing was
+    /// downloaded.
+    #[error(
+        "refusing {name} {version}: its artifact for {target} needs glibc {needs} but this system has glibc {running}, so it cannot be loaded here; install a version built against glibc {running} or older (ask its publisher to build one), or run it on a newer system"
+    )]
+    GlibcTooOld {
+        /// The plugin.
+        name: String,
+        /// The version.
+        version: String,
+        /// This host's target.
+        target: String,
+        /// The newest glibc release the artifact needs.
+        needs: registry::floor::Version,
+        /// The glibc this process runs on.
+        running: registry::floor::Version,
+    },
     /// The release has no artifact for this host's target.
     #[error(
         "{name} {version} has no artifact for this host's target {target} (it has {available}); ask its publisher to build it for {target}"
@@ -435,7 +453,8 @@ impl fmt::Display for Subject {
 
 impl MarketplaceError {
     /// 1 for a refusal (verification, rollback, expiry, downgrade, key
-    /// change, `--locked` mismatch, capabilities), 2 for configuration, usage, I/O and
+    /// change, `--locked` mismatch, capabilities, a glibc floor this system
+    /// cannot meet), 2 for configuration, usage, I/O and
     /// network errors.
     pub fn exit_code(&self) -> u8 {
         if self.is_refusal() { 1 } else { 2 }
@@ -464,6 +483,7 @@ impl MarketplaceError {
                 | Self::UnsafePath(_)
                 | Self::CapabilitiesMismatch { .. }
                 | Self::CapabilitiesHeld { .. }
+                | Self::GlibcTooOld { .. }
         )
     }
 }

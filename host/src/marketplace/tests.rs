@@ -161,6 +161,7 @@ fn artifact_paths_stay_in_their_directory() {
         signature: signature.to_owned(),
         sha256: String::new(),
         size: 0,
+        floor: Default::default(),
     };
     let release = Release {
         format: 1,
@@ -276,6 +277,7 @@ mod hostile_registries {
             size: 1,
             abi: Some(ABI_VERSION),
             capabilities,
+            floors: Default::default(),
         };
         let index = Index {
             format: registry::FORMAT,

@@ -69,6 +69,7 @@ fn inspect_reads_a_plugin_without_loading_it() {
         ".file" => "[plugin path]",
         ".sdk_version" => "[sdk version]",
         ".target" => "[host target]",
+        ".floor.glibc" => "[this machine's glibc floor]",
     });
 
     let output = backworks(&["plugins", "inspect", plugin.to_str().unwrap()]);
@@ -77,7 +78,50 @@ fn inspect_reads_a_plugin_without_loading_it() {
         .replace(plugin.to_str().unwrap(), "[plugin path]")
         .replace(backworks_plugin_sdk::TARGET, "[host target]")
         .replace(backworks_plugin_sdk::SDK_VERSION, "[sdk version]");
+    let human = human
+        .lines()
+        .map(|line| {
+            if line.starts_with("floor:       glibc 2.") {
+                "floor:       glibc [this machine's glibc floor]"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     insta::assert_snapshot!("inspect_text", human);
+}
+
+/// Issue 17: a plugin needing `GLIBC_2.99` is not loadable here, and
+/// `plugins inspect` says why, naming the need and this system's glibc.
+#[test]
+fn inspect_names_a_glibc_floor_this_system_cannot_meet() {
+    let plugin = backworks_test_support::fixtures::c_plugin_needing_glibc_2_99();
+    let output = backworks(&["plugins", "inspect", "--json", plugin.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["loadable"], false, "{report}");
+    assert_eq!(
+        report["floor"]["glibc"],
+        serde_json::json!({"version": "2.99", "symbol_version": "GLIBC_2.99", "library": "libc.so.6"})
+    );
+    let problem = report["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with(
+            "it needs glibc 2.99 (symbol version GLIBC_2.99 of libc.so.6) but this system has glibc 2."
+        ),
+        "{problem}"
+    );
+    let output = backworks(&["plugins", "inspect", plugin.to_str().unwrap()]);
+    let human = text(&output.stdout);
+    assert!(
+        human.contains("\nfloor:       glibc 2.99 (symbol version GLIBC_2.99 of libc.so.6)\n"),
+        "{human}"
+    );
+    assert!(
+        human.contains("\nverdict:     not loadable by this host: it needs glibc 2.99"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -161,7 +205,7 @@ fn a_record_cannot_drive_the_terminal() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let out = text(&output.stdout);
     assert!(!out.contains(raw), "{out:?}");
-    assert_eq!(out.lines().count(), 8, "one line per field:\n{out}");
+    assert_eq!(out.lines().count(), 9, "one line per field:\n{out}");
     assert!(
         out.contains(&format!("\ndescription: {escaped}\n")),
         "{out}"

@@ -592,6 +592,18 @@ fn locked_refuses_what_the_lock_does_not_pin() {
     refused(&config, &["serve", "--locked"], 1, &["refusing"]);
 }
 
+/// The line `plugins search` prints for the floor of `library` on this
+/// host's target (the glibc it needs follows this machine's C library), or
+/// nothing when it has none.
+fn needs_line(library: &Path) -> String {
+    let floor = backworks_artifact::floor::of_bytes(&std::fs::read(library).unwrap()).floor();
+    if floor.is_empty() {
+        String::new()
+    } else {
+        format!("  needs {floor} on {TARGET}\n")
+    }
+}
+
 #[test]
 fn search_finds_plugins_as_text_and_json() {
     let market = Market::new();
@@ -601,7 +613,10 @@ fn search_finds_plugins_as_text_and_json() {
     let out = ok(&config, &["plugins", "search", "weather"]);
     assert_eq!(
         out,
-        "weather 1.0.1  Weather API integration\n  declares nothing (the process tier's defaults)\n"
+        format!(
+            "weather 1.0.1  Weather API integration\n  declares nothing (the process tier's defaults)\n{}",
+            needs_line(&weather_v101())
+        )
     );
     let out = ok(&config, &["plugins", "search", "forecast", "--json"]);
     let page: Value = serde_json::from_str(&out).unwrap();
@@ -619,6 +634,72 @@ fn search_finds_plugins_as_text_and_json() {
     let out = ok(&config, &["plugins", "search", "weather", "--json"]);
     let page: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["hits"][0]["name"], "weather");
+}
+
+/// Issue 17: the registry records each artifact's platform floor from the
+/// uploaded bytes (here a plugin linked against a stub `libc.so.6` whose
+/// symbol is in version node `GLIBC_2.99`), in the release file and the
+/// signed index; `plugins search` shows it; `plugins install` refuses the
+/// artifact before downloading it, naming both glibc versions.
+#[test]
+fn an_artifact_needing_a_newer_glibc_is_refused_before_it_is_downloaded() {
+    let market = Market::new();
+    let bytes = std::fs::read(support::c_plugin_needing_glibc_2_99()).unwrap();
+    let signed = signature::sign(&bytes, &market.publisher.sk, Some(&market.publisher.pk)).unwrap();
+    let upload = Upload {
+        description: None,
+        keywords: vec![String::from("forecast")],
+        artifacts: vec![UploadArtifact {
+            file_name: format!(
+                "weather-c-1.0.0-{TARGET}.{}",
+                std::env::consts::DLL_EXTENSION
+            ),
+            bytes,
+            signature: signed.minisig,
+        }],
+    };
+    let validated =
+        registry::validate_upload(upload, std::slice::from_ref(&market.publisher.pk)).unwrap();
+    let floor = validated.release().targets[TARGET].floor;
+    assert_eq!(floor.glibc.map(|v| v.to_string()).as_deref(), Some("2.99"));
+    market.tree.publish(validated).unwrap();
+    // The index, as signed (the envelope's `index` text).
+    let envelope: Value =
+        serde_json::from_slice(&std::fs::read(market.root().join("index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_str(envelope["index"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        index["plugins"]["weather-c"]["versions"]["1.0.0"]["floors"][TARGET],
+        json!({"glibc": "2.99"}),
+        "{index}"
+    );
+
+    let config = market.dir_config(None);
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["hits"][0]["floors"][TARGET], json!({"glibc": "2.99"}));
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert!(
+        out.contains(&format!("\n  needs glibc 2.99 on {TARGET}\n")),
+        "{out}"
+    );
+
+    let running = backworks_host::loader::running_glibc().expect("a glibc system");
+    refused(
+        &config,
+        &["plugins", "install", "weather-c@1.0.0"],
+        1,
+        &[&format!(
+            "refusing weather-c 1.0.0: its artifact for {TARGET} needs glibc 2.99 but this system has glibc {running}"
+        )],
+    );
+    assert!(!market.cache().join("weather-c").exists());
+    assert!(market.staging().is_empty());
+    assert_eq!(
+        LockFile::read(&market.lock_path())
+            .unwrap()
+            .get("weather-c", TARGET),
+        None
+    );
 }
 
 #[test]
@@ -1674,13 +1755,31 @@ fn an_update_asking_for_more_capabilities_is_applied_only_when_accepted() {
     let out = ok(&config, &["plugins", "install", "weather"]);
     assert!(out.contains("\n  declares network none\n"), "{out}");
     let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    // The glibc release it needs follows this machine's C library.
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let floor = backworks_artifact::floor::of_bytes(&std::fs::read(&v100).unwrap()).floor();
+    assert_eq!(
+        page["hits"][0]["floors"][TARGET]["glibc"],
+        json!(floor.glibc.map(|v| v.to_string()))
+    );
+    let out = out
+        .lines()
+        .map(|line| match line.find("\"glibc\": \"") {
+            Some(at) => format!("{}\"glibc\": \"[this machine's floor]\"\n", &line[..at]),
+            None => format!("{line}\n"),
+        })
+        .collect::<String>()
+        .replace(TARGET, "[TARGET]");
     insta::assert_snapshot!("search_shows_capabilities_json", out);
 
     market.publish(&v101, "1.0.1", &market.publisher);
     let out = ok(&config, &["plugins", "search", "weather"]);
     assert_eq!(
         out,
-        "weather 1.0.1  Weather API integration\n  declares network api.example.com:443; env HOME\n"
+        format!(
+            "weather 1.0.1  Weather API integration\n  declares network api.example.com:443; env HOME\n{}",
+            needs_line(&v101)
+        )
     );
     let before = std::fs::read_to_string(market.lock_path()).unwrap();
     let held = run(&config, &["plugins", "update"]);

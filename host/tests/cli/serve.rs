@@ -344,6 +344,52 @@ fn a_plugin_with_a_null_vtable_entry_is_refused_at_start_up() {
     assert!(!stderr.contains("plugin verified and loaded"), "{stderr}");
 }
 
+/// Issue 17: a signed C plugin linked against a stub `libc.so.6` that
+/// defines a symbol in version node `GLIBC_2.99`, so its version needs ask
+/// for a glibc newer than this machine's: `serve` refuses it before
+/// `dlopen` (whose own refusal would be "version `GLIBC_2.99' not found"),
+/// naming both versions and the need.
+#[test]
+fn a_plugin_needing_a_newer_glibc_is_refused_before_dlopen() {
+    let running = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .expect("run getconf GNU_LIBC_VERSION");
+    let running = String::from_utf8(running.stdout).unwrap();
+    let running = running
+        .trim()
+        .strip_prefix("glibc ")
+        .unwrap_or_else(|| panic!("not a glibc system: {running:?}"))
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let plugin = keys.signed_copy(
+        &support::c_plugin_needing_glibc_2_99(),
+        dir.path(),
+        "libweather_c.so",
+    );
+    let config = config(
+        dir.path(),
+        &keys,
+        "5s",
+        &format!(
+            "  weather-c:\n    type: external\n    path: {}\n",
+            plugin.display()
+        ),
+    );
+    let (code, stderr) = refuse(&config);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "plugin `weather-c` needs glibc 2.99 (symbol version GLIBC_2.99 of libc.so.6) but this system has glibc {running}; build it against an older glibc"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not found"), "{stderr}");
+    assert!(!stderr.contains("cannot load"), "{stderr}");
+    assert!(!stderr.contains("plugin verified and loaded"), "{stderr}");
+}
+
 #[test]
 fn faulty_hooks_are_contained() {
     faulty_hooks_are_contained_in("thread");

@@ -17,7 +17,9 @@
 //! - whether the target triple the record claims, and the one in the file
 //!   name when it follows the distribution layout
 //!   `<name>-<version>-<target>.<so|dll|dylib>`, agree with the file's
-//!   format and architecture, and whether the extension fits the format.
+//!   format and architecture, and whether the extension fits the format;
+//! - the platform floor ([`crate::floor`]): the newest glibc release an ELF
+//!   file needs, a Mach-O file's minimum macOS.
 //!
 //! Every problem is a [`Finding`] with a stable [`FindingCode`]; an
 //! [`Severity::Error`] makes the file invalid. Only the headers, section
@@ -33,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use crate::abi::{ABI_VERSION, METADATA_SYMBOL, PLUGIN_INFO_SYMBOL, PLUGIN_VTABLE_SYMBOL};
 use crate::file::FileError;
+use crate::floor::{self, FloorReport};
 use crate::inspect::{self, ExportedSymbol, InspectError};
 use crate::metadata::{self, ByteOrder, PluginMetadata};
 use crate::terminal::escape;
@@ -456,6 +459,7 @@ pub struct FileReport {
     os: Option<String>,
     min_os_version: Option<String>,
     install_name: Option<String>,
+    floor: Option<FloorReport>,
     description: Option<String>,
     endianness: Option<Endianness>,
     kind: Option<ObjectKind>,
@@ -477,6 +481,7 @@ impl FileReport {
             os: None,
             min_os_version: None,
             install_name: None,
+            floor: None,
             description: None,
             endianness: None,
             kind: None,
@@ -540,6 +545,13 @@ impl FileReport {
     /// A Mach-O library's install name (`LC_ID_DYLIB`).
     pub fn install_name(&self) -> Option<&str> {
         self.install_name.as_deref()
+    }
+
+    /// The oldest system the library loads on (ELF and Mach-O shared
+    /// libraries): the newest glibc release it needs, its minimum macOS
+    /// ([`crate::floor`]).
+    pub fn floor(&self) -> Option<&FloorReport> {
+        self.floor.as_ref()
     }
 
     /// What the file is, in one line, as the text report's `file:` line
@@ -624,6 +636,13 @@ impl FileReport {
         let _ = writeln!(out, "  file:      {}", self.describe_file());
         if let Some(install_name) = &self.install_name {
             let _ = writeln!(out, "  install:   {}", escape(install_name));
+        }
+        if let Some(floor) = &self.floor {
+            let text = floor.describe().unwrap_or_else(|| match self.format {
+                Some(FileFormat::MachO) => String::from("no minimum macOS declared"),
+                _ => String::from("no versioned glibc symbol needed"),
+            });
+            let _ = writeln!(out, "  floor:     {}", escape(&text));
         }
         if let Some(exports) = &self.exports {
             let symbol = |name: &str, s: &SymbolReport| match s.kind {
@@ -1004,6 +1023,18 @@ impl Analysis<'_> {
         };
         report.min_os_version = min_os_version;
         report.install_name = install_name.clone();
+        // What the dynamic loader needs of the system: shared libraries only.
+        report.floor = match object {
+            object::File::Elf32(_)
+            | object::File::Elf64(_)
+            | object::File::MachO32(_)
+            | object::File::MachO64(_)
+                if kind == ObjectKind::SharedLibrary =>
+            {
+                Some(floor::of_object(object))
+            }
+            _ => None,
+        };
         report.description = Some(report.describe_file());
         if let Some(install_name) = install_name.filter(|n| n.starts_with('/')) {
             report.finding(

@@ -6,6 +6,8 @@
 //! - [`check`]: is a file a valid plugin library (`cargo backworks check`,
 //!   the build and publish gates, the registry's upload validation)? Returns
 //!   reports with stable finding codes.
+//! - [`floor`]: the oldest system a library loads on (the newest glibc
+//!   release an ELF file needs, a Mach-O file's minimum macOS).
 //! - [`target`]: what a Rust target triple says about the library built for
 //!   it (format, architecture, extension, dist file names).
 //! - [`signature`]: minisign signatures whose trusted comment binds name,
@@ -24,6 +26,7 @@
 
 pub mod check;
 pub mod file;
+pub mod floor;
 pub mod inspect;
 pub mod signature;
 pub mod target;

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         size: data.len() as u64,
         abi: None,
         capabilities: None,
+        floors: Default::default(),
     };
     let release = match registry::verify_release(data, &reference, "weather", "1.0.0") {
         Ok(release) => release,

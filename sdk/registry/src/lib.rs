@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 use backworks_abi::capabilities::Capabilities;
+pub use backworks_artifact::floor::{self, PlatformFloor};
 use backworks_artifact::write::PathError;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,6 +140,26 @@ pub struct ReleaseRef {
     /// the release file then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// Each target's platform floor (the newest glibc its artifact needs,
+    /// its minimum macOS), as the release file's [`Artifact::floor`] says:
+    /// a client sees whether this machine can load a version without
+    /// fetching its release file. Only targets with a floor are listed;
+    /// absent in indexes written before it was added.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<String, PlatformFloor>,
+}
+
+impl ReleaseRef {
+    /// The floors of `release`'s artifacts, as [`ReleaseRef::floors`] lists
+    /// them (targets without a floor left out).
+    pub fn floors_of(release: &Release) -> BTreeMap<String, PlatformFloor> {
+        release
+            .targets
+            .iter()
+            .filter(|(_, artifact)| !artifact.floor.is_empty())
+            .map(|(target, artifact)| (target.clone(), artifact.floor))
+            .collect()
+    }
 }
 
 /// `release.json`: one version of one plugin, every target of it.
@@ -183,6 +204,12 @@ pub struct Artifact {
     pub sha256: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Its platform floor, read by the registry from the uploaded bytes:
+    /// the newest glibc release it needs (ELF), its minimum macOS (Mach-O).
+    /// Absent when it has none, and in release files written before it was
+    /// added.
+    #[serde(default, skip_serializing_if = "PlatformFloor::is_empty")]
+    pub floor: PlatformFloor,
 }
 
 impl Index {
@@ -963,7 +990,28 @@ pub fn verify_release(
             describe_capabilities(release.capabilities.as_ref())
         )));
     }
+    let floors = ReleaseRef::floors_of(&release);
+    if !reference.floors.is_empty() && reference.floors != floors {
+        let describe = |floors: &BTreeMap<String, PlatformFloor>| {
+            list_floors(floors).unwrap_or_else(|| String::from("no floor"))
+        };
+        return Err(mismatch(format!(
+            "the index says its artifacts need {}, the release file says {}",
+            describe(&reference.floors),
+            describe(&floors)
+        )));
+    }
     Ok(release)
+}
+
+/// `glibc 2.17 (x86_64-unknown-linux-gnu), macOS 11.0 (aarch64-apple-darwin)`;
+/// `None` when there is no floor.
+fn list_floors(floors: &BTreeMap<String, PlatformFloor>) -> Option<String> {
+    let listed: Vec<String> = floors
+        .iter()
+        .map(|(target, floor)| format!("{floor} ({target})"))
+        .collect();
+    (!listed.is_empty()).then(|| listed.join(", "))
 }
 
 fn newer(what: &str, document: &'static str, found: u32) -> RegistryError {
@@ -1070,6 +1118,11 @@ pub struct SearchHit {
     /// `null` when it declares nothing (or the index does not say).
     #[serde(default)]
     pub capabilities: Option<Capabilities>,
+    /// The platform floor of each target of its newest version, as the
+    /// index says (targets without one left out); absent when none has one
+    /// (or the index does not say).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<String, PlatformFloor>,
 }
 
 /// One page of search results.
@@ -1188,6 +1241,7 @@ pub fn validate_upload(
             signature: format!("{dir}/{file}{}", api::SIGNATURE_SUFFIX),
             sha256: claims.sha256_hex(),
             size: artifact.bytes.len() as u64,
+            floor: report.floor().map(|f| f.floor()).unwrap_or_default(),
         };
         let publisher = verified.key_id.to_string();
         let release = release.get_or_insert_with(|| Release {

@@ -36,11 +36,12 @@ pub fn search(index: &Index, query: &str, page: usize, per_page: usize) -> Searc
         .take(per_page)
         .map(|(score, name, entry)| {
             let newest = index.versions(name).first().map(ToString::to_string);
+            let reference = newest.as_ref().and_then(|v| entry.versions.get(v));
             SearchHit {
-                capabilities: newest
-                    .as_ref()
-                    .and_then(|v| entry.versions.get(v))
-                    .and_then(|reference| reference.capabilities.clone()),
+                capabilities: reference.and_then(|reference| reference.capabilities.clone()),
+                floors: reference
+                    .map(|reference| reference.floors.clone())
+                    .unwrap_or_default(),
                 name: name.clone(),
                 version: newest.unwrap_or_default(),
                 description: entry.description.clone(),

@@ -207,6 +207,7 @@ impl Tree {
                 size: release_bytes.len() as u64,
                 abi: Some(release.abi),
                 capabilities: release.capabilities.clone(),
+                floors: ReleaseRef::floors_of(&release),
             },
         );
         let newest = semver::Version::parse(&release.version).ok();

@@ -25,6 +25,7 @@ fn entry(description: &str, keywords: &[&str], versions: &[&str]) -> IndexEntry 
                         size: 1,
                         abi: None,
                         capabilities: None,
+                        floors: Default::default(),
                     },
                 )
             })
@@ -236,6 +237,7 @@ fn a_release_must_match_the_index_in_size_hash_and_identity() {
         size: bytes.len() as u64,
         abi: None,
         capabilities: None,
+        floors: Default::default(),
     };
     assert_eq!(
         verify_release(&bytes, &reference, "weather", "1.0.0").unwrap(),
@@ -551,6 +553,7 @@ fn index_of(plugins: &[(&str, &str, &[&str], &[&str])]) -> Index {
                     size: 1,
                     abi: None,
                     capabilities: None,
+                    floors: Default::default(),
                 };
                 ((*v).to_owned(), reference)
             })
@@ -808,6 +811,7 @@ fn demo_upload(version: &str, bytes: &[u8]) -> ValidatedUpload {
                     signature: format!("{dir_path}/demo.so.minisig"),
                     sha256: sha256_hex(bytes),
                     size: bytes.len() as u64,
+                    floor: Default::default(),
                 },
             )]),
         },
@@ -1143,6 +1147,7 @@ fn a_release_with_unknown_fields_is_read_and_a_newer_one_refused() {
         size: bytes.len() as u64,
         abi: Some(1),
         capabilities: None,
+        floors: Default::default(),
     };
     let bytes = serde_json::to_vec(&release).unwrap();
     let read = verify_release(&bytes, &reference(&bytes), "weather", "1.0.0").unwrap();
@@ -1279,6 +1284,7 @@ fn a_release_must_declare_what_the_index_says_it_does() {
         size: bytes.len() as u64,
         abi: Some(1),
         capabilities,
+        floors: Default::default(),
     };
     // The same declaration, or an index that predates the field: read.
     for listed in [release.capabilities.clone(), None] {
@@ -1374,4 +1380,78 @@ fn a_search_hit_carries_what_its_newest_version_declares() {
     )
     .unwrap();
     assert_eq!(old.capabilities, None);
+}
+
+/// Issue 17: an artifact's floor is in the release file (absent when it
+/// has none, and readable without it), listed per target in the signed
+/// index, and a release file whose floors are not the index's is refused.
+#[test]
+fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
+    let artifact = |floor: PlatformFloor| Artifact {
+        path: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so".into(),
+        signature: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so.minisig".into(),
+        sha256: "00".repeat(32),
+        size: 1,
+        floor,
+    };
+    let glibc = |text: &str| PlatformFloor {
+        glibc: floor::Version::parse(text),
+        macos: None,
+    };
+    // Nothing recorded: no field, and a file without one reads.
+    let json = serde_json::to_value(artifact(PlatformFloor::default())).unwrap();
+    assert_eq!(json.get("floor"), None, "{json}");
+    let read: Artifact = serde_json::from_value(json).unwrap();
+    assert!(read.floor.is_empty());
+
+    let mut release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: "0000000000000001".into(),
+        published: 1,
+        capabilities: None,
+        targets: BTreeMap::from([
+            ("x86_64-unknown-linux-gnu".into(), artifact(glibc("2.17"))),
+            (
+                "x86_64-pc-windows-gnu".into(),
+                artifact(PlatformFloor::default()),
+            ),
+        ]),
+    };
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.contains(r#""floor":{"glibc":"2.17"}"#), "{text}");
+    let floors = ReleaseRef::floors_of(&release);
+    assert_eq!(
+        floors,
+        BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), glibc("2.17"))])
+    );
+    let reference = |bytes: &[u8], floors: BTreeMap<String, PlatformFloor>| ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        abi: Some(1),
+        capabilities: None,
+        floors,
+    };
+    // The same floors, or an index that predates the field: read.
+    for listed in [floors.clone(), BTreeMap::new()] {
+        verify_release(&bytes, &reference(&bytes, listed), "weather", "1.0.0").unwrap();
+    }
+    // The release file says 2.34, the signed index 2.17.
+    release
+        .targets
+        .get_mut("x86_64-unknown-linux-gnu")
+        .unwrap()
+        .floor = glibc("2.34");
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let error = verify_release(&bytes, &reference(&bytes, floors), "weather", "1.0.0").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "release file plugins/weather/1.0.0/release.json does not match the signed index: the index says its artifacts need glibc 2.17 (x86_64-unknown-linux-gnu), the release file says glibc 2.34 (x86_64-unknown-linux-gnu); the registry or a mirror serves altered data"
+    );
 }

@@ -317,6 +317,67 @@ pub fn c_plugin() -> PathBuf {
     })
 }
 
+/// The C weather plugin linked against a stub `libc.so.6` that defines
+/// `backworks_glibc_floor_probe` in version node `GLIBC_2.99` (a version
+/// script), which an extra function of the plugin calls: the linker
+/// records the need for `GLIBC_2.99` of `libc.so.6`, so the library needs a
+/// glibc newer than any released, and `dlopen` would refuse it.
+pub fn c_plugin_needing_glibc_2_99() -> PathBuf {
+    once("c-glibc-2-99", || {
+        let dir = fixture_target_dir().join("c").join("glibc-2-99");
+        std::fs::create_dir_all(&dir).expect("create the fixture directory");
+        let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+        let run = |command: &mut Command| {
+            let output = command
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run C compiler `{compiler}`: {e}"));
+            assert!(
+                output.status.success(),
+                "{compiler} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write a fixture source");
+            path
+        };
+        let stub_source = write(
+            "stub_libc.c",
+            "int backworks_glibc_floor_probe(void) { return 0; }\n",
+        );
+        let script = write(
+            "stub_libc.map",
+            "GLIBC_2.99 { global: backworks_glibc_floor_probe; local: *; };\n",
+        );
+        let stub = dir.join("libstub_glibc.so");
+        run(Command::new(&compiler)
+            .args(["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6"])
+            .arg(format!("-Wl,--version-script={}", script.display()))
+            .arg("-o")
+            .arg(&stub)
+            .arg(&stub_source));
+        let caller = write(
+            "needs_glibc_2_99.c",
+            "int backworks_glibc_floor_probe(void);\n\
+             int weather_needs_glibc_2_99(void) { return backworks_glibc_floor_probe(); }\n",
+        );
+        let out = dir.join("libweather_c_glibc_2_99.so");
+        run(Command::new(&compiler)
+            .args([
+                "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+            ])
+            .arg("-I")
+            .arg(workspace().join("sdk/include"))
+            .arg("-o")
+            .arg(&out)
+            .arg(workspace().join("examples/c-plugin/weather.c"))
+            .arg(&caller)
+            .arg(&stub));
+        out
+    })
+}
+
 /// The C weather plugin for windows-gnu.
 pub fn c_plugin_windows() -> PathBuf {
     once("c-windows", || {

@@ -351,6 +351,15 @@ fn a_macho_plugin_is_valid_and_described() {
         ("weather", "aarch64-apple-darwin")
     );
     assert_eq!(report.metadata_location(), Some("section `__bwmeta`"));
+    // LC_BUILD_VERSION, platform macOS, minos 11.0: the floor.
+    let floor = report.floor().unwrap();
+    assert_eq!(floor.macos, Some(crate::floor::Version::new(11, 0, 0)));
+    assert_eq!(floor.glibc, None);
+    assert!(
+        report.render_text().contains("\n  floor:     macOS 11.0\n"),
+        "{}",
+        report.render_text()
+    );
 }
 
 #[test]
@@ -1056,6 +1065,21 @@ fn an_elf_library_without_loadable_segments_is_not_loadable() {
     let name = "libweather_c.so";
     let report = check(name, &plugin);
     assert!(report.is_valid(), "{}", report.render_text());
+    // Linked against this machine's glibc: some `GLIBC_2.x` need is its floor.
+    let need = report
+        .floor()
+        .unwrap()
+        .glibc
+        .clone()
+        .expect("a glibc floor");
+    assert!(need.symbol_version.starts_with("GLIBC_2."), "{need}");
+    assert!(
+        report
+            .render_text()
+            .contains(&format!("\n  floor:     {need}")),
+        "{}",
+        report.render_text()
+    );
 
     // e_phnum: two bytes at 0x38 in a 64-bit ELF header.
     let mut no_segments = plugin.clone();
