@@ -6,6 +6,8 @@
 //! - [`check`]: is a file a valid plugin library (`cargo backworks check`,
 //!   the build and publish gates, the registry's upload validation)? Returns
 //!   reports with stable finding codes.
+//! - [`deps`]: the dependency list a plugin carries (cargo-auditable's
+//!   `.dep-v0` section), read back with size limits.
 //! - [`target`]: what a Rust target triple says about the library built for
 //!   it (format, architecture, extension, dist file names).
 //! - [`signature`]: minisign signatures whose trusted comment binds name,
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod deps;
 pub mod file;
 pub mod inspect;
 pub mod signature;
