@@ -117,9 +117,9 @@ pub fn read(path: &Path) -> Result<VersionInfo, DepsError> {
 }
 
 /// A package of the list as one line: `name version`, then its source
-/// unless it is crates.io, and `build` for a build-time dependency, e.g.
-/// `serde_json 1.0.145`, `demo 0.1.0 (local)`, `proc-macro2 1.0.101
-/// (build)`. Names and sources come from the file: print the line through
+/// unless it is crates.io, `build` for a build-time dependency and `root`
+/// for the plugin's own package, e.g. `serde_json 1.0.145`, `demo 0.1.0
+/// (local, root)`, `proc-macro2 1.0.101 (build)`. Names and sources come from the file: print the line through
 /// [`terminal::escape`](crate::terminal::escape).
 pub fn package_line(package: &Package) -> String {
     let mut notes = Vec::new();
@@ -129,6 +129,9 @@ pub fn package_line(package: &Package) -> String {
     }
     if package.kind == DependencyKind::Build {
         notes.push("build".to_owned());
+    }
+    if package.root {
+        notes.push("root".to_owned());
     }
     let mut line = format!("{} {}", package.name, package.version);
     if !notes.is_empty() {

@@ -42,7 +42,7 @@ const LIST: &str = r#"{"packages":[{"name":"demo","version":"0.1.0","source":"lo
 fn a_list_is_read_back() {
     let info = read_section(&zlib(LIST.as_bytes())).unwrap();
     let lines: Vec<String> = info.packages.iter().map(package_line).collect();
-    assert_eq!(lines, ["demo 0.1.0 (local)", "serde_json 1.0.145"]);
+    assert_eq!(lines, ["demo 0.1.0 (local, root)", "serde_json 1.0.145"]);
     assert!(info.packages[0].root);
 }
 
