@@ -168,8 +168,9 @@ impl Serialize for CheckOutcome {
                         serde_json::to_value(report).map_err(serde::ser::Error::custom)?;
                     if let (Some(list), Some(object)) = (list, file.as_object_mut()) {
                         let value = match list {
-                            Ok(info) => serde_json::to_value(info)
-                                .map_err(serde::ser::Error::custom)?,
+                            Ok(info) => {
+                                serde_json::to_value(info).map_err(serde::ser::Error::custom)?
+                            }
                             Err(error) => serde_json::json!({ "error": error }),
                         };
                         object.insert("dependencies".to_owned(), value);
@@ -237,9 +238,10 @@ pub fn run(
         reports
             .iter()
             .map(|report| {
-                report.error().is_none().then(|| {
-                    deps::read(report.path()).map_err(|error| error.to_string())
-                })
+                report
+                    .error()
+                    .is_none()
+                    .then(|| deps::read(report.path()).map_err(|error| error.to_string()))
             })
             .collect()
     });

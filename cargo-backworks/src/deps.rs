@@ -131,12 +131,18 @@ pub(crate) fn version_info(metadata: &Metadata) -> Result<VersionInfo, ResolveEr
         })
         .collect();
     listed.sort_by(|(a, _), (b, _)| {
-        (a.name.as_str(), &a.version, String::from(source(a)), &a.id.repr).cmp(&(
-            b.name.as_str(),
-            &b.version,
-            String::from(source(b)),
-            &b.id.repr,
-        ))
+        (
+            a.name.as_str(),
+            &a.version,
+            String::from(source(a)),
+            &a.id.repr,
+        )
+            .cmp(&(
+                b.name.as_str(),
+                &b.version,
+                String::from(source(b)),
+                &b.id.repr,
+            ))
     });
     let index: HashMap<&str, usize> = listed
         .iter()
