@@ -683,8 +683,10 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             &plan,
             &plugins,
             &remaps,
-            &target_dir,
-            &dist_root,
+            Dirs {
+                target: &target_dir,
+                dist: &dist_root,
+            },
             progress,
         ) {
             Ok(libraries) => built.extend(libraries),
@@ -725,6 +727,14 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     })
 }
 
+/// Where a build writes: cargo's target directory (and the object files of
+/// the dependency lists, [`crate::deps`]) and the dist directory.
+#[derive(Debug, Clone, Copy)]
+struct Dirs<'a> {
+    target: &'a Path,
+    dist: &'a Path,
+}
+
 /// Builds, copies and checks every plugin for one target.
 fn build_target(
     options: &BuildOptions,
@@ -732,12 +742,20 @@ fn build_target(
     plan: &Plan,
     plugins: &[Plugin],
     remaps: &Flags,
-    target_dir: &Path,
-    dist_root: &Path,
+    dirs: Dirs<'_>,
     progress: &Progress,
 ) -> Result<Vec<BuiltPlugin>, BuildError> {
     let triple = plan.target.as_str();
-    let libraries = run_cargo(options, target, plan, plugins, remaps, target_dir, progress)?;
+    let dist_root = dirs.dist;
+    let libraries = run_cargo(
+        options,
+        target,
+        plan,
+        plugins,
+        remaps,
+        dirs.target,
+        progress,
+    )?;
     let mut built = Vec::new();
     for (plugin, cargo_path) in libraries {
         let dist_dir = dist_root.join(triple);
