@@ -18,9 +18,11 @@
 //!   object is `<target-dir>/backworks-deps/<target>/<name>-<version>-<hash
 //!   of its bytes>.o`, a name that does not depend on the plugin's
 //!   directory and changes, relinking the plugin, when the list does.
-//! - ELF targets with a plain ABI (x86, x86_64, AArch64) only for now: on
-//!   other targets (PE, Mach-O, architectures whose objects carry ABI
-//!   flags) the plugin is built without a list, as before.
+//! - Targets: ELF on x86, x86_64 and AArch64, PE on x86_64 `*-windows-gnu`
+//!   (MinGW's ld), Mach-O on x86_64 and AArch64 (`-u _AUDITABLE_VERSION_INFO`
+//!   for ld64). Elsewhere (other ELF architectures, whose objects carry ABI
+//!   flags the linker compares; x86 Windows, which mangles the symbol) the
+//!   plugin is built without a list, as before.
 
 use std::cmp::min;
 use std::collections::HashMap;
@@ -191,47 +193,56 @@ pub(crate) fn compress(info: &VersionInfo) -> Vec<u8> {
     miniz_oxide::deflate::compress_to_vec_zlib(&json, COMPRESSION_LEVEL)
 }
 
+/// How a target's objects carry the list: `None` for the targets that get
+/// none (see the module documentation).
+fn object_format(triple: &str) -> Option<(object::BinaryFormat, target::TargetInfo)> {
+    use object::{Architecture as A, BinaryFormat};
+    let info = target::parse(triple)?;
+    let format = match (info.format, info.architecture) {
+        (Format::Elf, A::X86_64 | A::I386 | A::Aarch64) => BinaryFormat::Elf,
+        // MinGW's ld; x86 mangles C symbols with an underscore.
+        (Format::Pe, A::X86_64) if triple.ends_with("-windows-gnu") => BinaryFormat::Coff,
+        (Format::MachO, A::X86_64 | A::Aarch64) => BinaryFormat::MachO,
+        _ => return None,
+    };
+    Some((format, info))
+}
+
 /// A relocatable object file for `triple` with `contents` in its `.dep-v0`
 /// section, which `AUDITABLE_VERSION_INFO` starts; `None` for the targets
 /// that get no list (see the module documentation).
 pub(crate) fn object_file(triple: &str, contents: &[u8]) -> Option<Vec<u8>> {
-    use object::write::{Object, Symbol, SymbolSection};
+    use object::write::{Object, StandardSegment, Symbol, SymbolSection};
     use object::{
-        Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind, SymbolFlags, SymbolKind,
-        SymbolScope,
+        BinaryFormat, Endianness, SectionFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
     };
-    let info = target::parse(triple)?;
-    if info.format != Format::Elf
-        || !matches!(
-            info.architecture,
-            Architecture::X86_64 | Architecture::I386 | Architecture::Aarch64
-        )
-    {
-        return None;
-    }
+    let (format, info) = object_format(triple)?;
     let endianness = match info.endianness {
         target::Endianness::Little => Endianness::Little,
         target::Endianness::Big => Endianness::Big,
     };
-    let mut file = Object::new(BinaryFormat::Elf, info.architecture, endianness);
+    let mut file = Object::new(format, info.architecture, endianness);
     let section = file.add_section(
-        Vec::new(),
+        file.segment_name(StandardSegment::Data).to_vec(),
         SECTION.as_bytes().to_vec(),
         SectionKind::ReadOnlyData,
     );
-    // Not loaded at run time: no SHF_ALLOC.
-    file.section_mut(section).flags = SectionFlags::Elf {
-        sh_type: object::elf::SHT_PROGBITS,
-        sh_flags: object::elf::SectionFlags(0),
-    };
+    if format == BinaryFormat::Elf {
+        // Not loaded at run time: no SHF_ALLOC.
+        file.section_mut(section).flags = SectionFlags::Elf {
+            sh_type: object::elf::SHT_PROGBITS,
+            sh_flags: object::elf::SectionFlags(0),
+        };
+    }
     let offset = file.append_section_data(section, contents, 1);
     file.add_symbol(Symbol {
+        // `object` adds Mach-O's underscore.
         name: SYMBOL.as_bytes().to_vec(),
         value: offset,
         size: contents.len() as u64,
         kind: SymbolKind::Data,
-        // Global for `--undefined`, hidden: never one of the plugin's
-        // exports.
+        // Global for the linker's keep flag, hidden (ELF, Mach-O): never
+        // one of the plugin's exports (a PE exports its .def file's only).
         scope: SymbolScope::Linkage,
         weak: false,
         section: SymbolSection::Section(section),
@@ -240,12 +251,14 @@ pub(crate) fn object_file(triple: &str, contents: &[u8]) -> Option<Vec<u8>> {
     file.write().ok()
 }
 
-/// The flags for the plugin crate's link that embed `object`.
-fn link_flags(object: &Path) -> Vec<String> {
-    vec![
-        format!("-Clink-arg={}", object.display()),
-        format!("-Clink-arg=-Wl,--undefined={SYMBOL}"),
-    ]
+/// The flags for the plugin crate's link that embed `object` and keep it
+/// (`ld64`'s `-u` takes the mangled name).
+fn link_flags(triple: &str, object: &Path) -> Vec<String> {
+    let keep = match object_format(triple) {
+        Some((object::BinaryFormat::MachO, _)) => format!("-Clink-arg=-Wl,-u,_{SYMBOL}"),
+        _ => format!("-Clink-arg=-Wl,--undefined={SYMBOL}"),
+    };
+    vec![format!("-Clink-arg={}", object.display()), keep]
 }
 
 /// What the build of `package` (version `version`, manifest `manifest`)
@@ -300,7 +313,7 @@ pub(crate) fn prepare(
             source: failed.source,
         })?;
     }
-    Ok(link_flags(&path))
+    Ok(link_flags(triple, &path))
 }
 
 #[cfg(test)]
@@ -313,19 +326,30 @@ mod tests {
             "x86_64-unknown-linux-gnu",
             "aarch64-unknown-linux-gnu",
             "i686-unknown-linux-gnu",
+            "x86_64-pc-windows-gnu",
+            "aarch64-apple-darwin",
+            "x86_64-apple-darwin",
         ] {
             let bytes = object_file(triple, b"list").unwrap();
             let file = object::read::File::parse(bytes.as_slice()).unwrap();
             use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
             let section = file.section_by_name(SECTION).unwrap();
             assert_eq!(section.data().unwrap(), b"list");
-            let symbol = file.symbol_by_name(SYMBOL).unwrap();
+            // Mach-O's with its underscore.
+            let symbol = file
+                .symbol_by_name(SYMBOL)
+                .or_else(|| file.symbol_by_name(&format!("_{SYMBOL}")))
+                .unwrap();
             assert_eq!(symbol.section_index(), Some(section.index()));
             assert!(symbol.is_global());
         }
+        assert_eq!(
+            link_flags("aarch64-apple-darwin", Path::new("d.o"))[1],
+            "-Clink-arg=-Wl,-u,_AUDITABLE_VERSION_INFO"
+        );
         for triple in [
-            "x86_64-pc-windows-gnu",
-            "aarch64-apple-darwin",
+            "i686-pc-windows-gnu",
+            "x86_64-pc-windows-msvc",
             "riscv64gc-unknown-linux-gnu",
         ] {
             assert!(object_file(triple, b"list").is_none(), "{triple}");
@@ -337,7 +361,10 @@ mod tests {
         let a = object_file("x86_64-unknown-linux-gnu", b"list").unwrap();
         let b = object_file("x86_64-unknown-linux-gnu", b"list").unwrap();
         assert_eq!(a, b);
-        let flags = link_flags(Path::new("/t/backworks-deps/x/demo-0.1.0-00.o"));
+        let flags = link_flags(
+            "x86_64-unknown-linux-gnu",
+            Path::new("/t/backworks-deps/x/demo-0.1.0-00.o"),
+        );
         assert_eq!(
             flags,
             [

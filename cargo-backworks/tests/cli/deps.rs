@@ -12,6 +12,11 @@ use serde_json::Value;
 
 use crate::build::{cargo_backworks, dist_path_in, new_plugin, stderr};
 
+/// The other formats' targets: MinGW's PE and zig's Mach-O (scripts/setup
+/// installs both).
+const WINDOWS: &str = "x86_64-pc-windows-gnu";
+const MAC: &str = "aarch64-apple-darwin";
+
 const INSTALL: &str = "cargo install --locked rust-audit-info";
 
 /// `rust-audit-info`: on `PATH`, else in cargo's bin directory (where
@@ -80,10 +85,32 @@ fn a_built_plugin_lists_its_dependencies_for_rust_audit_info_and_check() {
             dist.to_str().unwrap(),
             "--target",
             TARGET,
+            "--target",
+            WINDOWS,
+            "--target",
+            MAC,
         ],
     );
     assert!(output.status.success(), "build failed: {}", stderr(&output));
     let library = dist_path_in(&dist, "listed", TARGET);
+    // PE (MinGW) and Mach-O (zig) carry the same crates.
+    for target in [WINDOWS, MAC] {
+        let output = Command::new(&audit_info)
+            .arg(dist_path_in(&dist, "listed", target))
+            .output()
+            .expect("run rust-audit-info");
+        assert!(output.status.success(), "{target}: {}", stderr(&output));
+        let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let names: Vec<&str> = list["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for name in ["listed", "backworks-plugin-sdk", "serde_json"] {
+            assert!(names.contains(&name), "{target}: no {name} in {list}");
+        }
+    }
 
     // The tool of cargo-auditable reads it.
     let output = Command::new(&audit_info)
