@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::deps::{self, VersionInfo};
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::abi::{self, AbiError};
 use backworks_plugin_sdk::metadata::PluginMetadata;
@@ -58,11 +59,15 @@ pub struct Report {
     pub metadata: PluginMetadata,
     /// `Ok` when this host could load it.
     pub compatibility: Result<(), AbiError>,
+    /// With `--deps`: its dependency list (the `.dep-v0` section
+    /// `cargo backworks build` embeds), or why it cannot be read.
+    pub dependencies: Option<Result<VersionInfo, String>>,
 }
 
 /// Reads `path` (a regular file of [`loader::DEFAULT_MAX_PLUGIN_SIZE`]
-/// bytes at most, see [`loader::open_bounded`]) and its metadata record.
-pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
+/// bytes at most, see [`loader::open_bounded`]) and its metadata record,
+/// and its dependency list when `with_deps`.
+pub fn inspect_file(path: &Path, with_deps: bool) -> Result<Report, InspectFileError> {
     let bytes = loader::read_bounded(path, SizeLimit::Plugin(loader::DEFAULT_MAX_PLUGIN_SIZE))
         .map_err(|error| match error {
             FileError::Io { path, source } => InspectFileError::Read { path, source },
@@ -73,10 +78,13 @@ pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
         source,
     })?;
     let compatibility = abi::check_compatible(&metadata);
+    let dependencies =
+        with_deps.then(|| deps::from_bytes(path, &bytes).map_err(|error| error.to_string()));
     Ok(Report {
         path: path.to_owned(),
         metadata,
         compatibility,
+        dependencies,
     })
 }
 
@@ -90,7 +98,7 @@ impl Report {
             Ok(()) => String::from("loadable by this host"),
             Err(e) => format!("not loadable by this host: {e}"),
         };
-        format!(
+        let mut text = format!(
             "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nneeds:       {}\nverdict:     {}\n",
             escape(&self.path.display().to_string()),
             escape(&m.name),
@@ -104,13 +112,30 @@ impl Report {
                 None => String::from("nothing declared (the process tier's defaults)"),
             }),
             escape(&verdict)
-        )
+        );
+        match &self.dependencies {
+            None => {}
+            Some(Ok(info)) => {
+                text.push_str(&format!(
+                    "dependencies: {} packages (section `{}`)\n",
+                    info.packages.len(),
+                    deps::SECTION
+                ));
+                for package in &info.packages {
+                    text.push_str(&format!("  {}\n", escape(&deps::package_line(package))));
+                }
+            }
+            Some(Err(error)) => {
+                text.push_str(&format!("dependencies: error: {}\n", escape(error)));
+            }
+        }
+        text
     }
 
     /// The report as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let m = &self.metadata;
-        json!({
+        let mut value = json!({
             "file": self.path,
             "name": m.name,
             "version": m.version,
@@ -122,6 +147,14 @@ impl Report {
             "capabilities": m.capabilities,
             "loadable": self.compatibility.is_ok(),
             "problem": self.compatibility.as_ref().err().map(ToString::to_string),
-        })
+        });
+        if let (Some(list), Some(object)) = (&self.dependencies, value.as_object_mut()) {
+            let list = match list {
+                Ok(info) => serde_json::to_value(info).unwrap_or_default(),
+                Err(error) => json!({ "error": error }),
+            };
+            object.insert("dependencies".to_owned(), list);
+        }
+        value
     }
 }
