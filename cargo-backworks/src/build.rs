@@ -204,6 +204,16 @@ pub enum BuildError {
         /// What the record and the manifest say, and what to do.
         problem: String,
     },
+    /// The plugin's dependency list (linked into it) could not be made.
+    #[error("cannot make the dependency list of `{package}` for {target}: {problem}")]
+    DependencyList {
+        /// The package.
+        package: String,
+        /// The target.
+        target: String,
+        /// What failed.
+        problem: String,
+    },
     /// Running a tool failed.
     #[error("cannot run `{program}`: {source}")]
     Spawn {
@@ -673,12 +683,16 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
             &plan,
             &plugins,
             &remaps,
-            &dist_root,
+            Dirs {
+                target: &target_dir,
+                dist: &dist_root,
+            },
             progress,
         ) {
             Ok(libraries) => built.extend(libraries),
             Err(
                 error @ (BuildError::Cargo { .. }
+                | BuildError::DependencyList { .. }
                 | BuildError::Invalid { .. }
                 | BuildError::CapabilitiesNotRecorded { .. }
                 | BuildError::NoArtifact { .. }),
@@ -713,6 +727,14 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
     })
 }
 
+/// Where a build writes: cargo's target directory (and the object files of
+/// the dependency lists, [`crate::deps`]) and the dist directory.
+#[derive(Debug, Clone, Copy)]
+struct Dirs<'a> {
+    target: &'a Path,
+    dist: &'a Path,
+}
+
 /// Builds, copies and checks every plugin for one target.
 fn build_target(
     options: &BuildOptions,
@@ -720,11 +742,20 @@ fn build_target(
     plan: &Plan,
     plugins: &[Plugin],
     remaps: &Flags,
-    dist_root: &Path,
+    dirs: Dirs<'_>,
     progress: &Progress,
 ) -> Result<Vec<BuiltPlugin>, BuildError> {
     let triple = plan.target.as_str();
-    let libraries = run_cargo(options, target, plan, plugins, remaps, progress)?;
+    let dist_root = dirs.dist;
+    let libraries = run_cargo(
+        options,
+        target,
+        plan,
+        plugins,
+        remaps,
+        dirs.target,
+        progress,
+    )?;
     let mut built = Vec::new();
     for (plugin, cargo_path) in libraries {
         let dist_dir = dist_root.join(triple);
@@ -800,13 +831,16 @@ fn capabilities_mismatch(plugin: &Plugin, recorded: Option<&Capabilities>) -> Op
 /// every build.) Release builds also pass the linker `-S` (no debug map):
 /// the map names the object files by absolute path, rustc's among them in
 /// a randomly named temporary directory, and the Mach-O `LC_UUID` is a hash
-/// over it, so it would differ on every build.
+/// over it, so it would differ on every build. On the targets that get one,
+/// the plugin's dependency list is linked into its crate too
+/// ([`crate::deps`]).
 fn run_cargo<'p>(
     options: &BuildOptions,
     target: Option<&str>,
     plan: &Plan,
     plugins: &'p [Plugin],
     remaps: &Flags,
+    target_dir: &Path,
     progress: &Progress,
 ) -> Result<Vec<(&'p Plugin, PathBuf)>, BuildError> {
     let mach_o = crate::target::parse(&plan.target)
@@ -833,6 +867,16 @@ fn run_cargo<'p>(
                 plugin.lib_name
             ));
         }
+        progress.status(&format!("resolving the dependencies of {}", plugin.name));
+        own.extend(crate::deps::prepare(
+            &plugin.name,
+            &plugin.version,
+            &plugin.manifest,
+            &plan.target,
+            target_dir,
+            options.locked,
+            &cargo_program(),
+        )?);
         let flags = Flags {
             common: common.clone(),
             plugin: own,

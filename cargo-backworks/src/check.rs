@@ -3,12 +3,16 @@
 //! re-exported here whole), which returns one [`FileReport`] per file; this
 //! module prints them, as text or as the JSON document of `docs/check.md`
 //! (schema [`SCHEMA`], a summary, the exit code), and decides the exit codes.
+//! With `--deps`, each file's dependency list ([`backworks_artifact::deps`])
+//! is printed after its report.
 
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 
 pub use backworks_artifact::check::*;
+use backworks_artifact::deps::{self, VersionInfo};
+use backworks_artifact::terminal::escape;
 use serde::Serialize;
 use serde::ser::SerializeStruct;
 
@@ -33,6 +37,9 @@ fn plural(count: usize, noun: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct CheckOutcome {
     reports: Vec<FileReport>,
+    /// With `--deps`: each file's dependency list, or why it could not be
+    /// read (`None` for a file that could not be read at all).
+    deps: Option<Vec<Option<Result<VersionInfo, String>>>>,
 }
 
 impl CheckOutcome {
@@ -59,13 +66,31 @@ impl CheckOutcome {
         self.reports.iter().filter(|r| r.error().is_some()).count()
     }
 
-    /// The process exit code: 0 when every file is a valid plugin, 2 when a
-    /// file could not be read, else 1 (a file was read but is not a valid
-    /// plugin).
+    /// With `--deps`, each file's dependency list (`None` for a file that
+    /// could not be read), or why it could not be read from the file; `None`
+    /// without `--deps`.
+    pub fn dependencies(&self) -> Option<&[Option<Result<VersionInfo, String>>]> {
+        self.deps.as_deref()
+    }
+
+    /// Number of files read whose dependency list was asked for and could
+    /// not be read (none without `--deps`).
+    pub fn deps_unreadable(&self) -> usize {
+        self.deps
+            .iter()
+            .flatten()
+            .filter(|d| matches!(d, Some(Err(_))))
+            .count()
+    }
+
+    /// The process exit code: 0 when every file is a valid plugin (with
+    /// `--deps`, whose dependency list is read), 2 when a file could not be
+    /// read, else 1 (a file was read but is not a valid plugin, or its
+    /// dependency list could not be read).
     pub fn exit_code(&self) -> u8 {
         if self.unreadable() > 0 {
             2
-        } else if self.invalid() > 0 {
+        } else if self.invalid() > 0 || self.deps_unreadable() > 0 {
             1
         } else {
             0
@@ -79,7 +104,14 @@ impl CheckOutcome {
         let mut out = self
             .reports
             .iter()
-            .map(FileReport::render_text)
+            .enumerate()
+            .map(|(i, report)| {
+                let mut text = report.render_text();
+                if let Some(Some(list)) = self.deps.as_ref().and_then(|d| d.get(i)) {
+                    text.push_str(&render_deps(list));
+                }
+                text
+            })
             .collect::<Vec<_>>()
             .join("\n");
         if self.reports.len() > 1 {
@@ -126,7 +158,28 @@ impl Serialize for CheckOutcome {
                 max: *SUPPORTED_ABI.end(),
             },
         )?;
-        s.serialize_field("files", &self.reports)?;
+        match &self.deps {
+            None => s.serialize_field("files", &self.reports)?,
+            Some(deps) => {
+                // Each file's object with its `dependencies`.
+                let mut files = Vec::with_capacity(self.reports.len());
+                for (report, list) in self.reports.iter().zip(deps) {
+                    let mut file =
+                        serde_json::to_value(report).map_err(serde::ser::Error::custom)?;
+                    if let (Some(list), Some(object)) = (list, file.as_object_mut()) {
+                        let value = match list {
+                            Ok(info) => {
+                                serde_json::to_value(info).map_err(serde::ser::Error::custom)?
+                            }
+                            Err(error) => serde_json::json!({ "error": error }),
+                        };
+                        object.insert("dependencies".to_owned(), value);
+                    }
+                    files.push(file);
+                }
+                s.serialize_field("files", &files)?;
+            }
+        }
         s.serialize_field(
             "summary",
             &Summary {
@@ -141,22 +194,58 @@ impl Serialize for CheckOutcome {
     }
 }
 
+/// The `dependencies:` lines of a file's text report: the packages of its
+/// list, one a line, or why the list could not be read.
+fn render_deps(list: &Result<VersionInfo, String>) -> String {
+    match list {
+        Ok(info) => {
+            let mut out = format!(
+                "  dependencies: {} (section `{}`)\n",
+                plural(info.packages.len(), "package"),
+                deps::SECTION
+            );
+            for package in &info.packages {
+                let _ = writeln!(out, "    {}", escape(&deps::package_line(package)));
+            }
+            out
+        }
+        Err(error) => format!("  dependencies: error: {}\n", escape(error)),
+    }
+}
+
 /// Checks every file in `files`, writes the report to `out` (text, or JSON
-/// when `json`), and returns the outcome, whose
-/// [`exit_code`](CheckOutcome::exit_code) is the command's.
+/// when `json`; with each file's dependency list when `deps`), and returns
+/// the outcome, whose [`exit_code`](CheckOutcome::exit_code) is the
+/// command's.
 ///
 /// A file that cannot be read is reported in the output (and makes the exit
 /// code 2); the other files are still checked. Errors only when `files` is
 /// empty or `out` cannot be written.
-pub fn run(files: &[PathBuf], json: bool, out: &mut dyn Write) -> Result<CheckOutcome, CheckError> {
+pub fn run(
+    files: &[PathBuf],
+    json: bool,
+    deps: bool,
+    out: &mut dyn Write,
+) -> Result<CheckOutcome, CheckError> {
     if files.is_empty() {
         return Err(CheckError::NoFiles);
     }
-    let reports = files
+    let reports: Vec<FileReport> = files
         .iter()
         .map(|path| check_file(path).unwrap_or_else(|e| FileReport::unreadable(path, &e)))
         .collect();
-    let outcome = CheckOutcome { reports };
+    let deps = deps.then(|| {
+        reports
+            .iter()
+            .map(|report| {
+                report
+                    .error()
+                    .is_none()
+                    .then(|| deps::read(report.path()).map_err(|error| error.to_string()))
+            })
+            .collect()
+    });
+    let outcome = CheckOutcome { reports, deps };
     if json {
         // Text from the file in `\uXXXX` escapes, nothing raw on a terminal.
         out.write_all(backworks_artifact::terminal::json(&outcome).as_bytes())
@@ -193,7 +282,7 @@ mod tests {
         let run_on = |files: &[&PathBuf], json: bool| {
             let files: Vec<PathBuf> = files.iter().map(|f| (*f).clone()).collect();
             let mut out = Vec::new();
-            let outcome = run(&files, json, &mut out).unwrap();
+            let outcome = run(&files, json, false, &mut out).unwrap();
             (outcome, String::from_utf8(out).unwrap())
         };
         let (outcome, out) = run_on(&[&plugin], false);
@@ -233,7 +322,7 @@ mod tests {
         assert_eq!(json["summary"]["unreadable"], 2);
 
         assert!(matches!(
-            run(&[], false, &mut Vec::new()),
+            run(&[], false, false, &mut Vec::new()),
             Err(CheckError::NoFiles)
         ));
     }

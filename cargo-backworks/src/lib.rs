@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod check;
+pub(crate) mod deps;
 pub mod error;
 pub mod keys;
 pub(crate) mod manifest;

@@ -131,6 +131,11 @@ enum Command {
         /// docs/check.md) instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print each file's dependency list (the crates it was built
+        /// from, cargo-auditable's `.dep-v0` section that `cargo backworks
+        /// build` embeds); exit code 1 when a list cannot be read.
+        #[arg(long)]
+        deps: bool,
     },
     /// Generate a minisign key pair: <NAME>.key (secret) and <NAME>.pub.
     #[command(after_help = EXIT_CODES)]
@@ -400,8 +405,8 @@ fn run(command: Command) -> Result<u8, Error> {
             );
             Ok(0)
         }
-        Command::Check { files, json } => {
-            let outcome = check::run(&files, json, &mut std::io::stdout().lock())?;
+        Command::Check { files, json, deps } => {
+            let outcome = check::run(&files, json, deps, &mut std::io::stdout().lock())?;
             Ok(outcome.exit_code())
         }
         Command::Keygen {

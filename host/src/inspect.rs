@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::deps::{self, VersionInfo};
 use backworks_artifact::floor::{self, FloorReport};
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_plugin_sdk::abi::{self, AbiError};
@@ -66,11 +67,15 @@ pub struct Report {
     /// Why this system's glibc cannot load it: it needs a newer release
     /// than [`loader::running_glibc`].
     pub floor_problem: Option<String>,
+    /// With `--deps`: its dependency list (the `.dep-v0` section
+    /// `cargo backworks build` embeds), or why it cannot be read.
+    pub dependencies: Option<Result<VersionInfo, String>>,
 }
 
 /// Reads `path` (a regular file of [`loader::DEFAULT_MAX_PLUGIN_SIZE`]
-/// bytes at most, see [`loader::open_bounded`]) and its metadata record.
-pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
+/// bytes at most, see [`loader::open_bounded`]) and its metadata record,
+/// and its dependency list when `with_deps`.
+pub fn inspect_file(path: &Path, with_deps: bool) -> Result<Report, InspectFileError> {
     let bytes = loader::read_bounded(path, SizeLimit::Plugin(loader::DEFAULT_MAX_PLUGIN_SIZE))
         .map_err(|error| match error {
             FileError::Io { path, source } => InspectFileError::Read { path, source },
@@ -88,12 +93,15 @@ pub fn inspect_file(path: &Path) -> Result<Report, InspectFileError> {
         )),
         _ => None,
     };
+    let dependencies =
+        with_deps.then(|| deps::from_bytes(path, &bytes).map_err(|error| error.to_string()));
     Ok(Report {
         path: path.to_owned(),
         metadata,
         compatibility,
         floor,
         floor_problem,
+        dependencies,
     })
 }
 
@@ -111,7 +119,7 @@ impl Report {
             .floor
             .describe()
             .unwrap_or_else(|| String::from("none recorded"));
-        format!(
+        let mut text = format!(
             "file:        {}\nplugin:      {} {}\ndescription: {}\ntarget:      {}\nabi:         v{}\nsdk:         {}\nneeds:       {}\nfloor:       {}\nverdict:     {}\n",
             escape(&self.path.display().to_string()),
             escape(&m.name),
@@ -126,13 +134,30 @@ impl Report {
             }),
             escape(&floor),
             escape(&verdict)
-        )
+        );
+        match &self.dependencies {
+            None => {}
+            Some(Ok(info)) => {
+                text.push_str(&format!(
+                    "dependencies: {} packages (section `{}`)\n",
+                    info.packages.len(),
+                    deps::SECTION
+                ));
+                for package in &info.packages {
+                    text.push_str(&format!("  {}\n", escape(&deps::package_line(package))));
+                }
+            }
+            Some(Err(error)) => {
+                text.push_str(&format!("dependencies: error: {}\n", escape(error)));
+            }
+        }
+        text
     }
 
     /// The report as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let m = &self.metadata;
-        json!({
+        let mut value = json!({
             "file": self.path,
             "name": m.name,
             "version": m.version,
@@ -145,7 +170,15 @@ impl Report {
             "floor": self.floor,
             "loadable": self.problem().is_none(),
             "problem": self.problem(),
-        })
+        });
+        if let (Some(list), Some(object)) = (&self.dependencies, value.as_object_mut()) {
+            let list = match list {
+                Ok(info) => serde_json::to_value(info).unwrap_or_default(),
+                Err(error) => json!({ "error": error }),
+            };
+            object.insert("dependencies".to_owned(), list);
+        }
+        value
     }
 
     /// Why this host cannot load the plugin: its ABI, target or panic

@@ -186,6 +186,10 @@ enum PluginsCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print its dependency list (the crates it was built from,
+        /// the `.dep-v0` section `cargo backworks build` embeds).
+        #[arg(long)]
+        deps: bool,
     },
     /// List the plugin libraries in the configured plugin directories, with
     /// their metadata and signature status (nothing is loaded).
@@ -273,8 +277,8 @@ enum PluginsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Plugins(PluginsCommand::Inspect { file, json }) => {
-            match inspect::inspect_file(&file) {
+        Command::Plugins(PluginsCommand::Inspect { file, json, deps }) => {
+            match inspect::inspect_file(&file, deps) {
                 Ok(report) => {
                     if json {
                         print!("{}", report::json(&report.to_json()));

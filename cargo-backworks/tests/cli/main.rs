@@ -7,6 +7,7 @@ mod cache;
 mod capabilities;
 mod check;
 mod ci;
+mod deps;
 mod flake;
 mod keys;
 mod publish;

@@ -228,3 +228,56 @@ fn a_record_cannot_drive_the_terminal() {
     assert_eq!(report["description"], forged);
     assert_eq!(report["name"], "we\u{1b}]0;title\u{7}");
 }
+
+/// `--deps`: the dependency list of the `.dep-v0` section (added here to the
+/// C plugin with objcopy, as `cargo backworks build` links it into a Rust
+/// plugin), or why there is none.
+#[test]
+fn inspect_deps_prints_the_dependency_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = c_plugin(dir.path());
+    let path = plugin.to_str().unwrap();
+    let output = backworks(&["plugins", "inspect", "--deps", path]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "dependencies: error: {path}: no `.dep-v0` section"
+        )),
+        "{stdout}"
+    );
+
+    let list = r#"{"packages":[{"name":"weather","version":"1.0.0","source":"local","dependencies":[1],"root":true},{"name":"serde_json","version":"1.0.145","source":"crates.io"}],"format":1}"#;
+    let section = dir.path().join("dep-v0.zlib");
+    std::fs::write(
+        &section,
+        miniz_oxide::deflate::compress_to_vec_zlib(list.as_bytes(), 7),
+    )
+    .unwrap();
+    let listed = dir.path().join("libweather_listed.so");
+    let status = Command::new("objcopy")
+        .arg(format!("--add-section=.dep-v0={}", section.display()))
+        .arg(&plugin)
+        .arg(&listed)
+        .status()
+        .expect("run objcopy (binutils)");
+    assert!(status.success());
+    let listed = listed.to_str().unwrap();
+    let output = backworks(&["plugins", "inspect", "--deps", listed]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.ends_with(
+            "dependencies: 2 packages (section `.dep-v0`)\n  weather 1.0.0 (local, root)\n  serde_json 1.0.145\n"
+        ),
+        "{stdout}"
+    );
+    let output = backworks(&["plugins", "inspect", "--deps", "--json", listed]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(list).unwrap();
+    assert_eq!(json["dependencies"], expected);
+    // Without --deps, no list.
+    let output = backworks(&["plugins", "inspect", "--json", listed]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(json.get("dependencies").is_none(), "{json}");
+}

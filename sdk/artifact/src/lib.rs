@@ -8,6 +8,8 @@
 //!   reports with stable finding codes.
 //! - [`floor`]: the oldest system a library loads on (the newest glibc
 //!   release an ELF file needs, a Mach-O file's minimum macOS).
+//! - [`deps`]: the dependency list a plugin carries (cargo-auditable's
+//!   `.dep-v0` section), read back with size limits.
 //! - [`target`]: what a Rust target triple says about the library built for
 //!   it (format, architecture, extension, dist file names).
 //! - [`signature`]: minisign signatures whose trusted comment binds name,
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod deps;
 pub mod file;
 pub mod floor;
 pub mod inspect;
