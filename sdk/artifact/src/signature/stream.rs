@@ -18,6 +18,8 @@
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::{Pending, PublicKey, Verified, VerifyError};
 use crate::inspect::InspectError;
 use crate::metadata::PluginMetadata;
@@ -35,7 +37,7 @@ pub type Chunk = Arc<dyn AsRef<[u8]> + Send + Sync>;
 /// expected before it [concludes](Hashed::conclude).
 pub struct StreamVerifier {
     pending: Pending,
-    sha256: ring::digest::Context,
+    sha256: Sha256,
 }
 
 impl StreamVerifier {
@@ -46,7 +48,7 @@ impl StreamVerifier {
     pub fn new(signature_text: &str, trusted_keys: &[PublicKey]) -> Result<Self, VerifyError> {
         Ok(Self {
             pending: Pending::new(signature_text, trusted_keys)?,
-            sha256: ring::digest::Context::new(&ring::digest::SHA256),
+            sha256: Sha256::new(),
         })
     }
 
@@ -62,10 +64,8 @@ impl StreamVerifier {
 
     /// Marks the end of the file.
     pub fn finish(self) -> Hashed {
-        let mut sha256 = [0; 32];
-        sha256.copy_from_slice(self.sha256.finish().as_ref());
         Hashed {
-            sha256,
+            sha256: self.sha256.finalize().into(),
             pending: self.pending,
         }
     }
