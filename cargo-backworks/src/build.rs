@@ -45,13 +45,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use backworks_artifact::floor::{FloorReport, PlatformFloor};
 use backworks_plugin_sdk::abi::capabilities::{
     CAPABILITIES_ENV, Capabilities, CapabilityError, MAX_CAPABILITIES_SIZE,
 };
 use cargo_metadata::{Message, MetadataCommand, PackageId, TargetKind};
 
 use crate::progress::Progress;
-use crate::toolchain::{Builder, Missing, Plan, Probe};
+use crate::toolchain::{Builder, MACOS_DEPLOYMENT_TARGET_ENV, Missing, Plan, Probe};
 
 /// What to build.
 #[derive(Debug, Clone, Default)]
@@ -140,6 +141,8 @@ pub struct BuiltPlugin {
     /// The capabilities it declares (its record carries them); `None` when
     /// it declares nothing.
     pub capabilities: Option<Capabilities>,
+    /// Its platform floor, read from its bytes as `check` reads it.
+    pub floor: PlatformFloor,
 }
 
 /// Why a build stopped.
@@ -195,6 +198,25 @@ pub enum BuildError {
         manifest: PathBuf,
         /// The JSON's size in bytes.
         size: usize,
+    },
+    /// `[package.metadata.backworks] glibc` or `macos` is not a floor the
+    /// build can keep.
+    #[error("{}: {source}", manifest.display())]
+    BadFloor {
+        /// The package's manifest.
+        manifest: PathBuf,
+        /// The key and what is wrong with it.
+        #[source]
+        source: crate::floor::FloorError,
+    },
+    /// A built library needs a newer system than its package's
+    /// `[package.metadata.backworks] glibc` or `macos` asks for.
+    #[error("{}: {problem}", path.display())]
+    FloorNotMet {
+        /// The library in the dist layout.
+        path: PathBuf,
+        /// What it needs and what was asked for.
+        problem: String,
     },
     /// A built library's record does not carry its package's declaration.
     #[error("{}: {problem}", path.display())]
@@ -344,6 +366,8 @@ struct Plugin {
     manifest: PathBuf,
     /// What it declares in `[package.metadata.backworks.capabilities]`.
     capabilities: Option<Capabilities>,
+    /// The platform floor `[package.metadata.backworks]` asks for.
+    floor: crate::floor::Request,
 }
 
 impl Plugin {
@@ -623,6 +647,12 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
                     .unwrap_or_else(|| p.name.replace('-', "_")),
                 manifest: p.manifest_path.clone().into_std_path_buf(),
                 capabilities: declared_capabilities(p)?,
+                floor: crate::floor::Request::from_metadata(&p.metadata["backworks"]).map_err(
+                    |source| BuildError::BadFloor {
+                        manifest: p.manifest_path.clone().into_std_path_buf(),
+                        source,
+                    },
+                )?,
             })
         })
         .collect::<Result<_, BuildError>>()?;
@@ -654,7 +684,10 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
         .map(|t| t.clone().unwrap_or_else(|| host.clone()))
         .collect();
     progress.status("looking for the toolchains");
-    let decisions = Probe::new(&workspace_root, &host).plan(&triples);
+    let glibc_floor = plugins.iter().any(|p| p.floor.glibc.is_some());
+    let decisions = Probe::new(&workspace_root, &host)
+        .with_glibc_floor(glibc_floor)
+        .plan(&triples);
     // Every target that cannot be built is reported before any is built.
     let mut failures = Vec::new();
     for decision in &decisions {
@@ -695,6 +728,7 @@ pub fn build(options: &BuildOptions, progress: &Progress) -> Result<BuildReport,
                 | BuildError::DependencyList { .. }
                 | BuildError::Invalid { .. }
                 | BuildError::CapabilitiesNotRecorded { .. }
+                | BuildError::FloorNotMet { .. }
                 | BuildError::NoArtifact { .. }),
             ) if !options.fail_fast => {
                 progress.forward(&format!("error: {error}"));
@@ -776,6 +810,13 @@ fn build_target(
                 problem,
             });
         }
+        let floor = report.floor().map(FloorReport::floor).unwrap_or_default();
+        if let Some(problem) = plugin.floor.unmet(triple, &floor) {
+            return Err(BuildError::FloorNotMet {
+                path: dist_path,
+                problem,
+            });
+        }
         progress.step(&format!(
             "   Plugin {} {} ({triple}) -> {}",
             plugin.name,
@@ -785,6 +826,9 @@ fn build_target(
         if let Some(capabilities) = &plugin.capabilities {
             progress.step(&format!("            needs {capabilities}"));
         }
+        if !floor.is_empty() {
+            progress.step(&format!("            loads on {floor} or later"));
+        }
         built.push(BuiltPlugin {
             package: plugin.name.clone(),
             version: plugin.version.clone(),
@@ -792,6 +836,7 @@ fn build_target(
             cargo_path,
             dist_path,
             capabilities: plugin.capabilities.clone(),
+            floor,
         });
     }
     Ok(built)
@@ -881,7 +926,7 @@ fn run_cargo<'p>(
             common: common.clone(),
             plugin: own,
         };
-        let library = run_cargo_once(options, target, plan, plugin, &flags, progress)?;
+        let library = run_cargo_once(options, target, plan, plugin, &flags, target_dir, progress)?;
         found.push((plugin, library));
     }
     Ok(found)
@@ -891,12 +936,19 @@ fn run_cargo<'p>(
 /// `flags.common` for every unit and `flags.plugin` for its final crate.
 /// The capabilities it declares are handed to `export_plugin!` in
 /// [`CAPABILITIES_ENV`].
+///
+/// A build against a glibc floor goes to its own directory under
+/// `target_dir` (`glibc-<version>/`): cargo keeps one build of each
+/// dependency per target, and zig's linker is part of its fingerprint but
+/// not of its file name, so a floored build and a plain one (`cargo build`)
+/// sharing a directory would rebuild every dependency at each switch.
 fn run_cargo_once(
     options: &BuildOptions,
     target: Option<&str>,
     plan: &Plan,
     plugin: &Plugin,
     flags: &Flags,
+    target_dir: &Path,
     progress: &Progress,
 ) -> Result<PathBuf, BuildError> {
     let triple = plan.target.as_str();
@@ -911,10 +963,26 @@ fn run_cargo_once(
         Some(json) => command.env(CAPABILITIES_ENV, json),
         None => command.env_remove(CAPABILITIES_ENV),
     };
+    // The package's macOS floor wins over the environment's: the build
+    // checks the library against it afterwards.
+    if let Some(macos) = plugin.floor.deployment_target(triple) {
+        command.env(MACOS_DEPLOYMENT_TARGET_ENV, macos.to_string());
+    }
     if options.locked {
         command.arg("--locked");
     }
-    if let Some(dir) = &options.target_dir {
+    // cargo-zigbuild links a Linux GNU target against the glibc named after
+    // the triple (`x86_64-unknown-linux-gnu.2.17`), and passes cargo the
+    // triple alone.
+    let zig_target = match (&plan.builder, target) {
+        (Builder::Zigbuild { .. }, Some(target)) => plugin.floor.zig_target(target),
+        _ => None,
+    };
+    if let Some(glibc) = plugin.floor.glibc.filter(|_| zig_target.is_some()) {
+        command
+            .arg("--target-dir")
+            .arg(target_dir.join(format!("glibc-{glibc}")));
+    } else if let Some(dir) = &options.target_dir {
         command.arg("--target-dir").arg(dir);
     }
     if let Some(manifest) = &options.manifest_path {
@@ -925,7 +993,7 @@ fn run_cargo_once(
         command.arg("--release");
     }
     if let Some(target) = target {
-        command.args(["--target", target]);
+        command.args(["--target", zig_target.as_deref().unwrap_or(target)]);
     }
     if progress.is_quiet() {
         command.arg("--quiet");

@@ -15,7 +15,8 @@ pub const EXIT_CODES: &str = "Exit codes:
      did not reproduce the manifest's bytes
   2  usage, configuration, I/O, key or password error (also build: an
      invalid [package.metadata.backworks.capabilities], or a library whose
-     record does not carry it)
+     record does not carry it; an invalid glibc or macos floor, or a
+     library that needs a newer system than its floor)
   3  cargo failed to build a plugin
   4  a target cannot be built here: a tool or its standard library is
      missing (the message names the install command; the other targets

@@ -7,6 +7,7 @@ pub mod build;
 pub mod check;
 pub(crate) mod deps;
 pub mod error;
+pub mod floor;
 pub mod keys;
 pub(crate) mod manifest;
 pub mod new;

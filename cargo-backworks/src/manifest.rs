@@ -257,6 +257,7 @@ mod tests {
             cargo_path: library.clone(),
             dist_path: library,
             capabilities: None,
+            floor: Default::default(),
         }];
         let manifest = Manifest::new(
             true,

@@ -7,19 +7,22 @@
 //! 1. The target's standard library must be installed
 //!    (`<rustc --print sysroot>/lib/rustlib/<target>/lib`); else
 //!    `rustup target add <target>`.
-//! 2. The host's own target is built with plain cargo.
-//! 3. A cross target with a linker configured by the user
+//! 2. When a plugin asks for a glibc floor (`crate::floor`), every Linux GNU
+//!    target, the host's too, is built with `cargo zigbuild`, or is missing
+//!    zig: only zig links against a chosen glibc release.
+//! 3. The host's own target is built with plain cargo.
+//! 4. A cross target with a linker configured by the user
 //!    (`CARGO_TARGET_<TRIPLE>_LINKER`, or `target.<triple>.linker` in a
 //!    `.cargo/config.toml` cargo reads) is built with plain cargo and that
 //!    linker: the user's choice wins.
-//! 4. Else with `cargo zigbuild` when `cargo-zigbuild` (on `PATH`, else in
+//! 5. Else with `cargo zigbuild` when `cargo-zigbuild` (on `PATH`, else in
 //!    Python's user scripts directory, where `pip install --user` puts it)
 //!    and zig (`python3 -m ziglang`, else `$CARGO_ZIGBUILD_ZIG_PATH` or
 //!    `zig` on `PATH`, as cargo-zigbuild looks) are found (except for
 //!    `*-windows-gnu`: see [`zig_links`]); see `ZigSearch::find`.
-//! 5. Else with plain cargo and a known cross gcc on `PATH`
+//! 6. Else with plain cargo and a known cross gcc on `PATH`
 //!    (`x86_64-w64-mingw32-gcc`, `aarch64-linux-gnu-gcc`, …).
-//! 6. Else the target is [`Missing`], with the commands that install what it
+//! 7. Else the target is [`Missing`], with the commands that install what it
 //!    needs.
 //!
 //! Apple targets get `MACOSX_DEPLOYMENT_TARGET` (unless set): without it zig
@@ -39,6 +42,9 @@ use serde::Serialize;
 /// The `pip install` that provides zig and cargo-zigbuild, with the
 /// versions `scripts/setup` installs.
 pub(crate) const ZIGBUILD_INSTALL: &str = "pip install ziglang==0.17.1 cargo-zigbuild==0.24.1";
+
+/// The variable that sets the minimum macOS of an Apple target's link.
+pub(crate) const MACOS_DEPLOYMENT_TARGET_ENV: &str = "MACOSX_DEPLOYMENT_TARGET";
 
 /// `MACOSX_DEPLOYMENT_TARGET` for `aarch64-apple-darwin` unless the user set
 /// it: macOS 11, the first on Apple silicon.
@@ -155,6 +161,8 @@ pub(crate) struct Probe {
     zig: Option<Result<Zig, String>>,
     zig_search: ZigSearch,
     config_dirs: Vec<PathBuf>,
+    /// A plugin asks for a glibc floor: Linux GNU targets are linked by zig.
+    glibc_floor: bool,
 }
 
 impl Probe {
@@ -190,7 +198,17 @@ impl Probe {
             zig: None,
             zig_search: ZigSearch::current(),
             config_dirs,
+            glibc_floor: false,
         }
+    }
+
+    /// Whether a plugin of the build asks for a glibc floor
+    /// (`[package.metadata.backworks] glibc`): then every Linux GNU target,
+    /// the host's too, is linked by zig, which alone links against a chosen
+    /// glibc release (ahead of a configured linker), or is missing zig.
+    pub(crate) fn with_glibc_floor(mut self, glibc_floor: bool) -> Self {
+        self.glibc_floor = glibc_floor;
+        self
     }
 
     /// Looks for cargo-zigbuild and zig as `search` says rather than as
@@ -236,7 +254,7 @@ impl Probe {
         }
         let mut env = Vec::new();
         if target.contains("-apple-") {
-            let variable = "MACOSX_DEPLOYMENT_TARGET";
+            let variable = MACOS_DEPLOYMENT_TARGET_ENV;
             if std::env::var_os(variable).is_none() {
                 let version = if target.starts_with("aarch64") {
                     DEFAULT_MACOS_DEPLOYMENT_TARGET_AARCH64
@@ -246,7 +264,28 @@ impl Probe {
                 env.push((variable.to_owned(), version.to_owned()));
             }
         }
-        let builder = if target == self.host {
+        let builder = if self.glibc_floor && crate::floor::links_glibc(target) {
+            // Only zig links against a chosen glibc release.
+            match self.zig() {
+                Some(Ok(zig)) => Some(Builder::Zigbuild {
+                    zig_version: zig.version.clone(),
+                    program: zig.cargo_zigbuild.clone(),
+                }),
+                found => {
+                    let why = match found {
+                        Some(Err(why)) => why.clone(),
+                        _ => "cargo-zigbuild and zig".to_owned(),
+                    };
+                    needs.push(Need {
+                        what: format!(
+                            "zig, to link {target} against the glibc floor `package.metadata.backworks.glibc` asks for ({why})"
+                        ),
+                        install: vec![ZIGBUILD_INSTALL.to_owned()],
+                    });
+                    None
+                }
+            }
+        } else if target == self.host {
             Some(Builder::Cargo)
         } else if let Some(linker) = std::env::var(linker_variable(target))
             .ok()

@@ -98,7 +98,7 @@ pub(crate) fn dist_path_in(dist: &Path, name: &str, target: &str) -> PathBuf {
 
 /// Loads `library` the way the host does (record, checks, then the
 /// functions) and returns the checked plugin. The library stays loaded.
-fn load(library: &Path) -> RawPlugin {
+pub(crate) fn load(library: &Path) -> RawPlugin {
     // SAFETY: loading runs the library's initialisers; it is the plugin this
     // test just built from the template.
     let library: &'static libloading::Library = Box::leak(Box::new(

@@ -9,5 +9,6 @@ mod check;
 mod ci;
 mod deps;
 mod flake;
+mod floor;
 mod keys;
 mod publish;
