@@ -50,23 +50,25 @@ pub(crate) fn cargo_backworks(dir: &Path, args: &[&str]) -> Output {
         .expect("run cargo-backworks")
 }
 
-/// A release build of the plugin in `plugin_dir` for the native target and
-/// the zig-built cross target, into `dist`.
-fn build_native_and_zig(plugin_dir: &Path, dist: &Path) -> Output {
-    cargo_backworks(
-        plugin_dir,
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "--dist-dir",
-            dist.to_str().unwrap(),
-            "--target",
-            TARGET,
-            "--target",
-            ZIG_TARGET,
-        ],
-    )
+/// The five release targets: each built here by its own tool (cargo, zig,
+/// mingw), as a plugin's CI builds them.
+pub(crate) const RELEASE_TARGETS: [&str; 5] = [
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "x86_64-pc-windows-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+];
+
+/// A release build of the plugin in `plugin_dir` for the five release
+/// targets, into `dist`.
+fn build_release_targets(plugin_dir: &Path, dist: &Path) -> Output {
+    let mut args = vec!["build", "--release", "--quiet", "--dist-dir"];
+    args.push(dist.to_str().unwrap());
+    for target in RELEASE_TARGETS {
+        args.extend(["--target", target]);
+    }
+    cargo_backworks(plugin_dir, &args)
 }
 
 pub(crate) fn stderr(output: &Output) -> String {
@@ -204,9 +206,8 @@ fn new_build_check_sign_verify_and_load() {
     assert!(error.is_ok(), "{error:?}");
 }
 
-/// A zig-built cross target (needs cargo-zigbuild and zig: `scripts/setup`).
-const ZIG_TARGET: &str = "aarch64-apple-darwin";
-
+/// The template plugin, built in two directories for the five release
+/// targets, gives the same bytes for each (cargo, zig and mingw builds).
 #[test]
 fn the_same_source_in_two_directories_builds_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,31 +217,27 @@ fn the_same_source_in_two_directories_builds_to_the_same_bytes() {
         std::fs::create_dir_all(&parent).unwrap();
         let plugin_dir = new_plugin(&parent, "twin");
         let dist = parent.join("dist");
-        let output = build_native_and_zig(&plugin_dir, &dist);
+        let output = build_release_targets(&plugin_dir, &dist);
         assert!(output.status.success(), "build failed: {}", stderr(&output));
         let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
-        builds.push((
-            std::fs::read(dist_path_in(&dist, "twin", TARGET)).unwrap(),
-            std::fs::read(dist_path_in(&dist, "twin", ZIG_TARGET)).unwrap(),
-            sums,
-        ));
+        let libraries: Vec<Vec<u8>> = RELEASE_TARGETS
+            .iter()
+            .map(|target| std::fs::read(dist_path_in(&dist, "twin", target)).unwrap())
+            .collect();
+        builds.push((libraries, sums));
     }
-    let ((native_a, zig_a, sums_a), (native_b, zig_b, sums_b)) = (&builds[0], &builds[1]);
-    assert!(
-        native_a == native_b,
-        "the {TARGET} builds differ ({} and {} bytes)",
-        native_a.len(),
-        native_b.len()
-    );
-    assert!(
-        zig_a == zig_b,
-        "the {ZIG_TARGET} builds (zig) differ ({} and {} bytes)",
-        zig_a.len(),
-        zig_b.len()
-    );
-    // The manifest names both, with the same hashes.
+    let ((libraries_a, sums_a), (libraries_b, sums_b)) = (&builds[0], &builds[1]);
+    for ((target, a), b) in RELEASE_TARGETS.iter().zip(libraries_a).zip(libraries_b) {
+        assert!(
+            a == b,
+            "the {target} builds differ ({} and {} bytes)",
+            a.len(),
+            b.len()
+        );
+    }
+    // The manifest names all five, with the same hashes.
     assert_eq!(sums_a, sums_b);
-    for target in [TARGET, ZIG_TARGET] {
+    for target in RELEASE_TARGETS {
         assert!(
             sums_a.contains(&format!("  {target}/twin-0.1.0-{target}.")),
             "{sums_a}"
@@ -331,14 +328,14 @@ fn five_targets_in_one_build_each_with_the_right_format_and_architecture() {
 }
 
 /// `reproduce` rebuilds in a clean copy of the source and finds the same
-/// bytes (native and a zig-built target); after a source change it names
+/// bytes (the five release targets); after a source change it names
 /// each library that differs, with both hashes, and exits with 1.
 #[test]
 fn reproduce_rebuilds_in_a_clean_checkout_and_reports_each_difference() {
     let dir = tempfile::tempdir().unwrap();
     let plugin_dir = new_plugin(dir.path(), "again");
     let dist = dir.path().join("dist");
-    let output = build_native_and_zig(&plugin_dir, &dist);
+    let output = build_release_targets(&plugin_dir, &dist);
     assert!(output.status.success(), "build failed: {}", stderr(&output));
     let manifest = dist.join("manifest.json");
     let reproduce = |dir: &Path| {
@@ -363,12 +360,12 @@ fn reproduce_rebuilds_in_a_clean_checkout_and_reports_each_difference() {
         stderr(&output)
     );
     assert!(
-        String::from_utf8_lossy(&output.stdout).starts_with("reproduced 2 artifacts of "),
+        String::from_utf8_lossy(&output.stdout).starts_with("reproduced 5 artifacts of "),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
 
-    // The source changes after the build: both libraries differ.
+    // The source changes after the build: every library differs.
     let lib = plugin_dir.join("src/lib.rs");
     let mut source = std::fs::read_to_string(&lib).unwrap();
     source.push_str(
@@ -379,7 +376,7 @@ fn reproduce_rebuilds_in_a_clean_checkout_and_reports_each_difference() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let log = stderr(&output);
     assert!(
-        log.contains("error: 2 of 2 artifacts did not reproduce:"),
+        log.contains("error: 5 of 5 artifacts did not reproduce:"),
         "{log}"
     );
     let recorded: Value =

@@ -7,13 +7,7 @@ use std::process::{Command, Output};
 
 use serde_yaml::Value;
 
-const FIVE_TARGETS: [&str; 5] = [
-    "x86_64-unknown-linux-gnu",
-    "aarch64-unknown-linux-gnu",
-    "x86_64-pc-windows-gnu",
-    "x86_64-apple-darwin",
-    "aarch64-apple-darwin",
-];
+use crate::build::RELEASE_TARGETS as FIVE_TARGETS;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
