@@ -365,27 +365,16 @@ impl PluginMarketplace {
         let index = self.fetch_index().await?;
         let mut pins = Vec::new();
         for entry in entries {
-            let version_text = entry.version.to_string();
             let reference = self.reference(&index, &entry.name, &entry.version)?;
             let release = self.release(reference, &entry.name, &entry.version).await?;
-            let listed = release.targets.get(&self.target).map(|a| a.sha256.as_str());
-            if listed != Some(entry.sha256.as_str()) {
-                return Err(MarketplaceError::PinMismatch {
-                    name: entry.name.clone(),
-                    version: version_text,
-                    target: self.target.clone(),
-                    registry_sha256: listed.unwrap_or("(none)").to_owned(),
-                    locked_sha256: entry.sha256.clone(),
-                });
-            }
-            if release.publisher != entry.key_id {
-                return Err(MarketplaceError::KeyChanged {
-                    name: entry.name.clone(),
-                    version: version_text,
-                    locked_key: entry.key_id.clone(),
-                    new_key: release.publisher.clone(),
-                });
-            }
+            download::check_pin(
+                &release,
+                &entry.name,
+                &self.target,
+                release.targets.get(&self.target).map(|a| a.sha256.as_str()),
+                Some(&entry.key_id),
+                Some(&entry.sha256),
+            )?;
             let others = self
                 .pin_others(&release, &entry.name, &entry.version, &entry.key_id)
                 .await?;

@@ -87,6 +87,42 @@ pub(super) fn artifact_file_name(
     Ok(file.to_owned())
 }
 
+/// Whether `release` is what a lock pins: its publisher `locked_key` and,
+/// for `target`, the artifact `locked_sha256` (`listed`: the release's
+/// sha256 of that target's artifact, `None` when it has none). A changed
+/// publisher is reported first: it is the graver news. `None` pins pass.
+pub(super) fn check_pin(
+    release: &Release,
+    name: &str,
+    target: &str,
+    listed: Option<&str>,
+    locked_key: Option<&str>,
+    locked_sha256: Option<&str>,
+) -> Result<(), MarketplaceError> {
+    if let Some(key) = locked_key
+        && release.publisher != key
+    {
+        return Err(MarketplaceError::KeyChanged {
+            name: name.to_owned(),
+            version: release.version.clone(),
+            locked_key: key.to_owned(),
+            new_key: release.publisher.clone(),
+        });
+    }
+    if let Some(sha256) = locked_sha256
+        && listed != Some(sha256)
+    {
+        return Err(MarketplaceError::PinMismatch {
+            name: name.to_owned(),
+            version: release.version.clone(),
+            target: target.to_owned(),
+            registry_sha256: listed.unwrap_or("(none)").to_owned(),
+            locked_sha256: sha256.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn loader_signature_path(path: &Path) -> PathBuf {
     crate::loader::signature_path(path)
 }
@@ -164,27 +200,14 @@ impl PluginMarketplace {
             });
         }
         let file_name = artifact_file_name(&release, &self.target, artifact).map_err(refuse)?;
-        if let Some(key) = key
-            && release.publisher != key
-        {
-            return Err(MarketplaceError::KeyChanged {
-                name: name.to_owned(),
-                version: version_text,
-                locked_key: key.to_owned(),
-                new_key: release.publisher.clone(),
-            });
-        }
-        if let Some(sha256) = sha256
-            && artifact.sha256 != sha256
-        {
-            return Err(MarketplaceError::PinMismatch {
-                name: name.to_owned(),
-                version: version_text,
-                target: self.target.clone(),
-                registry_sha256: artifact.sha256.clone(),
-                locked_sha256: sha256.to_owned(),
-            });
-        }
+        check_pin(
+            &release,
+            name,
+            &self.target,
+            Some(&artifact.sha256),
+            key,
+            sha256,
+        )?;
         let final_dir = self.version_dir(name, version, &self.target)?;
         let final_file = registry::join_component(&final_dir, "file name", &file_name)
             .map_err(MarketplaceError::UnsafePath)?;

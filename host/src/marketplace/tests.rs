@@ -403,6 +403,42 @@ fn a_lock_pins_every_target_and_serves_locked_on_each() {
             .all(|status| status.problem.is_none())
     );
 
+    // `plugins lock` against a lock the registry does not match: another
+    // artifact for this target is a `PinMismatch`; another publisher key is
+    // a `KeyChanged`, reported first when both differ (as `install` and
+    // `serve --locked` report them: one check, `download::check_pin`).
+    let lock_text = std::fs::read_to_string(here.lock_path()).unwrap();
+    let host_sha256 = sha256(&libraries[0].1);
+    let other_key = "0123456789ABCDEF";
+    assert_ne!(installed.plugin.key_id, other_key);
+    for (edited, expect_key_changed) in [
+        (lock_text.replace(&host_sha256, &"0".repeat(64)), false),
+        (
+            lock_text
+                .replace(&host_sha256, &"0".repeat(64))
+                .replace(&installed.plugin.key_id, other_key),
+            true,
+        ),
+    ] {
+        std::fs::write(here.lock_path(), &edited).unwrap();
+        let error = runtime.block_on(here.pin_every_target()).unwrap_err();
+        if expect_key_changed {
+            assert!(
+                matches!(&error, MarketplaceError::KeyChanged { locked_key, .. } if locked_key == other_key),
+                "{error}"
+            );
+        } else {
+            assert!(
+                matches!(&error, MarketplaceError::PinMismatch { target, registry_sha256, .. }
+                    if target == TARGET && *registry_sha256 == host_sha256),
+                "{error}"
+            );
+        }
+        // Refused: the lock is left as it was.
+        assert_eq!(std::fs::read_to_string(here.lock_path()).unwrap(), edited);
+    }
+    std::fs::write(here.lock_path(), &lock_text).unwrap();
+
     // The other target's host, with the same lock: `serve --locked`.
     let there = PluginMarketplace::from_config(&config)
         .unwrap()
