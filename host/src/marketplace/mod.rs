@@ -19,9 +19,10 @@
 //!    `trusted_keys` does not list is refused before any download.
 //! 4. The artifact is streamed into a staging directory inside the cache,
 //!    never more bytes than the release announces nor than `max_download`;
-//!    each chunk is hashed as it arrives ([`StreamVerifier`]: sha256 on the
-//!    receiving task, BLAKE2b on a thread of its own) and written by
-//!    another thread, so little is left to do once the last byte is in.
+//!    each chunk is hashed as it arrives ([`StreamVerifier`]: the one
+//!    sha256 pass, on the receiving task, while the chunk is in cache) and
+//!    written by another thread, so little is left to do once the last byte
+//!    is in.
 //!    Its sha256 must be the release's, its signature must verify, and its
 //!    trusted comment must name exactly the plugin, version and this host's
 //!    target ([`TARGET`]).
