@@ -57,9 +57,36 @@ pub fn search(query: &str, page: &SearchPage) -> String {
                 backworks_plugin_sdk::TARGET
             );
         }
+        if let Some(list) = hit.deps.get(backworks_plugin_sdk::TARGET) {
+            let _ = writeln!(
+                text,
+                "  {} on {}",
+                dependency_count(list),
+                backworks_plugin_sdk::TARGET
+            );
+        }
     }
     if page.total > page.hits.len() {
         let _ = writeln!(text, "... and {} more", page.total - page.hits.len());
+    }
+    text
+}
+
+/// `12 dependencies (3 build-time only)`, `1 dependency`: how many crates
+/// a dependency list names (`--json` lists them).
+pub fn dependency_count(list: &[backworks_registry::Dependency]) -> String {
+    let build = list.len() - backworks_artifact::deps::runtime_count(list);
+    let mut text = format!(
+        "{} {}",
+        list.len(),
+        if list.len() == 1 {
+            "dependency"
+        } else {
+            "dependencies"
+        }
+    );
+    if build > 0 {
+        let _ = write!(text, " ({build} build-time only)");
     }
     text
 }
@@ -288,6 +315,7 @@ mod tests {
             score: 1,
             capabilities: None,
             floors: Default::default(),
+            deps: Default::default(),
         }
     }
 
@@ -315,6 +343,45 @@ mod tests {
         );
         page.total = 2;
         assert!(!search("we", &page).contains("more"));
+    }
+
+    #[test]
+    fn search_counts_this_target_s_dependencies() {
+        let dependency = |name: &str, build: bool| backworks_registry::Dependency {
+            name: name.to_owned(),
+            version: String::from("1.0.0"),
+            source: String::from("crates.io"),
+            build,
+        };
+        let mut weather = hit("weather");
+        weather.deps.insert(
+            backworks_plugin_sdk::TARGET.to_owned(),
+            vec![
+                dependency("serde", false),
+                dependency("syn", true),
+                dependency("tokio", false),
+            ],
+        );
+        // Another target's list is not this host's.
+        weather
+            .deps
+            .insert(String::from("not-this-target"), vec![dependency("a", false)]);
+        let page = SearchPage {
+            query: String::from("we"),
+            total: 1,
+            page: 1,
+            per_page: 20,
+            hits: vec![weather],
+        };
+        assert_eq!(
+            search("we", &page),
+            format!(
+                "weather 1.0.0  the weather plugin\n  declares nothing (the process tier's defaults)\n  3 dependencies (1 build-time only) on {}\n",
+                backworks_plugin_sdk::TARGET
+            )
+        );
+        assert_eq!(dependency_count(&[dependency("a", false)]), "1 dependency");
+        assert_eq!(dependency_count(&[]), "0 dependencies");
     }
 
     #[test]
