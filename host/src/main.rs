@@ -23,9 +23,10 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  refused: a file is not a valid plugin, a plugin or download did not verify
      (signature, size, sha256, rollback, expiry, downgrade, key change, --locked,
-     capabilities other than the release says), a plugin failed to start, or an
+     capabilities other than the release says), a plugin failed to start, an
      update asks for more capabilities than the locked version declared (not
-     applied without --accept-capabilities)
+     applied without --accept-capabilities), or `plugins inspect --deps` found
+     no readable dependency list in the file
   2  usage, configuration, I/O or network error";
 
 /// The Backworks server and plugin manager.
@@ -187,7 +188,8 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
         /// Also print its dependency list (the crates it was built from,
-        /// the `.dep-v0` section `cargo backworks build` embeds).
+        /// the `.dep-v0` section `cargo backworks build` embeds); exit code
+        /// 1 when the file carries none or it cannot be read.
         #[arg(long)]
         deps: bool,
     },
@@ -285,7 +287,7 @@ fn main() -> ExitCode {
                     } else {
                         print!("{}", report.to_text());
                     }
-                    ExitCode::SUCCESS
+                    ExitCode::from(report.exit_code())
                 }
                 Err(error) => fail(&error, error.exit_code()),
             }
