@@ -228,8 +228,8 @@ pub(crate) fn prepare(
         .exec()
         .map_err(|e| error(format!("`cargo metadata` failed: {e}")))?;
     let info = version_info(&metadata).map_err(|e| error(e.to_string()))?;
-    let object = deps::object_file(triple, &deps::compress(&info))
-        .map_err(|e| error(e.to_string()))?;
+    let object =
+        deps::object_file(triple, &deps::compress(&info)).map_err(|e| error(e.to_string()))?;
     let hash = hex::encode(&sha2::Sha256::digest(&object)[..8]);
     let dir = target_dir.join("backworks-deps").join(triple);
     let path: PathBuf = dir.join(format!("{package}-{version}-{hash}.o"));

@@ -126,7 +126,7 @@ pub struct LoadedPlugin {
     /// Its dependency list, read from the verified bytes
     /// ([`DependencyList::Absent`] in a `process`-tier worker, which does
     /// not read it).
-    pub dependencies: DependencyList,
+    pub dependencies: std::sync::Arc<DependencyList>,
 }
 
 impl LoadedPlugin {
@@ -459,7 +459,7 @@ pub struct VerifiedFile {
     metadata: PluginMetadata,
     key_id: Option<KeyId>,
     sha256: String,
-    dependencies: DependencyList,
+    dependencies: std::sync::Arc<DependencyList>,
 }
 
 impl std::fmt::Debug for VerifiedFile {
@@ -490,7 +490,7 @@ impl VerifiedFile {
     }
 
     /// The library's dependency list, read from the verified bytes.
-    pub fn dependencies(&self) -> &DependencyList {
+    pub fn dependencies(&self) -> &std::sync::Arc<DependencyList> {
         &self.dependencies
     }
 
@@ -667,7 +667,7 @@ impl Inherited {
             path: label,
             key_id: None,
             sha256: self.sha256,
-            dependencies: DependencyList::Absent,
+            dependencies: Default::default(),
         })
     }
 }
@@ -693,7 +693,7 @@ pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, 
             })?,
     };
     // Verified: read from the bytes that were checked and will be loaded.
-    let dependencies = DependencyList::of_bytes(path, bytes);
+    let dependencies = std::sync::Arc::new(DependencyList::of_bytes(path, bytes));
     let (staged, keep_alive) =
         staged
             .into_loadable(&metadata.name)

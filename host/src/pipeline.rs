@@ -190,7 +190,7 @@ impl HostPlugin {
             path: Some(loaded.path),
             key_id: loaded.key_id.map(|k| k.to_string()),
             sha256: Some(loaded.sha256),
-            dependencies: Arc::new(loaded.dependencies),
+            dependencies: loaded.dependencies,
             implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
         }
     }
@@ -214,7 +214,7 @@ impl HostPlugin {
             path: Some(file.path().to_owned()),
             key_id: file.key_id().map(|k| k.to_string()),
             sha256: Some(file.sha256().to_owned()),
-            dependencies: Arc::new(file.dependencies().clone()),
+            dependencies: Arc::clone(file.dependencies()),
             config,
             isolation: Isolation::Process,
             implementation: PluginImpl::Process(Arc::new(plugin)),

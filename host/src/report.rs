@@ -363,9 +363,10 @@ mod tests {
             ],
         );
         // Another target's list is not this host's.
-        weather
-            .deps
-            .insert(String::from("not-this-target"), vec![dependency("a", false)]);
+        weather.deps.insert(
+            String::from("not-this-target"),
+            vec![dependency("a", false)],
+        );
         let page = SearchPage {
             query: String::from("we"),
             total: 1,

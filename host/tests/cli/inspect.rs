@@ -253,7 +253,10 @@ fn inspect_deps_prints_the_dependency_list() {
     let output = backworks(&["plugins", "inspect", "--deps", "--json", path]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["dependencies"], serde_json::json!({ "error": missing }));
+    assert_eq!(
+        json["dependencies"],
+        serde_json::json!({ "error": missing })
+    );
     // The same message, and exit code, from `cargo backworks check --deps`
     // (the library as such is valid).
     let check = Command::new(crate::marketplace_flow::cargo_backworks_binary())

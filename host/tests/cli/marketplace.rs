@@ -665,8 +665,7 @@ fn the_registry_lists_each_artifact_s_dependencies_and_search_shows_them() {
         serde_json::from_slice(&std::fs::read(market.root().join("index.json")).unwrap()).unwrap();
     let index: Value = serde_json::from_str(envelope["index"].as_str().unwrap()).unwrap();
     assert_eq!(
-        index["plugins"]["weather"]["versions"]["1.0.0"]["deps"][TARGET],
-        expected,
+        index["plugins"]["weather"]["versions"]["1.0.0"]["deps"][TARGET], expected,
         "{index}"
     );
     let config = market.dir_config(None);
@@ -690,7 +689,10 @@ fn the_registry_lists_each_artifact_s_dependencies_and_search_shows_them() {
         &std::fs::read(market.root().join("plugins/weather/1.0.1/release.json")).unwrap(),
     )
     .unwrap();
-    assert!(release["targets"][TARGET].get("deps").is_none(), "{release}");
+    assert!(
+        release["targets"][TARGET].get("deps").is_none(),
+        "{release}"
+    );
     let out = ok(&config, &["plugins", "search", "weather", "--json"]);
     let page: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["hits"][0]["version"], "1.0.1");

@@ -265,10 +265,7 @@ pub struct Dependency {
     /// Where it came from: `crates.io` (absent in JSON), `git`, `local` (a
     /// path dependency), `registry` (another registry), or what else the
     /// list says.
-    #[serde(
-        default = "crates_io",
-        skip_serializing_if = "is_crates_io"
-    )]
+    #[serde(default = "crates_io", skip_serializing_if = "is_crates_io")]
     pub source: String,
     /// Used at build time only (a build script's or a proc-macro's
     /// dependency, or a proc-macro): not linked into the plugin. Absent in

@@ -100,7 +100,9 @@ fn the_writer_is_deterministic_and_refuses_other_targets() {
             }
         );
         assert!(
-            error.to_string().starts_with(&format!("target `{triple}`: ")),
+            error
+                .to_string()
+                .starts_with(&format!("target `{triple}`: ")),
             "{error}"
         );
     }
