@@ -1440,6 +1440,42 @@ pub(crate) fn log_plugin_event(
 mod tests {
     use super::*;
 
+    /// A list is listed compact, no section is absent, a garbled section
+    /// is unreadable with why (naming the file): never an error of the load.
+    #[test]
+    fn a_dependency_list_is_listed_absent_or_unreadable() {
+        let path = Path::new("plugins/libweather.so");
+        let info: deps::VersionInfo = serde_json::from_str(
+            r#"{"packages":[{"name":"weather","version":"1.0.0","source":"local","dependencies":[1],"root":true},{"name":"serde","version":"1.0.228","source":"crates.io"}]}"#,
+        )
+        .unwrap();
+        let object =
+            |contents: &[u8]| deps::object_file("x86_64-unknown-linux-gnu", contents).unwrap();
+        assert_eq!(
+            DependencyList::of_bytes(path, &object(&deps::compress(&info))),
+            DependencyList::Listed(vec![Dependency {
+                name: String::from("serde"),
+                version: String::from("1.0.228"),
+                source: String::from("crates.io"),
+                build: false,
+            }])
+        );
+        let c_plugin = std::fs::read(backworks_test_support::fixtures::c_plugin()).unwrap();
+        assert_eq!(
+            DependencyList::of_bytes(path, &c_plugin),
+            DependencyList::Absent
+        );
+        match DependencyList::of_bytes(path, &object(b"not zlib")) {
+            DependencyList::Unreadable(why) => assert!(
+                why.starts_with(
+                    "plugins/libweather.so: the `.dep-v0` section is not zlib-compressed data"
+                ),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A plugin needing `GLIBC_2.99` is refused by a glibc older than that,
     /// with both versions, the need and the plugin named; one as new, or
     /// no glibc at all to compare with, lets it through to `dlopen`.
