@@ -216,6 +216,24 @@ enum PluginsCommand {
         #[arg(long, short, default_value = "backworks.yaml")]
         config: PathBuf,
     },
+    /// Show a marketplace release before installing it (nothing is
+    /// downloaded or pinned).
+    ///
+    /// Its description, publisher, declared capabilities, targets with
+    /// their platform floors, and the crates this host's target's library
+    /// was built from: its release file, verified against the signed index.
+    #[command(after_help = EXIT_CODES)]
+    Info {
+        /// `name`, `name@1.2.3` (exactly that version) or `name@^1.2` (the
+        /// newest version a semver requirement allows).
+        plugin: String,
+        /// Print the release file (every target's dependency list) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (its `marketplace:` section).
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
     /// Download, verify and cache a marketplace plugin, and pin it in
     /// backworks.lock (backworks.yaml is not edited).
     #[command(after_help = EXIT_CODES)]
@@ -298,6 +316,11 @@ fn main() -> ExitCode {
             json,
             config,
         }) => market(&config, Market::Search { query, json }),
+        Command::Plugins(PluginsCommand::Info {
+            plugin,
+            json,
+            config,
+        }) => market(&config, Market::Info { plugin, json }),
         Command::Plugins(PluginsCommand::Install { plugin, config }) => {
             market(&config, Market::Install { plugin })
         }
@@ -438,10 +461,14 @@ fn marketplace_serve(options: registry_server::ServeOptions) -> ExitCode {
     }
 }
 
-/// What `plugins search|install|update|remove` asks of the marketplace.
+/// What `plugins search|info|install|update|remove` asks of the marketplace.
 enum Market {
     Search {
         query: String,
+        json: bool,
+    },
+    Info {
+        plugin: String,
         json: bool,
     },
     Install {
@@ -484,6 +511,15 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
             Market::Search { query, json: true } => report::json(&client.search(&query).await?),
             Market::Search { query, json: false } => {
                 report::search(&query, &client.search(&query).await?)
+            }
+            Market::Info { plugin, json } => {
+                let (name, requirement) = marketplace::parse_spec(&plugin)?;
+                let release = client.info(&name, &requirement).await?;
+                if json {
+                    report::json(&release)
+                } else {
+                    report::release_info(&release, client.target())
+                }
             }
             Market::Install { plugin } => {
                 let (name, requirement) = marketplace::parse_spec(&plugin)?;

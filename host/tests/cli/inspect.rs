@@ -49,6 +49,7 @@ fn help_lists_commands_and_exit_codes() {
         ("serve_help", &["serve", "--help"][..]),
         ("plugins_help", &["plugins", "--help"]),
         ("search_help", &["plugins", "search", "--help"]),
+        ("info_help", &["plugins", "info", "--help"]),
         ("install_help", &["plugins", "install", "--help"]),
         ("update_help", &["plugins", "update", "--help"]),
         ("lock_help", &["plugins", "lock", "--help"]),

@@ -148,22 +148,26 @@ pub struct ReleaseRef {
     /// absent in indexes written before it was added.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floors: BTreeMap<String, PlatformFloor>,
-    /// Each target's dependency list, as the release file's
-    /// [`Artifact::deps`] says: a client shows what a version is built
-    /// from without fetching its release file. Only targets with a list
-    /// are listed; absent in indexes written before it was added.
+    /// How many crates each target's dependency list names, as the release
+    /// file's [`Artifact::deps`] says: a client shows how much a version
+    /// pulls in without fetching its release file, which holds the lists
+    /// (the index, fetched whole by every client, stays small). Only
+    /// targets with a list are listed; absent in indexes written before it
+    /// was added.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub deps: BTreeMap<String, Vec<Dependency>>,
+    pub deps: BTreeMap<String, DependencyCount>,
 }
 
 impl ReleaseRef {
-    /// The dependency lists of `release`'s artifacts, as
+    /// The dependency counts of `release`'s artifacts, as
     /// [`ReleaseRef::deps`] lists them (targets without a list left out).
-    pub fn deps_of(release: &Release) -> BTreeMap<String, Vec<Dependency>> {
+    pub fn deps_of(release: &Release) -> BTreeMap<String, DependencyCount> {
         release
             .targets
             .iter()
-            .filter_map(|(target, artifact)| Some((target.clone(), artifact.deps.clone()?)))
+            .filter_map(|(target, artifact)| {
+                Some((target.clone(), DependencyCount::of(artifact.deps.as_ref()?)))
+            })
             .collect()
     }
 
@@ -230,17 +234,68 @@ pub struct Artifact {
     /// The crates it was built from, read by the registry from the
     /// uploaded bytes (the `.dep-v0` section `cargo backworks build`
     /// embeds; [`artifact_deps`]), in compact form without the plugin's own
-    /// package, at most [`MAX_DEPENDENCIES`] of them. Absent when the
+    /// package, at most [`MAX_DEPENDENCIES`] of them; the index counts them
+    /// ([`ReleaseRef::deps`]). Absent when the
     /// library carries no list (a C plugin, an older build), and in release
     /// files written before it was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deps: Option<Vec<Dependency>>,
 }
 
+/// How many crates a dependency list names: those linked into the plugin,
+/// and those used at build time only. Displayed as `12 dependencies (3
+/// build-time only)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyCount {
+    /// Linked into the plugin.
+    #[serde(default)]
+    pub runtime: u32,
+    /// Used at build time only (build scripts, proc-macros).
+    #[serde(default)]
+    pub build: u32,
+}
+
+impl DependencyCount {
+    /// The count of `list`.
+    pub fn of(list: &[Dependency]) -> Self {
+        let count = |build: bool| {
+            u32::try_from(list.iter().filter(|d| d.build == build).count()).unwrap_or(u32::MAX)
+        };
+        Self {
+            runtime: count(false),
+            build: count(true),
+        }
+    }
+
+    /// Both together.
+    pub fn total(&self) -> u32 {
+        self.runtime.saturating_add(self.build)
+    }
+}
+
+impl fmt::Display for DependencyCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.total();
+        write!(
+            f,
+            "{total} {}",
+            if total == 1 {
+                "dependency"
+            } else {
+                "dependencies"
+            }
+        )?;
+        if self.build > 0 {
+            write!(f, " ({} build-time only)", self.build)?;
+        }
+        Ok(())
+    }
+}
+
 /// The most dependencies an artifact's list may name: a plugin with a
 /// large tree (an HTTP client, TLS, an async runtime) has a few hundred.
-/// The list is repeated in the index, which every client fetches whole,
-/// so an upload cannot make it grow without bound.
+/// With [`MAX_DEPENDENCY_TEXT`], a release file cannot be made to grow
+/// without bound.
 pub const MAX_DEPENDENCIES: usize = 1000;
 
 /// The longest name, version or source of a dependency, in bytes
@@ -1097,18 +1152,21 @@ pub fn verify_release(
     }
     let deps = ReleaseRef::deps_of(&release);
     if !reference.deps.is_empty() && reference.deps != deps {
-        let differ: Vec<&str> = reference
-            .deps
-            .keys()
-            .chain(deps.keys())
-            .filter(|target| reference.deps.get(*target) != deps.get(*target))
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let describe = |counts: &BTreeMap<String, DependencyCount>| {
+            let listed: Vec<String> = counts
+                .iter()
+                .map(|(target, count)| format!("{count} ({target})"))
+                .collect();
+            if listed.is_empty() {
+                String::from("no dependency list")
+            } else {
+                listed.join(", ")
+            }
+        };
         return Err(mismatch(format!(
-            "the index and the release file list other dependencies for {}",
-            differ.join(", ")
+            "the index says its artifacts list {}, the release file says {}",
+            describe(&reference.deps),
+            describe(&deps)
         )));
     }
     Ok(release)
@@ -1233,11 +1291,12 @@ pub struct SearchHit {
     /// (or the index does not say).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floors: BTreeMap<String, PlatformFloor>,
-    /// The dependency list of each target of its newest version, as the
-    /// index says (targets without one left out); absent when none has one
-    /// (or the index does not say).
+    /// How many crates the dependency list of each target of its newest
+    /// version names, as the index says (targets without one left out);
+    /// absent when none has one (or the index does not say). The lists are
+    /// in the release file (`backworks plugins info`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub deps: BTreeMap<String, Vec<Dependency>>,
+    pub deps: BTreeMap<String, DependencyCount>,
 }
 
 /// One page of search results.

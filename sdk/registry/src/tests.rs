@@ -1583,8 +1583,8 @@ fn a_hostile_dependency_list_is_refused() {
 }
 
 /// Issue 17: an artifact's dependency list is in the release file (absent
-/// when it has none, and readable without it), listed per target in the
-/// signed index and in search hits, and a release file whose lists are not
+/// when it has none, and readable without it), counted per target in the
+/// signed index and in search hits, and a release file whose counts are not
 /// the index's is refused.
 #[test]
 fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
@@ -1631,12 +1631,16 @@ fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
         text.contains(r#""deps":[{"name":"serde","version":"1.0.228"}]"#),
         "{text}"
     );
-    let lists = ReleaseRef::deps_of(&release);
+    let counts = ReleaseRef::deps_of(&release);
+    let one = DependencyCount {
+        runtime: 1,
+        build: 0,
+    };
     assert_eq!(
-        lists,
-        BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), vec![serde.clone()])])
+        counts,
+        BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), one)])
     );
-    let reference = |bytes: &[u8], deps: BTreeMap<String, Vec<Dependency>>| ReleaseRef {
+    let reference = |bytes: &[u8], deps: BTreeMap<String, DependencyCount>| ReleaseRef {
         path: "plugins/weather/1.0.0/release.json".into(),
         sha256: sha256_hex(bytes),
         size: bytes.len() as u64,
@@ -1645,34 +1649,48 @@ fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
         floors: BTreeMap::new(),
         deps,
     };
-    for listed in [lists.clone(), BTreeMap::new()] {
+    for listed in [counts.clone(), BTreeMap::new()] {
         verify_release(&bytes, &reference(&bytes, listed), "weather", "1.0.0").unwrap();
     }
-    // Search hits carry the newest version's lists.
+    // In the index: counts only (`runtime`, `build`).
+    assert_eq!(
+        serde_json::to_string(&reference(&bytes, counts.clone()).deps).unwrap(),
+        r#"{"x86_64-unknown-linux-gnu":{"runtime":1,"build":0}}"#
+    );
+    // Search hits carry the newest version's counts.
     let mut index = Index::empty();
     index.plugins.insert(
         "weather".into(),
         IndexEntry {
             description: "forecasts".into(),
             keywords: Vec::new(),
-            versions: BTreeMap::from([("1.0.0".into(), reference(&bytes, lists.clone()))]),
+            versions: BTreeMap::from([("1.0.0".into(), reference(&bytes, counts.clone()))]),
         },
     );
     let page = search(&index, "weather", 1, 10);
-    assert_eq!(page.hits[0].deps, lists);
-    // The release file says serde 1.0.229, the signed index 1.0.228.
+    assert_eq!(page.hits[0].deps, counts);
+    // The release file lists two crates, the signed index one.
     release
         .targets
         .get_mut("x86_64-unknown-linux-gnu")
         .unwrap()
-        .deps = Some(vec![Dependency {
-        version: "1.0.229".into(),
-        ..serde
-    }]);
+        .deps = Some(vec![
+        serde.clone(),
+        Dependency {
+            name: "syn".into(),
+            build: true,
+            ..serde
+        },
+    ]);
     let bytes = serde_json::to_vec(&release).unwrap();
-    let error = verify_release(&bytes, &reference(&bytes, lists), "weather", "1.0.0").unwrap_err();
+    let error = verify_release(&bytes, &reference(&bytes, counts), "weather", "1.0.0").unwrap_err();
     assert_eq!(
         error.to_string(),
-        "release file plugins/weather/1.0.0/release.json does not match the signed index: the index and the release file list other dependencies for x86_64-unknown-linux-gnu; the registry or a mirror serves altered data"
+        "release file plugins/weather/1.0.0/release.json does not match the signed index: the index says its artifacts list 1 dependency (x86_64-unknown-linux-gnu), the release file says 2 dependencies (1 build-time only) (x86_64-unknown-linux-gnu); the registry or a mirror serves altered data"
+    );
+    assert_eq!(
+        DependencyCount::default().to_string(),
+        "0 dependencies",
+        "a list of none"
     );
 }
