@@ -235,9 +235,9 @@ pub struct Artifact {
     /// uploaded bytes (the `.dep-v0` section `cargo backworks build`
     /// embeds; [`artifact_deps`]), in compact form without the plugin's own
     /// package, at most [`MAX_DEPENDENCIES`] of them; the index counts them
-    /// ([`ReleaseRef::deps`]). Absent when the
-    /// library carries no list (a C plugin, an older build), and in release
-    /// files written before it was added.
+    /// ([`ReleaseRef::deps`]). Absent when the library carries no list (a
+    /// C plugin, an older build), and in release files written before it
+    /// was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deps: Option<Vec<Dependency>>,
 }
