@@ -9,10 +9,12 @@
 //!   are left out, a package reached only through build scripts or
 //!   proc-macros is a `build` dependency (format 1 of `auditable-serde`).
 //! - It is `auditable-serde`'s [`VersionInfo`] as JSON, compressed with
-//!   zlib (`miniz_oxide`), in the `.dep-v0` section of an object file
-//!   (`object`) whose symbol `AUDITABLE_VERSION_INFO` starts it. The object
-//!   goes to the link of the plugin's crate only (`-C link-arg=<object>`),
-//!   with `--undefined=AUDITABLE_VERSION_INFO` so the linker keeps it.
+//!   zlib, in the `.dep-v0` section of an object file whose symbol
+//!   `AUDITABLE_VERSION_INFO` starts it: both written by
+//!   [`backworks_artifact::deps`] ([`deps::compress`], [`deps::object_file`]),
+//!   the writer its reader is tested against. The object goes to the link
+//!   of the plugin's crate only (`-C link-arg=<object>`), with
+//!   `--undefined=AUDITABLE_VERSION_INFO` so the linker keeps it.
 //! - Reproducible: packages are sorted by name, version and source, no
 //!   path is recorded (a path dependency's source is `local`), and the
 //!   object is `<target-dir>/backworks-deps/<target>/<name>-<version>-<hash
@@ -29,15 +31,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use auditable_serde::{DependencyKind, Package, Source, VersionInfo};
-use backworks_artifact::deps::{SECTION, SYMBOL};
+use backworks_artifact::deps::{self, SYMBOL};
 use backworks_artifact::target::{self, Format};
 use cargo_metadata::{Metadata, MetadataCommand, Node, TargetKind};
 use sha2::Digest;
 
 use crate::build::BuildError;
-
-/// The zlib level: cargo-auditable's.
-const COMPRESSION_LEVEL: u8 = 7;
 
 /// How a package is reached from the root, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,75 +186,11 @@ pub(crate) fn version_info(metadata: &Metadata) -> Result<VersionInfo, ResolveEr
     })
 }
 
-/// The list as the section holds it: JSON, zlib-compressed.
-pub(crate) fn compress(info: &VersionInfo) -> Vec<u8> {
-    let json = serde_json::to_vec(info).unwrap_or_default();
-    miniz_oxide::deflate::compress_to_vec_zlib(&json, COMPRESSION_LEVEL)
-}
-
-/// How a target's objects carry the list: `None` for the targets that get
-/// none (see the module documentation).
-fn object_format(triple: &str) -> Option<(object::BinaryFormat, target::TargetInfo)> {
-    use object::{Architecture as A, BinaryFormat};
-    let info = target::parse(triple)?;
-    let format = match (info.format, info.architecture) {
-        (Format::Elf, A::X86_64 | A::I386 | A::Aarch64) => BinaryFormat::Elf,
-        // MinGW's ld; x86 mangles C symbols with an underscore.
-        (Format::Pe, A::X86_64) if triple.ends_with("-windows-gnu") => BinaryFormat::Coff,
-        (Format::MachO, A::X86_64 | A::Aarch64) => BinaryFormat::MachO,
-        _ => return None,
-    };
-    Some((format, info))
-}
-
-/// A relocatable object file for `triple` with `contents` in its `.dep-v0`
-/// section, which `AUDITABLE_VERSION_INFO` starts; `None` for the targets
-/// that get no list (see the module documentation).
-pub(crate) fn object_file(triple: &str, contents: &[u8]) -> Option<Vec<u8>> {
-    use object::write::{Object, StandardSegment, Symbol, SymbolSection};
-    use object::{
-        BinaryFormat, Endianness, SectionFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-    };
-    let (format, info) = object_format(triple)?;
-    let endianness = match info.endianness {
-        target::Endianness::Little => Endianness::Little,
-        target::Endianness::Big => Endianness::Big,
-    };
-    let mut file = Object::new(format, info.architecture, endianness);
-    let section = file.add_section(
-        file.segment_name(StandardSegment::Data).to_vec(),
-        SECTION.as_bytes().to_vec(),
-        SectionKind::ReadOnlyData,
-    );
-    if format == BinaryFormat::Elf {
-        // Not loaded at run time: no SHF_ALLOC.
-        file.section_mut(section).flags = SectionFlags::Elf {
-            sh_type: object::elf::SHT_PROGBITS,
-            sh_flags: object::elf::SectionFlags(0),
-        };
-    }
-    let offset = file.append_section_data(section, contents, 1);
-    file.add_symbol(Symbol {
-        // `object` adds Mach-O's underscore.
-        name: SYMBOL.as_bytes().to_vec(),
-        value: offset,
-        size: contents.len() as u64,
-        kind: SymbolKind::Data,
-        // Global for the linker's keep flag, hidden (ELF, Mach-O): never
-        // one of the plugin's exports (a PE exports its .def file's only).
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(section),
-        flags: SymbolFlags::None,
-    });
-    file.write().ok()
-}
-
 /// The flags for the plugin crate's link that embed `object` and keep it
 /// (`ld64`'s `-u` takes the mangled name).
 fn link_flags(triple: &str, object: &Path) -> Vec<String> {
-    let keep = match object_format(triple) {
-        Some((object::BinaryFormat::MachO, _)) => format!("-Clink-arg=-Wl,-u,_{SYMBOL}"),
+    let keep = match target::parse(triple).map(|info| info.format) {
+        Some(Format::MachO) => format!("-Clink-arg=-Wl,-u,_{SYMBOL}"),
         _ => format!("-Clink-arg=-Wl,--undefined={SYMBOL}"),
     };
     vec![format!("-Clink-arg={}", object.display()), keep]
@@ -279,7 +214,7 @@ pub(crate) fn prepare(
         target: triple.to_owned(),
         problem,
     };
-    if object_file(triple, &[]).is_none() {
+    if deps::object_format(triple).is_none() {
         return Ok(Vec::new());
     }
     let mut options = vec!["--filter-platform".to_owned(), triple.to_owned()];
@@ -293,8 +228,8 @@ pub(crate) fn prepare(
         .exec()
         .map_err(|e| error(format!("`cargo metadata` failed: {e}")))?;
     let info = version_info(&metadata).map_err(|e| error(e.to_string()))?;
-    let object = object_file(triple, &compress(&info))
-        .ok_or_else(|| error("cannot write the object file".to_owned()))?;
+    let object =
+        deps::object_file(triple, &deps::compress(&info)).map_err(|e| error(e.to_string()))?;
     let hash = hex::encode(&sha2::Sha256::digest(&object)[..8]);
     let dir = target_dir.join("backworks-deps").join(triple);
     let path: PathBuf = dir.join(format!("{package}-{version}-{hash}.o"));
@@ -321,46 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn objects_only_for_the_targets_that_get_a_list() {
-        for triple in [
-            "x86_64-unknown-linux-gnu",
-            "aarch64-unknown-linux-gnu",
-            "i686-unknown-linux-gnu",
-            "x86_64-pc-windows-gnu",
-            "aarch64-apple-darwin",
-            "x86_64-apple-darwin",
-        ] {
-            let bytes = object_file(triple, b"list").unwrap();
-            let file = object::read::File::parse(bytes.as_slice()).unwrap();
-            use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
-            let section = file.section_by_name(SECTION).unwrap();
-            assert_eq!(section.data().unwrap(), b"list");
-            // Mach-O's with its underscore.
-            let symbol = file
-                .symbol_by_name(SYMBOL)
-                .or_else(|| file.symbol_by_name(&format!("_{SYMBOL}")))
-                .unwrap();
-            assert_eq!(symbol.section_index(), Some(section.index()));
-            assert!(symbol.is_global());
-        }
+    fn link_flags_keep_the_symbol() {
         assert_eq!(
             link_flags("aarch64-apple-darwin", Path::new("d.o"))[1],
             "-Clink-arg=-Wl,-u,_AUDITABLE_VERSION_INFO"
         );
-        for triple in [
-            "i686-pc-windows-gnu",
-            "x86_64-pc-windows-msvc",
-            "riscv64gc-unknown-linux-gnu",
-        ] {
-            assert!(object_file(triple, b"list").is_none(), "{triple}");
-        }
-    }
-
-    #[test]
-    fn the_object_is_the_same_for_the_same_list() {
-        let a = object_file("x86_64-unknown-linux-gnu", b"list").unwrap();
-        let b = object_file("x86_64-unknown-linux-gnu", b"list").unwrap();
-        assert_eq!(a, b);
         let flags = link_flags(
             "x86_64-unknown-linux-gnu",
             Path::new("/t/backworks-deps/x/demo-0.1.0-00.o"),

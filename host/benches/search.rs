@@ -233,6 +233,7 @@ fn generated_index() -> Index {
                     abi: Some(1),
                     capabilities: None,
                     floors: Default::default(),
+                    deps: Default::default(),
                 };
                 (version, reference)
             })

@@ -181,6 +181,17 @@ impl Report {
         value
     }
 
+    /// The process exit code of `plugins inspect` for this report: 1 when
+    /// the dependency list was asked for (`--deps`) and cannot be read,
+    /// the library carrying none included (as `cargo backworks check
+    /// --deps`), else 0. The report, with why, is printed either way.
+    pub fn exit_code(&self) -> u8 {
+        match &self.dependencies {
+            Some(Err(_)) => 1,
+            _ => 0,
+        }
+    }
+
     /// Why this host cannot load the plugin: its ABI, target or panic
     /// strategy, else its glibc floor; `None` when it can.
     fn problem(&self) -> Option<String> {

@@ -25,6 +25,12 @@
 //!    only then are `plugin_info` and `plugin_vtable` called
 //!    ([`RawPlugin::new`]).
 //!
+//! After step 2 the library's dependency list ([`DependencyList`], the
+//! `.dep-v0` section `cargo backworks build` embeds) is read from the same
+//! verified bytes, for `GET /plugins`; a library without one has none, and
+//! one that cannot be read loads all the same (the list is information, not
+//! a check).
+//!
 //! Libraries are never unloaded: a Rust cdylib's thread-local destructors,
 //! its runtime's threads and any pointer it handed out may still refer to
 //! its code, so `dlclose` would be unsound. The `Library` is leaked on
@@ -39,6 +45,7 @@
 use std::ffi::{CStr, c_char, c_void};
 use std::path::{Path, PathBuf};
 
+use backworks_artifact::deps::{self, Dependency};
 use backworks_artifact::floor::{self, GlibcNeed, Version};
 use backworks_artifact::inspect::{InspectError, find_metadata};
 use backworks_artifact::signature::{self, KeyId, PublicKey, Verified, VerifyError};
@@ -68,6 +75,41 @@ pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 256 * 1024 * 1024;
 /// trusted comment is under 1 KiB.
 pub const MAX_SIGNATURE_SIZE: u64 = 8 * 1024;
 
+/// A verified library's dependency list, read from its verified bytes
+/// ([`VerifiedFile::dependencies`]), as `GET /plugins` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DependencyList {
+    /// The library carries no list (a C plugin, an older build), or it was
+    /// not read (a `process`-tier worker's own load).
+    #[default]
+    Absent,
+    /// The list, compact, the plugin's own package left out
+    /// ([`backworks_artifact::deps::compact`]).
+    Listed(Vec<Dependency>),
+    /// The section is there but cannot be read: why (naming the file).
+    Unreadable(String),
+}
+
+impl DependencyList {
+    /// The list of the verified library `path` whose bytes are `bytes`: a
+    /// section lookup and the inflation of a few KiB.
+    pub fn of_bytes(path: &Path, bytes: &[u8]) -> Self {
+        match deps::from_bytes(path, bytes) {
+            Ok(info) => Self::Listed(deps::compact(&info)),
+            Err(deps::DepsError::Missing { .. }) => Self::Absent,
+            Err(error) => Self::Unreadable(error.to_string()),
+        }
+    }
+
+    /// The listed dependencies (none when absent or unreadable).
+    pub fn listed(&self) -> Option<&[Dependency]> {
+        match self {
+            Self::Listed(list) => Some(list),
+            _ => None,
+        }
+    }
+}
+
 /// A plugin whose signature and ABI were checked, loaded from the verified
 /// bytes.
 #[derive(Debug)]
@@ -81,6 +123,10 @@ pub struct LoadedPlugin {
     pub key_id: Option<KeyId>,
     /// sha256 of the loaded bytes, lower-case hex.
     pub sha256: String,
+    /// Its dependency list, read from the verified bytes
+    /// ([`DependencyList::Absent`] in a `process`-tier worker, which does
+    /// not read it).
+    pub dependencies: std::sync::Arc<DependencyList>,
 }
 
 impl LoadedPlugin {
@@ -413,6 +459,7 @@ pub struct VerifiedFile {
     metadata: PluginMetadata,
     key_id: Option<KeyId>,
     sha256: String,
+    dependencies: std::sync::Arc<DependencyList>,
 }
 
 impl std::fmt::Debug for VerifiedFile {
@@ -440,6 +487,11 @@ impl VerifiedFile {
     /// sha256 of the verified bytes, lower-case hex.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The library's dependency list, read from the verified bytes.
+    pub fn dependencies(&self) -> &std::sync::Arc<DependencyList> {
+        &self.dependencies
     }
 
     /// The trusted key that signed the bytes; `None` when signatures are
@@ -615,6 +667,7 @@ impl Inherited {
             path: label,
             key_id: None,
             sha256: self.sha256,
+            dependencies: Default::default(),
         })
     }
 }
@@ -639,6 +692,8 @@ pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, 
                 path: path.to_owned(),
             })?,
     };
+    // Verified: read from the bytes that were checked and will be loaded.
+    let dependencies = std::sync::Arc::new(DependencyList::of_bytes(path, bytes));
     let (staged, keep_alive) =
         staged
             .into_loadable(&metadata.name)
@@ -653,6 +708,7 @@ pub fn verify_file(path: &Path, policy: LoadPolicy<'_>) -> Result<VerifiedFile, 
         key_id: verified.map(|v| v.key_id),
         metadata,
         sha256,
+        dependencies,
     })
 }
 
@@ -699,6 +755,7 @@ impl PendingLoad {
             path: file.path,
             key_id: file.key_id,
             sha256: file.sha256,
+            dependencies: file.dependencies,
         })
     }
 }
@@ -1382,6 +1439,42 @@ pub(crate) fn log_plugin_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list is listed compact, no section is absent, a garbled section
+    /// is unreadable with why (naming the file): never an error of the load.
+    #[test]
+    fn a_dependency_list_is_listed_absent_or_unreadable() {
+        let path = Path::new("plugins/libweather.so");
+        let info: deps::VersionInfo = serde_json::from_str(
+            r#"{"packages":[{"name":"weather","version":"1.0.0","source":"local","dependencies":[1],"root":true},{"name":"serde","version":"1.0.228","source":"crates.io"}]}"#,
+        )
+        .unwrap();
+        let object =
+            |contents: &[u8]| deps::object_file("x86_64-unknown-linux-gnu", contents).unwrap();
+        assert_eq!(
+            DependencyList::of_bytes(path, &object(&deps::compress(&info))),
+            DependencyList::Listed(vec![Dependency {
+                name: String::from("serde"),
+                version: String::from("1.0.228"),
+                source: String::from("crates.io"),
+                build: false,
+            }])
+        );
+        let c_plugin = std::fs::read(backworks_test_support::fixtures::c_plugin()).unwrap();
+        assert_eq!(
+            DependencyList::of_bytes(path, &c_plugin),
+            DependencyList::Absent
+        );
+        match DependencyList::of_bytes(path, &object(b"not zlib")) {
+            DependencyList::Unreadable(why) => assert!(
+                why.starts_with(
+                    "plugins/libweather.so: the `.dep-v0` section is not zlib-compressed data"
+                ),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// A plugin needing `GLIBC_2.99` is refused by a glibc older than that,
     /// with both versions, the need and the plugin named; one as new, or

@@ -23,9 +23,10 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  refused: a file is not a valid plugin, a plugin or download did not verify
      (signature, size, sha256, rollback, expiry, downgrade, key change, --locked,
-     capabilities other than the release says), a plugin failed to start, or an
+     capabilities other than the release says), a plugin failed to start, an
      update asks for more capabilities than the locked version declared (not
-     applied without --accept-capabilities)
+     applied without --accept-capabilities), or `plugins inspect --deps` found
+     no readable dependency list in the file
   2  usage, configuration, I/O or network error";
 
 /// The Backworks server and plugin manager.
@@ -187,7 +188,8 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
         /// Also print its dependency list (the crates it was built from,
-        /// the `.dep-v0` section `cargo backworks build` embeds).
+        /// the `.dep-v0` section `cargo backworks build` embeds); exit code
+        /// 1 when the file carries none or it cannot be read.
         #[arg(long)]
         deps: bool,
     },
@@ -208,6 +210,24 @@ enum PluginsCommand {
         /// Words to look for (every word must match).
         query: String,
         /// Print the result page as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The configuration file (its `marketplace:` section).
+        #[arg(long, short, default_value = "backworks.yaml")]
+        config: PathBuf,
+    },
+    /// Show a marketplace release before installing it (nothing is
+    /// downloaded or pinned).
+    ///
+    /// Its description, publisher, declared capabilities, targets with
+    /// their platform floors, and the crates this host's target's library
+    /// was built from: its release file, verified against the signed index.
+    #[command(after_help = EXIT_CODES)]
+    Info {
+        /// `name`, `name@1.2.3` (exactly that version) or `name@^1.2` (the
+        /// newest version a semver requirement allows).
+        plugin: String,
+        /// Print the release file (every target's dependency list) as JSON.
         #[arg(long)]
         json: bool,
         /// The configuration file (its `marketplace:` section).
@@ -285,7 +305,7 @@ fn main() -> ExitCode {
                     } else {
                         print!("{}", report.to_text());
                     }
-                    ExitCode::SUCCESS
+                    ExitCode::from(report.exit_code())
                 }
                 Err(error) => fail(&error, error.exit_code()),
             }
@@ -296,6 +316,11 @@ fn main() -> ExitCode {
             json,
             config,
         }) => market(&config, Market::Search { query, json }),
+        Command::Plugins(PluginsCommand::Info {
+            plugin,
+            json,
+            config,
+        }) => market(&config, Market::Info { plugin, json }),
         Command::Plugins(PluginsCommand::Install { plugin, config }) => {
             market(&config, Market::Install { plugin })
         }
@@ -436,10 +461,14 @@ fn marketplace_serve(options: registry_server::ServeOptions) -> ExitCode {
     }
 }
 
-/// What `plugins search|install|update|remove` asks of the marketplace.
+/// What `plugins search|info|install|update|remove` asks of the marketplace.
 enum Market {
     Search {
         query: String,
+        json: bool,
+    },
+    Info {
+        plugin: String,
         json: bool,
     },
     Install {
@@ -482,6 +511,15 @@ fn market(config_path: &std::path::Path, command: Market) -> ExitCode {
             Market::Search { query, json: true } => report::json(&client.search(&query).await?),
             Market::Search { query, json: false } => {
                 report::search(&query, &client.search(&query).await?)
+            }
+            Market::Info { plugin, json } => {
+                let (name, requirement) = marketplace::parse_spec(&plugin)?;
+                let release = client.info(&name, &requirement).await?;
+                if json {
+                    report::json(&release)
+                } else {
+                    report::release_info(&release, client.target())
+                }
             }
             Market::Install { plugin } => {
                 let (name, requirement) = marketplace::parse_spec(&plugin)?;

@@ -51,7 +51,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{Isolation, WatchdogConfig};
 use crate::executor::HookExecutor;
-use crate::loader::LoadedPlugin;
+use crate::loader::{DependencyList, LoadedPlugin};
 use crate::metrics::{HookSeries, Metrics, Outcome};
 use crate::watchdog::{Blocked, Watchdog, Watched};
 
@@ -96,6 +96,9 @@ pub struct HostPlugin {
     pub key_id: Option<String>,
     /// sha256 of the loaded bytes.
     pub sha256: Option<String>,
+    /// The crates its library was built from, read from the verified
+    /// bytes (absent for a built-in).
+    pub dependencies: Arc<DependencyList>,
     /// The `config` of its entry in `backworks.yaml`, which `initialize`
     /// receives (at start-up and in every replacement).
     pub config: Arc<Value>,
@@ -187,6 +190,7 @@ impl HostPlugin {
             path: Some(loaded.path),
             key_id: loaded.key_id.map(|k| k.to_string()),
             sha256: Some(loaded.sha256),
+            dependencies: loaded.dependencies,
             implementation: PluginImpl::Dynamic(Arc::new(loaded.raw)),
         }
     }
@@ -210,6 +214,7 @@ impl HostPlugin {
             path: Some(file.path().to_owned()),
             key_id: file.key_id().map(|k| k.to_string()),
             sha256: Some(file.sha256().to_owned()),
+            dependencies: Arc::clone(file.dependencies()),
             config,
             isolation: Isolation::Process,
             implementation: PluginImpl::Process(Arc::new(plugin)),
@@ -1493,6 +1498,7 @@ mod tests {
             path: None,
             key_id: None,
             sha256: None,
+            dependencies: Default::default(),
             config: Arc::new(Value::Null),
         }
     }

@@ -706,6 +706,7 @@ impl From<RegistryError> for Refusal {
             | RegistryError::InvalidTarget { .. }
             | RegistryError::UnsafePath { .. }
             | RegistryError::InvalidListing { .. }
+            | RegistryError::DependencyList { .. }
             | RegistryError::InvalidVersion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

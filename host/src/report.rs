@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use backworks_registry::{Index, SearchPage, describe_capabilities};
+use backworks_registry::{Index, Release, SearchPage, describe_capabilities};
 
 use crate::config::UpdatesConfig;
 use crate::discovery::Discovered;
@@ -57,9 +57,66 @@ pub fn search(query: &str, page: &SearchPage) -> String {
                 backworks_plugin_sdk::TARGET
             );
         }
+        if let Some(count) = hit.deps.get(backworks_plugin_sdk::TARGET) {
+            let _ = writeln!(text, "  {count} on {}", backworks_plugin_sdk::TARGET);
+        }
     }
     if page.total > page.hits.len() {
         let _ = writeln!(text, "... and {} more", page.total - page.hits.len());
+    }
+    text
+}
+
+/// `plugins info`: a release as the registry describes it (its release
+/// file, verified against the signed index): name, version, description,
+/// publisher, ABI, what it declares, its targets with their floors, and
+/// the dependency list of `target`'s artifact, one crate a line. Every
+/// string is the registry's: [`escape`]d.
+pub fn release_info(release: &Release, target: &str) -> String {
+    let mut text = format!(
+        "{} {}  {}\n  published by key {} at {} (unix seconds), plugin ABI v{}\n  {}\n",
+        escape(&release.name),
+        escape(&release.version),
+        escape(&release.description),
+        escape(&release.publisher),
+        release.published,
+        release.abi,
+        escape(&describe_capabilities(release.capabilities.as_ref()))
+    );
+    let targets: Vec<String> = release
+        .targets
+        .iter()
+        .map(|(name, artifact)| {
+            let mut line = escape(name).into_owned();
+            if !artifact.floor.is_empty() {
+                let _ = write!(line, " (needs {})", escape(&artifact.floor.to_string()));
+            }
+            line
+        })
+        .collect();
+    let _ = writeln!(text, "  targets: {}", targets.join(", "));
+    match release.targets.get(target) {
+        None => {
+            let _ = writeln!(text, "  no artifact for {target}");
+        }
+        Some(artifact) => match &artifact.deps {
+            None => {
+                let _ = writeln!(
+                    text,
+                    "  no dependency list for {target} (its library was built without one)"
+                );
+            }
+            Some(list) => {
+                let _ = writeln!(
+                    text,
+                    "  {} on {target}:",
+                    backworks_registry::DependencyCount::of(list)
+                );
+                for dependency in list {
+                    let _ = writeln!(text, "    {}", escape(&dependency.line()));
+                }
+            }
+        },
     }
     text
 }
@@ -288,6 +345,7 @@ mod tests {
             score: 1,
             capabilities: None,
             floors: Default::default(),
+            deps: Default::default(),
         }
     }
 
@@ -315,6 +373,62 @@ mod tests {
         );
         page.total = 2;
         assert!(!search("we", &page).contains("more"));
+    }
+
+    #[test]
+    fn search_counts_this_target_s_dependencies() {
+        let mut weather = hit("weather");
+        let count = |runtime, build| backworks_registry::DependencyCount { runtime, build };
+        weather
+            .deps
+            .insert(backworks_plugin_sdk::TARGET.to_owned(), count(2, 1));
+        // Another target's list is not this host's.
+        weather
+            .deps
+            .insert(String::from("not-this-target"), count(7, 0));
+        let page = SearchPage {
+            query: String::from("we"),
+            total: 1,
+            page: 1,
+            per_page: 20,
+            hits: vec![weather],
+        };
+        assert_eq!(
+            search("we", &page),
+            format!(
+                "weather 1.0.0  the weather plugin\n  declares nothing (the process tier's defaults)\n  3 dependencies (1 build-time only) on {}\n",
+                backworks_plugin_sdk::TARGET
+            )
+        );
+        assert_eq!(count(1, 0).to_string(), "1 dependency");
+    }
+
+    #[test]
+    fn release_info_lists_this_target_s_dependencies() {
+        let release: Release = serde_json::from_str(
+            r#"{"name":"weather","version":"1.0.0","description":"forecasts\u001b[2K","keywords":[],"abi":1,
+            "publisher":"CAB78193ADCAB890","published":1767312000,
+            "capabilities":{"network":"none"},
+            "targets":{
+              "x86_64-unknown-linux-gnu":{"path":"p","signature":"s","sha256":"00","size":1,
+                "floor":{"glibc":"2.17"},
+                "deps":[{"name":"proc-macro2","version":"1.0.101","build":true},
+                        {"name":"helper","version":"0.2.0","source":"local"},
+                        {"name":"serde\u202e","version":"1.0.228"}]},
+              "aarch64-apple-darwin":{"path":"p","signature":"s","sha256":"00","size":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            release_info(&release, "x86_64-unknown-linux-gnu"),
+            "weather 1.0.0  forecasts\\u{1b}[2K\n  published by key CAB78193ADCAB890 at 1767312000 (unix seconds), plugin ABI v1\n  declares network none\n  targets: aarch64-apple-darwin, x86_64-unknown-linux-gnu (needs glibc 2.17)\n  3 dependencies (1 build-time only) on x86_64-unknown-linux-gnu:\n    proc-macro2 1.0.101 (build)\n    helper 0.2.0 (local)\n    serde\\u{202e} 1.0.228\n"
+        );
+        assert!(release_info(&release, "aarch64-apple-darwin").ends_with(
+            "  no dependency list for aarch64-apple-darwin (its library was built without one)\n"
+        ));
+        assert!(
+            release_info(&release, "riscv64gc-unknown-linux-gnu")
+                .ends_with("  no artifact for riscv64gc-unknown-linux-gnu\n")
+        );
     }
 
     #[test]

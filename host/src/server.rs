@@ -31,7 +31,7 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, Isolation, PluginConfig, PluginKind};
 use crate::lifecycle::{self, LoadFailure};
-use crate::loader::{self, LoadError, LoadPolicy};
+use crate::loader::{self, DependencyList, LoadError, LoadPolicy};
 use crate::marketplace::{MarketplaceError, PluginMarketplace, Resolved, ServeMode};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{HookFailure, HostPlugin, Pipeline, PluginImpl, bounded};
@@ -367,6 +367,7 @@ fn check_one(
                 path: None,
                 key_id: None,
                 sha256: None,
+                dependencies: Default::default(),
                 config: Arc::new(entry.config.clone()),
                 isolation: entry.isolation,
             }))
@@ -938,6 +939,13 @@ fn list_plugins(state: &AppState) -> Response {
                 "configured_isolation": p.isolation.as_str(),
                 "capabilities": p.capabilities(),
             });
+            match p.dependencies.as_ref() {
+                DependencyList::Absent => entry["dependencies"] = json!(null),
+                DependencyList::Listed(list) => entry["dependencies"] = json!(list),
+                DependencyList::Unreadable(error) => {
+                    entry["dependencies_error"] = json!(error);
+                }
+            }
             if let Some(blocked) = state.pipeline.blocked(index) {
                 entry["watchdog"] = watchdog_json(&blocked);
             }

@@ -1,4 +1,4 @@
-//! The operations of [`PluginMarketplace`]: `search`, `install`, `update`,
+//! The operations of [`PluginMarketplace`]: `search`, `info`, `install`, `update`,
 //! `download_update` (the automatic updater's), `record`, `remove` and
 //! `prepare` (`serve`'s marketplace plugins, `--locked`, `--offline`), each
 //! a sequence of the other modules' steps: accept the index (`trust`),
@@ -45,6 +45,34 @@ impl PluginMarketplace {
         }
         let index = self.fetch_index().await?;
         Ok(registry::search(&index, query, 1, SEARCH_PAGE))
+    }
+
+    /// The release file of the newest version of `name` that `requirement`
+    /// allows (whatever plugin ABI it is built for), fetched and verified
+    /// against the signed index, as `plugins info` shows it: its targets,
+    /// their floors and dependency lists. Nothing is downloaded but the
+    /// index and that file, nothing pinned.
+    pub async fn info(
+        &self,
+        name: &str,
+        requirement: &VersionReq,
+    ) -> Result<Release, MarketplaceError> {
+        let index = self.fetch_index().await?;
+        if !index.plugins.contains_key(name) {
+            return Err(MarketplaceError::UnknownPlugin {
+                name: name.to_owned(),
+                registry: self.registry.to_string(),
+            });
+        }
+        let version = index.newest_matching(name, requirement).ok_or_else(|| {
+            MarketplaceError::NoMatchingVersion {
+                name: name.to_owned(),
+                requirement: requirement.to_string(),
+                available: list_or(index.versions(name), "no versions"),
+            }
+        })?;
+        let reference = self.reference(&index, name, &version)?;
+        self.release(reference, name, &version).await
     }
 
     /// Installs the newest version of `name` that `requirement` allows:

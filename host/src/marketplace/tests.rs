@@ -162,6 +162,7 @@ fn artifact_paths_stay_in_their_directory() {
         sha256: String::new(),
         size: 0,
         floor: Default::default(),
+        deps: Default::default(),
     };
     let release = Release {
         format: 1,
@@ -278,6 +279,7 @@ mod hostile_registries {
             abi: Some(ABI_VERSION),
             capabilities,
             floors: Default::default(),
+            deps: Default::default(),
         };
         let index = Index {
             format: registry::FORMAT,

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::harness;
+
 fn backworks(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backworks"))
         .args(args)
@@ -47,6 +49,7 @@ fn help_lists_commands_and_exit_codes() {
         ("serve_help", &["serve", "--help"][..]),
         ("plugins_help", &["plugins", "--help"]),
         ("search_help", &["plugins", "search", "--help"]),
+        ("info_help", &["plugins", "info", "--help"]),
         ("install_help", &["plugins", "install", "--help"]),
         ("update_help", &["plugins", "update", "--help"]),
         ("lock_help", &["plugins", "lock", "--help"]),
@@ -231,50 +234,66 @@ fn a_record_cannot_drive_the_terminal() {
 
 /// `--deps`: the dependency list of the `.dep-v0` section (added here to the
 /// C plugin with objcopy, as `cargo backworks build` links it into a Rust
-/// plugin), or why there is none.
+/// plugin), or why there is none: then exit code 1, as `cargo backworks
+/// check --deps`, with the same message naming the file.
 #[test]
 fn inspect_deps_prints_the_dependency_list() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = c_plugin(dir.path());
     let path = plugin.to_str().unwrap();
+    let missing = format!(
+        "{path}: no `.dep-v0` section: the library carries no dependency list (it was built by another tool than `cargo backworks build`, or before builds embedded one)"
+    );
     let output = backworks(&["plugins", "inspect", "--deps", path]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.contains(&format!(
-            "dependencies: error: {path}: no `.dep-v0` section"
-        )),
+        stdout.ends_with(&format!("\ndependencies: error: {missing}\n")),
         "{stdout}"
     );
+    let output = backworks(&["plugins", "inspect", "--deps", "--json", path]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json["dependencies"],
+        serde_json::json!({ "error": missing })
+    );
+    // The same message, and exit code, from `cargo backworks check --deps`
+    // (the library as such is valid).
+    let check = Command::new(crate::marketplace_flow::cargo_backworks_binary())
+        .args(["backworks", "check", "--deps", path])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains(&format!("  dependencies: error: {missing}\n")),
+        "{}",
+        text(&check.stdout)
+    );
+    // Without --deps, exit code 0.
+    let output = backworks(&["plugins", "inspect", path]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
 
-    let list = r#"{"packages":[{"name":"weather","version":"1.0.0","source":"local","dependencies":[1],"root":true},{"name":"serde_json","version":"1.0.145","source":"crates.io"}],"format":1}"#;
-    let section = dir.path().join("dep-v0.zlib");
-    std::fs::write(
-        &section,
-        miniz_oxide::deflate::compress_to_vec_zlib(list.as_bytes(), 7),
-    )
-    .unwrap();
-    let listed = dir.path().join("libweather_listed.so");
-    let status = Command::new("objcopy")
-        .arg(format!("--add-section=.dep-v0={}", section.display()))
-        .arg(&plugin)
-        .arg(&listed)
-        .status()
-        .expect("run objcopy (binutils)");
-    assert!(status.success());
+    let listed = harness::with_dependency_list(
+        &plugin,
+        harness::DEPENDENCY_LIST,
+        dir.path(),
+        "libweather_listed.so",
+    );
     let listed = listed.to_str().unwrap();
     let output = backworks(&["plugins", "inspect", "--deps", listed]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
         stdout.ends_with(
-            "dependencies: 2 packages (section `.dep-v0`)\n  weather 1.0.0 (local, root)\n  serde_json 1.0.145\n"
+            "dependencies: 3 packages (section `.dep-v0`)\n  weather 1.0.0 (local, root)\n  proc-macro2 1.0.101 (build)\n  serde_json 1.0.145\n"
         ),
         "{stdout}"
     );
     let output = backworks(&["plugins", "inspect", "--deps", "--json", listed]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let expected: serde_json::Value = serde_json::from_str(list).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(harness::DEPENDENCY_LIST).unwrap();
     assert_eq!(json["dependencies"], expected);
     // Without --deps, no list.
     let output = backworks(&["plugins", "inspect", "--json", listed]);

@@ -636,6 +636,101 @@ fn search_finds_plugins_as_text_and_json() {
     assert_eq!(page["hits"][0]["name"], "weather");
 }
 
+/// Issue 17: the registry records each artifact's dependency list from the
+/// uploaded bytes (compact, without the plugin's own package) in the
+/// release file, and its count in the signed index; `plugins search` shows
+/// this target's count (`--json` every target's), `plugins info` the list
+/// (`--json` the verified release file); a library without a list has none.
+#[test]
+fn the_registry_lists_each_artifact_s_dependencies_and_search_and_info_show_them() {
+    let market = Market::new();
+    let dir = tempfile::tempdir().unwrap();
+    let listed = harness::with_dependency_list(
+        &support::weather_plugin(),
+        harness::DEPENDENCY_LIST,
+        dir.path(),
+        "libweather.so",
+    );
+    market.publish(&listed, "1.0.0", &market.publisher);
+    let expected = json!([
+        {"name": "proc-macro2", "version": "1.0.101", "build": true},
+        {"name": "serde_json", "version": "1.0.145"}
+    ]);
+    let count = json!({"runtime": 1, "build": 1});
+    let release: Value = serde_json::from_slice(
+        &std::fs::read(market.root().join("plugins/weather/1.0.0/release.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(release["targets"][TARGET]["deps"], expected, "{release}");
+    // The index, as signed (the envelope's `index` text): the count only.
+    let envelope: Value =
+        serde_json::from_slice(&std::fs::read(market.root().join("index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_str(envelope["index"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        index["plugins"]["weather"]["versions"]["1.0.0"]["deps"],
+        json!({ TARGET: count }),
+        "{index}"
+    );
+    let config = market.dir_config(None);
+    let out = ok(&config, &["plugins", "search", "weather"]);
+    assert_eq!(
+        out,
+        format!(
+            "weather 1.0.0  Weather API integration\n  declares nothing (the process tier's defaults)\n{}  2 dependencies (1 build-time only) on {TARGET}\n",
+            needs_line(&listed)
+        )
+    );
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["hits"][0]["deps"][TARGET], count);
+    let out = ok(&config, &["plugins", "info", "weather"]);
+    assert!(
+        out.ends_with(&format!(
+            "  2 dependencies (1 build-time only) on {TARGET}:\n    proc-macro2 1.0.101 (build)\n    serde_json 1.0.145\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("weather 1.0.0  Weather API integration\n  published by key "),
+        "{out}"
+    );
+    let out = ok(&config, &["plugins", "info", "weather@1.0.0", "--json"]);
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info, release);
+    // Nothing installed or pinned by looking.
+    assert_eq!(market.locked(), None);
+    // Installed and verified as any release.
+    ok(&config, &["plugins", "install", "weather"]);
+
+    // A library without a list (a plain cargo build): no `deps` anywhere.
+    market.publish(&weather_v101(), "1.0.1", &market.publisher);
+    let release: Value = serde_json::from_slice(
+        &std::fs::read(market.root().join("plugins/weather/1.0.1/release.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        release["targets"][TARGET].get("deps").is_none(),
+        "{release}"
+    );
+    let out = ok(&config, &["plugins", "search", "weather", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["hits"][0]["version"], "1.0.1");
+    assert!(page["hits"][0].get("deps").is_none(), "{page}");
+    let out = ok(&config, &["plugins", "info", "weather"]);
+    assert!(
+        out.ends_with(&format!(
+            "  no dependency list for {TARGET} (its library was built without one)\n"
+        )),
+        "{out}"
+    );
+    refused(
+        &config,
+        &["plugins", "info", "weather@2"],
+        2,
+        &["no version of `weather` in the registry matches `^2`"],
+    );
+}
+
 /// Issue 17: the registry records each artifact's platform floor from the
 /// uploaded bytes (here a plugin linked against a stub `libc.so.6` whose
 /// symbol is in version node `GLIBC_2.99`), in the release file and the

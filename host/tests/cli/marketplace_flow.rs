@@ -23,7 +23,7 @@ const TOKEN: &str = "marketplace-flow-token";
 /// The `cargo-backworks` binary of this workspace, built once per run into
 /// the target directory the `backworks` binary under test lives in (a
 /// no-op when `cargo test --workspace` built it already).
-fn cargo_backworks_binary() -> &'static Path {
+pub(crate) fn cargo_backworks_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let backworks = Path::new(env!("CARGO_BIN_EXE_backworks"));

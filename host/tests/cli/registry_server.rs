@@ -1131,3 +1131,71 @@ fn a_version_that_differs_only_in_case_and_windows_unsafe_file_names_are_refused
     assert_eq!(tree_listing(&registry.tree()), listing);
     assert_eq!(std::fs::read(&published).unwrap(), first);
 }
+
+/// Issue 17: the dependency list of an upload is bounded: a library whose
+/// `.dep-v0` section names more than 1000 crates is refused (422, naming
+/// the file and the limit) and nothing is written; one with a list is
+/// published with it, and the search API counts it.
+#[test]
+fn an_oversized_dependency_list_is_refused_and_a_listed_plugin_is_searchable() {
+    let registry = Registry::new();
+    let server = registry.serve(Some(TOKEN), &[]);
+    let target = backworks_plugin_sdk::TARGET;
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("weather-1.0.0-{target}.so");
+    let signed_form = |library: &Path| {
+        let bytes = std::fs::read(library).unwrap();
+        let signed =
+            signature::sign(&bytes, &registry.publisher.sk, Some(&registry.publisher.pk)).unwrap();
+        form(&file, bytes, &signed.minisig)
+    };
+
+    let mut packages = vec![json!({
+        "name": "weather", "version": "1.0.0", "source": "local",
+        "dependencies": (1..=1001).collect::<Vec<_>>(), "root": true
+    })];
+    packages.extend(
+        (0..1001).map(
+            |i| json!({"name": format!("crate{i}"), "version": "1.0.0", "source": "crates.io"}),
+        ),
+    );
+    let many = json!({ "packages": packages }).to_string();
+    let bloated = crate::harness::with_dependency_list(
+        &support::weather_plugin(),
+        &many,
+        dir.path(),
+        "bloated.so",
+    );
+    let index = registry.index_on_disk();
+    let listing = tree_listing(&registry.tree());
+    assert_refused(
+        publish(&server, Some(TOKEN), signed_form(&bloated)),
+        422,
+        &format!(
+            "{file}: refusing its dependency list (the `.dep-v0` section): it names 1001 dependencies, at most 1000 are allowed"
+        ),
+    );
+    assert_eq!(tree_listing(&registry.tree()), listing);
+    assert_eq!(registry.index_on_disk(), index);
+
+    let listed = crate::harness::with_dependency_list(
+        &support::weather_plugin(),
+        crate::harness::DEPENDENCY_LIST,
+        dir.path(),
+        "listed.so",
+    );
+    let (status, body) = publish(&server, Some(TOKEN), signed_form(&listed));
+    assert_eq!(status, 201, "{body}");
+    let expected = json!([
+        {"name": "proc-macro2", "version": "1.0.101", "build": true},
+        {"name": "serde_json", "version": "1.0.145"}
+    ]);
+    assert_eq!(body["targets"][target]["deps"], expected, "{body}");
+    let (status, page) = search(&server, "q=weather");
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["hits"][0]["deps"][target],
+        json!({"runtime": 1, "build": 1}),
+        "{page}"
+    );
+}

@@ -142,6 +142,57 @@ fn weather_plugin_is_verified_loaded_and_served() {
     );
 }
 
+/// Issue 17: `/plugins` lists each loaded plugin's dependency list, read
+/// from its verified bytes (compact: the plugin's own package left out),
+/// in every tier (a `process`-tier plugin's from the bytes its worker is
+/// given); a plugin without one (the C plugin) has `null`.
+#[test]
+fn plugins_lists_each_plugin_s_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let listed = crate::harness::with_dependency_list(
+        &support::weather_plugin(),
+        crate::harness::DEPENDENCY_LIST,
+        dir.path(),
+        "libweather.so",
+    );
+    keys.sign(&listed);
+    let c_plugin = keys.signed_copy(&support::c_plugin(), dir.path(), "libweather_c.so");
+    let tiers: &[&str] = if cfg!(target_os = "linux") {
+        &["inline", "process"]
+    } else {
+        &["inline"]
+    };
+    for tier in tiers {
+        let config = config(
+            dir.path(),
+            &keys,
+            "5s",
+            &format!(
+                "  weather:\n    type: external\n    path: {}\n    isolation: {tier}\n    config:\n      api_key: \"12345\"\n  weather-c:\n    type: external\n    path: {}\n",
+                listed.display(),
+                c_plugin.display()
+            ),
+        );
+        let server = crate::harness::start(&config, "info");
+        let (status, body) = get(&server, "/plugins");
+        assert_eq!(status, 200);
+        assert_eq!(body["plugins"][0]["name"], "weather");
+        assert_eq!(body["plugins"][0]["isolation"], *tier);
+        assert_eq!(
+            body["plugins"][0]["dependencies"],
+            json!([
+                {"name": "proc-macro2", "version": "1.0.101", "build": true},
+                {"name": "serde_json", "version": "1.0.145"}
+            ]),
+            "{tier}: {body}"
+        );
+        assert_eq!(body["plugins"][1]["name"], "weather-c");
+        assert_eq!(body["plugins"][1]["dependencies"], Value::Null, "{body}");
+        assert!(body["plugins"][1].get("dependencies_error").is_none());
+    }
+}
+
 #[test]
 fn the_c_plugin_is_served_the_same_way() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         abi: None,
         capabilities: None,
         floors: Default::default(),
+        deps: Default::default(),
     };
     let release = match registry::verify_release(data, &reference, "weather", "1.0.0") {
         Ok(release) => release,

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 use backworks_abi::capabilities::Capabilities;
+pub use backworks_artifact::deps::Dependency;
 pub use backworks_artifact::floor::{self, PlatformFloor};
 use backworks_artifact::write::PathError;
 use std::collections::BTreeMap;
@@ -147,9 +148,29 @@ pub struct ReleaseRef {
     /// absent in indexes written before it was added.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floors: BTreeMap<String, PlatformFloor>,
+    /// How many crates each target's dependency list names, as the release
+    /// file's [`Artifact::deps`] says: a client shows how much a version
+    /// pulls in without fetching its release file, which holds the lists
+    /// (the index, fetched whole by every client, stays small). Only
+    /// targets with a list are listed; absent in indexes written before it
+    /// was added.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deps: BTreeMap<String, DependencyCount>,
 }
 
 impl ReleaseRef {
+    /// The dependency counts of `release`'s artifacts, as
+    /// [`ReleaseRef::deps`] lists them (targets without a list left out).
+    pub fn deps_of(release: &Release) -> BTreeMap<String, DependencyCount> {
+        release
+            .targets
+            .iter()
+            .filter_map(|(target, artifact)| {
+                Some((target.clone(), DependencyCount::of(artifact.deps.as_ref()?)))
+            })
+            .collect()
+    }
+
     /// The floors of `release`'s artifacts, as [`ReleaseRef::floors`] lists
     /// them (targets without a floor left out).
     pub fn floors_of(release: &Release) -> BTreeMap<String, PlatformFloor> {
@@ -210,6 +231,123 @@ pub struct Artifact {
     /// added.
     #[serde(default, skip_serializing_if = "PlatformFloor::is_empty")]
     pub floor: PlatformFloor,
+    /// The crates it was built from, read by the registry from the
+    /// uploaded bytes (the `.dep-v0` section `cargo backworks build`
+    /// embeds; [`artifact_deps`]), in compact form without the plugin's own
+    /// package, at most [`MAX_DEPENDENCIES`] of them; the index counts them
+    /// ([`ReleaseRef::deps`]). Absent when the library carries no list (a
+    /// C plugin, an older build), and in release files written before it
+    /// was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deps: Option<Vec<Dependency>>,
+}
+
+/// How many crates a dependency list names: those linked into the plugin,
+/// and those used at build time only. Displayed as `12 dependencies (3
+/// build-time only)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyCount {
+    /// Linked into the plugin.
+    #[serde(default)]
+    pub runtime: u32,
+    /// Used at build time only (build scripts, proc-macros).
+    #[serde(default)]
+    pub build: u32,
+}
+
+impl DependencyCount {
+    /// The count of `list`.
+    pub fn of(list: &[Dependency]) -> Self {
+        let count = |build: bool| {
+            u32::try_from(list.iter().filter(|d| d.build == build).count()).unwrap_or(u32::MAX)
+        };
+        Self {
+            runtime: count(false),
+            build: count(true),
+        }
+    }
+
+    /// Both together.
+    pub fn total(&self) -> u32 {
+        self.runtime.saturating_add(self.build)
+    }
+}
+
+impl fmt::Display for DependencyCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.total();
+        write!(
+            f,
+            "{total} {}",
+            if total == 1 {
+                "dependency"
+            } else {
+                "dependencies"
+            }
+        )?;
+        if self.build > 0 {
+            write!(f, " ({} build-time only)", self.build)?;
+        }
+        Ok(())
+    }
+}
+
+/// The most dependencies an artifact's list may name: a plugin with a
+/// large tree (an HTTP client, TLS, an async runtime) has a few hundred.
+/// With [`MAX_DEPENDENCY_TEXT`], a release file cannot be made to grow
+/// without bound.
+pub const MAX_DEPENDENCIES: usize = 1000;
+
+/// The longest name, version or source of a dependency, in bytes
+/// (crates.io allows names of 64 characters).
+pub const MAX_DEPENDENCY_TEXT: usize = 64;
+
+/// The dependency list of the uploaded library `file` (its `bytes`), in
+/// compact form ([`backworks_artifact::deps::compact`]); `None` when it
+/// carries none. A list that cannot be read, or that is over
+/// [`MAX_DEPENDENCIES`] or [`MAX_DEPENDENCY_TEXT`], refuses the upload
+/// ([`RegistryError::DependencyList`]).
+pub fn artifact_deps(file: &str, bytes: &[u8]) -> Result<Option<Vec<Dependency>>, RegistryError> {
+    use backworks_artifact::deps::{self, DepsError};
+    let refused = |reason: String| RegistryError::DependencyList {
+        file: file.to_owned(),
+        reason,
+    };
+    let info = match deps::from_bytes(Path::new(file), bytes) {
+        Ok(info) => info,
+        Err(DepsError::Missing { .. }) => return Ok(None),
+        Err(error) => {
+            // The message starts with the file name, which the variant's
+            // message already gives.
+            let message = error.to_string();
+            let reason = message
+                .strip_prefix(&format!("{file}: "))
+                .unwrap_or(&message);
+            return Err(refused(reason.to_owned()));
+        }
+    };
+    let list = deps::compact(&info);
+    if list.len() > MAX_DEPENDENCIES {
+        return Err(refused(format!(
+            "it names {} dependencies, at most {MAX_DEPENDENCIES} are allowed",
+            list.len()
+        )));
+    }
+    for dependency in &list {
+        for (field, text) in [
+            ("name", &dependency.name),
+            ("version", &dependency.version),
+            ("source", &dependency.source),
+        ] {
+            if text.len() > MAX_DEPENDENCY_TEXT {
+                return Err(refused(format!(
+                    "a dependency's {field} is {} bytes long, at most {MAX_DEPENDENCY_TEXT} are allowed",
+                    text.len()
+                )));
+            }
+        }
+    }
+    Ok(Some(list))
 }
 
 impl Index {
@@ -458,6 +596,17 @@ pub enum RegistryError {
     #[error("the upload mixes plugins: {reason}; publish one version of one plugin at a time")]
     Inconsistent {
         /// What differs.
+        reason: String,
+    },
+    /// An artifact's dependency list cannot be read, or is over the limits
+    /// ([`artifact_deps`]).
+    #[error(
+        "{file}: refusing its dependency list (the `.dep-v0` section): {reason}; rebuild it with `cargo backworks build`, or without a list"
+    )]
+    DependencyList {
+        /// The artifact's file name.
+        file: String,
+        /// What is wrong.
         reason: String,
     },
     /// The artifacts of one upload declare different capabilities.
@@ -1001,6 +1150,25 @@ pub fn verify_release(
             describe(&floors)
         )));
     }
+    let deps = ReleaseRef::deps_of(&release);
+    if !reference.deps.is_empty() && reference.deps != deps {
+        let describe = |counts: &BTreeMap<String, DependencyCount>| {
+            let listed: Vec<String> = counts
+                .iter()
+                .map(|(target, count)| format!("{count} ({target})"))
+                .collect();
+            if listed.is_empty() {
+                String::from("no dependency list")
+            } else {
+                listed.join(", ")
+            }
+        };
+        return Err(mismatch(format!(
+            "the index says its artifacts list {}, the release file says {}",
+            describe(&reference.deps),
+            describe(&deps)
+        )));
+    }
     Ok(release)
 }
 
@@ -1123,6 +1291,12 @@ pub struct SearchHit {
     /// (or the index does not say).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floors: BTreeMap<String, PlatformFloor>,
+    /// How many crates the dependency list of each target of its newest
+    /// version names, as the index says (targets without one left out);
+    /// absent when none has one (or the index does not say). The lists are
+    /// in the release file (`backworks plugins info`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deps: BTreeMap<String, DependencyCount>,
 }
 
 /// One page of search results.
@@ -1242,6 +1416,7 @@ pub fn validate_upload(
             sha256: claims.sha256_hex(),
             size: artifact.bytes.len() as u64,
             floor: report.floor().map(|f| f.floor()).unwrap_or_default(),
+            deps: artifact_deps(&file, &artifact.bytes)?,
         };
         let publisher = verified.key_id.to_string();
         let release = release.get_or_insert_with(|| Release {

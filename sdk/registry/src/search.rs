@@ -42,6 +42,9 @@ pub fn search(index: &Index, query: &str, page: usize, per_page: usize) -> Searc
                 floors: reference
                     .map(|reference| reference.floors.clone())
                     .unwrap_or_default(),
+                deps: reference
+                    .map(|reference| reference.deps.clone())
+                    .unwrap_or_default(),
                 name: name.clone(),
                 version: newest.unwrap_or_default(),
                 description: entry.description.clone(),

@@ -208,6 +208,7 @@ impl Tree {
                 abi: Some(release.abi),
                 capabilities: release.capabilities.clone(),
                 floors: ReleaseRef::floors_of(&release),
+                deps: ReleaseRef::deps_of(&release),
             },
         );
         let newest = semver::Version::parse(&release.version).ok();

@@ -26,6 +26,7 @@ fn entry(description: &str, keywords: &[&str], versions: &[&str]) -> IndexEntry 
                         abi: None,
                         capabilities: None,
                         floors: Default::default(),
+                        deps: Default::default(),
                     },
                 )
             })
@@ -238,6 +239,7 @@ fn a_release_must_match_the_index_in_size_hash_and_identity() {
         abi: None,
         capabilities: None,
         floors: Default::default(),
+        deps: Default::default(),
     };
     assert_eq!(
         verify_release(&bytes, &reference, "weather", "1.0.0").unwrap(),
@@ -554,6 +556,7 @@ fn index_of(plugins: &[(&str, &str, &[&str], &[&str])]) -> Index {
                     abi: None,
                     capabilities: None,
                     floors: Default::default(),
+                    deps: Default::default(),
                 };
                 ((*v).to_owned(), reference)
             })
@@ -812,6 +815,7 @@ fn demo_upload(version: &str, bytes: &[u8]) -> ValidatedUpload {
                     sha256: sha256_hex(bytes),
                     size: bytes.len() as u64,
                     floor: Default::default(),
+                    deps: Default::default(),
                 },
             )]),
         },
@@ -1148,6 +1152,7 @@ fn a_release_with_unknown_fields_is_read_and_a_newer_one_refused() {
         abi: Some(1),
         capabilities: None,
         floors: Default::default(),
+        deps: Default::default(),
     };
     let bytes = serde_json::to_vec(&release).unwrap();
     let read = verify_release(&bytes, &reference(&bytes), "weather", "1.0.0").unwrap();
@@ -1285,6 +1290,7 @@ fn a_release_must_declare_what_the_index_says_it_does() {
         abi: Some(1),
         capabilities,
         floors: Default::default(),
+        deps: Default::default(),
     };
     // The same declaration, or an index that predates the field: read.
     for listed in [release.capabilities.clone(), None] {
@@ -1393,6 +1399,7 @@ fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
         sha256: "00".repeat(32),
         size: 1,
         floor,
+        deps: None,
     };
     let glibc = |text: &str| PlatformFloor {
         glibc: floor::Version::parse(text),
@@ -1437,6 +1444,7 @@ fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
         abi: Some(1),
         capabilities: None,
         floors,
+        deps: BTreeMap::new(),
     };
     // The same floors, or an index that predates the field: read.
     for listed in [floors.clone(), BTreeMap::new()] {
@@ -1453,5 +1461,236 @@ fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
     assert_eq!(
         error.to_string(),
         "release file plugins/weather/1.0.0/release.json does not match the signed index: the index says its artifacts need glibc 2.17 (x86_64-unknown-linux-gnu), the release file says glibc 2.34 (x86_64-unknown-linux-gnu); the registry or a mirror serves altered data"
+    );
+}
+
+/// A library whose `.dep-v0` section lists `packages` (the plugin `demo`
+/// as the root, then each `(name, version, source, kind)`), written by the
+/// build's writer.
+fn library_listing(packages: &[(&str, &str, &str, &str)]) -> Vec<u8> {
+    use backworks_artifact::deps;
+    let mut list = vec![serde_json::json!({
+        "name": "demo", "version": "0.1.0", "source": "local",
+        "dependencies": (1..=packages.len()).collect::<Vec<_>>(), "root": true
+    })];
+    for (name, version, source, kind) in packages {
+        list.push(serde_json::json!({
+            "name": name, "version": version, "source": source, "kind": kind
+        }));
+    }
+    let json = serde_json::json!({ "packages": list }).to_string();
+    let info: deps::VersionInfo = serde_json::from_str(&json).unwrap();
+    deps::object_file("x86_64-unknown-linux-gnu", &deps::compress(&info)).unwrap()
+}
+
+const DEMO_FILE: &str = "demo-0.1.0-x86_64-unknown-linux-gnu.so";
+
+/// Issue 17: an artifact's dependency list is read from its bytes in
+/// compact form, the plugin's own package left out; a library without one
+/// has none (not an error).
+#[test]
+fn an_artifact_s_dependency_list_is_read_compact() {
+    let bytes = library_listing(&[
+        ("proc-macro2", "1.0.101", "crates.io", "build"),
+        ("helper", "0.2.0", "local", "runtime"),
+        ("serde_json", "1.0.145", "crates.io", "runtime"),
+    ]);
+    let list = artifact_deps(DEMO_FILE, &bytes).unwrap().unwrap();
+    let lines: Vec<String> = list.iter().map(Dependency::line).collect();
+    assert_eq!(
+        lines,
+        [
+            "proc-macro2 1.0.101 (build)",
+            "helper 0.2.0 (local)",
+            "serde_json 1.0.145"
+        ]
+    );
+    // A library without the section (a C plugin, an older build).
+    // The section renamed: `.dep-v1`.
+    let mut bare = bytes.clone();
+    let at = bare
+        .windows(b".dep-v0\0".len())
+        .position(|w| w == b".dep-v0\0")
+        .unwrap();
+    bare[at + 6] = b'1';
+    assert_eq!(artifact_deps(DEMO_FILE, &bare).unwrap(), None);
+}
+
+/// A list over the limits, or one that cannot be read, refuses the upload
+/// naming the file and the rule.
+#[test]
+fn a_hostile_dependency_list_is_refused() {
+    let many: Vec<(String, String)> = (0..=MAX_DEPENDENCIES)
+        .map(|i| (format!("crate{i}"), String::from("1.0.0")))
+        .collect();
+    let packages: Vec<(&str, &str, &str, &str)> = many
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str(), "crates.io", "runtime"))
+        .collect();
+    let error = artifact_deps(DEMO_FILE, &library_listing(&packages)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "demo-0.1.0-x86_64-unknown-linux-gnu.so: refusing its dependency list (the `.dep-v0` section): it names 1001 dependencies, at most 1000 are allowed; rebuild it with `cargo backworks build`, or without a list"
+    );
+    // Exactly the limit is fine.
+    assert_eq!(
+        artifact_deps(DEMO_FILE, &library_listing(&packages[1..]))
+            .unwrap()
+            .unwrap()
+            .len(),
+        MAX_DEPENDENCIES
+    );
+    let long = "a".repeat(MAX_DEPENDENCY_TEXT + 1);
+    for (packages, field) in [
+        ([(long.as_str(), "1.0.0", "crates.io", "runtime")], "name"),
+        ([("a", "1.0.0", long.as_str(), "runtime")], "source"),
+    ] {
+        let error = artifact_deps(DEMO_FILE, &library_listing(&packages)).unwrap_err();
+        assert!(
+            matches!(&error, RegistryError::DependencyList { file, .. } if file == DEMO_FILE),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains(&format!(
+                "a dependency's {field} is 65 bytes long, at most 64 are allowed"
+            )),
+            "{error}"
+        );
+    }
+    // A version as long: built from its text.
+    let version = format!("1.0.0-{}", "a".repeat(MAX_DEPENDENCY_TEXT));
+    let error = artifact_deps(
+        DEMO_FILE,
+        &library_listing(&[("a", &version, "crates.io", "runtime")]),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a dependency's version is 70 bytes long"),
+        "{error}"
+    );
+    // Garbled: not zlib.
+    let garbled =
+        backworks_artifact::deps::object_file("x86_64-unknown-linux-gnu", b"not zlib").unwrap();
+    let error = artifact_deps(DEMO_FILE, &garbled).unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "demo-0.1.0-x86_64-unknown-linux-gnu.so: refusing its dependency list (the `.dep-v0` section): the `.dep-v0` section is not zlib-compressed data"
+        ),
+        "{error}"
+    );
+}
+
+/// Issue 17: an artifact's dependency list is in the release file (absent
+/// when it has none, and readable without it), counted per target in the
+/// signed index and in search hits, and a release file whose counts are not
+/// the index's is refused.
+#[test]
+fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
+    let serde = Dependency {
+        name: "serde".into(),
+        version: "1.0.228".into(),
+        source: "crates.io".into(),
+        build: false,
+    };
+    let artifact = |deps: Option<Vec<Dependency>>| Artifact {
+        path: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so".into(),
+        signature: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so.minisig".into(),
+        sha256: "00".repeat(32),
+        size: 1,
+        floor: PlatformFloor::default(),
+        deps,
+    };
+    let json = serde_json::to_value(artifact(None)).unwrap();
+    assert_eq!(json.get("deps"), None, "{json}");
+    let read: Artifact = serde_json::from_value(json).unwrap();
+    assert_eq!(read.deps, None);
+
+    let mut release = Release {
+        format: FORMAT,
+        name: "weather".into(),
+        version: "1.0.0".into(),
+        description: String::new(),
+        keywords: Vec::new(),
+        abi: 1,
+        publisher: "0000000000000001".into(),
+        published: 1,
+        capabilities: None,
+        targets: BTreeMap::from([
+            (
+                "x86_64-unknown-linux-gnu".into(),
+                artifact(Some(vec![serde.clone()])),
+            ),
+            ("x86_64-pc-windows-gnu".into(), artifact(None)),
+        ]),
+    };
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(
+        text.contains(r#""deps":[{"name":"serde","version":"1.0.228"}]"#),
+        "{text}"
+    );
+    let counts = ReleaseRef::deps_of(&release);
+    let one = DependencyCount {
+        runtime: 1,
+        build: 0,
+    };
+    assert_eq!(
+        counts,
+        BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), one)])
+    );
+    let reference = |bytes: &[u8], deps: BTreeMap<String, DependencyCount>| ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        abi: Some(1),
+        capabilities: None,
+        floors: BTreeMap::new(),
+        deps,
+    };
+    for listed in [counts.clone(), BTreeMap::new()] {
+        verify_release(&bytes, &reference(&bytes, listed), "weather", "1.0.0").unwrap();
+    }
+    // In the index: counts only (`runtime`, `build`).
+    assert_eq!(
+        serde_json::to_string(&reference(&bytes, counts.clone()).deps).unwrap(),
+        r#"{"x86_64-unknown-linux-gnu":{"runtime":1,"build":0}}"#
+    );
+    // Search hits carry the newest version's counts.
+    let mut index = Index::empty();
+    index.plugins.insert(
+        "weather".into(),
+        IndexEntry {
+            description: "forecasts".into(),
+            keywords: Vec::new(),
+            versions: BTreeMap::from([("1.0.0".into(), reference(&bytes, counts.clone()))]),
+        },
+    );
+    let page = search(&index, "weather", 1, 10);
+    assert_eq!(page.hits[0].deps, counts);
+    // The release file lists two crates, the signed index one.
+    release
+        .targets
+        .get_mut("x86_64-unknown-linux-gnu")
+        .unwrap()
+        .deps = Some(vec![
+        serde.clone(),
+        Dependency {
+            name: "syn".into(),
+            build: true,
+            ..serde
+        },
+    ]);
+    let bytes = serde_json::to_vec(&release).unwrap();
+    let error = verify_release(&bytes, &reference(&bytes, counts), "weather", "1.0.0").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "release file plugins/weather/1.0.0/release.json does not match the signed index: the index says its artifacts list 1 dependency (x86_64-unknown-linux-gnu), the release file says 2 dependencies (1 build-time only) (x86_64-unknown-linux-gnu); the registry or a mirror serves altered data"
+    );
+    assert_eq!(
+        DependencyCount::default().to_string(),
+        "0 dependencies",
+        "a list of none"
     );
 }

@@ -61,6 +61,36 @@ pub fn copy_into(dir: &Path, library: &Path, name: &str) -> PathBuf {
     to
 }
 
+/// The packages of the list [`with_dependency_list`] adds: `weather` (the
+/// root), `serde_json`, and `proc-macro2` at build time.
+pub const DEPENDENCY_LIST: &str = r#"{"packages":[{"name":"weather","version":"1.0.0","source":"local","dependencies":[1,2],"root":true},{"name":"proc-macro2","version":"1.0.101","source":"crates.io","kind":"build"},{"name":"serde_json","version":"1.0.145","source":"crates.io"}],"format":1}"#;
+
+/// A copy of the ELF `library` in `dir` under `name` that carries the
+/// dependency list `list` (JSON) in a `.dep-v0` section, added by objcopy
+/// with the contents `cargo backworks build` writes
+/// (`backworks_artifact::deps::compress`): a plugin that is not built by
+/// `cargo backworks build` (the C plugin, a plain cargo build), listed as
+/// if it were.
+pub fn with_dependency_list(library: &Path, list: &str, dir: &Path, name: &str) -> PathBuf {
+    let info: backworks_artifact::deps::VersionInfo = serde_json::from_str(list).unwrap();
+    let section = dir.join(format!("{name}.dep-v0"));
+    std::fs::write(&section, backworks_artifact::deps::compress(&info)).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("objcopy")
+        .arg(format!(
+            "--add-section={}={}",
+            backworks_artifact::deps::SECTION,
+            section.display()
+        ))
+        .arg(library)
+        .arg(&out)
+        .status()
+        .expect("run objcopy (binutils)");
+    assert!(status.success(), "objcopy failed on {}", library.display());
+    std::fs::remove_file(&section).unwrap();
+    out
+}
+
 /// `plugins:` entries (YAML text) loading each `(name, path)` as an
 /// external plugin, in order.
 pub fn external_plugins(plugins: &[(String, PathBuf)]) -> String {

@@ -4,30 +4,23 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// An ELF object file with a `.dep-v0` section holding `contents`.
+/// The targets that get a list, one per object format and more.
+const TARGETS: [&str; 6] = [
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "i686-unknown-linux-gnu",
+    "x86_64-pc-windows-gnu",
+    "aarch64-apple-darwin",
+    "x86_64-apple-darwin",
+];
+
+/// The writer's ELF object with `contents` in its `.dep-v0` section.
 fn elf_with_section(contents: &[u8]) -> Vec<u8> {
-    use object::write::{Object, Symbol, SymbolSection};
-    use object::{
-        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
-    };
-    let mut file = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-    let section = file.add_section(Vec::new(), SECTION.as_bytes().to_vec(), SectionKind::Other);
-    let offset = file.append_section_data(section, contents, 1);
-    file.add_symbol(Symbol {
-        name: SYMBOL.as_bytes().to_vec(),
-        value: offset,
-        size: contents.len() as u64,
-        kind: SymbolKind::Data,
-        scope: SymbolScope::Linkage,
-        weak: false,
-        section: SymbolSection::Section(section),
-        flags: SymbolFlags::None,
-    });
-    file.write().unwrap()
+    object_file("x86_64-unknown-linux-gnu", contents).unwrap()
 }
 
 fn zlib(data: &[u8]) -> Vec<u8> {
-    miniz_oxide::deflate::compress_to_vec_zlib(data, 7)
+    miniz_oxide::deflate::compress_to_vec_zlib(data, COMPRESSION_LEVEL)
 }
 
 const PATH: &str = "dist/demo-0.1.0-x86_64-unknown-linux-gnu.so";
@@ -38,12 +31,101 @@ fn read_section(contents: &[u8]) -> Result<VersionInfo, DepsError> {
 
 const LIST: &str = r#"{"packages":[{"name":"demo","version":"0.1.0","source":"local","dependencies":[1],"root":true},{"name":"serde_json","version":"1.0.145","source":"crates.io"}]}"#;
 
+const LIST3: &str = r#"{"packages":[{"name":"demo","version":"0.1.0","source":"local","dependencies":[1,2],"root":true},{"name":"proc-macro2","version":"1.0.101","source":"crates.io","kind":"build"},{"name":"serde_json","version":"1.0.145","source":"crates.io"}]}"#;
+
 #[test]
 fn a_list_is_read_back() {
     let info = read_section(&zlib(LIST.as_bytes())).unwrap();
     let lines: Vec<String> = info.packages.iter().map(package_line).collect();
     assert_eq!(lines, ["demo 0.1.0 (local, root)", "serde_json 1.0.145"]);
     assert!(info.packages[0].root);
+}
+
+/// What the writer writes the reader reads back as it was written: whole
+/// for ELF, whose relocatable objects `auditable-info` reads like linked
+/// libraries; for COFF and Mach-O objects (it reads only linked PE and
+/// Mach-O images: the build's cli test reads real links), the section and
+/// its symbol.
+#[test]
+fn the_writer_round_trips() {
+    let info: VersionInfo = serde_json::from_str(LIST3).unwrap();
+    let contents = compress(&info);
+    for triple in TARGETS {
+        let object = object_file(triple, &contents).unwrap();
+        if object_format(triple) == Some(object::BinaryFormat::Elf) {
+            let back = from_bytes(Path::new(PATH), &object).unwrap();
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                serde_json::to_value(&info).unwrap(),
+                "{triple}"
+            );
+        }
+        // The symbol starts the section, global (hidden: checked by the
+        // build's cli test on real links).
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        let file = object::read::File::parse(object.as_slice()).unwrap();
+        let section = file.section_by_name(SECTION).unwrap();
+        assert_eq!(section.data().unwrap(), contents.as_slice(), "{triple}");
+        let symbol = file
+            .symbol_by_name(SYMBOL)
+            .or_else(|| file.symbol_by_name(&format!("_{SYMBOL}")))
+            .unwrap();
+        assert_eq!(symbol.section_index(), Some(section.index()), "{triple}");
+        assert_eq!(symbol.address(), section.address(), "{triple}");
+        assert!(symbol.is_global(), "{triple}");
+    }
+}
+
+#[test]
+fn the_writer_is_deterministic_and_refuses_other_targets() {
+    let info: VersionInfo = serde_json::from_str(LIST3).unwrap();
+    assert_eq!(compress(&info), compress(&info));
+    let a = object_file("x86_64-unknown-linux-gnu", b"list").unwrap();
+    assert_eq!(a, object_file("x86_64-unknown-linux-gnu", b"list").unwrap());
+    for triple in TARGETS {
+        assert!(object_format(triple).is_some(), "{triple}");
+    }
+    for triple in [
+        "i686-pc-windows-gnu",
+        "x86_64-pc-windows-msvc",
+        "riscv64gc-unknown-linux-gnu",
+        "not-a-target",
+    ] {
+        assert!(object_format(triple).is_none(), "{triple}");
+        let error = object_file(triple, b"list").unwrap_err();
+        assert_eq!(
+            error,
+            ObjectError::Unsupported {
+                target: triple.to_owned()
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("target `{triple}`: ")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn the_compact_form_leaves_the_root_out() {
+    let info: VersionInfo = serde_json::from_str(LIST3).unwrap();
+    let list = compact(&info);
+    let lines: Vec<String> = list.iter().map(Dependency::line).collect();
+    assert_eq!(lines, ["proc-macro2 1.0.101 (build)", "serde_json 1.0.145"]);
+    assert_eq!(runtime_count(&list), 1);
+    // crates.io and runtime are the defaults, absent in JSON.
+    assert_eq!(
+        serde_json::to_string(&list).unwrap(),
+        r#"[{"name":"proc-macro2","version":"1.0.101","build":true},{"name":"serde_json","version":"1.0.145"}]"#
+    );
+    let back: Vec<Dependency> = serde_json::from_str(
+        r#"[{"name":"helper","version":"0.1.0","source":"local","future":1},{"name":"proc-macro2","version":"1.0.101","build":true}]"#,
+    )
+    .unwrap();
+    assert_eq!(back[0].line(), "helper 0.1.0 (local)");
+    assert_eq!(back[1], list[0]);
 }
 
 /// The message names the file and the section.
@@ -99,11 +181,14 @@ fn an_oversized_list_is_refused() {
 
 #[test]
 fn no_section_and_no_object_file() {
-    use object::write::Object;
-    use object::{Architecture, BinaryFormat, Endianness};
-    let empty = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little)
-        .write()
-        .unwrap();
+    // An object without the section: the record's, not the list's.
+    let empty = {
+        use object::write::Object;
+        use object::{Architecture, BinaryFormat, Endianness};
+        Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little)
+            .write()
+            .unwrap()
+    };
     let error = from_bytes(Path::new(PATH), &empty).unwrap_err();
     assert!(matches!(error, DepsError::Missing { .. }), "{error:?}");
     assert_names_file_and_section(&error, "carries no dependency list");
