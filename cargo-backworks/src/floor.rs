@@ -10,12 +10,12 @@
 //!   installs) or with a cross gcc's.
 //! - `macos`: the `MACOSX_DEPLOYMENT_TARGET` of every Apple target
 //!   (`aarch64-apple-darwin` never below 11.0, the first macOS it runs).
-//!   Without the key the defaults of [`crate::toolchain`] apply (11.0 and
+//!   Without the key the defaults of `crate::toolchain` apply (11.0 and
 //!   10.12) unless the environment sets the variable.
 //!
 //! After the build the library's own floor, read from its bytes as `check`
 //! reads it ([`backworks_artifact::floor`]), must be no newer than the one
-//! asked for ([`Request::unmet`]): the key is a promise the build keeps or
+//! asked for (`Request::unmet`): the key is a promise the build keeps or
 //! refuses, never a hint.
 
 use backworks_artifact::floor::{PlatformFloor, Version};
