@@ -356,7 +356,10 @@ const SIOCSPGRP: u64 = 0x8902;
 const REFUSED: &[i64] = &[
     // New processes would escape the worker's supervision and limits
     // (`clone` without `CLONE_THREAD` is refused below; `clone3` too).
+    // aarch64 has no `fork` or `vfork`: its C library forks with `clone`.
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_fork,
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_vfork,
     // Leaving the worker's session and process group, joining the host's.
     libc::SYS_setpgid,
