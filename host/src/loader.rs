@@ -19,8 +19,11 @@
 //!    match the bytes' name, version, target, ABI and sha256;
 //! 3. **those same bytes** are loaded: on Linux from the sealed memfd the
 //!    checks read (no one can change it), elsewhere from a private copy in a
-//!    directory only this process's user can write. Replacing the file on
-//!    disk after step 1 changes nothing;
+//!    directory only this process's user can write; on Windows that copy is
+//!    also held open sharing reading only, and what the held handle reads is
+//!    compared with the verified bytes before `LoadLibrary`, so no process
+//!    can change it from then on. Replacing the file on disk after step 1
+//!    changes nothing;
 //! 4. the record is read again from memory and must equal the one checked;
 //!    only then are `plugin_info` and `plugin_vtable` called
 //!    ([`RawPlugin::new`]).
@@ -1212,6 +1215,15 @@ impl Staged {
     /// Writes the checked bytes to a private copy the dynamic loader opens:
     /// a directory only this user can write, removed after `dlopen` (the
     /// mapping keeps the code; Windows keeps the file until exit).
+    ///
+    /// On Windows the copy is then opened again sharing reading only, and
+    /// that handle is kept for the life of the process: from then on no
+    /// process can write, replace, rename or delete the file (each of those
+    /// opens is refused with a sharing violation), while `LoadLibrary`,
+    /// which only reads and maps it, still can. What the handle reads must
+    /// be the verified bytes, so whatever another process of this user did
+    /// to the copy between its writing and that open is caught before the
+    /// load.
     fn into_loadable(self, name: &str) -> Result<(PathBuf, KeepAlive), String> {
         let dir = tempfile::Builder::new()
             .prefix("backworks-plugin-")
@@ -1222,8 +1234,40 @@ impl Staged {
             .join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
         std::fs::write(&file, &self.bytes)
             .map_err(|e| format!("cannot write a private copy: {e}"))?;
-        Ok((file, Box::new(dir)))
+        // The handle first: dropped (never, in practice) before the
+        // directory is removed.
+        #[cfg(windows)]
+        let keep_alive: KeepAlive = Box::new((hold_private_copy(&file, &self.bytes)?, dir));
+        #[cfg(not(windows))]
+        let keep_alive: KeepAlive = Box::new(dir);
+        Ok((file, keep_alive))
     }
+}
+
+/// Opens the private copy at `file` sharing reading only, and checks that
+/// it holds `verified` ([`Staged::into_loadable`]); the handle keeps every
+/// other writer, renamer and deleter out while it is open.
+#[cfg(windows)]
+fn hold_private_copy(file: &Path, verified: &[u8]) -> Result<std::fs::File, String> {
+    use std::io::Read;
+    use std::os::windows::fs::OpenOptionsExt;
+    /// `FILE_SHARE_READ`: others may open the file to read only.
+    const FILE_SHARE_READ: u32 = 0x1;
+    let mut held = std::fs::OpenOptions::new()
+        .read(true)
+        .share_mode(FILE_SHARE_READ)
+        .open(file)
+        .map_err(|e| format!("cannot hold the private copy {}: {e}", file.display()))?;
+    let mut copy = Vec::with_capacity(verified.len());
+    held.read_to_end(&mut copy)
+        .map_err(|e| format!("cannot read back the private copy {}: {e}", file.display()))?;
+    if copy != verified {
+        return Err(format!(
+            "the private copy {} is not the verified bytes: another process changed it before it was held",
+            file.display()
+        ));
+    }
+    Ok(held)
 }
 
 /// Step 4: the record from memory, then the plugin's own functions.

@@ -11,4 +11,5 @@ mod deps;
 mod flake;
 mod floor;
 mod keys;
+mod platforms;
 mod publish;

@@ -9,6 +9,8 @@
 //!   benchmarked on (broken plugins, object files, archives, grown plugins).
 //! - [`harness`] (feature `host`): the host's end-to-end harness, shared by
 //!   its `tests/cli` and its benchmarks.
+//! - [`platforms`]: the tools built for Windows and aarch64 Linux, and wine
+//!   and qemu-user to run them here.
 
 // Helpers for test binaries: not every one has a `Debug` worth writing.
 #![allow(missing_debug_implementations)]
@@ -21,5 +23,7 @@ pub mod fixtures;
 #[cfg(feature = "host")]
 #[forbid(unsafe_code)]
 pub mod harness;
+#[forbid(unsafe_code)]
+pub mod platforms;
 
 pub use fixtures::*;
