@@ -4,7 +4,8 @@
 //! arm64 C library (`backworks_test_support::platforms`). Each checks,
 //! verifies and serves a plugin built for it by `cargo backworks build`,
 //! and refuses a tampered one or one built for another target before
-//! loading it. Servers listen on 127.0.0.1 and are killed when dropped.
+//! loading it; on Windows, a plugin file replaced while the host loads it
+//! is never what it loads. Servers listen on 127.0.0.1 and are killed when dropped.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -264,4 +265,134 @@ fn an_aarch64_host_under_qemu_serves_an_aarch64_plugin_and_refuses_an_x86_64_one
         "{err}"
     );
     assert!(!err.contains("plugin verified and loaded"), "{err}");
+}
+
+/// `command` (a `backworks serve`) started: its address once it listens,
+/// or its exit code and log when it exits first (bounded by [`HANG`]).
+fn serve_or_refusal(mut command: std::process::Command) -> Result<Server, (i32, String)> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let started = std::time::Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, stderr) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let (address, listening) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(base) = line.strip_prefix("backworks listening on ") {
+                let _ = address.send(base.to_owned());
+            }
+        }
+    });
+    loop {
+        if let Ok(base) = listening.recv_timeout(Duration::from_millis(50)) {
+            return Ok(Server {
+                child,
+                base,
+                started_in: started.elapsed(),
+                stderr,
+            });
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let log: Vec<String> =
+                std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
+            return Err((status.code().unwrap_or(-1), log.join("\n")));
+        }
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            panic!("backworks serve neither listened nor exited within {HANG:?}");
+        }
+    }
+}
+
+/// The plugin file is replaced again and again, between the signed DLL and
+/// the same DLL with one string altered (it would answer `temperaturX`), while
+/// `backworks.exe` starts under wine: every start either serves the signed
+/// bytes or refuses the altered ones for their signature. The bytes checked
+/// are the bytes loaded (read once, then the held private copy), never the
+/// path read again.
+#[test]
+fn a_windows_host_never_loads_a_plugin_file_replaced_while_it_loads() {
+    let CrossTools { backworks, .. } = platforms::cross_tools(WINDOWS_GNU);
+    let wine = platforms::wine();
+    let dir = tempfile::tempdir().unwrap();
+    let library = signed_weather(dir.path(), WINDOWS_GNU);
+    let signed = std::fs::read(&library).unwrap();
+    let at = signed
+        .windows(b"temperature".len())
+        .position(|w| w == b"temperature")
+        .expect("the DLL holds its answer's key");
+    let mut altered = signed.clone();
+    altered[at..at + b"temperature".len()].copy_from_slice(b"temperaturX");
+
+    let flipping = dir.path().join("flipping");
+    std::fs::create_dir_all(&flipping).unwrap();
+    let target = flipping.join(library.file_name().unwrap());
+    std::fs::write(&target, &signed).unwrap();
+    std::fs::copy(
+        format!("{}.minisig", library.display()),
+        format!("{}.minisig", target.display()),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, target) = (stop.clone(), target.clone());
+        std::thread::spawn(move || {
+            let staging = target.with_extension("tmp");
+            let mut flips = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let bytes = if flips.is_multiple_of(2) {
+                    &altered
+                } else {
+                    &signed
+                };
+                std::fs::write(&staging, bytes).unwrap();
+                std::fs::rename(&staging, &target).unwrap();
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let config = serve_config(dir.path(), &target, windows_path);
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..6 {
+        let mut command = wine.command(&backworks);
+        command.args(["serve", "--config", &windows_path(&config)]);
+        match serve_or_refusal(command) {
+            Ok(server) => {
+                let (status, body) = get_weather(&server);
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(
+                    body,
+                    json!({"temperature": 25, "humidity": 60}),
+                    "only the signed bytes may be served"
+                );
+                served += 1;
+            }
+            Err((code, log)) => {
+                assert_eq!(code, 1, "{log}");
+                assert!(log.contains("modified"), "{log}");
+                assert!(!log.contains("plugin verified and loaded"), "{log}");
+                refused += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    assert!(flips > 2, "the file was replaced {flips} times");
+    assert_eq!(served + refused, 6);
+    eprintln!("{served} starts served the signed bytes, {refused} refused the altered ones ({flips} replacements)");
 }
