@@ -267,57 +267,6 @@ fn an_aarch64_host_under_qemu_serves_an_aarch64_plugin_and_refuses_an_x86_64_one
     assert!(!err.contains("plugin verified and loaded"), "{err}");
 }
 
-/// `command` (a `backworks serve`) started: its address once it listens,
-/// or its exit code and log when it exits first (bounded by [`HANG`]).
-fn serve_or_refusal(mut command: std::process::Command) -> Result<Server, (i32, String)> {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::sync::mpsc;
-
-    let started = std::time::Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, stderr) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let (address, listening) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(base) = line.strip_prefix("backworks listening on ") {
-                let _ = address.send(base.to_owned());
-            }
-        }
-    });
-    loop {
-        if let Ok(base) = listening.recv_timeout(Duration::from_millis(50)) {
-            return Ok(Server {
-                child,
-                base,
-                started_in: started.elapsed(),
-                stderr,
-            });
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let log: Vec<String> =
-                std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
-            return Err((status.code().unwrap_or(-1), log.join("\n")));
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            panic!("backworks serve neither listened nor exited within {HANG:?}");
-        }
-    }
-}
-
 /// The plugin file is replaced again and again, between the signed DLL and
 /// the same DLL with one string altered (it would answer `temperaturX`), while
 /// `backworks.exe` starts under wine: every start either serves the signed
@@ -370,8 +319,10 @@ fn a_windows_host_never_loads_a_plugin_file_replaced_while_it_loads() {
     let (mut served, mut refused) = (0, 0);
     for _ in 0..6 {
         let mut command = wine.command(&backworks);
-        command.args(["serve", "--config", &windows_path(&config)]);
-        match serve_or_refusal(command) {
+        command
+            .args(["serve", "--config", &windows_path(&config)])
+            .stdin(std::process::Stdio::null());
+        match harness::start_or_exit(command, "backworks listening on ", HANG) {
             Ok(server) => {
                 let (status, body) = get_weather(&server);
                 assert_eq!(status, 200, "{body}");
@@ -382,7 +333,7 @@ fn a_windows_host_never_loads_a_plugin_file_replaced_while_it_loads() {
                 );
                 served += 1;
             }
-            Err((code, log)) => {
+            Err(harness::Exited { code, stderr: log }) => {
                 assert_eq!(code, 1, "{log}");
                 assert!(log.contains("modified"), "{log}");
                 assert!(!log.contains("plugin verified and loaded"), "{log}");
@@ -394,5 +345,7 @@ fn a_windows_host_never_loads_a_plugin_file_replaced_while_it_loads() {
     let flips = flipper.join().unwrap();
     assert!(flips > 2, "the file was replaced {flips} times");
     assert_eq!(served + refused, 6);
-    eprintln!("{served} starts served the signed bytes, {refused} refused the altered ones ({flips} replacements)");
+    eprintln!(
+        "{served} starts served the signed bytes, {refused} refused the altered ones ({flips} replacements)"
+    );
 }

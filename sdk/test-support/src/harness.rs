@@ -212,8 +212,35 @@ pub fn start_with(config: &Path, log_level: &str, args: &[&str]) -> Server {
 }
 
 /// Spawns `command` (a server) and waits (at most 60 s) for the line
-/// `<prefix><base URL>` on its standard output.
-pub fn start_command(mut command: Command, prefix: &'static str) -> Server {
+/// `<prefix><base URL>` on its standard output; panics with the server's
+/// standard error if it exits or hangs instead.
+pub fn start_command(command: Command, prefix: &'static str) -> Server {
+    match start_or_exit(command, prefix, Duration::from_secs(60)) {
+        Ok(server) => server,
+        Err(Exited { code, stderr }) => {
+            panic!("the server did not start (exit code {code}):\n{stderr}")
+        }
+    }
+}
+
+/// How a server started by [`start_or_exit`] ended before it listened.
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit code (-1 when a signal ended it).
+    pub code: i32,
+    /// Its standard error, whole.
+    pub stderr: String,
+}
+
+/// Spawns `command` (a server): the server once it prints
+/// `<prefix><base URL>` on standard output, or its exit code and standard
+/// error when it exits first, as a refusal to start does. Panics, after
+/// killing it, if it does neither within `hang`.
+pub fn start_or_exit(
+    mut command: Command,
+    prefix: &'static str,
+    hang: Duration,
+) -> Result<Server, Exited> {
     let started = Instant::now();
     let mut child = command
         .stdout(Stdio::piped())
@@ -236,23 +263,36 @@ pub fn start_command(mut command: Command, prefix: &'static str) -> Server {
             }
         }
     });
-    let (base, started_in) = match addr_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(found) => found,
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait();
-            // The reader forwards stderr until the pipe closes: wait for it,
-            // so the server's own last words are in the message.
-            let log: Vec<String> =
-                std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok()).collect();
-            panic!("the server did not start ({status:?}):\n{}", log.join("\n"));
-        }
+    // The reader forwards stderr until the pipe closes: wait for it, so the
+    // server's own last words are in what is returned.
+    let drain = |stderr: &mpsc::Receiver<String>| -> String {
+        std::iter::from_fn(|| stderr.recv_timeout(Duration::from_secs(5)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    Server {
-        child,
-        base,
-        started_in,
-        stderr,
+    loop {
+        if let Ok((base, started_in)) = addr_rx.recv_timeout(Duration::from_millis(50)) {
+            return Ok(Server {
+                child,
+                base,
+                started_in,
+                stderr,
+            });
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(Exited {
+                code: status.code().unwrap_or(-1),
+                stderr: drain(&stderr),
+            });
+        }
+        if started.elapsed() > hang {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server neither listened nor exited within {hang:?}:\n{}",
+                drain(&stderr)
+            );
+        }
     }
 }
 
