@@ -1388,30 +1388,23 @@ fn a_search_hit_carries_what_its_newest_version_declares() {
     assert_eq!(old.capabilities, None);
 }
 
-/// Issue 17: an artifact's floor is in the release file (absent when it
-/// has none, and readable without it), listed per target in the signed
-/// index, and a release file whose floors are not the index's is refused.
-#[test]
-fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
-    let artifact = |floor: PlatformFloor| Artifact {
+/// weather 1.0.0's x86_64 Linux artifact (a stand-in file) with `floor`
+/// and `deps`: the per-artifact records the floor and dependency tests vary.
+fn weather_artifact(floor: PlatformFloor, deps: Option<Vec<Dependency>>) -> Artifact {
+    Artifact {
         path: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so".into(),
         signature: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so.minisig".into(),
         sha256: "00".repeat(32),
         size: 1,
         floor,
-        deps: None,
-    };
-    let glibc = |text: &str| PlatformFloor {
-        glibc: floor::Version::parse(text),
-        macos: None,
-    };
-    // Nothing recorded: no field, and a file without one reads.
-    let json = serde_json::to_value(artifact(PlatformFloor::default())).unwrap();
-    assert_eq!(json.get("floor"), None, "{json}");
-    let read: Artifact = serde_json::from_value(json).unwrap();
-    assert!(read.floor.is_empty());
+        deps,
+    }
+}
 
-    let mut release = Release {
+/// weather 1.0.0 with the artifact `linux` for x86_64 Linux and `windows`
+/// for x86_64 Windows.
+fn linux_and_windows(linux: Artifact, windows: Artifact) -> Release {
+    Release {
         format: FORMAT,
         name: "weather".into(),
         version: "1.0.0".into(),
@@ -1422,13 +1415,48 @@ fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
         published: 1,
         capabilities: None,
         targets: BTreeMap::from([
-            ("x86_64-unknown-linux-gnu".into(), artifact(glibc("2.17"))),
-            (
-                "x86_64-pc-windows-gnu".into(),
-                artifact(PlatformFloor::default()),
-            ),
+            ("x86_64-unknown-linux-gnu".into(), linux),
+            ("x86_64-pc-windows-gnu".into(), windows),
         ]),
+    }
+}
+
+/// The index's record of weather 1.0.0's release file `bytes`, listing
+/// `floors` and dependency counts `deps`.
+fn release_ref(
+    bytes: &[u8],
+    floors: BTreeMap<String, PlatformFloor>,
+    deps: BTreeMap<String, DependencyCount>,
+) -> ReleaseRef {
+    ReleaseRef {
+        path: "plugins/weather/1.0.0/release.json".into(),
+        sha256: sha256_hex(bytes),
+        size: bytes.len() as u64,
+        abi: Some(1),
+        capabilities: None,
+        floors,
+        deps,
+    }
+}
+
+/// Issue 17: an artifact's floor is in the release file (absent when it
+/// has none, and readable without it), listed per target in the signed
+/// index, and a release file whose floors are not the index's is refused.
+#[test]
+fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
+    let artifact = |floor: PlatformFloor| weather_artifact(floor, None);
+    let glibc = |text: &str| PlatformFloor {
+        glibc: floor::Version::parse(text),
+        macos: None,
     };
+    // Nothing recorded: no field, and a file without one reads.
+    let json = serde_json::to_value(artifact(PlatformFloor::default())).unwrap();
+    assert_eq!(json.get("floor"), None, "{json}");
+    let read: Artifact = serde_json::from_value(json).unwrap();
+    assert!(read.floor.is_empty());
+
+    let mut release =
+        linux_and_windows(artifact(glibc("2.17")), artifact(PlatformFloor::default()));
     let bytes = serde_json::to_vec(&release).unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(text.contains(r#""floor":{"glibc":"2.17"}"#), "{text}");
@@ -1437,14 +1465,8 @@ fn floors_are_recorded_per_artifact_and_must_be_the_index_s() {
         floors,
         BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), glibc("2.17"))])
     );
-    let reference = |bytes: &[u8], floors: BTreeMap<String, PlatformFloor>| ReleaseRef {
-        path: "plugins/weather/1.0.0/release.json".into(),
-        sha256: sha256_hex(bytes),
-        size: bytes.len() as u64,
-        abi: Some(1),
-        capabilities: None,
-        floors,
-        deps: BTreeMap::new(),
+    let reference = |bytes: &[u8], floors: BTreeMap<String, PlatformFloor>| {
+        release_ref(bytes, floors, BTreeMap::new())
     };
     // The same floors, or an index that predates the field: read.
     for listed in [floors.clone(), BTreeMap::new()] {
@@ -1594,37 +1616,13 @@ fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
         source: "crates.io".into(),
         build: false,
     };
-    let artifact = |deps: Option<Vec<Dependency>>| Artifact {
-        path: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so".into(),
-        signature: "plugins/weather/1.0.0/x86_64-unknown-linux-gnu/weather.so.minisig".into(),
-        sha256: "00".repeat(32),
-        size: 1,
-        floor: PlatformFloor::default(),
-        deps,
-    };
+    let artifact = |deps: Option<Vec<Dependency>>| weather_artifact(PlatformFloor::default(), deps);
     let json = serde_json::to_value(artifact(None)).unwrap();
     assert_eq!(json.get("deps"), None, "{json}");
     let read: Artifact = serde_json::from_value(json).unwrap();
     assert_eq!(read.deps, None);
 
-    let mut release = Release {
-        format: FORMAT,
-        name: "weather".into(),
-        version: "1.0.0".into(),
-        description: String::new(),
-        keywords: Vec::new(),
-        abi: 1,
-        publisher: "0000000000000001".into(),
-        published: 1,
-        capabilities: None,
-        targets: BTreeMap::from([
-            (
-                "x86_64-unknown-linux-gnu".into(),
-                artifact(Some(vec![serde.clone()])),
-            ),
-            ("x86_64-pc-windows-gnu".into(), artifact(None)),
-        ]),
-    };
+    let mut release = linux_and_windows(artifact(Some(vec![serde.clone()])), artifact(None));
     let bytes = serde_json::to_vec(&release).unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(
@@ -1640,14 +1638,8 @@ fn dependency_lists_are_recorded_per_artifact_and_must_be_the_index_s() {
         counts,
         BTreeMap::from([("x86_64-unknown-linux-gnu".to_owned(), one)])
     );
-    let reference = |bytes: &[u8], deps: BTreeMap<String, DependencyCount>| ReleaseRef {
-        path: "plugins/weather/1.0.0/release.json".into(),
-        sha256: sha256_hex(bytes),
-        size: bytes.len() as u64,
-        abi: Some(1),
-        capabilities: None,
-        floors: BTreeMap::new(),
-        deps,
+    let reference = |bytes: &[u8], deps: BTreeMap<String, DependencyCount>| {
+        release_ref(bytes, BTreeMap::new(), deps)
     };
     for listed in [counts.clone(), BTreeMap::new()] {
         verify_release(&bytes, &reference(&bytes, listed), "weather", "1.0.0").unwrap();
