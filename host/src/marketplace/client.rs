@@ -399,7 +399,6 @@ impl PluginMarketplace {
                 &release,
                 &entry.name,
                 &self.target,
-                release.targets.get(&self.target).map(|a| a.sha256.as_str()),
                 Some(&entry.key_id),
                 Some(&entry.sha256),
             )?;

@@ -88,17 +88,17 @@ pub(super) fn artifact_file_name(
 }
 
 /// Whether `release` is what a lock pins: its publisher `locked_key` and,
-/// for `target`, the artifact `locked_sha256` (`listed`: the release's
-/// sha256 of that target's artifact, `None` when it has none). A changed
-/// publisher is reported first: it is the graver news. `None` pins pass.
+/// for `target`, the artifact `locked_sha256` (a release without an
+/// artifact for `target` matches no sha256). A changed publisher is
+/// reported first: it is the graver news. `None` pins pass.
 pub(super) fn check_pin(
     release: &Release,
     name: &str,
     target: &str,
-    listed: Option<&str>,
     locked_key: Option<&str>,
     locked_sha256: Option<&str>,
 ) -> Result<(), MarketplaceError> {
+    let listed = release.targets.get(target).map(|a| a.sha256.as_str());
     if let Some(key) = locked_key
         && release.publisher != key
     {
@@ -200,14 +200,7 @@ impl PluginMarketplace {
             });
         }
         let file_name = artifact_file_name(&release, &self.target, artifact).map_err(refuse)?;
-        check_pin(
-            &release,
-            name,
-            &self.target,
-            Some(&artifact.sha256),
-            key,
-            sha256,
-        )?;
+        check_pin(&release, name, &self.target, key, sha256)?;
         let final_dir = self.version_dir(name, version, &self.target)?;
         let final_file = registry::join_component(&final_dir, "file name", &file_name)
             .map_err(MarketplaceError::UnsafePath)?;
