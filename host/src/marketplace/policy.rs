@@ -172,14 +172,7 @@ impl PluginMarketplace {
         name: &str,
         version: &Version,
     ) -> Result<u32, MarketplaceError> {
-        let version_text = version.to_string();
-        let reference = index.release_ref(name, &version_text).ok_or_else(|| {
-            MarketplaceError::NoMatchingVersion {
-                name: name.to_owned(),
-                requirement: format!("={version}"),
-                available: list_or(index.versions(name), "no versions"),
-            }
-        })?;
+        let reference = self.reference(index, name, version)?;
         if let Some(abi) = reference.abi {
             return Ok(abi);
         }
